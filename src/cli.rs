@@ -1,0 +1,247 @@
+//! Argument definitions and the glue from each subcommand to the library.
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use shallow::data::{self, Subset};
+use shallow::device::{self, DeviceChoice};
+use shallow::model::{Activation, Head, Layout, Pool};
+use shallow::train::{self, Outcome, RunConfig, RunResult};
+
+/// Exit code of `train` when the run diverged (its result is still printed and written).
+const EXIT_DIVERGED: u8 = 3;
+
+#[derive(Parser)]
+#[command(
+    name = "shallow",
+    version,
+    about = "Deep residual stack vs. shallow parallel layout: train, sweep and report",
+    long_about = "Trains convolutional residual networks in two layouts with the same parameters:\n\
+      sequential (deep)   h_i = h_{i-1} + F_i(h_{i-1})\n\
+      parallel (shallow)  y   = x + Σ_i F_i(x)\n\
+    and compares them as in Bermeitinger et al., \"Make Deep Networks Shallow Again\" (2023).\n\n\
+    Start with `shallow train --help` for one run."
+)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); SHALLOW_LOG=<filter> overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train one network and print its metrics.
+    Train(TrainArgs),
+    /// Download datasets.
+    Data {
+        #[command(subcommand)]
+        action: DataCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DataCommand {
+    /// Download a dataset from its official source, verify its SHA-256 and install it atomically.
+    Fetch {
+        /// Dataset to download.
+        #[arg(value_parser = [data::MNIST, data::CIFAR10])]
+        dataset: String,
+        /// Data directory [default: $SHALLOW_DATA, else ./data].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Base URL to download from instead of the official ones.
+        #[arg(long, env = "SHALLOW_MIRROR")]
+        mirror: Option<String>,
+    },
+}
+
+/// Where and how runs execute; none of this changes a run's result.
+#[derive(Args, Clone)]
+pub struct RuntimeArgs {
+    /// Data directory [default: $SHALLOW_DATA, else ./data]. Missing datasets are downloaded into it.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Never download: fail if a dataset is missing.
+    #[arg(long)]
+    pub offline: bool,
+    /// Compute device.
+    #[arg(long, value_enum, default_value_t)]
+    pub device: DeviceChoice,
+    /// libtorch threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Dataset: mnist, cifar10, or the folder name (under the data directory) of any IDX dataset
+    /// laid out as MNIST.
+    #[arg(long, default_value = data::MNIST)]
+    pub dataset: String,
+    /// sequential = deep residual stack; parallel = the same units side by side.
+    #[arg(long, value_enum)]
+    pub layout: Layout,
+    /// Number of residual units L.
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    /// Channels F of every convolution.
+    #[arg(long, default_value_t = 32)]
+    pub filters: usize,
+    /// Kernel size k (odd).
+    #[arg(long, default_value_t = 3)]
+    pub kernel: usize,
+    #[arg(long, value_enum, default_value_t)]
+    pub activation: Activation,
+    /// Pooling after the stem.
+    #[arg(long, value_enum, default_value_t)]
+    pub pool: Pool,
+    /// Batch norm in every unit: φ(BN(conv(h))).
+    #[arg(long)]
+    pub batchnorm: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub head: Head,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Seeds initial weights and data order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Train on this many examples only.
+    #[arg(long)]
+    pub train_limit: Option<usize>,
+    /// Validate on this many test-set examples only.
+    #[arg(long)]
+    pub val_limit: Option<usize>,
+    /// How limits pick examples: stratified = balanced classes in file order; first = first N.
+    #[arg(long, value_enum, default_value_t)]
+    pub subset: Subset,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Write the full result (config, P, Q, per-epoch and final metrics, timings) as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl TrainArgs {
+    fn run_config(&self) -> RunConfig {
+        RunConfig {
+            dataset: self.dataset.clone(),
+            layout: self.layout,
+            layers: self.layers,
+            filters: self.filters,
+            kernel: self.kernel,
+            activation: self.activation,
+            pool: self.pool,
+            batchnorm: self.batchnorm,
+            head: self.head,
+            lr: self.lr,
+            batch_size: self.batch_size,
+            epochs: self.epochs,
+            seed: self.seed,
+            train_limit: self.train_limit,
+            val_limit: self.val_limit,
+            subset: self.subset,
+        }
+    }
+}
+
+pub fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Train(args) => train_command(&args),
+        Command::Data {
+            action:
+                DataCommand::Fetch {
+                    dataset,
+                    dir,
+                    mirror,
+                },
+        } => {
+            let source = data::download::Source::named(&dataset).expect("clap checked the name");
+            let dir = data::resolve_data_dir(dir.as_deref());
+            data::download::fetch(&source, &dir, &mirror)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn train_command(args: &TrainArgs) -> Result<ExitCode> {
+    let cfg = args.run_config();
+    cfg.validate()?;
+    let rt = &args.runtime;
+    let data_dir = data::resolve_data_dir(rt.data_dir.as_deref());
+    data::ensure_available(&data_dir, &cfg.dataset, rt.offline)?;
+    let raw = data::load(&data_dir, &cfg.dataset)?;
+    let device = device::select_device(rt.device)?;
+    device::set_threads(rt.threads.unwrap_or_else(device::available_cores));
+    let tensors = data::prepare(&raw, cfg.train_limit, cfg.val_limit, cfg.subset, device);
+    println!(
+        "{} {} L={} F={} k={} on {} training / {} validation images, {device:?}",
+        cfg.dataset,
+        cfg.layout,
+        cfg.layers,
+        cfg.filters,
+        cfg.kernel,
+        tensors.train_len(),
+        tensors.val_y.size()[0]
+    );
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let result = train::train(&cfg, &tensors, device, &mut train::Bar(bar.clone()))?;
+    bar.finish_and_clear();
+    print_summary(&result);
+    if let Some(path) = &args.json {
+        write_json(path, &result)?;
+        println!("result written to {}", path.display());
+    }
+    Ok(match result.outcome {
+        Outcome::Done => ExitCode::SUCCESS,
+        Outcome::Diverged => ExitCode::from(EXIT_DIVERGED),
+    })
+}
+
+fn print_summary(r: &RunResult) {
+    println!("parameters P = {}   Q = {:.3}", r.params, r.q);
+    match (r.outcome, r.final_train_loss, r.final_train_acc) {
+        (Outcome::Done, Some(loss), Some(acc)) => {
+            println!(
+                "final train loss {loss:.5}  train acc {:.2}%  val loss {:.5}  val acc {:.2}%",
+                100.0 * acc,
+                r.final_val_loss.unwrap_or(f64::NAN),
+                100.0 * r.final_val_acc.unwrap_or(f64::NAN)
+            );
+        }
+        _ => println!(
+            "DIVERGED in epoch {} (non-finite loss)",
+            r.diverged_epoch.unwrap_or(0)
+        ),
+    }
+    let images: usize = r.epochs.len() * r.train_examples;
+    println!(
+        "time: {:.1}s training ({:.0} img/s), {:.1}s total",
+        r.train_seconds,
+        images as f64 / r.train_seconds.max(1e-9),
+        r.total_seconds
+    );
+}
+
+/// Writes via a temporary file and rename, so readers never see half a file.
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

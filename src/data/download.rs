@@ -1,0 +1,320 @@
+//! Downloads the official dataset files, checks their SHA-256 and moves them into place
+//! atomically (write `*.part`, verify, rename), so an interrupted or corrupted download never
+//! leaves a file that looks complete. Re-running resumes a partial download with an HTTP range
+//! request and skips files that are already present and valid.
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+use super::{CIFAR10, MNIST, dataset_dir};
+
+/// A file and its official SHA-256.
+type Checked = (&'static str, &'static str);
+
+const MNIST_FILES: [Checked; 4] = [
+    (
+        "train-images-idx3-ubyte.gz",
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    ),
+    (
+        "train-labels-idx1-ubyte.gz",
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    ),
+    (
+        "t10k-images-idx3-ubyte.gz",
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    ),
+    (
+        "t10k-labels-idx1-ubyte.gz",
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    ),
+];
+
+/// The members of `cifar-10-binary.tar.gz`; the archive itself is checked member by member.
+const CIFAR_MEMBERS: [Checked; 7] = [
+    (
+        "data_batch_1.bin",
+        "cee916563c9f80d84e3cc88e17fdc0941787f1244f00a67874d45b261883ada5",
+    ),
+    (
+        "data_batch_2.bin",
+        "a591ca11fa1708a91ee40f54b3da4784ccd871ecf2137de63f51ada8b3fa57ed",
+    ),
+    (
+        "data_batch_3.bin",
+        "bbe8596564c0f86427f876058170b84dac6670ddf06d79402899d93ceea26f67",
+    ),
+    (
+        "data_batch_4.bin",
+        "014e562d6e23c72197cc727519169a60359f5eccd8945ad5a09d710285ff4e48",
+    ),
+    (
+        "data_batch_5.bin",
+        "755304fc0b379caeae8c14f0dac912fbc7d6cd469eb67a1029a08a39453a9add",
+    ),
+    (
+        "test_batch.bin",
+        "8e2eb146ae340b09e24670f29cabc6326dba54da8789dab6768acf480273f65b",
+    ),
+    (
+        "batches.meta.txt",
+        "558e74b5e208382e186da55784b4bac2cd52e558448e1b5800990fdb28ed8033",
+    ),
+];
+const CIFAR_ARCHIVE: &str = "cifar-10-binary.tar.gz";
+const CIFAR_ARCHIVE_DIR: &str = "cifar-10-batches-bin";
+
+/// Where a dataset comes from.
+pub struct Source {
+    pub name: &'static str,
+    /// Base URLs tried in order (torchvision's list for MNIST, whose original host is often down).
+    pub mirrors: &'static [&'static str],
+    layout: Layout,
+}
+
+enum Layout {
+    /// Each file is downloaded on its own.
+    Files(&'static [Checked]),
+    /// One tar.gz archive whose members are extracted.
+    Archive(&'static str, &'static [Checked]),
+}
+
+impl Source {
+    pub fn named(name: &str) -> Option<Source> {
+        match name {
+            MNIST => Some(Source {
+                name: MNIST,
+                mirrors: &[
+                    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+                    "http://yann.lecun.com/exdb/mnist/",
+                ],
+                layout: Layout::Files(&MNIST_FILES),
+            }),
+            CIFAR10 => Some(Source {
+                name: CIFAR10,
+                mirrors: &["https://www.cs.toronto.edu/~kriz/"],
+                layout: Layout::Archive(CIFAR_ARCHIVE, &CIFAR_MEMBERS),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// `$SHALLOW_MIRROR`: a base URL that replaces the official ones (a local mirror, or a test server).
+pub fn mirror_from_env() -> Option<String> {
+    std::env::var("SHALLOW_MIRROR").ok().filter(|m| !m.is_empty())
+}
+
+/// Downloads whatever of `source` is missing or invalid in `data_dir`.
+pub fn fetch(source: &Source, data_dir: &Path, mirror: &Option<String>) -> Result<()> {
+    let dir = dataset_dir(data_dir, source.name);
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let bases: Vec<String> = match mirror {
+        Some(m) => vec![m.clone()],
+        None => source.mirrors.iter().map(|m| m.to_string()).collect(),
+    };
+    match source.layout {
+        Layout::Files(files) => {
+            for &(file, sha) in files {
+                let dest = dir.join(file);
+                if is_valid(&dest, sha)? {
+                    tracing::info!("{} is present and valid", dest.display());
+                    continue;
+                }
+                let part = part_path(&dest);
+                download_from_any(&bases, file, &part)?;
+                verify(&part, sha, file)?;
+                fs::rename(&part, &dest)?;
+            }
+        }
+        Layout::Archive(archive, members) => {
+            let mut valid = true;
+            for &(file, sha) in members {
+                valid &= is_valid(&dir.join(file), sha)?;
+            }
+            if valid {
+                tracing::info!("{} is present and valid", dir.display());
+                return Ok(());
+            }
+            let archive_path = data_dir.join(archive);
+            let part = part_path(&archive_path);
+            download_from_any(&bases, archive, &part)?;
+            let extracted = extract_members(&part, &dir, members);
+            // The archive has no published SHA-256: its members were checked instead, so a bad
+            // archive is useless and must not be resumed from.
+            fs::remove_file(&part).ok();
+            extracted?;
+        }
+    }
+    println!("{}: ready in {}", source.name, dir.display());
+    Ok(())
+}
+
+fn part_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".part");
+    dest.with_file_name(name)
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    io::copy(&mut file, &mut hasher)?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn is_valid(path: &Path, sha: &str) -> Result<bool> {
+    if !path.is_file() {
+        return Ok(false);
+    }
+    let valid = sha256_file(path)? == sha;
+    if !valid {
+        tracing::warn!("{} has the wrong checksum; downloading it again", path.display());
+    }
+    Ok(valid)
+}
+
+/// Checks a finished download; a mismatching file is deleted, never kept.
+fn verify(path: &Path, expected: &str, what: &str) -> Result<()> {
+    let actual = sha256_file(path)?;
+    if actual != expected {
+        fs::remove_file(path).ok();
+        bail!("{what}: SHA-256 mismatch (expected {expected}, got {actual}); the file was deleted");
+    }
+    Ok(())
+}
+
+fn download_from_any(bases: &[String], file: &str, part: &Path) -> Result<()> {
+    let mut errors = Vec::new();
+    for base in bases {
+        let url = format!("{}/{file}", base.trim_end_matches('/'));
+        match download(&url, part) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!("{url}: {e:#}");
+                errors.push(format!("{url}: {e:#}"));
+            }
+        }
+    }
+    bail!("could not download {file}:\n  {}", errors.join("\n  "))
+}
+
+/// Downloads `url` into `part`, continuing an earlier partial download when the server honours
+/// range requests.
+fn download(url: &str, part: &Path) -> Result<()> {
+    let offset = fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(30))
+        .timeout_read(Duration::from_secs(60))
+        .build();
+    let mut request = agent.get(url);
+    if offset > 0 {
+        request = request.set("Range", &format!("bytes={offset}-"));
+    }
+    let response = match request.call() {
+        // 416: the partial file is already complete (or stale); start over.
+        Err(ureq::Error::Status(416, _)) => {
+            fs::remove_file(part).ok();
+            return download(url, part);
+        }
+        other => other?,
+    };
+    let resumed = offset > 0 && response.status() == 206;
+    let start = if resumed { offset } else { 0 };
+    let remaining: Option<u64> = response
+        .header("Content-Length")
+        .and_then(|v| v.parse().ok());
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(resumed)
+        .truncate(!resumed)
+        .open(part)
+        .with_context(|| format!("cannot write {}", part.display()))?;
+    let bar = byte_bar(url, remaining.map(|r| r + start), start);
+    copy_with_progress(&mut response.into_reader(), &mut file, &bar)?;
+    file.sync_all()?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn byte_bar(url: &str, total: Option<u64>, done: u64) -> ProgressBar {
+    let bar = match total {
+        Some(t) => ProgressBar::new(t),
+        None => ProgressBar::no_length(),
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(url.rsplit('/').next().unwrap_or(url).to_owned());
+    bar.set_position(done);
+    bar
+}
+
+fn copy_with_progress(reader: &mut dyn Read, file: &mut File, bar: &ProgressBar) -> Result<()> {
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let n = reader.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(());
+        }
+        file.write_all(&buffer[..n])?;
+        bar.inc(n as u64);
+    }
+}
+
+/// Extracts the wanted members of a CIFAR-style archive into `dir`, each verified and renamed.
+fn extract_members(archive: &Path, dir: &Path, members: &[Checked]) -> Result<()> {
+    let file = File::open(archive)?;
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut found = Vec::new();
+    let entries = tar
+        .entries()
+        .with_context(|| format!("{}: not a tar.gz archive", archive.display()))?;
+    for entry in entries {
+        let mut entry =
+            entry.with_context(|| format!("{}: corrupt archive", archive.display()))?;
+        let path = entry.path()?.into_owned();
+        let Some(name) = path
+            .strip_prefix(CIFAR_ARCHIVE_DIR)
+            .ok()
+            .and_then(|p| p.to_str())
+        else {
+            continue;
+        };
+        let Some(&(file, sha)) = members.iter().find(|(f, _)| *f == name) else {
+            continue;
+        };
+        let dest = dir.join(file);
+        let part = part_path(&dest);
+        let mut out = File::create(&part)?;
+        io::copy(&mut entry, &mut out)
+            .with_context(|| format!("{}: corrupt archive", archive.display()))?;
+        out.sync_all()?;
+        verify(&part, sha, &format!("{} in {}", file, archive.display()))?;
+        fs::rename(&part, &dest)?;
+        found.push(file);
+    }
+    let absent: Vec<_> = members
+        .iter()
+        .filter(|(f, _)| !found.contains(f))
+        .map(|(f, _)| *f)
+        .collect();
+    if !absent.is_empty() {
+        bail!(
+            "{}: archive lacks {CIFAR_ARCHIVE_DIR}/{}",
+            archive.display(),
+            absent.join(", ")
+        );
+    }
+    Ok(())
+}

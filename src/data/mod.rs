@@ -1,0 +1,332 @@
+//! Datasets: the official file formats, their download, deterministic subsets and normalised
+//! tensors ready for training.
+pub mod cifar;
+pub mod download;
+pub mod idx;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+/// Every dataset here is a 10-class classification problem.
+pub const CLASSES: usize = 10;
+pub const CIFAR10: &str = "cifar10";
+pub const MNIST: &str = "mnist";
+const IDX_FILES: [&str; 4] = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+];
+
+/// Where datasets live: the `--data-dir` flag, else `$SHALLOW_DATA`, else `./data`.
+pub fn resolve_data_dir(flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("SHALLOW_DATA").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("data"))
+}
+
+/// The folder holding one dataset. `cifar10` is the extracted official archive; any other name is
+/// a folder of the four IDX files named as MNIST's (so Fashion-MNIST or KMNIST load the same way).
+pub fn dataset_dir(data_dir: &Path, name: &str) -> PathBuf {
+    match name {
+        CIFAR10 => data_dir.join("cifar-10-batches-bin"),
+        _ => data_dir.join(name),
+    }
+}
+
+/// The files a dataset needs that are not in `data_dir` (IDX files may be gzipped or raw).
+pub fn missing_files(data_dir: &Path, name: &str) -> Vec<PathBuf> {
+    let dir = dataset_dir(data_dir, name);
+    if name == CIFAR10 {
+        cifar::TRAIN_FILES
+            .iter()
+            .chain([&cifar::TEST_FILE])
+            .map(|f| dir.join(f))
+            .filter(|p| !p.is_file())
+            .collect()
+    } else {
+        IDX_FILES
+            .iter()
+            .filter(|stem| idx::locate(&dir, stem).is_none())
+            .map(|stem| dir.join(format!("{stem}.gz")))
+            .collect()
+    }
+}
+
+/// Makes sure a dataset is on disk: downloads it when it is missing and one of the datasets with
+/// an official source, unless `offline` forbids it.
+pub fn ensure_available(data_dir: &Path, name: &str, offline: bool) -> Result<()> {
+    let missing = missing_files(data_dir, name);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing
+        .iter()
+        .map(|p| format!("  {}", p.display()))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if offline {
+        bail!(
+            "dataset '{name}' is incomplete and --offline forbids downloading it; missing files:\n{list}\n\
+             (data directory: {}; set it with --data-dir or SHALLOW_DATA)",
+            data_dir.display()
+        );
+    }
+    let Some(source) = download::Source::named(name) else {
+        bail!(
+            "dataset '{name}' is incomplete and has no download source (only {MNIST} and {CIFAR10} do); missing files:\n{list}"
+        );
+    };
+    tracing::info!("dataset '{name}' missing from {}, downloading", data_dir.display());
+    download::fetch(&source, data_dir, &download::mirror_from_env())
+}
+
+/// Images as bytes in NCHW order, with their labels.
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub images: Vec<u8>,
+    pub labels: Vec<u8>,
+    /// Channels, height, width of one image.
+    pub shape: [usize; 3],
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// A dataset as decoded from its files: the training split and the official test split, which
+/// serves as validation set.
+#[derive(Debug, Clone)]
+pub struct RawDataset {
+    pub name: String,
+    pub train: Split,
+    pub test: Split,
+}
+
+/// Decodes a dataset from `data_dir` (no download; see [`ensure_available`]).
+pub fn load(data_dir: &Path, name: &str) -> Result<RawDataset> {
+    let dir = dataset_dir(data_dir, name);
+    let (train, test) = if name == CIFAR10 {
+        let paths: Vec<PathBuf> = cifar::TRAIN_FILES.iter().map(|f| dir.join(f)).collect();
+        (
+            cifar_split(cifar::read_batches(&paths)?),
+            cifar_split(cifar::read_batches(&[dir.join(cifar::TEST_FILE)])?),
+        )
+    } else {
+        (
+            idx_split(&dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")?,
+            idx_split(&dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?,
+        )
+    };
+    Ok(RawDataset {
+        name: name.to_owned(),
+        train,
+        test,
+    })
+}
+
+fn cifar_split(records: cifar::Records) -> Split {
+    Split {
+        images: records.pixels,
+        labels: records.labels,
+        shape: [cifar::CHANNELS, cifar::SIDE, cifar::SIDE],
+    }
+}
+
+fn idx_split(dir: &Path, images_stem: &str, labels_stem: &str) -> Result<Split> {
+    let find = |stem: &str| {
+        idx::locate(dir, stem)
+            .with_context(|| format!("missing {}/{stem}.gz (or uncompressed)", dir.display()))
+    };
+    let (images_path, labels_path) = (find(images_stem)?, find(labels_stem)?);
+    let images = idx::read_idx(&images_path)?;
+    let labels = idx::read_idx(&labels_path)?;
+    let [n, h, w] = images.dims[..] else {
+        bail!(
+            "{}: expected 3 dimensions (count, rows, columns), found {:?}",
+            images_path.display(),
+            images.dims
+        );
+    };
+    ensure!(
+        labels.dims == [n],
+        "{}: expected {n} labels to match {}, found dimensions {:?}",
+        labels_path.display(),
+        images_path.display(),
+        labels.dims
+    );
+    if let Some(pos) = labels.data.iter().position(|&l| l as usize >= CLASSES) {
+        bail!(
+            "{}: label {} at index {pos} is out of range 0..=9",
+            labels_path.display(),
+            labels.data[pos]
+        );
+    }
+    Ok(Split {
+        images: images.data,
+        labels: labels.data,
+        shape: [1, h, w],
+    })
+}
+
+/// How `--train-limit`/`--val-limit` choose their examples; both are deterministic.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Subset {
+    /// Balanced classes: take each class's examples in file order, round-robin over the classes.
+    #[default]
+    Stratified,
+    /// The first N examples of the file.
+    First,
+}
+
+/// Indices (ascending, file order) of the examples a limit keeps.
+pub fn subset_indices(labels: &[u8], limit: Option<usize>, how: Subset) -> Vec<usize> {
+    let n = labels.len();
+    let limit = limit.unwrap_or(n).min(n);
+    if limit == n || how == Subset::First {
+        return (0..limit).collect();
+    }
+    let mut by_class: Vec<std::collections::VecDeque<usize>> = vec![Default::default(); CLASSES];
+    for (i, &l) in labels.iter().enumerate() {
+        by_class[l as usize].push_back(i);
+    }
+    let mut chosen = Vec::with_capacity(limit);
+    while chosen.len() < limit {
+        for class in by_class.iter_mut() {
+            if chosen.len() < limit
+                && let Some(i) = class.pop_front()
+            {
+                chosen.push(i);
+            }
+        }
+    }
+    chosen.sort_unstable();
+    chosen
+}
+
+/// Normalised tensors of one dataset configuration, on the training device.
+pub struct Tensors {
+    pub train_x: Tensor,
+    pub train_y: Tensor,
+    pub val_x: Tensor,
+    pub val_y: Tensor,
+    /// Channels, height, width.
+    pub shape: [usize; 3],
+}
+
+impl Tensors {
+    pub fn train_len(&self) -> usize {
+        self.train_y.size()[0] as usize
+    }
+}
+
+/// Selects the subsets and normalises every channel with the mean and standard deviation of the
+/// selected training images (the validation set never leaks into the statistics).
+pub fn prepare(
+    raw: &RawDataset,
+    train_limit: Option<usize>,
+    val_limit: Option<usize>,
+    subset: Subset,
+    device: Device,
+) -> Tensors {
+    let (train_x, train_y) = select(&raw.train, train_limit, subset);
+    let (val_x, val_y) = select(&raw.test, val_limit, subset);
+    let mean = train_x.mean_dim(&[0i64, 2, 3][..], true, Kind::Float);
+    let std = train_x.std_dim(&[0i64, 2, 3][..], false, true);
+    let normalise = |x: Tensor| ((x - &mean) / &std).to_device(device);
+    Tensors {
+        train_x: normalise(train_x),
+        train_y: train_y.to_device(device),
+        val_x: normalise(val_x),
+        val_y: val_y.to_device(device),
+        shape: raw.train.shape,
+    }
+}
+
+/// Images in [0, 1] as float NCHW and labels as int64, for the chosen subset.
+fn select(split: &Split, limit: Option<usize>, how: Subset) -> (Tensor, Tensor) {
+    let [c, h, w] = split.shape;
+    let per_image = c * h * w;
+    let keep = subset_indices(&split.labels, limit, how);
+    let mut images = Vec::with_capacity(keep.len() * per_image);
+    for &i in &keep {
+        images.extend_from_slice(&split.images[i * per_image..(i + 1) * per_image]);
+    }
+    let labels: Vec<i64> = keep.iter().map(|&i| split.labels[i] as i64).collect();
+    let x = Tensor::from_slice(&images)
+        .view([keep.len() as i64, c as i64, h as i64, w as i64])
+        .to_kind(Kind::Float)
+        / 255.0;
+    (x, Tensor::from_slice(&labels))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stratified_subset_balances_classes_in_file_order() {
+        // 30 examples: class = i % 3 for the first 15, then all class 0.
+        let labels: Vec<u8> = (0..30).map(|i| if i < 15 { i % 3 } else { 0 }).collect();
+        let keep = subset_indices(&labels, Some(9), Subset::Stratified);
+        assert_eq!(keep, vec![0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        let keep = subset_indices(&labels, Some(12), Subset::Stratified);
+        let count = |c| keep.iter().filter(|&&i| labels[i] == c).count();
+        assert_eq!((count(0), count(1), count(2)), (4, 4, 4));
+        assert!(keep.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn stratified_subset_fills_up_from_larger_classes() {
+        let labels = [0u8, 0, 0, 0, 1];
+        assert_eq!(
+            subset_indices(&labels, Some(4), Subset::Stratified),
+            vec![0, 1, 2, 4]
+        );
+    }
+
+    #[test]
+    fn first_subset_and_no_limit() {
+        let labels = [5u8, 1, 1, 2];
+        assert_eq!(subset_indices(&labels, Some(2), Subset::First), vec![0, 1]);
+        assert_eq!(
+            subset_indices(&labels, None, Subset::Stratified),
+            vec![0, 1, 2, 3]
+        );
+        assert_eq!(
+            subset_indices(&labels, Some(99), Subset::First),
+            vec![0, 1, 2, 3]
+        );
+    }
+
+    #[test]
+    fn prepare_normalises_with_training_statistics() {
+        let split = Split {
+            images: vec![0, 255, 0, 255],
+            labels: vec![0, 1, 0, 1],
+            shape: [1, 1, 1],
+        };
+        let raw = RawDataset {
+            name: "t".into(),
+            train: split.clone(),
+            test: split,
+        };
+        let t = prepare(&raw, None, None, Subset::First, Device::Cpu);
+        let mean = t.train_x.mean(Kind::Float).double_value(&[]);
+        let std = t.train_x.std(false).double_value(&[]);
+        assert!(mean.abs() < 1e-6 && (std - 1.0).abs() < 1e-6, "{mean} {std}");
+        assert_eq!(Vec::<i64>::try_from(&t.val_y).unwrap(), vec![0, 1, 0, 1]);
+    }
+}

@@ -1,0 +1,82 @@
+//! Choosing where tensors live, and making CUDA reachable from a binary that must also run on
+//! machines without it.
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::sync::Once;
+
+use anyhow::{Result, ensure};
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA if a GPU is usable, else CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// CUDA when available (unless CPU is asked for), else CPU.
+pub fn select_device(requested: DeviceChoice) -> Result<Device> {
+    load_cuda_backend();
+    match requested {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Auto => Ok(Device::cuda_if_available()),
+        DeviceChoice::Cuda => {
+            ensure!(
+                tch::Cuda::is_available(),
+                "--device cuda: no usable CUDA device (a GPU, its driver, and torch's CUDA \
+                 libraries: `SHALLOW_TORCH_FULL=1 scripts/setup.sh`)"
+            );
+            Ok(Device::Cuda(0))
+        }
+    }
+}
+
+/// Loads `libtorch_cuda.so` from beside the `libtorch_cpu.so` this process runs with.
+///
+/// The linker's default `--as-needed` drops libtorch_cuda from a binary that references none of
+/// its symbols, and linking it unconditionally would make the binary fail to start on machines
+/// without cuBLAS/cuDNN. Loading it at run time registers libtorch's CUDA hooks when the CUDA
+/// libraries are there and leaves a CPU-only libtorch working when they are not.
+pub fn load_cuda_backend() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let Some(dir) = libtorch_dir() else {
+            return;
+        };
+        let path = dir.join("libtorch_cuda.so");
+        if !path.exists() {
+            return;
+        }
+        let c_path = CString::new(path.to_string_lossy().as_bytes()).expect("path without NUL");
+        // SAFETY: dlopen with a valid C string; the handle is intentionally never closed.
+        let handle = unsafe { libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        if handle.is_null() {
+            tracing::debug!("CUDA backend not loaded from {}", path.display());
+        }
+    });
+}
+
+/// The folder of the libtorch_cpu.so mapped into this process.
+fn libtorch_dir() -> Option<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| path.ends_with("/libtorch_cpu.so"))
+        .and_then(|path| PathBuf::from(path).parent().map(PathBuf::from))
+}
+
+/// Threads for libtorch's intra-op parallelism of this process.
+pub fn set_threads(threads: usize) {
+    tch::set_num_threads(threads.max(1) as i32);
+}
+
+/// Cores usable by this process.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -1,0 +1,9 @@
+//! `shallow`: can a deep residual stack be replaced by a shallow, wide, parallel one?
+//!
+//! Modules, each one concern: [`data`] (formats, download, tensors), [`model`] (the two layouts),
+//! [`train`] (one run), [`sweep`] (grid, results store, workers) and [`report`] (tables,
+//! statistics, plots), which only reads the store.
+pub mod data;
+pub mod device;
+pub mod model;
+pub mod train;

@@ -1,0 +1,330 @@
+//! One training run: Adam on softmax cross-entropy, per-epoch validation, divergence detection,
+//! and the paper's "training loss": the loss over the whole training set in eval mode after the
+//! last epoch.
+use std::time::Instant;
+
+use anyhow::{Result, ensure};
+use indicatif::ProgressBar;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Reduction, Tensor, nn, nn::OptimizerConfig};
+
+use crate::data::{CLASSES, Subset, Tensors};
+use crate::model::{
+    Activation, Architecture, Head, Layout, Net, Pool, determination_ratio, parameter_count,
+};
+
+/// Everything that determines a run's result (and so its identity in a sweep). Where and how fast
+/// it runs (device, threads) is deliberately not part of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// `mnist`, `cifar10`, or the folder name of any IDX dataset laid out as MNIST.
+    pub dataset: String,
+    pub layout: Layout,
+    /// Number of residual units L.
+    pub layers: usize,
+    /// Channels F of the stem and of every unit.
+    pub filters: usize,
+    /// Kernel size k (odd) of every convolution.
+    pub kernel: usize,
+    pub activation: Activation,
+    pub pool: Pool,
+    pub batchnorm: bool,
+    pub head: Head,
+    /// Adam's learning rate.
+    pub lr: f64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    /// Seeds the initial weights and the data order; both layouts of a configuration share it.
+    pub seed: u64,
+    /// Use only this many training examples (all if absent).
+    pub train_limit: Option<usize>,
+    /// Use only this many validation (official test set) examples (all if absent).
+    pub val_limit: Option<usize>,
+    /// How the limits choose examples.
+    pub subset: Subset,
+}
+
+impl RunConfig {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(!self.dataset.is_empty(), "dataset must not be empty");
+        ensure!(
+            self.lr.is_finite() && self.lr > 0.0,
+            "lr must be a positive number, got {}",
+            self.lr
+        );
+        ensure!(self.batch_size >= 1, "batch_size must be at least 1");
+        ensure!(self.epochs >= 1, "epochs must be at least 1");
+        ensure!(self.train_limit != Some(0), "train_limit must be at least 1");
+        ensure!(self.val_limit != Some(0), "val_limit must be at least 1");
+        ensure!(self.layers >= 1, "layers must be at least 1");
+        ensure!(self.filters >= 1, "filters must be at least 1");
+        ensure!(
+            self.kernel % 2 == 1,
+            "kernel must be odd (same padding), got {}",
+            self.kernel
+        );
+        Ok(())
+    }
+
+    pub fn architecture(&self, input: [usize; 3]) -> Architecture {
+        Architecture {
+            layout: self.layout,
+            input,
+            classes: CLASSES,
+            layers: self.layers,
+            filters: self.filters,
+            kernel: self.kernel,
+            activation: self.activation,
+            pool: self.pool,
+            batchnorm: self.batchnorm,
+            head: self.head,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean of the minibatch losses seen during the epoch (train mode).
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    /// Wall time of the epoch's training steps (without validation).
+    pub seconds: f64,
+    pub images_per_second: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Done,
+    /// The loss became NaN or infinite.
+    Diverged,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub config: RunConfig,
+    pub params: usize,
+    pub train_examples: usize,
+    /// Determination ratio (training examples × outputs) / parameters.
+    pub q: f64,
+    pub outcome: Outcome,
+    /// The epoch in which the loss stopped being finite.
+    pub diverged_epoch: Option<usize>,
+    pub epochs: Vec<EpochMetrics>,
+    /// Loss and accuracy over the full training set in eval mode after the last epoch.
+    pub final_train_loss: Option<f64>,
+    pub final_train_acc: Option<f64>,
+    pub final_val_loss: Option<f64>,
+    pub final_val_acc: Option<f64>,
+    /// Sum of the epochs' training time.
+    pub train_seconds: f64,
+    /// Wall time of the whole run, evaluation included.
+    pub total_seconds: f64,
+    pub device: String,
+}
+
+/// How often (in steps) the running loss is read back, for divergence and progress display.
+/// Reading it forces a device sync, so not every step.
+const CHECK_EVERY: usize = 50;
+/// Evaluation batch: large enough to be efficient, small enough for L·F-channel activations.
+const EVAL_BATCH: i64 = 256;
+/// Keeps the shuffling stream apart from the weight-initialisation stream of the same seed.
+const SHUFFLE_STREAM: u64 = 0x5eed_da7a;
+
+/// Receives progress: `step` after each optimisation step, `epoch` after each epoch (an error
+/// from it aborts the run, e.g. when the results store is gone).
+pub trait Observer {
+    fn start_epoch(&mut self, _epoch: usize, _steps: usize) {}
+    fn step(&mut self, _running_loss: Option<f64>) {}
+    fn epoch(&mut self, _metrics: &EpochMetrics) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Observes nothing.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// A progress bar per epoch with ETA.
+pub struct Bar(pub ProgressBar);
+impl Observer for Bar {
+    fn start_epoch(&mut self, epoch: usize, steps: usize) {
+        self.0.reset();
+        self.0.set_length(steps as u64);
+        self.0.set_prefix(format!("epoch {epoch}"));
+    }
+    fn step(&mut self, running_loss: Option<f64>) {
+        self.0.inc(1);
+        if let Some(loss) = running_loss {
+            self.0.set_message(format!("loss {loss:.4}"));
+        }
+    }
+    fn epoch(&mut self, m: &EpochMetrics) -> Result<()> {
+        let line = format!(
+            "epoch {:>3}: train loss {:.4}  val loss {:.4}  val acc {:.2}%  {:.1}s  {:.0} img/s",
+            m.epoch,
+            m.train_loss,
+            m.val_loss,
+            100.0 * m.val_acc,
+            m.seconds,
+            m.images_per_second
+        );
+        // A hidden bar (no terminal) swallows println.
+        if self.0.is_hidden() {
+            println!("{line}");
+        } else {
+            self.0.println(line);
+        }
+        Ok(())
+    }
+}
+
+/// Trains one network on `data` and evaluates it.
+pub fn train(
+    cfg: &RunConfig,
+    data: &Tensors,
+    device: Device,
+    observer: &mut dyn Observer,
+) -> Result<RunResult> {
+    cfg.validate()?;
+    let started = Instant::now();
+    let vs = nn::VarStore::new(device);
+    let net = Net::new(&vs.root(), cfg.architecture(data.shape), cfg.seed)?;
+    let params = parameter_count(&vs);
+    let n = data.train_len();
+    let mut opt = nn::Adam::default().build(&vs, cfg.lr)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ SHUFFLE_STREAM);
+    let mut result = RunResult {
+        config: cfg.clone(),
+        params,
+        train_examples: n,
+        q: determination_ratio(n, CLASSES, params),
+        outcome: Outcome::Done,
+        diverged_epoch: None,
+        epochs: Vec::with_capacity(cfg.epochs),
+        final_train_loss: None,
+        final_train_acc: None,
+        final_val_loss: None,
+        final_val_acc: None,
+        train_seconds: 0.0,
+        total_seconds: 0.0,
+        device: format!("{device:?}"),
+    };
+    for epoch in 1..=cfg.epochs {
+        let Some(m) = train_epoch(&net, &mut opt, data, cfg.batch_size, epoch, &mut rng, observer)
+        else {
+            result.outcome = Outcome::Diverged;
+            result.diverged_epoch = Some(epoch);
+            break;
+        };
+        result.train_seconds += m.seconds;
+        let finite = m.train_loss.is_finite() && m.val_loss.is_finite();
+        observer.epoch(&m)?;
+        result.epochs.push(m);
+        if !finite {
+            result.outcome = Outcome::Diverged;
+            result.diverged_epoch = Some(epoch);
+            break;
+        }
+    }
+    if result.outcome == Outcome::Done {
+        let (train_loss, train_acc) = evaluate(&net, &data.train_x, &data.train_y);
+        let last = result.epochs.last().expect("at least one epoch");
+        result.final_train_loss = Some(train_loss);
+        result.final_train_acc = Some(train_acc);
+        result.final_val_loss = Some(last.val_loss);
+        result.final_val_acc = Some(last.val_acc);
+        if !train_loss.is_finite() {
+            result.outcome = Outcome::Diverged;
+            result.diverged_epoch = Some(cfg.epochs);
+        }
+    }
+    result.total_seconds = started.elapsed().as_secs_f64();
+    Ok(result)
+}
+
+/// One pass over the shuffled training set, then validation. `None` if the loss diverged.
+fn train_epoch(
+    net: &Net,
+    opt: &mut nn::Optimizer,
+    data: &Tensors,
+    batch_size: usize,
+    epoch: usize,
+    rng: &mut ChaCha8Rng,
+    observer: &mut dyn Observer,
+) -> Option<EpochMetrics> {
+    let n = data.train_len();
+    let steps = n.div_ceil(batch_size);
+    observer.start_epoch(epoch, steps);
+    let started = Instant::now();
+    // One gather per epoch; the minibatches are then views (no per-step copy).
+    let order = shuffled_indices(n, rng).to_device(data.train_x.device());
+    let xs = data.train_x.index_select(0, &order);
+    let ys = data.train_y.index_select(0, &order);
+    let mut loss_sum = Tensor::zeros([], (Kind::Float, data.train_x.device()));
+    for step in 0..steps {
+        let start = (step * batch_size) as i64;
+        let len = batch_size.min(n - step * batch_size) as i64;
+        let y = ys.narrow(0, start, len);
+        let loss = net
+            .forward(&xs.narrow(0, start, len), true)
+            .cross_entropy_for_logits(&y);
+        opt.backward_step(&loss);
+        let _ = loss_sum.g_add_(&(loss.detach() * len as f64));
+        let running = (step % CHECK_EVERY == CHECK_EVERY - 1 || step + 1 == steps)
+            .then(|| loss.double_value(&[]));
+        if running.is_some_and(|l| !l.is_finite()) {
+            return None;
+        }
+        observer.step(running);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (val_loss, val_acc) = evaluate(net, &data.val_x, &data.val_y);
+    Some(EpochMetrics {
+        epoch,
+        train_loss: loss_sum.double_value(&[]) / n as f64,
+        val_loss,
+        val_acc,
+        seconds,
+        images_per_second: n as f64 / seconds,
+    })
+}
+
+fn shuffled_indices(n: usize, rng: &mut ChaCha8Rng) -> Tensor {
+    let mut order: Vec<i64> = (0..n as i64).collect();
+    order.shuffle(rng);
+    Tensor::from_slice(&order)
+}
+
+/// Mean loss and accuracy in eval mode (batch norm with running statistics), without gradients.
+pub fn evaluate(net: &Net, x: &Tensor, y: &Tensor) -> (f64, f64) {
+    tch::no_grad(|| {
+        let n = y.size()[0];
+        let mut loss_sum = Tensor::zeros([], (Kind::Float, x.device()));
+        let mut correct = Tensor::zeros([], (Kind::Int64, x.device()));
+        for start in (0..n).step_by(EVAL_BATCH as usize) {
+            let len = EVAL_BATCH.min(n - start);
+            let logits = net.forward(&x.narrow(0, start, len), false);
+            let yb = y.narrow(0, start, len);
+            let _ = loss_sum.g_add_(&logits.cross_entropy_loss::<Tensor>(
+                &yb,
+                None,
+                Reduction::Sum,
+                -100,
+                0.0,
+            ));
+            let _ = correct.g_add_(&logits.argmax(-1, false).eq_tensor(&yb).sum(Kind::Int64));
+        }
+        (
+            loss_sum.double_value(&[]) / n as f64,
+            correct.int64_value(&[]) as f64 / n as f64,
+        )
+    })
+}
