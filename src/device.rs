@@ -8,9 +8,7 @@ use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
     /// CUDA if a GPU is usable, else CPU.

@@ -21,7 +21,17 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Layout {
@@ -95,7 +105,7 @@ impl Architecture {
         ensure!(self.layers >= 1, "layers must be at least 1");
         ensure!(self.filters >= 1, "filters must be at least 1");
         ensure!(
-            self.kernel % 2 == 1,
+            !self.kernel.is_multiple_of(2),
             "kernel must be odd for same padding, got {}",
             self.kernel
         );
@@ -284,7 +294,8 @@ impl Net {
             unreachable!("conv2d output is 4-d")
         };
         let (l, f) = (self.arch.layers as i64, self.arch.filters as i64);
-        z.view([n, l, f, hh, ww]).sum_dim_intlist(1, false, None::<Kind>)
+        z.view([n, l, f, hh, ww])
+            .sum_dim_intlist(1, false, None::<Kind>)
     }
 
     fn head(&self, h: &Tensor) -> Tensor {
@@ -298,10 +309,7 @@ impl Net {
 
 /// Number of trainable parameters of the variables in `vs`.
 pub fn parameter_count(vs: &nn::VarStore) -> usize {
-    vs.trainable_variables()
-        .iter()
-        .map(|t| t.numel())
-        .sum()
+    vs.trainable_variables().iter().map(|t| t.numel()).sum()
 }
 
 /// The determination ratio Q = (training examples × outputs) / parameters.

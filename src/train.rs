@@ -58,12 +58,15 @@ impl RunConfig {
         );
         ensure!(self.batch_size >= 1, "batch_size must be at least 1");
         ensure!(self.epochs >= 1, "epochs must be at least 1");
-        ensure!(self.train_limit != Some(0), "train_limit must be at least 1");
+        ensure!(
+            self.train_limit != Some(0),
+            "train_limit must be at least 1"
+        );
         ensure!(self.val_limit != Some(0), "val_limit must be at least 1");
         ensure!(self.layers >= 1, "layers must be at least 1");
         ensure!(self.filters >= 1, "filters must be at least 1");
         ensure!(
-            self.kernel % 2 == 1,
+            !self.kernel.is_multiple_of(2),
             "kernel must be odd (same padding), got {}",
             self.kernel
         );
@@ -218,8 +221,15 @@ pub fn train(
         device: format!("{device:?}"),
     };
     for epoch in 1..=cfg.epochs {
-        let Some(m) = train_epoch(&net, &mut opt, data, cfg.batch_size, epoch, &mut rng, observer)
-        else {
+        let Some(m) = train_epoch(
+            &net,
+            &mut opt,
+            data,
+            cfg.batch_size,
+            epoch,
+            &mut rng,
+            observer,
+        ) else {
             result.outcome = Outcome::Diverged;
             result.diverged_epoch = Some(epoch);
             break;
@@ -273,9 +283,7 @@ fn train_epoch(
         let start = (step * batch_size) as i64;
         let len = batch_size.min(n - step * batch_size) as i64;
         let y = ys.narrow(0, start, len);
-        let loss = net
-            .forward(&xs.narrow(0, start, len), true)
-            .cross_entropy_for_logits(&y);
+        let loss = cross_entropy(&net.forward(&xs.narrow(0, start, len), true), &y);
         opt.backward_step(&loss);
         let _ = loss_sum.g_add_(&(loss.detach() * len as f64));
         let running = (step % CHECK_EVERY == CHECK_EVERY - 1 || step + 1 == steps)
@@ -303,6 +311,12 @@ fn shuffled_indices(n: usize, rng: &mut ChaCha8Rng) -> Tensor {
     Tensor::from_slice(&order)
 }
 
+/// Mean softmax cross-entropy of `logits` against class indices, in the logits' precision
+/// (tch's `cross_entropy_for_logits` would round to f32).
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Tensor {
+    logits.cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, -100, 0.0)
+}
+
 /// Mean loss and accuracy in eval mode (batch norm with running statistics), without gradients.
 pub fn evaluate(net: &Net, x: &Tensor, y: &Tensor) -> (f64, f64) {
     tch::no_grad(|| {
@@ -313,13 +327,7 @@ pub fn evaluate(net: &Net, x: &Tensor, y: &Tensor) -> (f64, f64) {
             let len = EVAL_BATCH.min(n - start);
             let logits = net.forward(&x.narrow(0, start, len), false);
             let yb = y.narrow(0, start, len);
-            let _ = loss_sum.g_add_(&logits.cross_entropy_loss::<Tensor>(
-                &yb,
-                None,
-                Reduction::Sum,
-                -100,
-                0.0,
-            ));
+            let _ = loss_sum.g_add_(&(cross_entropy(&logits, &yb) * len as f64));
             let _ = correct.g_add_(&logits.argmax(-1, false).eq_tensor(&yb).sum(Kind::Int64));
         }
         (

@@ -37,7 +37,7 @@ pub fn read_batches(paths: &[impl AsRef<Path>]) -> Result<Records> {
 
 fn parse_into(bytes: &[u8], records: &mut Records) -> Result<()> {
     ensure!(
-        !bytes.is_empty() && bytes.len() % RECORD == 0,
+        !bytes.is_empty() && bytes.len().is_multiple_of(RECORD),
         "size {} is not a positive multiple of the {RECORD}-byte CIFAR-10 record (truncated file?)",
         bytes.len()
     );
@@ -55,7 +55,11 @@ fn parse_into(bytes: &[u8], records: &mut Records) -> Result<()> {
 
 /// Serialises records in the CIFAR-10 binary format (for tests and small generated datasets).
 pub fn encode(labels: &[u8], pixels: &[u8]) -> Vec<u8> {
-    assert_eq!(pixels.len(), labels.len() * PIXELS, "pixels must be labels × 3072");
+    assert_eq!(
+        pixels.len(),
+        labels.len() * PIXELS,
+        "pixels must be labels × 3072"
+    );
     labels
         .iter()
         .zip(pixels.chunks_exact(PIXELS))

@@ -107,7 +107,9 @@ impl Source {
 
 /// `$SHALLOW_MIRROR`: a base URL that replaces the official ones (a local mirror, or a test server).
 pub fn mirror_from_env() -> Option<String> {
-    std::env::var("SHALLOW_MIRROR").ok().filter(|m| !m.is_empty())
+    std::env::var("SHALLOW_MIRROR")
+        .ok()
+        .filter(|m| !m.is_empty())
 }
 
 /// Downloads whatever of `source` is missing or invalid in `data_dir`.
@@ -174,7 +176,10 @@ fn is_valid(path: &Path, sha: &str) -> Result<bool> {
     }
     let valid = sha256_file(path)? == sha;
     if !valid {
-        tracing::warn!("{} has the wrong checksum; downloading it again", path.display());
+        tracing::warn!(
+            "{} has the wrong checksum; downloading it again",
+            path.display()
+        );
     }
     Ok(valid)
 }
@@ -281,8 +286,7 @@ fn extract_members(archive: &Path, dir: &Path, members: &[Checked]) -> Result<()
         .entries()
         .with_context(|| format!("{}: not a tar.gz archive", archive.display()))?;
     for entry in entries {
-        let mut entry =
-            entry.with_context(|| format!("{}: corrupt archive", archive.display()))?;
+        let mut entry = entry.with_context(|| format!("{}: corrupt archive", archive.display()))?;
         let path = entry.path()?.into_owned();
         let Some(name) = path
             .strip_prefix(CIFAR_ARCHIVE_DIR)

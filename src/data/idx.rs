@@ -49,13 +49,20 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
 /// Parses the IDX layout: two zero bytes, the element type, the number of dimensions, each
 /// dimension as a big-endian u32, then the elements.
 pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray> {
-    ensure!(bytes.len() >= 4, "file is {} bytes, shorter than the 4-byte magic", bytes.len());
+    ensure!(
+        bytes.len() >= 4,
+        "file is {} bytes, shorter than the 4-byte magic",
+        bytes.len()
+    );
     let (magic, rest) = bytes.split_at(4);
     if magic[0] != 0 || magic[1] != 0 {
         bail!("wrong magic number {magic:02x?}: expected 00 00 <type> <ndims>");
     }
     if magic[2] != UBYTE {
-        bail!("element type 0x{:02x} is not supported: expected 0x08 (unsigned byte)", magic[2]);
+        bail!(
+            "element type 0x{:02x} is not supported: expected 0x08 (unsigned byte)",
+            magic[2]
+        );
     }
     let ndims = magic[3] as usize;
     ensure!(ndims > 0, "zero dimensions in header");
@@ -120,7 +127,9 @@ mod tests {
     #[test]
     fn truncated_data_is_rejected_with_sizes() {
         let bytes = encode_idx(&[2, 2], &[1, 2, 3, 4]);
-        let err = parse_idx(&bytes[..bytes.len() - 1]).unwrap_err().to_string();
+        let err = parse_idx(&bytes[..bytes.len() - 1])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("need 4 bytes, found 3"), "{err}");
     }
 }

@@ -80,7 +80,10 @@ pub fn ensure_available(data_dir: &Path, name: &str, offline: bool) -> Result<()
             "dataset '{name}' is incomplete and has no download source (only {MNIST} and {CIFAR10} do); missing files:\n{list}"
         );
     };
-    tracing::info!("dataset '{name}' missing from {}, downloading", data_dir.display());
+    tracing::info!(
+        "dataset '{name}' missing from {}, downloading",
+        data_dir.display()
+    );
     download::fetch(&source, data_dir, &download::mirror_from_env())
 }
 
@@ -326,7 +329,10 @@ mod tests {
         let t = prepare(&raw, None, None, Subset::First, Device::Cpu);
         let mean = t.train_x.mean(Kind::Float).double_value(&[]);
         let std = t.train_x.std(false).double_value(&[]);
-        assert!(mean.abs() < 1e-6 && (std - 1.0).abs() < 1e-6, "{mean} {std}");
+        assert!(
+            mean.abs() < 1e-6 && (std - 1.0).abs() < 1e-6,
+            "{mean} {std}"
+        );
         assert_eq!(Vec::<i64>::try_from(&t.val_y).unwrap(), vec![0, 1, 0, 1]);
     }
 }

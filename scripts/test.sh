@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The project's test command: installs libtorch (scripts/setup.sh), finds the real datasets, then
+# runs formatting and lint checks and the whole test suite.
+#
+# Real data: $SHALLOW_DATA if set, else ../shared/data if present, else ./data (downloaded once).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+if [ -z "${SHALLOW_DATA:-}" ]; then
+  if [ -d ../shared/data/mnist ]; then
+    SHALLOW_DATA=$(cd ../shared/data && pwd)
+  else
+    SHALLOW_DATA=$PWD/data
+    cargo run -q --release -- data fetch mnist
+    cargo run -q --release -- data fetch cifar10
+  fi
+fi
+export SHALLOW_DATA
+echo "real data: $SHALLOW_DATA"
+cargo fmt --check
+cargo clippy -q --all-targets -- -D warnings
+cargo test

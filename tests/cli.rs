@@ -1,0 +1,134 @@
+//! The command line as a user meets it: help, bad input, offline errors, JSON results.
+mod common;
+
+use std::process::Command;
+
+use common::{shallow_bin, write_idx_dataset};
+use shallow::train::RunResult;
+
+#[test]
+fn help_lists_the_subcommands() {
+    let out = Command::new(shallow_bin()).arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in ["train", "data"] {
+        assert!(text.contains(word), "{text}");
+    }
+}
+
+#[test]
+fn offline_train_with_missing_data_names_the_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(shallow_bin())
+        .args(["train", "--layout", "sequential", "--offline", "--data-dir"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("train-images-idx3-ubyte.gz") && err.contains("--offline"),
+        "{err}"
+    );
+}
+
+#[test]
+fn invalid_values_are_rejected_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_idx_dataset(&tmp.path().join("tiny"), 20, 10, 6, true);
+    let out = Command::new(shallow_bin())
+        .args([
+            "train",
+            "--dataset",
+            "tiny",
+            "--layout",
+            "parallel",
+            "--kernel",
+            "4",
+        ])
+        .arg("--data-dir")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kernel must be odd"));
+}
+
+#[test]
+fn any_idx_dataset_trains_and_writes_a_json_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_idx_dataset(&tmp.path().join("tiny"), 40, 20, 6, false);
+    let json = tmp.path().join("result.json");
+    let out = Command::new(shallow_bin())
+        .args([
+            "train",
+            "--dataset",
+            "tiny",
+            "--layout",
+            "sequential",
+            "--layers",
+            "2",
+        ])
+        .args([
+            "--filters",
+            "3",
+            "--epochs",
+            "2",
+            "--threads",
+            "1",
+            "--offline",
+            "--data-dir",
+        ])
+        .arg(tmp.path())
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: RunResult = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(result.epochs.len(), 2);
+    assert_eq!(result.train_examples, 40);
+    assert_eq!(result.config.layers, 2);
+    let p = 3 * 9 + 3 + 2 * (3 * 3 * 9 + 3) + 3 * 36 * 10 + 10;
+    assert_eq!(result.params, p);
+    assert!((result.q - 400.0 / p as f64).abs() < 1e-12);
+    assert!(result.final_train_loss.is_some());
+}
+
+#[test]
+fn diverging_run_exits_with_code_3_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_idx_dataset(&tmp.path().join("tiny"), 200, 20, 6, false);
+    let out = Command::new(shallow_bin())
+        .args([
+            "train",
+            "--dataset",
+            "tiny",
+            "--layout",
+            "parallel",
+            "--lr",
+            "1e30",
+        ])
+        .args([
+            "--epochs",
+            "3",
+            "--batch-size",
+            "8",
+            "--threads",
+            "1",
+            "--data-dir",
+        ])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DIVERGED in epoch 1"));
+}

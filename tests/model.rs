@@ -1,0 +1,382 @@
+//! The two layouts: parameter parity, equivalence at L = 1, hand-computed forward passes,
+//! finite-difference gradients, and the fused parallel convolution.
+use shallow::model::{
+    Activation, Architecture, Head, Layout, Net, Pool, determination_ratio, parameter_count,
+};
+use tch::{Device, Kind, Tensor, nn};
+
+fn arch(layout: Layout, layers: usize, filters: usize, kernel: usize) -> Architecture {
+    Architecture {
+        layout,
+        input: [1, 6, 6],
+        classes: 10,
+        layers,
+        filters,
+        kernel,
+        activation: Activation::Relu,
+        pool: Pool::None,
+        batchnorm: false,
+        head: Head::Flatten,
+    }
+}
+
+fn build(a: Architecture, seed: u64) -> (nn::VarStore, Net) {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let net = Net::new(&vs.root(), a, seed).unwrap();
+    (vs, net)
+}
+
+fn var(vs: &nn::VarStore, name: &str) -> Tensor {
+    vs.variables()[name].shallow_clone()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+/// P written out from the architecture, independently of the model code.
+fn expected_params(a: &Architecture) -> usize {
+    let [c, h, w] = a.input;
+    let (l, f, k) = (a.layers, a.filters, a.kernel);
+    let stem = f * c * k * k + f;
+    let units = l * (f * f * k * k + f) + if a.batchnorm { 2 * l * f } else { 0 };
+    let (fh, fw) = match a.pool {
+        Pool::None => (h, w),
+        Pool::Max2 => (h / 2, w / 2),
+    };
+    let head_in = match a.head {
+        Head::Flatten => f * fh * fw,
+        Head::Gap => f,
+    };
+    stem + units + head_in * a.classes + a.classes
+}
+
+#[test]
+fn both_layouts_have_the_same_parameter_count() {
+    for layers in [1, 2, 5] {
+        for filters in [1, 3, 8] {
+            for kernel in [1, 3, 5] {
+                for pool in [Pool::None, Pool::Max2] {
+                    for batchnorm in [false, true] {
+                        for head in [Head::Flatten, Head::Gap] {
+                            let counts: Vec<usize> = [Layout::Sequential, Layout::Parallel]
+                                .into_iter()
+                                .map(|layout| {
+                                    let a = Architecture {
+                                        pool,
+                                        batchnorm,
+                                        head,
+                                        ..arch(layout, layers, filters, kernel)
+                                    };
+                                    let (vs, _) = build(a, 1);
+                                    assert_eq!(parameter_count(&vs), expected_params(&a), "{a:?}");
+                                    parameter_count(&vs)
+                                })
+                                .collect();
+                            assert_eq!(counts[0], counts[1]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn q_is_examples_times_outputs_over_parameters() {
+    assert_eq!(determination_ratio(60_000, 10, 300_000), 2.0);
+}
+
+#[test]
+fn same_seed_gives_both_layouts_identical_weights() {
+    let (vs_s, _) = build(arch(Layout::Sequential, 3, 4, 3), 7);
+    let (vs_p, _) = build(arch(Layout::Parallel, 3, 4, 3), 7);
+    for (name, t) in vs_s.variables() {
+        assert_eq!(max_abs_diff(&t, &var(&vs_p, &name)), 0.0, "{name}");
+    }
+    let (vs_other, _) = build(arch(Layout::Sequential, 3, 4, 3), 8);
+    assert!(max_abs_diff(&var(&vs_s, "units.weight"), &var(&vs_other, "units.weight")) > 0.0);
+}
+
+#[test]
+fn init_follows_pytorch_bounds() {
+    let (vs, _) = build(arch(Layout::Parallel, 2, 8, 3), 3);
+    let bound = 1.0 / ((8 * 3 * 3) as f64).sqrt();
+    let w = var(&vs, "units.weight");
+    let max = w.abs().max().double_value(&[]);
+    assert!(
+        max <= bound && max > 0.9 * bound,
+        "max {max}, bound {bound}"
+    );
+}
+
+#[test]
+fn one_unit_gives_identical_outputs_in_both_layouts() {
+    for batchnorm in [false, true] {
+        for activation in [Activation::Relu, Activation::Tanh] {
+            let make = |layout| Architecture {
+                batchnorm,
+                activation,
+                ..arch(layout, 1, 4, 3)
+            };
+            let (vs_s, seq) = build(make(Layout::Sequential), 11);
+            let (vs_p, par) = build(make(Layout::Parallel), 11);
+            let x = Tensor::randn([5, 1, 6, 6], (Kind::Float, Device::Cpu));
+            assert!(max_abs_diff(&seq.forward(&x, true), &par.forward(&x, true)) < 1e-6);
+            assert!(max_abs_diff(&seq.forward(&x, false), &par.forward(&x, false)) < 1e-6);
+            if batchnorm {
+                let rm = "units.bn.running_mean";
+                assert!(max_abs_diff(&var(&vs_s, rm), &var(&vs_p, rm)) < 1e-7);
+            }
+        }
+    }
+}
+
+#[test]
+fn sequential_batch_norm_updates_every_units_running_statistics() {
+    let a = Architecture {
+        batchnorm: true,
+        ..arch(Layout::Sequential, 3, 2, 3)
+    };
+    let (vs, net) = build(a, 5);
+    let x = Tensor::randn([4, 1, 6, 6], (Kind::Float, Device::Cpu));
+    let _ = net.forward(&x, true);
+    let mean = var(&vs, "units.bn.running_mean");
+    for unit in 0..3 {
+        let changed = mean
+            .narrow(0, unit * 2, 2)
+            .abs()
+            .sum(Kind::Float)
+            .double_value(&[]);
+        assert!(changed > 0.0, "unit {unit} running mean not updated");
+    }
+}
+
+/// Same-padded 2-d convolution written as loops: x [C][H][W], w [O][C][k][k].
+fn conv_by_hand(x: &[Vec<Vec<f64>>], w: &Tensor, b: &Tensor) -> Vec<Vec<Vec<f64>>> {
+    let [o, c, k, _] = w.size()[..] else { panic!() };
+    let (h, wd) = (x[0].len() as i64, x[0][0].len() as i64);
+    let p = k / 2;
+    let mut out = vec![vec![vec![0.0; wd as usize]; h as usize]; o as usize];
+    for oc in 0..o {
+        for i in 0..h {
+            for j in 0..wd {
+                let mut s = b.double_value(&[oc]);
+                for ic in 0..c {
+                    for di in 0..k {
+                        for dj in 0..k {
+                            let (ii, jj) = (i + di - p, j + dj - p);
+                            if ii >= 0 && ii < h && jj >= 0 && jj < wd {
+                                s += w.double_value(&[oc, ic, di, dj])
+                                    * x[ic as usize][ii as usize][jj as usize];
+                            }
+                        }
+                    }
+                }
+                out[oc as usize][i as usize][j as usize] = s;
+            }
+        }
+    }
+    out
+}
+
+type Maps = Vec<Vec<Vec<f64>>>;
+
+fn relu(m: Maps) -> Maps {
+    m.into_iter()
+        .map(|c| {
+            c.into_iter()
+                .map(|r| r.into_iter().map(|v| v.max(0.0)).collect())
+                .collect()
+        })
+        .collect()
+}
+
+fn add(a: &Maps, b: &Maps) -> Maps {
+    a.iter()
+        .zip(b)
+        .map(|(ca, cb)| {
+            ca.iter()
+                .zip(cb)
+                .map(|(ra, rb)| ra.iter().zip(rb).map(|(x, y)| x + y).collect())
+                .collect()
+        })
+        .collect()
+}
+
+/// The network of the module docs, computed by hand for one image.
+fn forward_by_hand(vs: &nn::VarStore, a: &Architecture, image: &Tensor) -> Vec<f64> {
+    let [c, h, w] = a.input;
+    let x: Maps = (0..c as i64)
+        .map(|ci| {
+            (0..h as i64)
+                .map(|i| {
+                    (0..w as i64)
+                        .map(|j| image.double_value(&[0, ci, i, j]))
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let stem = relu(conv_by_hand(
+        &x,
+        &var(vs, "stem.weight"),
+        &var(vs, "stem.bias"),
+    ));
+    let f = a.filters as i64;
+    let unit = |i: i64, h: &Maps| {
+        relu(conv_by_hand(
+            h,
+            &var(vs, "units.weight").narrow(0, i * f, f),
+            &var(vs, "units.bias").narrow(0, i * f, f),
+        ))
+    };
+    let out = match a.layout {
+        Layout::Sequential => (0..a.layers as i64).fold(stem, |h, i| add(&h, &unit(i, &h))),
+        Layout::Parallel => {
+            (0..a.layers as i64).fold(stem.clone(), |acc, i| add(&acc, &unit(i, &stem)))
+        }
+    };
+    let flat: Vec<f64> = out.into_iter().flatten().flatten().collect();
+    let (hw, hb) = (var(vs, "head.weight"), var(vs, "head.bias"));
+    (0..a.classes as i64)
+        .map(|o| {
+            hb.double_value(&[o])
+                + flat
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| v * hw.double_value(&[o, i as i64]))
+                    .sum::<f64>()
+        })
+        .collect()
+}
+
+#[test]
+fn forward_pass_equals_the_formulas_computed_by_hand() {
+    for layout in [Layout::Sequential, Layout::Parallel] {
+        let a = Architecture {
+            input: [2, 5, 4],
+            ..arch(layout, 3, 3, 3)
+        };
+        let (vs, net) = build(a, 21);
+        let x = Tensor::randn([1, 2, 5, 4], (Kind::Float, Device::Cpu));
+        let logits = net.forward(&x, false);
+        let expected = forward_by_hand(&vs, &a, &x);
+        for (o, e) in expected.iter().enumerate() {
+            let got = logits.double_value(&[0, o as i64]);
+            assert!(
+                (got - e).abs() < 1e-4 * (1.0 + e.abs()),
+                "{layout} logit {o}: {got} vs {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn layouts_differ_beyond_one_unit() {
+    let (_, seq) = build(arch(Layout::Sequential, 3, 4, 3), 2);
+    let (_, par) = build(arch(Layout::Parallel, 3, 4, 3), 2);
+    let x = Tensor::randn([2, 1, 6, 6], (Kind::Float, Device::Cpu));
+    assert!(max_abs_diff(&seq.forward(&x, false), &par.forward(&x, false)) > 1e-4);
+}
+
+fn loss_of(net: &Net, x: &Tensor, y: &Tensor) -> Tensor {
+    shallow::train::cross_entropy(&net.forward(x, true), y)
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    for layout in [Layout::Sequential, Layout::Parallel] {
+        for batchnorm in [false, true] {
+            let a = Architecture {
+                activation: Activation::Tanh,
+                batchnorm,
+                input: [1, 4, 4],
+                ..arch(layout, 2, 2, 3)
+            };
+            let (mut vs, net) = build(a, 31);
+            vs.set_kind(Kind::Double);
+            let x = Tensor::randn([3, 1, 4, 4], (Kind::Double, Device::Cpu));
+            let y = Tensor::from_slice(&[1i64, 4, 7]);
+            let loss = loss_of(&net, &x, &y);
+            loss.backward();
+            for name in ["stem.weight", "units.weight", "units.bias", "head.weight"] {
+                let param = var(&vs, name);
+                let grad = param.grad().flatten(0, -1);
+                let flat = param.detach().flatten(0, -1); // shares storage with the parameter
+                let eps = 1e-6;
+                let len = flat.size()[0];
+                for i in [0, len / 2, len - 1] {
+                    let original = flat.double_value(&[i]);
+                    let at = |v: f64| {
+                        tch::no_grad(|| {
+                            let _ = flat.get(i).fill_(v);
+                        });
+                        tch::no_grad(|| loss_of(&net, &x, &y).double_value(&[]))
+                    };
+                    let numeric = (at(original + eps) - at(original - eps)) / (2.0 * eps);
+                    at(original);
+                    let analytic = grad.double_value(&[i]);
+                    assert!(
+                        (numeric - analytic).abs() < 1e-6 * (1.0 + analytic.abs()),
+                        "{layout} bn={batchnorm} {name}[{i}]: numeric {numeric} vs autograd {analytic}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The parallel layout's one convolution with L·F output channels must be the sum of L separate
+/// F-channel convolutions, in values and in gradients.
+#[test]
+fn fused_parallel_convolution_equals_separate_convolutions() {
+    let (l, f) = (4i64, 3i64);
+    let w = Tensor::randn([l * f, f, 3, 3], (Kind::Double, Device::Cpu)).set_requires_grad(true);
+    let b = Tensor::randn([l * f], (Kind::Double, Device::Cpu)).set_requires_grad(true);
+    let x = Tensor::randn([2, f, 5, 5], (Kind::Double, Device::Cpu));
+    let fused = x
+        .conv2d(&w, Some(&b), [1, 1], [1, 1], [1, 1], 1)
+        .relu()
+        .view([2, l, f, 5, 5])
+        .sum_dim_intlist(1, false, None::<Kind>);
+    let separate = (0..l)
+        .map(|i| {
+            x.conv2d(
+                &w.narrow(0, i * f, f),
+                Some(&b.narrow(0, i * f, f)),
+                [1, 1],
+                [1, 1],
+                [1, 1],
+                1,
+            )
+            .relu()
+        })
+        .reduce(|a, c| a + c)
+        .unwrap();
+    assert!(max_abs_diff(&fused, &separate) < 1e-12);
+    let upstream = Tensor::randn([2, f, 5, 5], (Kind::Double, Device::Cpu));
+    let grads = |out: &Tensor| {
+        let g = Tensor::run_backward(
+            &[(out * &upstream).sum(Kind::Double)],
+            &[&w, &b],
+            true,
+            false,
+        );
+        (g[0].copy(), g[1].copy())
+    };
+    let (gw_fused, gb_fused) = grads(&fused);
+    let (gw_sep, gb_sep) = grads(&separate);
+    assert!(max_abs_diff(&gw_fused, &gw_sep) < 1e-12);
+    assert!(max_abs_diff(&gb_fused, &gb_sep) < 1e-12);
+}
+
+#[test]
+fn invalid_architectures_are_rejected() {
+    let even = arch(Layout::Parallel, 2, 2, 4);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let err = Net::new(&vs.root(), even, 0).err().unwrap().to_string();
+    assert!(err.contains("kernel must be odd"), "{err}");
+    let too_big = arch(Layout::Parallel, 2, 2, 7);
+    assert!(Net::new(&vs.root(), too_big, 0).is_err());
+}
