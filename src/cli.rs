@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use shallow::data::{self, Subset};
 use shallow::device::{self, DeviceChoice};
 use shallow::model::{Activation, Head, Layout, Pool};
+use shallow::sweep::{coordinator, grid, worker};
 use shallow::train::{self, Outcome, RunConfig, RunResult};
 
 /// Exit code of `train` when the run diverged (its result is still printed and written).
@@ -36,11 +37,69 @@ pub struct Cli {
 pub enum Command {
     /// Train one network and print its metrics.
     Train(TrainArgs),
+    /// Run a grid of trainings (both layouts of every configuration) into a results database;
+    /// resumable: run it again to continue.
+    Sweep(SweepArgs),
+    /// Show a results database's progress: counts by status, throughput, ETA, last errors.
+    Status {
+        /// Results database.
+        db: PathBuf,
+    },
+    /// Write one CSV row per run: config columns, status, final metrics, timings.
+    Export {
+        /// Results database.
+        db: PathBuf,
+        /// Output CSV file.
+        #[arg(long)]
+        csv: PathBuf,
+    },
     /// Download datasets.
     Data {
         #[command(subcommand)]
         action: DataCommand,
     },
+    /// Train pending runs of a results database until none is left. `shallow sweep` starts these;
+    /// start more by hand (Slurm array, Kubernetes job) against the same database.
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        offline: bool,
+        #[arg(long, value_enum, default_value_t)]
+        device: DeviceChoice,
+    },
+}
+
+#[derive(Args)]
+pub struct SweepArgs {
+    /// Grid spec (TOML), e.g. configs/quick.toml or configs/paper.toml.
+    pub config: PathBuf,
+    /// Results database (SQLite file, created if missing).
+    #[arg(long, default_value = "results.db")]
+    pub db: PathBuf,
+    /// Worker processes training concurrently [default: one per core].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// libtorch threads per worker [default: cores / workers].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the number of runs, total parameters and an estimated time; train nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Data directory [default: $SHALLOW_DATA, else ./data]. Missing datasets are downloaded into it.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Never download: fail if a dataset is missing.
+    #[arg(long)]
+    pub offline: bool,
+    /// Compute device of every worker.
+    #[arg(long, value_enum, default_value_t)]
+    pub device: DeviceChoice,
 }
 
 #[derive(Subcommand)]
@@ -156,6 +215,33 @@ impl TrainArgs {
 pub fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Train(args) => train_command(&args),
+        Command::Sweep(args) => sweep_command(&args),
+        Command::Status { db } => {
+            print!("{}", coordinator::status_text(&db)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { db, csv } => {
+            let n = coordinator::export_csv(&db, &csv)?;
+            println!("{n} runs written to {}", csv.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker {
+            db,
+            threads,
+            data_dir,
+            offline,
+            device,
+        } => {
+            let summary = worker::run(&worker::WorkerOptions {
+                db,
+                threads,
+                data_dir: data::resolve_data_dir(data_dir.as_deref()),
+                offline,
+                device,
+            })?;
+            tracing::info!("worker done: {summary:?}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Data {
             action:
                 DataCommand::Fetch {
@@ -170,6 +256,42 @@ pub fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
+    if args.dry_run {
+        let grid = grid::load(&args.config)?;
+        let (workers, threads) = coordinator::plan_workers(args.workers, args.threads);
+        println!("{}", coordinator::dry_run(&grid, workers, threads)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opts = coordinator::SweepOptions {
+        config: args.config.clone(),
+        db: args.db.clone(),
+        workers: args.workers,
+        threads: args.threads,
+        data_dir: data::resolve_data_dir(args.data_dir.as_deref()),
+        offline: args.offline,
+        device: args.device,
+    };
+    let exe = std::env::current_exe().context("cannot find the shallow binary")?;
+    let outcome = coordinator::run_sweep(&opts, &exe)?;
+    let hours = outcome.wall_seconds / 3600.0;
+    println!(
+        "finished in {}: {} done, {} diverged, {} failed, {} pending; {} runs trained now ({:.0} runs/hour)",
+        coordinator::human_duration(outcome.wall_seconds),
+        outcome.count("done"),
+        outcome.count("diverged"),
+        outcome.count("failed"),
+        outcome.count("pending"),
+        outcome.finished_now,
+        outcome.finished_now as f64 / hours.max(1e-9)
+    );
+    if outcome.count("failed") > 0 {
+        eprintln!("some runs failed; `shallow status {}` shows why", args.db.display());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn train_command(args: &TrainArgs) -> Result<ExitCode> {

@@ -6,4 +6,5 @@
 pub mod data;
 pub mod device;
 pub mod model;
+pub mod sweep;
 pub mod train;

@@ -122,6 +122,25 @@ impl Architecture {
         Ok(())
     }
 
+    /// Trainable parameters P, in closed form (equal to the count of the built net's variables).
+    pub fn parameter_count(&self) -> usize {
+        let [c, _, _] = self.input;
+        let (l, f, k) = (self.layers, self.filters, self.kernel);
+        let stem = f * c * k * k + f;
+        let units = l * (f * f * k * k + f) + if self.batchnorm { 2 * l * f } else { 0 };
+        stem + units + self.head_inputs() * self.classes + self.classes
+    }
+
+    /// Multiply-adds of one forward pass of one image (convolutions and the linear head).
+    pub fn forward_macs(&self) -> f64 {
+        let [c, h, w] = self.input;
+        let (fh, fw) = self.feature_size();
+        let (l, f, k) = (self.layers, self.filters, self.kernel);
+        let stem = (h * w * f * c * k * k) as f64;
+        let units = (l * fh * fw * f * f * k * k) as f64;
+        stem + units + (self.head_inputs() * self.classes) as f64
+    }
+
     /// Spatial size after the stem (and pooling).
     fn feature_size(&self) -> (usize, usize) {
         let [_, h, w] = self.input;

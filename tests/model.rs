@@ -70,6 +70,7 @@ fn both_layouts_have_the_same_parameter_count() {
                                     };
                                     let (vs, _) = build(a, 1);
                                     assert_eq!(parameter_count(&vs), expected_params(&a), "{a:?}");
+                                    assert_eq!(a.parameter_count(), expected_params(&a));
                                     parameter_count(&vs)
                                 })
                                 .collect();

@@ -1,0 +1,531 @@
+//! The results store. [`Store`] is the narrow interface the sweep uses; [`SqliteStore`] is the
+//! embedded default (WAL mode, one file). Claiming a run is one atomic statement, so any number of
+//! worker processes — on one machine here, on many with a server-backed store — can share a sweep
+//! without training a run twice.
+//!
+//! A run goes `pending → running → done | diverged | failed`. Epoch metrics are written as each
+//! epoch ends; finishing a run is one transaction. A run whose worker stops heartbeating (or whose
+//! process is gone, on this host) is put back to `pending` and trained again from scratch, its
+//! partial epochs deleted.
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+
+use super::grid::RunSpec;
+use crate::train::{EpochMetrics, Outcome, RunConfig, RunResult};
+
+pub const STATUSES: [&str; 5] = ["pending", "running", "done", "diverged", "failed"];
+
+/// A worker process as the store knows it.
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub threads: usize,
+}
+
+impl WorkerInfo {
+    pub fn this_process(threads: usize) -> WorkerInfo {
+        let host = hostname();
+        let pid = std::process::id();
+        WorkerInfo {
+            id: format!("{host}:{pid}:{}", now() as u64),
+            host,
+            pid,
+            threads,
+        }
+    }
+}
+
+/// How a claimed run ended.
+pub enum Finish<'a> {
+    Trained(&'a RunResult),
+    Failed(&'a str),
+}
+
+/// One row of the runs table, as status, export and report read it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRow {
+    pub id: String,
+    pub pair_id: String,
+    pub sweep: String,
+    pub status: String,
+    pub config: RunConfig,
+    pub attempts: i64,
+    pub worker: Option<String>,
+    pub host: Option<String>,
+    pub claimed_at: Option<f64>,
+    pub finished_at: Option<f64>,
+    pub params: Option<i64>,
+    pub q: Option<f64>,
+    pub train_examples: Option<i64>,
+    pub final_train_loss: Option<f64>,
+    pub final_train_acc: Option<f64>,
+    pub final_val_loss: Option<f64>,
+    pub final_val_acc: Option<f64>,
+    pub diverged_epoch: Option<i64>,
+    pub train_seconds: Option<f64>,
+    pub total_seconds: Option<f64>,
+    pub device: Option<String>,
+    pub error: Option<String>,
+    pub epochs_recorded: i64,
+}
+
+/// Per-epoch metrics of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochRow {
+    pub run_id: String,
+    pub metrics: EpochMetrics,
+}
+
+/// A run in progress.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub run_id: String,
+    pub worker: String,
+    pub epochs_done: usize,
+    pub config: RunConfig,
+}
+
+/// What `add_runs` did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Added {
+    pub new: usize,
+    pub existing: usize,
+}
+
+/// The interface between the sweep and wherever its results live.
+pub trait Store {
+    /// Records a sweep (by name) and adds those of `runs` the store does not have yet as pending;
+    /// runs it already has, finished or not, are left untouched.
+    fn add_runs(&mut self, sweep: &str, config_text: &str, runs: &[RunSpec]) -> Result<Added>;
+    fn register_worker(&mut self, worker: &WorkerInfo) -> Result<()>;
+    fn heartbeat(&mut self, worker: &WorkerInfo) -> Result<()>;
+    /// Atomically moves one pending run to running for `worker`; `None` when none is pending.
+    fn claim(&mut self, worker: &WorkerInfo) -> Result<Option<RunSpec>>;
+    fn record_epoch(&mut self, run_id: &str, worker: &WorkerInfo, m: &EpochMetrics) -> Result<()>;
+    fn finish(&mut self, run_id: &str, worker: &WorkerInfo, finish: Finish) -> Result<()>;
+    /// Puts runs back to pending whose worker is dead: its process is gone (same host) or it has
+    /// not heartbeated for `stale_after`. Returns how many.
+    fn requeue_abandoned(&mut self, stale_after: Duration) -> Result<usize>;
+    fn runs(&self) -> Result<Vec<RunRow>>;
+    fn epochs(&self) -> Result<Vec<EpochRow>>;
+    fn status_counts(&self) -> Result<Vec<(String, i64)>>;
+    /// The runs in progress, with the latest epoch each has recorded.
+    fn running(&self) -> Result<Vec<Running>>;
+}
+
+/// Opens the store at `location`: a SQLite file path (created if missing). A server-backed store
+/// would be chosen here by a URL scheme.
+pub fn open(location: &Path) -> Result<Box<dyn Store + Send>> {
+    let text = location.to_string_lossy();
+    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+        bail!("{text}: the PostgreSQL backend is not available yet; use a SQLite file");
+    }
+    Ok(Box::new(SqliteStore::open(location)?))
+}
+
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sweeps (
+    name TEXT PRIMARY KEY,
+    config_toml TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    pair_id TEXT NOT NULL,
+    sweep TEXT NOT NULL REFERENCES sweeps(name),
+    config TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'running', 'done', 'diverged', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    worker TEXT,
+    host TEXT,
+    claimed_at REAL,
+    finished_at REAL,
+    params INTEGER,
+    q REAL,
+    train_examples INTEGER,
+    final_train_loss REAL,
+    final_train_acc REAL,
+    final_val_loss REAL,
+    final_val_acc REAL,
+    diverged_epoch INTEGER,
+    train_seconds REAL,
+    total_seconds REAL,
+    device TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status, seq);
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    epoch INTEGER NOT NULL,
+    train_loss REAL,
+    val_loss REAL,
+    val_acc REAL,
+    seconds REAL NOT NULL,
+    images_per_second REAL NOT NULL,
+    PRIMARY KEY (run_id, epoch)
+);
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    threads INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL
+);
+";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open results database {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(60))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)
+            .with_context(|| format!("{}: not a shallow results database", path.display()))?;
+        Ok(SqliteStore { conn })
+    }
+
+    /// Opens an existing database for reading; a missing file is an error, not a new database.
+    pub fn open_existing(path: &Path) -> Result<SqliteStore> {
+        if !path.is_file() {
+            bail!("{}: no such results database", path.display());
+        }
+        Self::open(path)
+    }
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Stores NaN/inf as NULL (SQLite has no NaN), so a diverged epoch is still recorded.
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+impl Store for SqliteStore {
+    fn add_runs(&mut self, sweep: &str, config_text: &str, runs: &[RunSpec]) -> Result<Added> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let t = now();
+        tx.execute(
+            "INSERT INTO sweeps (name, config_toml, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (name) DO UPDATE SET config_toml = ?2, updated_at = ?3",
+            params![sweep, config_text, t],
+        )?;
+        let mut new = 0;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO runs (id, pair_id, sweep, config) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO NOTHING",
+            )?;
+            for run in runs {
+                new += insert.execute(params![
+                    run.id,
+                    run.pair_id,
+                    sweep,
+                    serde_json::to_string(&run.config)?
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(Added {
+            new,
+            existing: runs.len() - new,
+        })
+    }
+
+    fn register_worker(&mut self, w: &WorkerInfo) -> Result<()> {
+        let t = now();
+        self.conn.execute(
+            "INSERT OR REPLACE INTO workers (id, host, pid, threads, started_at, heartbeat_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            params![w.id, w.host, w.pid, w.threads as i64, t],
+        )?;
+        Ok(())
+    }
+
+    fn heartbeat(&mut self, w: &WorkerInfo) -> Result<()> {
+        self.conn.execute(
+            "UPDATE workers SET heartbeat_at = ?2 WHERE id = ?1",
+            params![w.id, now()],
+        )?;
+        Ok(())
+    }
+
+    fn claim(&mut self, w: &WorkerInfo) -> Result<Option<RunSpec>> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let claimed = tx
+            .query_row(
+                "UPDATE runs SET status = 'running', worker = ?1, host = ?2, claimed_at = ?3,
+                     attempts = attempts + 1, error = NULL
+                 WHERE seq = (SELECT seq FROM runs WHERE status = 'pending' ORDER BY seq LIMIT 1)
+                 RETURNING id, pair_id, config",
+                params![w.id, w.host, now()],
+                |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)),
+            )
+            .optional()?;
+        let Some((id, pair_id, config)) = claimed else {
+            return Ok(None);
+        };
+        // Epochs of an earlier, abandoned attempt: the run restarts from scratch.
+        tx.execute("DELETE FROM epochs WHERE run_id = ?1", [&id])?;
+        tx.commit()?;
+        let config = serde_json::from_str(&config)
+            .with_context(|| format!("run {id}: stored config is not readable"))?;
+        Ok(Some(RunSpec { id, pair_id, config }))
+    }
+
+    fn record_epoch(&mut self, run_id: &str, w: &WorkerInfo, m: &EpochMetrics) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        ensure_owned(&tx, run_id, w)?;
+        tx.execute(
+            "INSERT INTO epochs (run_id, epoch, train_loss, val_loss, val_acc, seconds, images_per_second)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                run_id,
+                m.epoch as i64,
+                finite(m.train_loss),
+                finite(m.val_loss),
+                finite(m.val_acc),
+                m.seconds,
+                m.images_per_second
+            ],
+        )?;
+        tx.execute("UPDATE workers SET heartbeat_at = ?2 WHERE id = ?1", params![w.id, now()])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn finish(&mut self, run_id: &str, w: &WorkerInfo, finish: Finish) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        ensure_owned(&tx, run_id, w)?;
+        match finish {
+            Finish::Trained(r) => {
+                let status = match r.outcome {
+                    Outcome::Done => "done",
+                    Outcome::Diverged => "diverged",
+                };
+                tx.execute(
+                    "UPDATE runs SET status = ?2, finished_at = ?3, params = ?4, q = ?5,
+                         train_examples = ?6, final_train_loss = ?7, final_train_acc = ?8,
+                         final_val_loss = ?9, final_val_acc = ?10, diverged_epoch = ?11,
+                         train_seconds = ?12, total_seconds = ?13, device = ?14
+                     WHERE id = ?1",
+                    params![
+                        run_id,
+                        status,
+                        now(),
+                        r.params as i64,
+                        r.q,
+                        r.train_examples as i64,
+                        r.final_train_loss.and_then(finite),
+                        r.final_train_acc.and_then(finite),
+                        r.final_val_loss.and_then(finite),
+                        r.final_val_acc.and_then(finite),
+                        r.diverged_epoch.map(|e| e as i64),
+                        r.train_seconds,
+                        r.total_seconds,
+                        r.device
+                    ],
+                )?;
+            }
+            Finish::Failed(error) => {
+                tx.execute(
+                    "UPDATE runs SET status = 'failed', finished_at = ?2, error = ?3 WHERE id = ?1",
+                    params![run_id, now(), error],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn requeue_abandoned(&mut self, stale_after: Duration) -> Result<usize> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let here = hostname();
+        let deadline = now() - stale_after.as_secs_f64();
+        let abandoned: Vec<String> = {
+            let mut query = tx.prepare(
+                "SELECT r.id, w.host, w.pid, w.heartbeat_at FROM runs r
+                 LEFT JOIN workers w ON w.id = r.worker WHERE r.status = 'running'",
+            )?;
+            let rows = query.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Option<String>>(1)?,
+                    row.get::<_, Option<u32>>(2)?,
+                    row.get::<_, Option<f64>>(3)?,
+                ))
+            })?;
+            let mut ids = Vec::new();
+            for row in rows {
+                let (id, host, pid, heartbeat) = row?;
+                let dead = match (host, pid, heartbeat) {
+                    (Some(host), Some(pid), Some(beat)) => {
+                        (host == here && !process_alive(pid)) || beat < deadline
+                    }
+                    _ => true,
+                };
+                if dead {
+                    ids.push(id);
+                }
+            }
+            ids
+        };
+        for id in &abandoned {
+            tx.execute(
+                "UPDATE runs SET status = 'pending', worker = NULL, claimed_at = NULL WHERE id = ?1",
+                [id],
+            )?;
+            tx.execute("DELETE FROM epochs WHERE run_id = ?1", [id])?;
+        }
+        tx.commit()?;
+        if !abandoned.is_empty() {
+            tracing::warn!("{} abandoned runs put back to pending", abandoned.len());
+        }
+        Ok(abandoned.len())
+    }
+
+    fn runs(&self) -> Result<Vec<RunRow>> {
+        let mut query = self.conn.prepare(
+            "SELECT id, pair_id, sweep, status, config, attempts, worker, host, claimed_at,
+                    finished_at, params, q, train_examples, final_train_loss, final_train_acc,
+                    final_val_loss, final_val_acc, diverged_epoch, train_seconds, total_seconds,
+                    device, error,
+                    (SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id)
+             FROM runs ORDER BY seq",
+        )?;
+        let rows = query.query_map([], |r| {
+            let config: String = r.get(4)?;
+            let config = serde_json::from_str(&config).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, e.into())
+            })?;
+            Ok(RunRow {
+                    id: r.get(0)?,
+                    pair_id: r.get(1)?,
+                    sweep: r.get(2)?,
+                    status: r.get(3)?,
+                    config,
+                    attempts: r.get(5)?,
+                    worker: r.get(6)?,
+                    host: r.get(7)?,
+                    claimed_at: r.get(8)?,
+                    finished_at: r.get(9)?,
+                    params: r.get(10)?,
+                    q: r.get(11)?,
+                    train_examples: r.get(12)?,
+                    final_train_loss: r.get(13)?,
+                    final_train_acc: r.get(14)?,
+                    final_val_loss: r.get(15)?,
+                    final_val_acc: r.get(16)?,
+                    diverged_epoch: r.get(17)?,
+                    train_seconds: r.get(18)?,
+                    total_seconds: r.get(19)?,
+                    device: r.get(20)?,
+                    error: r.get(21)?,
+                    epochs_recorded: r.get(22)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn epochs(&self) -> Result<Vec<EpochRow>> {
+        let mut query = self.conn.prepare(
+            "SELECT run_id, epoch, train_loss, val_loss, val_acc, seconds, images_per_second
+             FROM epochs ORDER BY run_id, epoch",
+        )?;
+        let rows = query.query_map([], |r| {
+            Ok(EpochRow {
+                run_id: r.get(0)?,
+                metrics: EpochMetrics {
+                    epoch: r.get::<_, i64>(1)? as usize,
+                    train_loss: r.get::<_, Option<f64>>(2)?.unwrap_or(f64::NAN),
+                    val_loss: r.get::<_, Option<f64>>(3)?.unwrap_or(f64::NAN),
+                    val_acc: r.get::<_, Option<f64>>(4)?.unwrap_or(f64::NAN),
+                    seconds: r.get(5)?,
+                    images_per_second: r.get(6)?,
+                },
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn status_counts(&self) -> Result<Vec<(String, i64)>> {
+        STATUSES
+            .iter()
+            .map(|s| {
+                let n = self.conn.query_row(
+                    "SELECT COUNT(*) FROM runs WHERE status = ?1",
+                    [s],
+                    |r| r.get(0),
+                )?;
+                Ok((s.to_string(), n))
+            })
+            .collect()
+    }
+
+    fn running(&self) -> Result<Vec<Running>> {
+        let mut query = self.conn.prepare(
+            "SELECT id, COALESCE(worker, ''),
+                    (SELECT COALESCE(MAX(epoch), 0) FROM epochs e WHERE e.run_id = runs.id),
+                    config
+             FROM runs WHERE status = 'running' ORDER BY worker",
+        )?;
+        let rows = query.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
+        })?;
+        rows.map(|row| {
+            let (run_id, worker, epochs, config) = row?;
+            Ok(Running {
+                run_id,
+                worker,
+                epochs_done: epochs as usize,
+                config: serde_json::from_str(&config)?,
+            })
+        })
+        .collect()
+    }
+}
+
+/// Refuses writes from a worker that no longer owns the run (it was requeued meanwhile).
+fn ensure_owned(tx: &rusqlite::Transaction, run_id: &str, w: &WorkerInfo) -> Result<()> {
+    let owner: Option<(String, Option<String>)> = tx
+        .query_row("SELECT status, worker FROM runs WHERE id = ?1", [run_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    match owner {
+        Some((status, Some(worker))) if status == "running" && worker == w.id => Ok(()),
+        _ => bail!("run {run_id} is no longer assigned to worker {}", w.id),
+    }
+}

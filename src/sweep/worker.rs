@@ -1,0 +1,193 @@
+//! A worker process: claims pending runs from the store one at a time and trains them, until none
+//! is left. Any number of workers, on any number of machines, can share one store.
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use tch::Device;
+
+use super::grid::RunSpec;
+use super::store::{self, Finish, Store, WorkerInfo};
+use crate::data::{self, RawDataset, Subset, Tensors};
+use crate::device::{self, DeviceChoice};
+use crate::train::{self, EpochMetrics, Observer, RunResult};
+
+/// How often a worker tells the store it is alive.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// A worker silent for this long is presumed dead and its run is trained again elsewhere.
+pub const STALE_AFTER: Duration = Duration::from_secs(120);
+
+pub struct WorkerOptions {
+    pub db: PathBuf,
+    pub threads: usize,
+    pub data_dir: PathBuf,
+    pub offline: bool,
+    pub device: DeviceChoice,
+}
+
+/// Counts of what one worker did.
+#[derive(Debug, Default)]
+pub struct WorkerSummary {
+    pub trained: usize,
+    pub failed: usize,
+}
+
+pub fn run(opts: &WorkerOptions) -> Result<WorkerSummary> {
+    device::set_threads(opts.threads);
+    let device = device::select_device(opts.device)?;
+    let mut store = store::open(&opts.db)?;
+    let me = WorkerInfo::this_process(opts.threads);
+    store.register_worker(&me)?;
+    let heartbeat = Heartbeat::start(opts.db.clone(), me.clone());
+    let mut cache = DataCache::new(opts.data_dir.clone(), opts.offline, device);
+    let mut summary = WorkerSummary::default();
+    loop {
+        store.requeue_abandoned(STALE_AFTER)?;
+        let Some(run) = store.claim(&me)? else {
+            break;
+        };
+        tracing::info!("worker {} trains run {}", me.id, run.id);
+        let trained = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            train_one(&run, &mut cache, device, store.as_mut(), &me)
+        }))
+        .unwrap_or_else(|panic| Err(anyhow!("training panicked: {}", panic_message(&panic))));
+        let finished = match &trained {
+            Ok(result) => store.finish(&run.id, &me, Finish::Trained(result)),
+            Err(e) => store.finish(&run.id, &me, Finish::Failed(&format!("{e:#}"))),
+        };
+        match (trained, finished) {
+            (_, Err(e)) => tracing::warn!("run {}: result not recorded: {e:#}", run.id),
+            (Ok(_), Ok(())) => summary.trained += 1,
+            (Err(e), Ok(())) => {
+                tracing::warn!("run {} failed: {e:#}", run.id);
+                summary.failed += 1;
+            }
+        }
+    }
+    heartbeat.stop();
+    Ok(summary)
+}
+
+fn train_one(
+    run: &RunSpec,
+    cache: &mut DataCache,
+    device: Device,
+    store: &mut dyn Store,
+    me: &WorkerInfo,
+) -> Result<RunResult> {
+    let cfg = &run.config;
+    let tensors = cache.tensors(&cfg.dataset, cfg.train_limit, cfg.val_limit, cfg.subset)?;
+    let mut recorder = EpochRecorder {
+        store,
+        run_id: &run.id,
+        worker: me,
+    };
+    train::train(cfg, tensors, device, &mut recorder)
+}
+
+/// Writes each epoch's metrics to the store as it ends.
+struct EpochRecorder<'a> {
+    store: &'a mut dyn Store,
+    run_id: &'a str,
+    worker: &'a WorkerInfo,
+}
+
+impl Observer for EpochRecorder<'_> {
+    fn epoch(&mut self, m: &EpochMetrics) -> Result<()> {
+        self.store.record_epoch(self.run_id, self.worker, m)
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Datasets decoded once per process; the tensors of the latest subset kept on the device (runs
+/// are ordered so that consecutive ones share their data).
+struct DataCache {
+    data_dir: PathBuf,
+    offline: bool,
+    device: Device,
+    raw: HashMap<String, RawDataset>,
+    tensors: Option<((String, Option<usize>, Option<usize>, Subset), Tensors)>,
+}
+
+impl DataCache {
+    fn new(data_dir: PathBuf, offline: bool, device: Device) -> DataCache {
+        DataCache {
+            data_dir,
+            offline,
+            device,
+            raw: HashMap::new(),
+            tensors: None,
+        }
+    }
+
+    fn tensors(
+        &mut self,
+        dataset: &str,
+        train_limit: Option<usize>,
+        val_limit: Option<usize>,
+        subset: Subset,
+    ) -> Result<&Tensors> {
+        let key = (dataset.to_owned(), train_limit, val_limit, subset);
+        if self.tensors.as_ref().is_none_or(|(k, _)| *k != key) {
+            self.tensors = None;
+            if !self.raw.contains_key(dataset) {
+                data::ensure_available(&self.data_dir, dataset, self.offline)?;
+                let raw = data::load(&self.data_dir, dataset)?;
+                self.raw.insert(dataset.to_owned(), raw);
+            }
+            let raw = &self.raw[dataset];
+            let tensors = data::prepare(raw, train_limit, val_limit, subset, self.device);
+            self.tensors = Some((key, tensors));
+        }
+        Ok(&self.tensors.as_ref().expect("just filled").1)
+    }
+}
+
+/// A thread that heartbeats through its own store connection while training blocks the worker.
+struct Heartbeat {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Heartbeat {
+    fn start(db: PathBuf, me: WorkerInfo) -> Heartbeat {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut store = match store::open(&db) {
+                Ok(s) => s,
+                Err(e) => return tracing::warn!("heartbeat disabled: {e:#}"),
+            };
+            let tick = Duration::from_millis(200);
+            let mut since = Duration::ZERO;
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(tick);
+                since += tick;
+                if since >= HEARTBEAT_EVERY {
+                    since = Duration::ZERO;
+                    if let Err(e) = store.heartbeat(&me) {
+                        tracing::warn!("heartbeat failed: {e:#}");
+                    }
+                }
+            }
+        });
+        Heartbeat { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
