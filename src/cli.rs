@@ -288,7 +288,10 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
         outcome.finished_now as f64 / hours.max(1e-9)
     );
     if outcome.count("failed") > 0 {
-        eprintln!("some runs failed; `shallow status {}` shows why", args.db.display());
+        eprintln!(
+            "some runs failed; `shallow status {}` shows why",
+            args.db.display()
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

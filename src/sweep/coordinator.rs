@@ -100,7 +100,11 @@ pub fn dry_run(grid: &Grid, workers: usize, threads: usize) -> Result<String> {
         .sum();
     let macs: f64 = grid.runs.iter().map(|r| run_macs(&r.config)).sum();
     let rate = calibrate_macs_per_second(threads)? * workers as f64;
-    let mut datasets: Vec<&str> = grid.runs.iter().map(|r| r.config.dataset.as_str()).collect();
+    let mut datasets: Vec<&str> = grid
+        .runs
+        .iter()
+        .map(|r| r.config.dataset.as_str())
+        .collect();
     datasets.dedup();
     datasets.sort();
     datasets.dedup();
@@ -139,7 +143,10 @@ pub struct SweepOutcome {
 
 impl SweepOutcome {
     pub fn count(&self, status: &str) -> i64 {
-        self.counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n)
+        self.counts
+            .iter()
+            .find(|(s, _)| s == status)
+            .map_or(0, |(_, n)| *n)
     }
 }
 
@@ -158,7 +165,11 @@ pub fn run_sweep(opts: &SweepOptions, exe: &Path) -> Result<SweepOutcome> {
         added.existing,
         opts.db.display()
     );
-    let mut datasets: Vec<&str> = grid.runs.iter().map(|r| r.config.dataset.as_str()).collect();
+    let mut datasets: Vec<&str> = grid
+        .runs
+        .iter()
+        .map(|r| r.config.dataset.as_str())
+        .collect();
     datasets.sort();
     datasets.dedup();
     for dataset in datasets {
@@ -228,7 +239,10 @@ fn spawn_worker(exe: &Path, opts: &SweepOptions, threads: usize, log: &Path) -> 
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file)
-        .env("SHALLOW_LOG", std::env::var("SHALLOW_LOG").unwrap_or("info".into()));
+        .env(
+            "SHALLOW_LOG",
+            std::env::var("SHALLOW_LOG").unwrap_or("info".into()),
+        );
     // Workers die with the sweep process, even on SIGKILL: a later `shallow sweep` then finds
     // their runs abandoned and trains them again, and no orphan keeps writing.
     // SAFETY: prctl is async-signal-safe and touches only the child.
@@ -261,13 +275,15 @@ impl Progress {
     fn new(store: &dyn Store, children: &[Child]) -> Result<Progress> {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let (done, total, _) = finished(&store.status_counts()?);
-        let overall = multi.add(ProgressBar::new(total).with_style(
-            ProgressStyle::with_template(
-                "runs [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        ));
+        let overall = multi.add(
+            ProgressBar::new(total).with_style(
+                ProgressStyle::with_template(
+                    "runs [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            ),
+        );
         overall.set_position(done);
         overall.reset_eta();
         let lines = children
@@ -347,7 +363,10 @@ pub fn status_text(db: &Path) -> Result<String> {
     }
     let finished: Vec<&RunRow> = runs.iter().filter(|r| r.finished_at.is_some()).collect();
     let first = runs.iter().filter_map(|r| r.claimed_at).reduce(f64::min);
-    let last = finished.iter().filter_map(|r| r.finished_at).reduce(f64::max);
+    let last = finished
+        .iter()
+        .filter_map(|r| r.finished_at)
+        .reduce(f64::max);
     if let (Some(first), Some(last)) = (first, last)
         && last > first
     {
@@ -373,7 +392,11 @@ pub fn status_text(db: &Path) -> Result<String> {
         );
     }
     let mut failed: Vec<&RunRow> = runs.iter().filter(|r| r.status == "failed").collect();
-    failed.sort_by(|a, b| b.finished_at.partial_cmp(&a.finished_at).unwrap_or(std::cmp::Ordering::Equal));
+    failed.sort_by(|a, b| {
+        b.finished_at
+            .partial_cmp(&a.finished_at)
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     for r in failed.iter().take(5) {
         out += &format!(
             "failed: {}: {}\n",
@@ -393,11 +416,42 @@ pub fn export_csv(db: &Path, out: &Path) -> Result<usize> {
     let mut writer =
         csv::Writer::from_path(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
     writer.write_record([
-        "id", "pair_id", "sweep", "status", "dataset", "layout", "layers", "filters", "kernel",
-        "activation", "pool", "batchnorm", "head", "lr", "batch_size", "epochs", "seed",
-        "train_limit", "val_limit", "subset", "params", "q", "train_examples", "final_train_loss",
-        "final_train_acc", "final_val_loss", "final_val_acc", "diverged_epoch", "epochs_recorded",
-        "train_seconds", "total_seconds", "attempts", "device", "host", "worker", "error",
+        "id",
+        "pair_id",
+        "sweep",
+        "status",
+        "dataset",
+        "layout",
+        "layers",
+        "filters",
+        "kernel",
+        "activation",
+        "pool",
+        "batchnorm",
+        "head",
+        "lr",
+        "batch_size",
+        "epochs",
+        "seed",
+        "train_limit",
+        "val_limit",
+        "subset",
+        "params",
+        "q",
+        "train_examples",
+        "final_train_loss",
+        "final_train_acc",
+        "final_val_loss",
+        "final_val_acc",
+        "diverged_epoch",
+        "epochs_recorded",
+        "train_seconds",
+        "total_seconds",
+        "attempts",
+        "device",
+        "host",
+        "worker",
+        "error",
     ])?;
     let opt = |v: Option<String>| v.unwrap_or_default();
     let num = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();

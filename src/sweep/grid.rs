@@ -127,7 +127,10 @@ pub fn parse(text: &str, origin: &str) -> Result<Grid> {
         }
         let values = values_of(value.get_ref().clone());
         if values.is_empty() {
-            bail!("{}: `{name}` is an empty list: give at least one value", at(value.span()));
+            bail!(
+                "{}: `{name}` is an empty list: give at least one value",
+                at(value.span())
+            );
         }
         for v in &values {
             check_value(name, v).map_err(|e| anyhow!("{}: `{name}`: {e:#}", at(value.span())))?;
@@ -142,7 +145,10 @@ pub fn parse(text: &str, origin: &str) -> Result<Grid> {
             continue;
         }
         let config = to_config(&combination).map_err(|e| {
-            anyhow!("{origin}: impossible combination {}: {e:#}", describe(&combination))
+            anyhow!(
+                "{origin}: impossible combination {}: {e:#}",
+                describe(&combination)
+            )
         })?;
         let spec = RunSpec {
             id: run_id(&config),
@@ -212,7 +218,11 @@ fn parse_excludes(
             rule.iter()
                 .map(|(key, value)| {
                     if !AXIS_ORDER.contains(&key.get_ref().as_str()) {
-                        bail!("{}: unknown setting `{}` in [[exclude]]", at(key.span()), key.get_ref());
+                        bail!(
+                            "{}: unknown setting `{}` in [[exclude]]",
+                            at(key.span()),
+                            key.get_ref()
+                        );
                     }
                     Ok((key.get_ref().clone(), values_of(value.get_ref().clone())))
                 })
@@ -232,7 +242,10 @@ fn matches(rule: &Rule, combination: &toml::Table) -> bool {
 
 /// Equality that treats `1e-3` and `0.001`, or `2` and `2.0`, as the same number.
 fn same_value(a: &Value, b: &Value) -> bool {
-    match (a.as_float().or(a.as_integer().map(|i| i as f64)), b.as_float().or(b.as_integer().map(|i| i as f64))) {
+    match (
+        a.as_float().or(a.as_integer().map(|i| i as f64)),
+        b.as_float().or(b.as_integer().map(|i| i as f64)),
+    ) {
         (Some(x), Some(y)) => x == y,
         _ => a == b,
     }
@@ -276,11 +289,16 @@ fn short_hash(text: &str) -> String {
 }
 
 pub fn run_id(config: &RunConfig) -> String {
-    short_hash(&canonical(&serde_json::to_value(config).expect("config serialises")))
+    short_hash(&canonical(
+        &serde_json::to_value(config).expect("config serialises"),
+    ))
 }
 
 pub fn pair_id(config: &RunConfig) -> String {
     let mut value = serde_json::to_value(config).expect("config serialises");
-    value.as_object_mut().expect("config is an object").remove("layout");
+    value
+        .as_object_mut()
+        .expect("config is an object")
+        .remove("layout");
     short_hash(&canonical(&value))
 }

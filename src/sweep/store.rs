@@ -235,7 +235,9 @@ fn finite(x: f64) -> Option<f64> {
 
 impl Store for SqliteStore {
     fn add_runs(&mut self, sweep: &str, config_text: &str, runs: &[RunSpec]) -> Result<Added> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let t = now();
         tx.execute(
             "INSERT INTO sweeps (name, config_toml, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
@@ -283,7 +285,9 @@ impl Store for SqliteStore {
     }
 
     fn claim(&mut self, w: &WorkerInfo) -> Result<Option<RunSpec>> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let claimed = tx
             .query_row(
                 "UPDATE runs SET status = 'running', worker = ?1, host = ?2, claimed_at = ?3,
@@ -291,7 +295,13 @@ impl Store for SqliteStore {
                  WHERE seq = (SELECT seq FROM runs WHERE status = 'pending' ORDER BY seq LIMIT 1)
                  RETURNING id, pair_id, config",
                 params![w.id, w.host, now()],
-                |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?)),
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                    ))
+                },
             )
             .optional()?;
         let Some((id, pair_id, config)) = claimed else {
@@ -302,11 +312,17 @@ impl Store for SqliteStore {
         tx.commit()?;
         let config = serde_json::from_str(&config)
             .with_context(|| format!("run {id}: stored config is not readable"))?;
-        Ok(Some(RunSpec { id, pair_id, config }))
+        Ok(Some(RunSpec {
+            id,
+            pair_id,
+            config,
+        }))
     }
 
     fn record_epoch(&mut self, run_id: &str, w: &WorkerInfo, m: &EpochMetrics) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         ensure_owned(&tx, run_id, w)?;
         tx.execute(
             "INSERT INTO epochs (run_id, epoch, train_loss, val_loss, val_acc, seconds, images_per_second)
@@ -321,13 +337,18 @@ impl Store for SqliteStore {
                 m.images_per_second
             ],
         )?;
-        tx.execute("UPDATE workers SET heartbeat_at = ?2 WHERE id = ?1", params![w.id, now()])?;
+        tx.execute(
+            "UPDATE workers SET heartbeat_at = ?2 WHERE id = ?1",
+            params![w.id, now()],
+        )?;
         tx.commit()?;
         Ok(())
     }
 
     fn finish(&mut self, run_id: &str, w: &WorkerInfo, finish: Finish) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         ensure_owned(&tx, run_id, w)?;
         match finish {
             Finish::Trained(r) => {
@@ -371,7 +392,9 @@ impl Store for SqliteStore {
     }
 
     fn requeue_abandoned(&mut self, stale_after: Duration) -> Result<usize> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let here = hostname();
         let deadline = now() - stale_after.as_secs_f64();
         let abandoned: Vec<String> = {
@@ -431,29 +454,29 @@ impl Store for SqliteStore {
                 rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, e.into())
             })?;
             Ok(RunRow {
-                    id: r.get(0)?,
-                    pair_id: r.get(1)?,
-                    sweep: r.get(2)?,
-                    status: r.get(3)?,
-                    config,
-                    attempts: r.get(5)?,
-                    worker: r.get(6)?,
-                    host: r.get(7)?,
-                    claimed_at: r.get(8)?,
-                    finished_at: r.get(9)?,
-                    params: r.get(10)?,
-                    q: r.get(11)?,
-                    train_examples: r.get(12)?,
-                    final_train_loss: r.get(13)?,
-                    final_train_acc: r.get(14)?,
-                    final_val_loss: r.get(15)?,
-                    final_val_acc: r.get(16)?,
-                    diverged_epoch: r.get(17)?,
-                    train_seconds: r.get(18)?,
-                    total_seconds: r.get(19)?,
-                    device: r.get(20)?,
-                    error: r.get(21)?,
-                    epochs_recorded: r.get(22)?,
+                id: r.get(0)?,
+                pair_id: r.get(1)?,
+                sweep: r.get(2)?,
+                status: r.get(3)?,
+                config,
+                attempts: r.get(5)?,
+                worker: r.get(6)?,
+                host: r.get(7)?,
+                claimed_at: r.get(8)?,
+                finished_at: r.get(9)?,
+                params: r.get(10)?,
+                q: r.get(11)?,
+                train_examples: r.get(12)?,
+                final_train_loss: r.get(13)?,
+                final_train_acc: r.get(14)?,
+                final_val_loss: r.get(15)?,
+                final_val_acc: r.get(16)?,
+                diverged_epoch: r.get(17)?,
+                train_seconds: r.get(18)?,
+                total_seconds: r.get(19)?,
+                device: r.get(20)?,
+                error: r.get(21)?,
+                epochs_recorded: r.get(22)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -502,7 +525,12 @@ impl Store for SqliteStore {
              FROM runs WHERE status = 'running' ORDER BY worker",
         )?;
         let rows = query.query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+            ))
         })?;
         rows.map(|row| {
             let (run_id, worker, epochs, config) = row?;
@@ -520,9 +548,11 @@ impl Store for SqliteStore {
 /// Refuses writes from a worker that no longer owns the run (it was requeued meanwhile).
 fn ensure_owned(tx: &rusqlite::Transaction, run_id: &str, w: &WorkerInfo) -> Result<()> {
     let owner: Option<(String, Option<String>)> = tx
-        .query_row("SELECT status, worker FROM runs WHERE id = ?1", [run_id], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT status, worker FROM runs WHERE id = ?1",
+            [run_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()?;
     match owner {
         Some((status, Some(worker))) if status == "running" && worker == w.id => Ok(()),

@@ -111,6 +111,9 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
+/// Dataset, train limit, validation limit, subset rule.
+type SubsetKey = (String, Option<usize>, Option<usize>, Subset);
+
 /// Datasets decoded once per process; the tensors of the latest subset kept on the device (runs
 /// are ordered so that consecutive ones share their data).
 struct DataCache {
@@ -118,7 +121,7 @@ struct DataCache {
     offline: bool,
     device: Device,
     raw: HashMap<String, RawDataset>,
-    tensors: Option<((String, Option<usize>, Option<usize>, Subset), Tensors)>,
+    tensors: Option<(SubsetKey, Tensors)>,
 }
 
 impl DataCache {

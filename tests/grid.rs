@@ -1,0 +1,148 @@
+//! Grid specs: expansion, stable identities, pairing and error messages.
+use shallow::model::Layout;
+use shallow::sweep::grid;
+
+#[test]
+fn paper_preset_expands_to_6912_runs_in_3456_pairs() {
+    let g = grid::load(std::path::Path::new("configs/paper.toml")).unwrap();
+    assert_eq!(g.runs.len(), 6912);
+    assert_eq!(g.pairs(), 3456);
+    for pair in g.runs.chunks(2) {
+        assert_eq!(
+            pair[0].pair_id, pair[1].pair_id,
+            "layouts of a pair are neighbours"
+        );
+        assert_eq!(
+            (pair[0].config.layout, pair[1].config.layout),
+            (Layout::Sequential, Layout::Parallel)
+        );
+        assert_eq!(pair[0].config.seed, pair[1].config.seed);
+    }
+}
+
+#[test]
+fn quick_preset_is_small_and_paired() {
+    let g = grid::load(std::path::Path::new("configs/quick.toml")).unwrap();
+    assert_eq!((g.runs.len(), g.pairs()), (32, 16));
+}
+
+const A: &str = r#"
+name = "t"
+[runs]
+dataset = ["mnist", "cifar10"]
+layers = [2, 4]
+lr = 1e-3
+epochs = 2
+"#;
+
+const A_REORDERED: &str = r#"
+[runs]
+epochs = 2
+lr = 0.001
+layers = [4, 2]
+dataset = ["cifar10", "mnist"]
+"#;
+
+#[test]
+fn ids_do_not_depend_on_key_or_value_order() {
+    let ids = |text| {
+        let mut ids: Vec<String> = grid::parse(text, "x.toml")
+            .unwrap()
+            .runs
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(A).len(), 8);
+    assert_eq!(ids(A), ids(A_REORDERED));
+}
+
+#[test]
+fn ids_change_with_any_setting_and_pairs_ignore_only_the_layout() {
+    let g = grid::parse(A, "x.toml").unwrap();
+    let mut ids: Vec<_> = g.runs.iter().map(|r| r.id.clone()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 8);
+    assert_eq!(g.pairs(), 4);
+    let other = grid::parse(&A.replace("epochs = 2", "epochs = 3"), "x.toml").unwrap();
+    assert!(other.runs.iter().all(|r| !ids.contains(&r.id)));
+}
+
+#[test]
+fn exclude_rules_remove_matching_runs() {
+    let text = format!("{A}\n[[exclude]]\ndataset = \"cifar10\"\nlayers = 4\n");
+    let g = grid::parse(&text, "x.toml").unwrap();
+    assert_eq!(g.runs.len(), 6);
+    assert!(
+        !g.runs
+            .iter()
+            .any(|r| r.config.dataset == "cifar10" && r.config.layers == 4)
+    );
+}
+
+fn error_of(text: &str) -> String {
+    format!("{:#}", grid::parse(text, "grid.toml").unwrap_err())
+}
+
+#[test]
+fn malformed_toml_names_the_line() {
+    let err = error_of("[runs]\nlayers = [2, 4\nlr = 1e-3\n");
+    assert!(
+        err.starts_with("grid.toml:2") || err.starts_with("grid.toml:3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_setting_names_line_and_field() {
+    let err = error_of("[runs]\nlayers = 2\nlayres = 4\n");
+    assert!(
+        err.contains("grid.toml:3") && err.contains("`layres`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_type_and_invalid_values_name_line_and_field() {
+    let err = error_of("[runs]\nlayers = 2\n\nkernel = [3, \"five\"]\n");
+    assert!(
+        err.contains("grid.toml:4") && err.contains("`kernel`"),
+        "{err}"
+    );
+    let err = error_of("[runs]\nkernel = [3, 4]\n");
+    assert!(
+        err.contains("grid.toml:2") && err.contains("kernel must be odd"),
+        "{err}"
+    );
+    let err = error_of("[runs]\nlayout = \"diagonal\"\n");
+    assert!(
+        err.contains("grid.toml:2") && err.contains("diagonal"),
+        "{err}"
+    );
+    let err = error_of("[runs]\nlr = -1.0\n");
+    assert!(err.contains("lr must be a positive number"), "{err}");
+}
+
+#[test]
+fn empty_axis_and_total_exclusion_are_errors() {
+    let err = error_of("[runs]\nfilters = []\n");
+    assert!(
+        err.contains("grid.toml:2") && err.contains("empty list"),
+        "{err}"
+    );
+    let err = error_of("[runs]\nlayers = 2\n[[exclude]]\nlayers = 2\n");
+    assert!(err.contains("remove every run"), "{err}");
+    let err = error_of("[runs]\nlayers = 2\n[[exclude]]\nlayerz = 2\n");
+    assert!(
+        err.contains("grid.toml:4") && err.contains("layerz"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_top_level_key_is_an_error() {
+    let err = error_of("nmae = \"x\"\n[runs]\nlayers = 2\n");
+    assert!(err.contains("grid.toml:1") && err.contains("nmae"), "{err}");
+}

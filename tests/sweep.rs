@@ -1,0 +1,296 @@
+//! The sweep as a user runs it: the binary on a generated dataset, killed and resumed, two
+//! processes on one database, a diverging run, status and export.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{shallow_bin, write_idx_dataset};
+use rusqlite::Connection;
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    data: PathBuf,
+    config: PathBuf,
+    db: PathBuf,
+}
+
+fn setup(runs_toml: &str, train: usize, side: usize) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_idx_dataset(&data.join("tiny"), train, 50, side, false);
+    let config = tmp.path().join("grid.toml");
+    std::fs::write(
+        &config,
+        format!("name = \"t\"\n[runs]\ndataset = \"tiny\"\n{runs_toml}"),
+    )
+    .unwrap();
+    let db = tmp.path().join("results.db");
+    Setup {
+        _tmp: tmp,
+        data,
+        config,
+        db,
+    }
+}
+
+fn sweep_command(s: &Setup, workers: usize) -> Command {
+    let mut c = Command::new(shallow_bin());
+    c.arg("sweep")
+        .arg(&s.config)
+        .arg("--db")
+        .arg(&s.db)
+        .arg("--data-dir")
+        .arg(&s.data)
+        .args([
+            "--offline",
+            "--threads",
+            "1",
+            "--workers",
+            &workers.to_string(),
+        ]);
+    c
+}
+
+fn run_sweep(s: &Setup, workers: usize) -> Output {
+    sweep_command(s, workers).output().unwrap()
+}
+
+fn query<T: rusqlite::types::FromSql>(db: &Path, sql: &str) -> Vec<T> {
+    let conn = Connection::open(db).unwrap();
+    let mut q = conn.prepare(sql).unwrap();
+    q.query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+fn count(db: &Path, sql: &str) -> i64 {
+    query::<i64>(db, sql)[0]
+}
+
+fn alive(pid: i64) -> bool {
+    // SAFETY: signal 0 only checks existence.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+/// Every run done, with epochs 1..=E recorded exactly once.
+fn assert_complete(db: &Path, runs: i64, epochs: i64) {
+    assert_eq!(
+        count(db, "SELECT COUNT(*) FROM runs WHERE status = 'done'"),
+        runs
+    );
+    assert_eq!(count(db, "SELECT COUNT(*) FROM epochs"), runs * epochs);
+    let bad = count(
+        db,
+        &format!(
+            "SELECT COUNT(*) FROM (SELECT run_id FROM epochs GROUP BY run_id
+             HAVING COUNT(*) != {epochs} OR MIN(epoch) != 1 OR MAX(epoch) != {epochs})"
+        ),
+    );
+    assert_eq!(bad, 0, "a run has missing or extra epochs");
+}
+
+#[test]
+fn killed_sweep_resumes_without_losing_or_repeating_anything() {
+    let s = setup(
+        "layers = [1, 2, 3]\nfilters = 16\nepochs = 3\nbatch_size = 16\n",
+        3000,
+        16,
+    );
+    let mut finished_before = Vec::new();
+    for round in 0..2 {
+        let mut child = sweep_command(&s, 1)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Kill once a run is mid-way (an epoch recorded, not finished) — after a finished run in
+        // the second round.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            assert!(Instant::now() < deadline, "sweep made no progress");
+            std::thread::sleep(Duration::from_millis(20));
+            if !s.db.exists() {
+                continue;
+            }
+            let Ok(mid) = Connection::open(&s.db).and_then(|c| {
+                c.query_row(
+                    "SELECT COUNT(*) FROM runs r WHERE status = 'running'
+                     AND EXISTS (SELECT 1 FROM epochs e WHERE e.run_id = r.id)",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+            }) else {
+                continue;
+            };
+            let done = count(&s.db, "SELECT COUNT(*) FROM runs WHERE status = 'done'");
+            if mid > 0 && done >= round {
+                break;
+            }
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        // The workers die with their parent (PR_SET_PDEATHSIG).
+        let pids: Vec<i64> = query(&s.db, "SELECT pid FROM workers");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pids.iter().any(|&p| alive(p)) {
+            assert!(
+                Instant::now() < deadline,
+                "workers outlived the killed sweep"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(count(&s.db, "SELECT COUNT(*) FROM runs WHERE status = 'running'") >= 1);
+        finished_before = query::<String>(
+            &s.db,
+            "SELECT id || '@' || finished_at FROM runs WHERE status = 'done' ORDER BY id",
+        );
+    }
+    assert!(!finished_before.is_empty());
+    let out = run_sweep(&s, 1);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_complete(&s.db, 6, 3);
+    let finished_after: Vec<String> = query(
+        &s.db,
+        "SELECT id || '@' || finished_at FROM runs ORDER BY id",
+    );
+    for run in &finished_before {
+        assert!(
+            finished_after.contains(run),
+            "finished run {run} was trained again"
+        );
+    }
+    // Only interrupted runs were attempted twice; nothing finished was repeated.
+    assert_eq!(
+        count(&s.db, "SELECT COUNT(*) FROM runs WHERE attempts > 1"),
+        2
+    );
+}
+
+#[test]
+fn two_sweeps_on_one_database_never_train_the_same_run() {
+    let s = setup("layers = [1, 2]\nfilters = [2, 4, 6]\nepochs = 2\n", 300, 8);
+    let a = sweep_command(&s, 1).stdout(Stdio::null()).spawn().unwrap();
+    let b = sweep_command(&s, 1).stdout(Stdio::null()).spawn().unwrap();
+    for mut child in [a, b] {
+        assert!(child.wait().unwrap().success());
+    }
+    assert_complete(&s.db, 12, 2);
+    assert_eq!(
+        count(&s.db, "SELECT MAX(attempts) FROM runs"),
+        1,
+        "a run was trained twice"
+    );
+    assert_eq!(
+        count(&s.db, "SELECT COUNT(DISTINCT worker) FROM runs"),
+        2,
+        "one sweep did all"
+    );
+}
+
+#[test]
+fn diverging_run_is_recorded_and_the_sweep_completes() {
+    let s = setup(
+        "layers = 1\nfilters = 4\nlr = [1e-3, 1e30]\nepochs = 2\n",
+        300,
+        8,
+    );
+    let out = run_sweep(&s, 2);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        count(&s.db, "SELECT COUNT(*) FROM runs WHERE status = 'done'"),
+        2
+    );
+    assert_eq!(
+        count(
+            &s.db,
+            "SELECT COUNT(*) FROM runs WHERE status = 'diverged' AND diverged_epoch = 1"
+        ),
+        2
+    );
+}
+
+#[test]
+fn changed_config_adds_runs_and_keeps_finished_ones() {
+    let s = setup("layers = 1\nfilters = 4\nepochs = 1\n", 200, 8);
+    assert!(run_sweep(&s, 1).status.success());
+    let before: Vec<String> = query(&s.db, "SELECT id || '@' || finished_at FROM runs");
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace("filters = 4", "filters = [4, 5]");
+    std::fs::write(&s.config, text).unwrap();
+    let out = run_sweep(&s, 1);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 runs in the grid, 2 new, 2 already"));
+    let after: Vec<String> = query(&s.db, "SELECT id || '@' || finished_at FROM runs");
+    assert_eq!(after.len(), 4);
+    assert!(before.iter().all(|r| after.contains(r)));
+}
+
+#[test]
+fn status_and_export_describe_the_results() {
+    let s = setup("layers = [1, 2]\nfilters = 3\nepochs = 1\n", 200, 8);
+    assert!(run_sweep(&s, 2).status.success());
+    let out = Command::new(shallow_bin())
+        .arg("status")
+        .arg(&s.db)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("4 runs") && text.contains("done      4"),
+        "{text}"
+    );
+    assert!(text.contains("runs/hour"), "{text}");
+
+    let csv_path = s.db.with_extension("csv");
+    let out = Command::new(shallow_bin())
+        .arg("export")
+        .arg(&s.db)
+        .arg("--csv")
+        .arg(&csv_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut reader = csv::Reader::from_path(&csv_path).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 4);
+    for row in &rows {
+        assert_eq!(&row[column("status")], "done");
+        assert!(
+            row[column("final_val_loss")]
+                .parse::<f64>()
+                .unwrap()
+                .is_finite()
+        );
+        let p: usize = row[column("params")].parse().unwrap();
+        let l: usize = row[column("layers")].parse().unwrap();
+        assert_eq!(p, 3 * 9 + 3 + l * (3 * 3 * 9 + 3) + 3 * 64 * 10 + 10);
+    }
+    let layouts: Vec<&str> = rows.iter().map(|r| &r[column("layout")]).collect();
+    assert_eq!(
+        layouts,
+        ["sequential", "parallel", "sequential", "parallel"]
+    );
+}
+
+#[test]
+fn missing_database_is_a_clear_error() {
+    let out = Command::new(shallow_bin())
+        .args(["status", "/nonexistent/x.db"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such results database"));
+}
