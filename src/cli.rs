@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use shallow::data::{self, Subset};
 use shallow::device::{self, DeviceChoice};
 use shallow::model::{Activation, Head, Layout, Pool};
+use shallow::report;
 use shallow::sweep::{coordinator, grid, worker};
 use shallow::train::{self, Outcome, RunConfig, RunResult};
 
@@ -52,6 +53,15 @@ pub enum Command {
         /// Output CSV file.
         #[arg(long)]
         csv: PathBuf,
+    },
+    /// Turn a results database into the paper's Table 2, paired statistics and plots
+    /// (report.md, self-contained report.html, tables/*.csv, plots/*.svg and *.png).
+    Report {
+        /// Results database (may be partial or still being written).
+        db: PathBuf,
+        /// Output folder.
+        #[arg(long, default_value = "report")]
+        out: PathBuf,
     },
     /// Download datasets.
     Data {
@@ -223,6 +233,17 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::Export { db, csv } => {
             let n = coordinator::export_csv(&db, &csv)?;
             println!("{n} runs written to {}", csv.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { db, out } => {
+            let files = report::generate(&db, &out)?;
+            println!(
+                "report on {} of {} runs: {} and {}",
+                files.finished_runs,
+                files.total_runs,
+                files.html.display(),
+                files.markdown.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker {

@@ -6,5 +6,6 @@
 pub mod data;
 pub mod device;
 pub mod model;
+pub mod report;
 pub mod sweep;
 pub mod train;

@@ -1,0 +1,418 @@
+//! What the report computes from the runs: the paper's Table 2 per Q bin, paired comparisons of
+//! the layouts, diverged counts and the plain-words conclusion.
+use std::collections::BTreeMap;
+
+use super::stats::{self, Wilcoxon};
+use crate::model::Layout;
+use crate::sweep::store::RunRow;
+
+/// The paper's bins of the determination ratio Q: [0,1), [1,3), [3,10), [10,∞).
+pub const Q_EDGES: [f64; 3] = [1.0, 3.0, 10.0];
+pub const Q_BINS: [&str; 4] = ["[0,1)", "[1,3)", "[3,10)", "[10,∞)"];
+
+/// Index of the Q bin: lower edge inclusive, upper edge exclusive.
+pub fn q_bin(q: f64) -> usize {
+    Q_EDGES.iter().take_while(|&&edge| q >= edge).count()
+}
+
+/// Table 2 of the paper: mean (training loss, validation loss) per Q bin.
+pub struct PaperRow {
+    pub dataset: &'static str,
+    pub layout: Layout,
+    pub bins: [(f64, f64); 4],
+}
+
+pub const PAPER_TABLE_2: [PaperRow; 4] = [
+    PaperRow {
+        dataset: "mnist",
+        layout: Layout::Sequential,
+        bins: [
+            (0.00013, 0.05201),
+            (0.01702, 0.12449),
+            (0.03620, 0.11743),
+            (0.11246, 0.13550),
+        ],
+    },
+    PaperRow {
+        dataset: "mnist",
+        layout: Layout::Parallel,
+        bins: [
+            (0.00009, 0.07551),
+            (0.02679, 0.11468),
+            (0.05238, 0.11467),
+            (0.13310, 0.14900),
+        ],
+    },
+    PaperRow {
+        dataset: "cifar10",
+        layout: Layout::Sequential,
+        bins: [
+            (0.25326, 2.03107),
+            (0.72510, 1.31691),
+            (1.07333, 1.34721),
+            (1.58608, 1.65354),
+        ],
+    },
+    PaperRow {
+        dataset: "cifar10",
+        layout: Layout::Parallel,
+        bins: [
+            (0.52658, 1.32386),
+            (0.88701, 1.24884),
+            (1.17085, 1.34227),
+            (1.63449, 1.68879),
+        ],
+    },
+];
+
+pub fn paper_value(dataset: &str, layout: Layout, bin: usize) -> Option<(f64, f64)> {
+    PAPER_TABLE_2
+        .iter()
+        .find(|r| r.dataset == dataset && r.layout == layout)
+        .map(|r| r.bins[bin])
+}
+
+/// A mean with its 95% bootstrap interval.
+#[derive(Debug, Clone, Copy)]
+pub struct Estimate {
+    pub mean: f64,
+    pub ci: Option<(f64, f64)>,
+}
+
+impl Estimate {
+    fn of(xs: &[f64]) -> Option<Estimate> {
+        (!xs.is_empty()).then(|| Estimate {
+            mean: stats::mean(xs),
+            ci: stats::bootstrap_ci(xs, stats::mean),
+        })
+    }
+}
+
+/// One cell of Table 2: the finished runs of one dataset, layout and Q bin.
+#[derive(Debug, Clone)]
+pub struct Table2Cell {
+    pub dataset: String,
+    pub layout: Layout,
+    pub bin: usize,
+    pub n: usize,
+    pub diverged: usize,
+    pub train_loss: Option<Estimate>,
+    pub val_loss: Option<Estimate>,
+}
+
+pub fn is_finished(r: &RunRow) -> bool {
+    r.status == "done"
+        && r.final_train_loss.is_some()
+        && r.final_val_loss.is_some()
+        && r.q.is_some()
+}
+
+pub fn datasets(runs: &[RunRow]) -> Vec<String> {
+    let mut names: Vec<String> = runs.iter().map(|r| r.config.dataset.clone()).collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+pub fn table2(runs: &[RunRow]) -> Vec<Table2Cell> {
+    let mut cells = Vec::new();
+    for dataset in datasets(runs) {
+        for layout in [Layout::Sequential, Layout::Parallel] {
+            for bin in 0..Q_BINS.len() {
+                let in_cell = |r: &&RunRow| {
+                    r.config.dataset == dataset
+                        && r.config.layout == layout
+                        && r.q.is_some_and(|q| q_bin(q) == bin)
+                };
+                let done: Vec<&RunRow> = runs
+                    .iter()
+                    .filter(in_cell)
+                    .filter(|r| is_finished(r))
+                    .collect();
+                let diverged = runs
+                    .iter()
+                    .filter(in_cell)
+                    .filter(|r| r.status == "diverged")
+                    .count();
+                let train: Vec<f64> = done.iter().filter_map(|r| r.final_train_loss).collect();
+                let val: Vec<f64> = done.iter().filter_map(|r| r.final_val_loss).collect();
+                cells.push(Table2Cell {
+                    dataset: dataset.clone(),
+                    layout,
+                    bin,
+                    n: done.len(),
+                    diverged,
+                    train_loss: Estimate::of(&train),
+                    val_loss: Estimate::of(&val),
+                });
+            }
+        }
+    }
+    cells
+}
+
+/// The sequential and parallel runs of one configuration.
+#[derive(Debug, Clone)]
+pub struct Pair<'a> {
+    pub seq: &'a RunRow,
+    pub par: &'a RunRow,
+}
+
+impl Pair<'_> {
+    pub fn dataset(&self) -> &str {
+        &self.seq.config.dataset
+    }
+    pub fn q(&self) -> f64 {
+        self.seq.q.unwrap_or(f64::NAN)
+    }
+    pub fn both_finished(&self) -> bool {
+        is_finished(self.seq) && is_finished(self.par)
+    }
+}
+
+/// Pairs whose two runs have both ended (done or diverged), in run order.
+pub fn pairs(runs: &[RunRow]) -> Vec<Pair<'_>> {
+    let mut by_pair: BTreeMap<&str, (Option<&RunRow>, Option<&RunRow>)> = BTreeMap::new();
+    for r in runs {
+        let slot = by_pair.entry(&r.pair_id).or_default();
+        match r.config.layout {
+            Layout::Sequential => slot.0 = Some(r),
+            Layout::Parallel => slot.1 = Some(r),
+        }
+    }
+    let mut pairs: Vec<Pair> = by_pair
+        .into_values()
+        .filter_map(|(s, p)| Some(Pair { seq: s?, par: p? }))
+        .filter(|p| ended(p.seq) && ended(p.par))
+        .collect();
+    pairs.sort_by_key(|p| {
+        (
+            p.dataset().to_owned(),
+            p.seq.config.layers,
+            p.seq.id.clone(),
+        )
+    });
+    pairs
+}
+
+fn ended(r: &RunRow) -> bool {
+    matches!(r.status.as_str(), "done" | "diverged")
+}
+
+/// A per-pair quantity compared between the layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    ValLoss,
+    TrainLoss,
+    ValAcc,
+    WallTime,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 4] = [
+        Metric::ValLoss,
+        Metric::TrainLoss,
+        Metric::ValAcc,
+        Metric::WallTime,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::ValLoss => "val loss",
+            Metric::TrainLoss => "train loss",
+            Metric::ValAcc => "val accuracy",
+            Metric::WallTime => "wall time (s)",
+        }
+    }
+
+    pub fn value(self, r: &RunRow) -> Option<f64> {
+        match self {
+            Metric::ValLoss => r.final_val_loss,
+            Metric::TrainLoss => r.final_train_loss,
+            Metric::ValAcc => r.final_val_acc,
+            Metric::WallTime => r.total_seconds,
+        }
+    }
+
+    /// Whether a smaller value is better (losses, time) or a larger one (accuracy).
+    pub fn lower_is_better(self) -> bool {
+        self != Metric::ValAcc
+    }
+}
+
+/// Δ = parallel − sequential of one metric over a group of pairs.
+#[derive(Debug, Clone)]
+pub struct PairedStat {
+    pub group: String,
+    pub metric: Metric,
+    pub n: usize,
+    pub median: f64,
+    pub mean: f64,
+    /// 95% bootstrap interval of the median.
+    pub ci_median: Option<(f64, f64)>,
+    /// Fraction of pairs in which the parallel layout is better.
+    pub win_rate: f64,
+    pub wilcoxon: Option<Wilcoxon>,
+}
+
+pub fn deltas(pairs: &[&Pair], metric: Metric) -> Vec<f64> {
+    pairs
+        .iter()
+        .filter(|p| p.both_finished())
+        .filter_map(|p| Some(metric.value(p.par)? - metric.value(p.seq)?))
+        .collect()
+}
+
+pub fn paired_stat(group: &str, pairs: &[&Pair], metric: Metric) -> Option<PairedStat> {
+    let d = deltas(pairs, metric);
+    if d.is_empty() {
+        return None;
+    }
+    let wins = d
+        .iter()
+        .filter(|&&x| {
+            if metric.lower_is_better() {
+                x < 0.0
+            } else {
+                x > 0.0
+            }
+        })
+        .count();
+    Some(PairedStat {
+        group: group.to_owned(),
+        metric,
+        n: d.len(),
+        median: stats::median(&d),
+        mean: stats::mean(&d),
+        ci_median: stats::bootstrap_ci(&d, stats::median),
+        win_rate: wins as f64 / d.len() as f64,
+        wilcoxon: stats::wilcoxon(&d),
+    })
+}
+
+/// Paired statistics per dataset, per dataset and Q bin, and per dataset and number of layers.
+pub fn paired_comparisons(pairs: &[Pair]) -> Vec<PairedStat> {
+    let mut groups: Vec<(String, Vec<&Pair>)> = Vec::new();
+    let mut names: Vec<&str> = pairs.iter().map(|p| p.dataset()).collect();
+    names.dedup();
+    names.sort();
+    names.dedup();
+    for dataset in names {
+        let of_dataset: Vec<&Pair> = pairs.iter().filter(|p| p.dataset() == dataset).collect();
+        groups.push((dataset.to_owned(), of_dataset.clone()));
+        for (bin, label) in Q_BINS.iter().enumerate() {
+            let g: Vec<&Pair> = of_dataset
+                .iter()
+                .copied()
+                .filter(|p| q_bin(p.q()) == bin)
+                .collect();
+            groups.push((format!("{dataset} · Q {label}"), g));
+        }
+        let mut layers: Vec<usize> = of_dataset.iter().map(|p| p.seq.config.layers).collect();
+        layers.sort();
+        layers.dedup();
+        for l in layers {
+            let g: Vec<&Pair> = of_dataset
+                .iter()
+                .copied()
+                .filter(|p| p.seq.config.layers == l)
+                .collect();
+            groups.push((format!("{dataset} · L={l}"), g));
+        }
+    }
+    groups
+        .iter()
+        .flat_map(|(name, g)| {
+            Metric::ALL
+                .iter()
+                .filter_map(move |&m| paired_stat(name, g, m))
+        })
+        .collect()
+}
+
+/// Pairs with a diverged run, per dataset: (dataset, sequential only, parallel only, both, pairs).
+pub fn diverged_counts(pairs: &[Pair]) -> Vec<(String, usize, usize, usize, usize)> {
+    let mut out: Vec<(String, usize, usize, usize, usize)> = Vec::new();
+    for p in pairs {
+        if out.last().is_none_or(|row| row.0 != p.dataset()) {
+            out.push((p.dataset().to_owned(), 0, 0, 0, 0));
+        }
+        let row = out.last_mut().expect("pushed above");
+        let (s, q) = (p.seq.status == "diverged", p.par.status == "diverged");
+        match (s, q) {
+            (true, false) => row.1 += 1,
+            (false, true) => row.2 += 1,
+            (true, true) => row.3 += 1,
+            _ => {}
+        }
+        row.4 += 1;
+    }
+    out
+}
+
+/// One sentence per dataset, computed from the paired statistics.
+pub fn conclusion(dataset: &str, stats: &[PairedStat]) -> Option<String> {
+    let find = |m: Metric| stats.iter().find(|s| s.group == dataset && s.metric == m);
+    let val = find(Metric::ValLoss)?;
+    let mut text = format!(
+        "On {dataset}, parallel's validation loss is lower in {:.0}% of {} pairs, median Δ {} {}",
+        100.0 * val.win_rate,
+        val.n,
+        fmt_signed(val.median),
+        fmt_interval(val.ci_median),
+    );
+    if let Some(w) = val.wilcoxon {
+        text += &format!(" (Wilcoxon p = {})", fmt_p(w.p_value));
+    }
+    if let Some(train) = find(Metric::TrainLoss) {
+        text += &format!(
+            "; its training loss is lower in {:.0}% (median Δ {})",
+            100.0 * train.win_rate,
+            fmt_signed(train.median)
+        );
+    }
+    if let Some(acc) = find(Metric::ValAcc) {
+        text += &format!(
+            "; validation accuracy median Δ {} points",
+            fmt_signed(100.0 * acc.median)
+        );
+    }
+    if let Some(time) = find(Metric::WallTime) {
+        text += &format!(
+            "; it is faster in {:.0}% of pairs (median Δ {}s per run)",
+            100.0 * time.win_rate,
+            fmt_signed(time.median)
+        );
+    }
+    let verdict = match val.wilcoxon {
+        Some(w) if w.p_value < 0.05 && val.median < 0.0 => {
+            "The shallow layout is better on validation loss."
+        }
+        Some(w) if w.p_value < 0.05 => "The deep layout is better on validation loss.",
+        Some(_) => "No significant difference in validation loss (parity at the 5% level).",
+        None => "Too few pairs to test.",
+    };
+    Some(format!("{text}. {verdict}"))
+}
+
+pub fn fmt_signed(x: f64) -> String {
+    if x.abs() >= 0.01 || x == 0.0 {
+        format!("{x:+.3}")
+    } else {
+        format!("{x:+.2e}")
+    }
+}
+
+pub fn fmt_interval(ci: Option<(f64, f64)>) -> String {
+    ci.map_or("[n/a]".into(), |(lo, hi)| {
+        format!("[{}, {}]", fmt_signed(lo), fmt_signed(hi))
+    })
+}
+
+pub fn fmt_p(p: f64) -> String {
+    if p < 0.001 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.3}")
+    }
+}

@@ -1,0 +1,335 @@
+//! The report's figures, each written as SVG and PNG with plotters.
+use std::path::Path;
+
+use anyhow::{Result, anyhow};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::analysis::{Metric, Pair, Q_EDGES};
+use crate::model::Layout;
+use crate::sweep::store::EpochRow;
+
+const SIZE: (u32, u32) = (720, 540);
+const DATASET_COLOURS: [RGBColor; 4] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+];
+const SEQ_COLOUR: RGBColor = RGBColor(31, 119, 180);
+const PAR_COLOUR: RGBColor = RGBColor(255, 127, 14);
+
+/// Registers the bundled DejaVu Sans for plotters' text (PNG needs a font; no system font is
+/// assumed).
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for style in [FontStyle::Normal, FontStyle::Bold] {
+            plotters::style::register_font("sans-serif", style, dejavu::sans::regular())
+                .unwrap_or_else(|_| panic!("bundled DejaVu Sans is a valid font"));
+        }
+    });
+}
+
+type Drawer<'a> = dyn Fn(&DrawingArea<SVGBackend, Shift>) -> Result<()> + 'a;
+type BitmapDrawer<'a> = dyn Fn(&DrawingArea<BitMapBackend, Shift>) -> Result<()> + 'a;
+
+/// Renders one figure twice: `<dir>/<name>.svg` and `<dir>/<name>.png`.
+fn render(dir: &Path, name: &str, svg: &Drawer, png: &BitmapDrawer) -> Result<()> {
+    register_font();
+    let svg_path = dir.join(format!("{name}.svg"));
+    {
+        let root = SVGBackend::new(&svg_path, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_error)?;
+        svg(&root)?;
+        root.present().map_err(plot_error)?;
+    }
+    let png_path = dir.join(format!("{name}.png"));
+    let root = BitMapBackend::new(&png_path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    png(&root)?;
+    root.present().map_err(plot_error)?;
+    Ok(())
+}
+
+fn plot_error<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow!("plotting: {e}")
+}
+
+/// Calls `$body` with the drawing area for both backends (plotters' backends are distinct types).
+macro_rules! both_backends {
+    ($dir:expr, $name:expr, |$root:ident| $body:expr) => {
+        render(
+            $dir,
+            $name,
+            &|$root: &DrawingArea<SVGBackend, Shift>| $body,
+            &|$root: &DrawingArea<BitMapBackend, Shift>| $body,
+        )
+    };
+}
+
+fn log_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if lo > hi {
+        (0.1, 1.0)
+    } else {
+        (lo / 1.5, hi * 1.5)
+    }
+}
+
+/// One point per pair: sequential (x) vs parallel (y), log–log, with the y = x line.
+pub fn layout_scatter(
+    dir: &Path,
+    name: &str,
+    pairs: &[Pair],
+    metric: Metric,
+    datasets: &[String],
+) -> Result<()> {
+    let points: Vec<(usize, f64, f64)> = pairs
+        .iter()
+        .filter(|p| p.both_finished())
+        .filter_map(|p| {
+            let d = datasets.iter().position(|d| d == p.dataset())?;
+            Some((d, metric.value(p.seq)?, metric.value(p.par)?))
+        })
+        .filter(|(_, s, q)| *s > 0.0 && *q > 0.0)
+        .collect();
+    let (lo, hi) = log_range(points.iter().flat_map(|(_, s, q)| [*s, *q]));
+    let title = format!(
+        "final {}: parallel vs sequential, one point per pair",
+        metric.name()
+    );
+    both_backends!(dir, name, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(&title, ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d((lo..hi).log_scale(), (lo..hi).log_scale())
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .x_desc(format!("sequential (deep) {}", metric.name()))
+            .y_desc(format!("parallel (shallow) {}", metric.name()))
+            .draw()
+            .map_err(plot_error)?;
+        chart
+            .draw_series(LineSeries::new([(lo, lo), (hi, hi)], BLACK.mix(0.5)))
+            .map_err(plot_error)?
+            .label("y = x")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLACK.mix(0.5)));
+        for (i, dataset) in datasets.iter().enumerate() {
+            let colour = DATASET_COLOURS[i % DATASET_COLOURS.len()];
+            chart
+                .draw_series(
+                    points
+                        .iter()
+                        .filter(|(d, _, _)| *d == i)
+                        .map(|(_, s, q)| Circle::new((*s, *q), 3, colour.mix(0.7).filled())),
+                )
+                .map_err(plot_error)?
+                .label(dataset.as_str())
+                .legend(move |(x, y)| Circle::new((x + 7, y), 4, colour.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(plot_error)?;
+        Ok(())
+    })
+}
+
+/// Final validation loss against Q for both layouts of one dataset, with the paper's bin edges.
+pub fn loss_vs_q(dir: &Path, name: &str, pairs: &[Pair], dataset: &str) -> Result<()> {
+    let runs: Vec<(Layout, f64, f64)> = pairs
+        .iter()
+        .filter(|p| p.dataset() == dataset)
+        .flat_map(|p| [p.seq, p.par])
+        .filter_map(|r| Some((r.config.layout, r.q?, r.final_val_loss?)))
+        .filter(|(_, q, l)| *q > 0.0 && *l > 0.0)
+        .collect();
+    let (qlo, qhi) = log_range(runs.iter().map(|r| r.1).chain(Q_EDGES));
+    let (llo, lhi) = log_range(runs.iter().map(|r| r.2));
+    let title = format!("{dataset}: final validation loss vs Q");
+    both_backends!(dir, name, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(&title, ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d((qlo..qhi).log_scale(), (llo..lhi).log_scale())
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("Q = training examples × outputs / parameters")
+            .y_desc("final validation loss")
+            .draw()
+            .map_err(plot_error)?;
+        for edge in Q_EDGES {
+            chart
+                .draw_series(LineSeries::new([(edge, llo), (edge, lhi)], BLACK.mix(0.3)))
+                .map_err(plot_error)?;
+        }
+        for (layout, colour) in [
+            (Layout::Sequential, SEQ_COLOUR),
+            (Layout::Parallel, PAR_COLOUR),
+        ] {
+            chart
+                .draw_series(
+                    runs.iter()
+                        .filter(|r| r.0 == layout)
+                        .map(|r| Circle::new((r.1, r.2), 3, colour.mix(0.7).filled())),
+                )
+                .map_err(plot_error)?
+                .label(layout.to_string())
+                .legend(move |(x, y)| Circle::new((x + 7, y), 4, colour.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(plot_error)?;
+        Ok(())
+    })
+}
+
+/// (epoch, validation loss) points of one run.
+type Curve = Vec<(f64, f64)>;
+
+/// Validation loss per epoch of a few pairs: sequential solid, parallel dashed-looking (lighter).
+pub fn learning_curves(
+    dir: &Path,
+    name: &str,
+    chosen: &[(String, &Pair)],
+    epochs: &[EpochRow],
+) -> Result<()> {
+    let curve = |run_id: &str| -> Curve {
+        epochs
+            .iter()
+            .filter(|e| e.run_id == run_id && e.metrics.val_loss.is_finite())
+            .map(|e| (e.metrics.epoch as f64, e.metrics.val_loss))
+            .collect()
+    };
+    let curves: Vec<(String, Curve, Curve)> = chosen
+        .iter()
+        .map(|(label, p)| (label.clone(), curve(&p.seq.id), curve(&p.par.id)))
+        .collect();
+    let max_epoch = curves
+        .iter()
+        .flat_map(|(_, s, q)| s.iter().chain(q).map(|p| p.0))
+        .fold(1.0f64, f64::max);
+    let (llo, lhi) = log_range(
+        curves
+            .iter()
+            .flat_map(|(_, s, q)| s.iter().chain(q).map(|p| p.1)),
+    );
+    both_backends!(dir, name, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                "validation loss per epoch (solid: sequential, light: parallel)",
+                ("sans-serif", 18),
+            )
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.5..max_epoch + 0.5, (llo..lhi).log_scale())
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("validation loss")
+            .draw()
+            .map_err(plot_error)?;
+        for (i, (label, seq, par)) in curves.iter().enumerate() {
+            let colour = DATASET_COLOURS[i % DATASET_COLOURS.len()];
+            chart
+                .draw_series(LineSeries::new(seq.clone(), colour.stroke_width(2)))
+                .map_err(plot_error)?
+                .label(label.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 15, y)], colour.stroke_width(2))
+                });
+            chart
+                .draw_series(LineSeries::new(
+                    par.clone(),
+                    colour.mix(0.45).stroke_width(2),
+                ))
+                .map_err(plot_error)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(plot_error)?;
+        Ok(())
+    })
+}
+
+/// Mean seconds per training epoch, sequential vs parallel, one point per pair.
+pub fn epoch_seconds(dir: &Path, name: &str, pairs: &[Pair], datasets: &[String]) -> Result<()> {
+    let per_epoch =
+        |r: &crate::sweep::store::RunRow| Some(r.train_seconds? / r.epochs_recorded.max(1) as f64);
+    let points: Vec<(usize, f64, f64)> = pairs
+        .iter()
+        .filter(|p| p.both_finished())
+        .filter_map(|p| {
+            Some((
+                datasets.iter().position(|d| d == p.dataset())?,
+                per_epoch(p.seq)?,
+                per_epoch(p.par)?,
+            ))
+        })
+        .collect();
+    let (lo, hi) = log_range(points.iter().flat_map(|(_, s, q)| [*s, *q]));
+    both_backends!(dir, name, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                "seconds per training epoch, one point per pair",
+                ("sans-serif", 20),
+            )
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d((lo..hi).log_scale(), (lo..hi).log_scale())
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("sequential s/epoch")
+            .y_desc("parallel s/epoch")
+            .draw()
+            .map_err(plot_error)?;
+        chart
+            .draw_series(LineSeries::new([(lo, lo), (hi, hi)], BLACK.mix(0.5)))
+            .map_err(plot_error)?;
+        for (i, dataset) in datasets.iter().enumerate() {
+            let colour = DATASET_COLOURS[i % DATASET_COLOURS.len()];
+            chart
+                .draw_series(
+                    points
+                        .iter()
+                        .filter(|(d, _, _)| *d == i)
+                        .map(|(_, s, q)| Circle::new((*s, *q), 3, colour.mix(0.7).filled())),
+                )
+                .map_err(plot_error)?
+                .label(dataset.as_str())
+                .legend(move |(x, y)| Circle::new((x + 7, y), 4, colour.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(plot_error)?;
+        Ok(())
+    })
+}

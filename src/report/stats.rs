@@ -1,0 +1,179 @@
+//! Statistics for comparing the layouts: means, medians, seeded bootstrap confidence intervals
+//! and the Wilcoxon signed-rank test.
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub fn mean(xs: &[f64]) -> f64 {
+    xs.iter().sum::<f64>() / xs.len() as f64
+}
+
+pub fn median(xs: &[f64]) -> f64 {
+    let mut sorted = xs.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// Linear-interpolation quantile (numpy's default) of sorted data.
+fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
+    let pos = q * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// Resamples of the bootstrap; enough for stable 95% percentile intervals.
+pub const BOOTSTRAP_RESAMPLES: usize = 2000;
+/// Fixed so that a report is reproducible.
+pub const BOOTSTRAP_SEED: u64 = 2023;
+
+/// 95% percentile-bootstrap interval of `statistic` over `xs`; `None` for fewer than 2 values.
+pub fn bootstrap_ci(xs: &[f64], statistic: fn(&[f64]) -> f64) -> Option<(f64, f64)> {
+    if xs.len() < 2 {
+        return None;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(BOOTSTRAP_SEED);
+    let mut resample = vec![0.0; xs.len()];
+    let mut stats: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
+        .map(|_| {
+            for slot in resample.iter_mut() {
+                *slot = xs[rng.gen_range(0..xs.len())];
+            }
+            statistic(&resample)
+        })
+        .collect();
+    stats.sort_by(f64::total_cmp);
+    Some((
+        quantile_sorted(&stats, 0.025),
+        quantile_sorted(&stats, 0.975),
+    ))
+}
+
+/// Result of a two-sided Wilcoxon signed-rank test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Wilcoxon {
+    /// min(W+, W−), as scipy reports it.
+    pub statistic: f64,
+    pub p_value: f64,
+    /// Pairs with a non-zero difference (zeros are dropped, Wilcoxon's convention).
+    pub n: usize,
+}
+
+/// Largest n for which the exact null distribution is used (when there are no ties), as scipy.
+const EXACT_UP_TO: usize = 50;
+
+/// Two-sided Wilcoxon signed-rank test of `d` (paired differences) against a zero median: exact
+/// for n ≤ 50 without ties, otherwise the normal approximation with tie correction (and, as
+/// scipy's default, no continuity correction). Matches `scipy.stats.wilcoxon` (default `zero_method="wilcox"`).
+pub fn wilcoxon(d: &[f64]) -> Option<Wilcoxon> {
+    let nonzero: Vec<f64> = d.iter().copied().filter(|x| *x != 0.0).collect();
+    let n = nonzero.len();
+    if n == 0 {
+        return None;
+    }
+    let ranks = average_ranks(&nonzero.iter().map(|x| x.abs()).collect::<Vec<_>>());
+    let w_plus: f64 = nonzero
+        .iter()
+        .zip(&ranks)
+        .filter(|(x, _)| **x > 0.0)
+        .map(|(_, r)| r)
+        .sum();
+    let total = (n * (n + 1)) as f64 / 2.0;
+    let statistic = w_plus.min(total - w_plus);
+    let has_ties = ranks.iter().any(|r| r.fract() != 0.0) || {
+        let mut sorted = ranks.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted.windows(2).any(|w| w[0] == w[1])
+    };
+    let p_value = if n <= EXACT_UP_TO && !has_ties {
+        exact_two_sided(n, statistic)
+    } else {
+        normal_two_sided(n, statistic, &ranks)
+    };
+    Some(Wilcoxon {
+        statistic,
+        p_value: p_value.min(1.0),
+        n,
+    })
+}
+
+/// Ranks 1..n of `xs`, ties getting the average of their ranks.
+fn average_ranks(xs: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..xs.len()).collect();
+    order.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
+    let mut ranks = vec![0.0; xs.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && xs[order[j + 1]] == xs[order[i]] {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &order[i..=j] {
+            ranks[k] = rank;
+        }
+        i = j + 1;
+    }
+    ranks
+}
+
+/// P(W ≤ w) · 2 under H0, from the distribution of the sum of a random subset of 1..=n.
+fn exact_two_sided(n: usize, w: f64) -> f64 {
+    let max = n * (n + 1) / 2;
+    let mut counts = vec![0f64; max + 1];
+    counts[0] = 1.0;
+    for k in 1..=n {
+        for s in (k..=max).rev() {
+            counts[s] += counts[s - k];
+        }
+    }
+    let total = 2f64.powi(n as i32);
+    let below: f64 = counts[..=(w.floor() as usize)].iter().sum();
+    2.0 * below / total
+}
+
+fn normal_two_sided(n: usize, w: f64, ranks: &[f64]) -> f64 {
+    let n = n as f64;
+    let mean = n * (n + 1.0) / 4.0;
+    let mut tie_term = 0.0;
+    let mut sorted = ranks.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mut i = 0;
+    while i < sorted.len() {
+        let j = sorted[i..].iter().take_while(|r| **r == sorted[i]).count();
+        let t = j as f64;
+        tie_term += t * t * t - t;
+        i += j;
+    }
+    let var = n * (n + 1.0) * (2.0 * n + 1.0) / 24.0 - tie_term / 48.0;
+    let z = (w - mean).abs() / var.sqrt();
+    2.0 * normal_sf(z)
+}
+
+/// Upper tail of the standard normal distribution.
+pub fn normal_sf(z: f64) -> f64 {
+    0.5 * erfc(z / std::f64::consts::SQRT_2)
+}
+
+/// Complementary error function: Numerical Recipes' `erfcc` (relative error < 1.2e-7, ample for
+/// p-values).
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_23
+        + t * (1.000_023_68
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_203_98
+                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let r = t * poly.exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}

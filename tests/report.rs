@@ -1,0 +1,445 @@
+//! The report on stores filled with synthetic runs of known values, the statistics against
+//! reference values, and the report files themselves.
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shallow::data::Subset;
+use shallow::model::{Activation, Head, Layout, Pool};
+use shallow::report::{self, analysis, stats};
+use shallow::sweep::grid::{RunSpec, pair_id, run_id};
+use shallow::sweep::store::{Finish, SqliteStore, Store, WorkerInfo};
+use shallow::train::{EpochMetrics, Outcome, RunConfig, RunResult};
+
+fn config(dataset: &str, layout: Layout, filters: usize, layers: usize) -> RunConfig {
+    RunConfig {
+        dataset: dataset.into(),
+        layout,
+        layers,
+        filters,
+        kernel: 3,
+        activation: Activation::Relu,
+        pool: Pool::None,
+        batchnorm: false,
+        head: Head::Flatten,
+        lr: 1e-3,
+        batch_size: 32,
+        epochs: 2,
+        seed: 0,
+        train_limit: None,
+        val_limit: None,
+        subset: Subset::Stratified,
+    }
+}
+
+/// A synthetic run: its config and the values the "training" produced.
+struct Synthetic {
+    config: RunConfig,
+    q: f64,
+    train_loss: f64,
+    val_loss: f64,
+    val_acc: f64,
+    seconds: f64,
+    diverged: bool,
+}
+
+fn result_of(s: &Synthetic) -> RunResult {
+    let epochs = (1..=2)
+        .map(|epoch| EpochMetrics {
+            epoch,
+            train_loss: s.train_loss * (3 - epoch) as f64,
+            val_loss: s.val_loss * (3 - epoch) as f64,
+            val_acc: s.val_acc,
+            seconds: s.seconds / 2.0,
+            images_per_second: 1000.0,
+        })
+        .collect();
+    RunResult {
+        config: s.config.clone(),
+        params: 1000,
+        train_examples: 100,
+        q: s.q,
+        outcome: if s.diverged {
+            Outcome::Diverged
+        } else {
+            Outcome::Done
+        },
+        diverged_epoch: s.diverged.then_some(1),
+        epochs,
+        final_train_loss: (!s.diverged).then_some(s.train_loss),
+        final_train_acc: (!s.diverged).then_some(0.9),
+        final_val_loss: (!s.diverged).then_some(s.val_loss),
+        final_val_acc: (!s.diverged).then_some(s.val_acc),
+        train_seconds: s.seconds,
+        total_seconds: s.seconds,
+        device: "Cpu".into(),
+    }
+}
+
+/// Fills a store through its public interface: add, claim, record epochs, finish.
+fn fill(db: &Path, runs: &[Synthetic], leave_pending: usize) {
+    let mut store = SqliteStore::open(db).unwrap();
+    let specs: Vec<RunSpec> = runs
+        .iter()
+        .map(|s| RunSpec {
+            id: run_id(&s.config),
+            pair_id: pair_id(&s.config),
+            config: s.config.clone(),
+        })
+        .collect();
+    store.add_runs("synthetic", "", &specs).unwrap();
+    let me = WorkerInfo::this_process(1);
+    store.register_worker(&me).unwrap();
+    for _ in 0..runs.len() - leave_pending {
+        let claimed = store.claim(&me).unwrap().unwrap();
+        let s = runs
+            .iter()
+            .find(|s| run_id(&s.config) == claimed.id)
+            .unwrap();
+        let result = result_of(s);
+        for m in &result.epochs {
+            store.record_epoch(&claimed.id, &me, m).unwrap();
+        }
+        store
+            .finish(&claimed.id, &me, Finish::Trained(&result))
+            .unwrap();
+    }
+}
+
+/// 24 pairs on two datasets with Q spread over all bins (edges included) and parallel a known
+/// amount better on validation loss.
+fn synthetic_runs() -> Vec<Synthetic> {
+    let qs = [
+        0.5, 0.999, 1.0, 2.0, 3.0, 9.99, 10.0, 50.0, 0.2, 1.5, 4.0, 12.0,
+    ];
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut runs = Vec::new();
+    for dataset in ["mnist", "cifar10"] {
+        for (i, &q) in qs.iter().enumerate() {
+            let base_val: f64 = rng.gen_range(0.1..1.0);
+            let base_train: f64 = rng.gen_range(0.01..0.5);
+            let delta = -0.01 * (i as f64 + 1.0); // parallel better, all distinct
+            for layout in [Layout::Sequential, Layout::Parallel] {
+                let par = layout == Layout::Parallel;
+                runs.push(Synthetic {
+                    config: config(dataset, layout, 4 + i, 2 + i % 3),
+                    q,
+                    train_loss: base_train + if par { 0.002 * i as f64 } else { 0.0 },
+                    val_loss: base_val + if par { delta } else { 0.0 },
+                    val_acc: 0.8 + if par { 0.001 } else { 0.0 },
+                    seconds: if par { 1.0 } else { 2.0 },
+                    diverged: false,
+                });
+            }
+        }
+    }
+    runs
+}
+
+#[test]
+fn q_bins_have_inclusive_lower_and_exclusive_upper_edges() {
+    let cases = [
+        (0.0, 0),
+        (0.999, 0),
+        (1.0, 1),
+        (2.999, 1),
+        (3.0, 2),
+        (9.99, 2),
+        (10.0, 3),
+        (1e6, 3),
+    ];
+    for (q, bin) in cases {
+        assert_eq!(analysis::q_bin(q), bin, "q = {q}");
+    }
+}
+
+#[test]
+fn table2_cells_match_values_computed_here() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("r.db");
+    let runs = synthetic_runs();
+    fill(&db, &runs, 0);
+    let rows = SqliteStore::open(&db).unwrap().runs().unwrap();
+    let cells = analysis::table2(&rows);
+    assert_eq!(cells.len(), 2 * 2 * 4);
+    let bin_of = |q: f64| {
+        if q < 1.0 {
+            0
+        } else if q < 3.0 {
+            1
+        } else if q < 10.0 {
+            2
+        } else {
+            3
+        }
+    };
+    for cell in &cells {
+        let members: Vec<&Synthetic> = runs
+            .iter()
+            .filter(|s| {
+                s.config.dataset == cell.dataset
+                    && s.config.layout == cell.layout
+                    && bin_of(s.q) == cell.bin
+            })
+            .collect();
+        assert_eq!(
+            cell.n,
+            members.len(),
+            "{} {} bin {}",
+            cell.dataset,
+            cell.layout,
+            cell.bin
+        );
+        let mean_val = members.iter().map(|s| s.val_loss).sum::<f64>() / members.len() as f64;
+        let mean_train = members.iter().map(|s| s.train_loss).sum::<f64>() / members.len() as f64;
+        let val = cell.val_loss.unwrap();
+        assert!((val.mean - mean_val).abs() < 1e-12);
+        assert!((cell.train_loss.unwrap().mean - mean_train).abs() < 1e-12);
+        let values: Vec<f64> = members.iter().map(|s| s.val_loss).collect();
+        assert_eq!(val.ci, percentile_bootstrap_of_mean(&values));
+    }
+    // bins [0,1): 0.5, 0.999, 0.2; [1,3): 1.0, 2.0, 1.5; [3,10): 3.0, 9.99, 4.0; [10,∞): 10, 50, 12
+    assert!(cells.iter().all(|c| c.n == 3));
+}
+
+/// The percentile bootstrap written out again: 2000 resamples from ChaCha8(2023), numpy-style
+/// linear quantiles at 2.5% and 97.5%.
+fn percentile_bootstrap_of_mean(xs: &[f64]) -> Option<(f64, f64)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(2023);
+    let mut means: Vec<f64> = (0..2000)
+        .map(|_| {
+            (0..xs.len())
+                .map(|_| xs[rng.gen_range(0..xs.len())])
+                .sum::<f64>()
+                / xs.len() as f64
+        })
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        let pos = p * 1999.0;
+        let lo = pos.floor() as usize;
+        means[lo] + (means[lo + 1] - means[lo]) * (pos - lo as f64)
+    };
+    Some((q(0.025), q(0.975)))
+}
+
+#[test]
+fn paired_statistics_match_values_computed_here() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("r.db");
+    let runs = synthetic_runs();
+    fill(&db, &runs, 0);
+    let rows = SqliteStore::open(&db).unwrap().runs().unwrap();
+    let pairs = analysis::pairs(&rows);
+    assert_eq!(pairs.len(), 24);
+    let stats = analysis::paired_comparisons(&pairs);
+    let find = |group: &str, m: analysis::Metric| {
+        stats
+            .iter()
+            .find(|s| s.group == group && s.metric == m)
+            .unwrap()
+    };
+    let val = find("mnist", analysis::Metric::ValLoss);
+    // Δ val loss = −0.01 · (1..=12): median −0.065, mean −0.065, parallel always better.
+    assert_eq!(val.n, 12);
+    assert!((val.median + 0.065).abs() < 1e-9 && (val.mean + 0.065).abs() < 1e-9);
+    assert_eq!(val.win_rate, 1.0);
+    let w = val.wilcoxon.unwrap();
+    assert_eq!(w.statistic, 0.0);
+    assert!(
+        (w.p_value - 2.0 / 4096.0).abs() < 1e-15,
+        "exact p for 12 negative differences"
+    );
+    let time = find("mnist", analysis::Metric::WallTime);
+    assert_eq!((time.median, time.win_rate), (-1.0, 1.0));
+    let acc = find("cifar10", analysis::Metric::ValAcc);
+    assert!((acc.median - 0.001).abs() < 1e-9 && acc.win_rate == 1.0);
+    let train = find("mnist", analysis::Metric::TrainLoss);
+    assert_eq!(
+        train.win_rate, 0.0,
+        "parallel's train loss is never lower (Δ ≥ 0)"
+    );
+    // Per Q bin and per layer count groups exist too.
+    assert_eq!(find("mnist · Q [1,3)", analysis::Metric::ValLoss).n, 3);
+    let by_layers: usize = [2, 3, 4]
+        .iter()
+        .map(|l| find(&format!("mnist · L={l}"), analysis::Metric::ValLoss).n)
+        .sum();
+    assert_eq!(by_layers, 12);
+    let text = analysis::conclusion("mnist", &stats).unwrap();
+    assert!(
+        text.contains("lower in 100% of 12 pairs") && text.contains("median Δ -0.065"),
+        "{text}"
+    );
+    assert!(text.contains("The shallow layout is better"), "{text}");
+}
+
+#[test]
+fn wilcoxon_matches_scipy_reference_values() {
+    // scipy.stats.wilcoxon(d) for Darwin's data (scipy docs): statistic 24, exact p.
+    let d = [
+        6.0, 8.0, 14.0, 16.0, 23.0, 24.0, 28.0, 29.0, 41.0, -48.0, 49.0, 56.0, 60.0, -67.0, 75.0,
+    ];
+    let w = stats::wilcoxon(&d).unwrap();
+    assert_eq!((w.statistic, w.n), (24.0, 15));
+    assert!((w.p_value - 0.041259765625).abs() < 1e-12, "{}", w.p_value);
+    // Ties and a zero: scipy 1.16 gives statistic 18, p = 0.0297986181172622 (normal approx.).
+    let d2 = [
+        1.5, -0.5, 2.0, 2.0, -1.0, 3.0, 0.5, -0.5, 4.0, 1.0, 1.0, 2.5, -2.0, 3.0, 0.0,
+    ];
+    let w = stats::wilcoxon(&d2).unwrap();
+    assert_eq!((w.statistic, w.n), (18.0, 14));
+    assert!(
+        (w.p_value - 0.0297986181172622).abs() < 1e-6,
+        "{}",
+        w.p_value
+    );
+    // n = 60 > 50: normal approximation; scipy gives statistic 517, p = 0.003390514676035299.
+    let d3 = [
+        0.42573, 0.167895, 0.940423, 0.4049, -0.235669, 0.661595, 1.604, 1.247081, -0.403735,
+        -0.965421, -0.323274, 0.341326, -2.025031, 0.081208, -0.945911, -0.432267, -0.244259,
+        -0.0163, 0.711631, 1.342513, 0.171465, 1.666463, -0.365195, 0.65151, 1.20347, 0.394012,
+        -0.443499, -0.621725, -0.157726, 0.520195, -0.709618, 0.090824, 0.140775, 0.840846,
+        0.514659, 0.655373, -0.353829, 0.170386, 1.083975, 1.793431, -0.959066, 1.813924, 1.645875,
+        1.081311, 0.564456, -0.013923, 1.758021, 2.260258, 2.101635, 1.615104, 0.65738, -0.908319,
+        0.295546, 0.956475, -0.988361, 0.695122, 0.729864, 0.996043, -0.884118, -0.361703,
+    ];
+    let w = stats::wilcoxon(&d3).unwrap();
+    assert_eq!(w.statistic, 517.0);
+    assert!(
+        (w.p_value - 0.003390514676035299).abs() < 1e-6,
+        "{}",
+        w.p_value
+    );
+    assert!(stats::wilcoxon(&[0.0, 0.0]).is_none());
+}
+
+#[test]
+fn normal_tail_matches_reference_values() {
+    for (z, p) in [
+        (0.5, 0.30853754),
+        (1.0, 0.15865525),
+        (1.96, 0.0249979),
+        (3.0, 0.0013499),
+    ] {
+        assert!((stats::normal_sf(z) - p).abs() < 1e-7, "z = {z}");
+    }
+}
+
+#[test]
+fn bootstrap_interval_of_the_mean_matches_the_normal_theory_width() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    // Uniform(0, 1): σ = 1/√12. 95% interval of the mean of n = 400: ± 1.96 σ / 20.
+    let xs: Vec<f64> = (0..400).map(|_| rng.r#gen::<f64>()).collect();
+    let (lo, hi) = stats::bootstrap_ci(&xs, stats::mean).unwrap();
+    let expected = 2.0 * 1.96 / 12f64.sqrt() / 20.0;
+    assert!(
+        ((hi - lo) / expected - 1.0).abs() < 0.12,
+        "width {} vs {expected}",
+        hi - lo
+    );
+    let m = stats::mean(&xs);
+    assert!(lo < m && m < hi);
+    assert_eq!(
+        stats::bootstrap_ci(&xs, stats::mean),
+        Some((lo, hi)),
+        "seeded, reproducible"
+    );
+    assert!(stats::bootstrap_ci(&[1.0], stats::mean).is_none());
+}
+
+#[test]
+fn report_files_are_complete_and_self_contained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("r.db");
+    let mut runs = synthetic_runs();
+    runs[0].diverged = true;
+    fill(&db, &runs, 4);
+    let out = tmp.path().join("report");
+    let files = report::generate(&db, &out).unwrap();
+    assert_eq!((files.finished_runs, files.total_runs), (44, 48));
+    let html = std::fs::read_to_string(&files.html).unwrap();
+    for forbidden in [
+        "<script",
+        "<link",
+        "src=\"http",
+        "href=\"http",
+        "url(http",
+        "@import",
+    ] {
+        assert!(!html.contains(forbidden), "external reference {forbidden}");
+    }
+    assert_eq!(html.matches("<svg").count(), 6, "every figure inline");
+    assert!(html.contains("Partial sweep") && html.contains("4 runs are not finished"));
+    assert!(html.contains("0.05201"), "the paper's values are shown");
+    let md = std::fs::read_to_string(&files.markdown).unwrap();
+    assert!(md.contains("## Table 2") && md.contains("## Paired comparison"));
+    for plot in [
+        "val_loss_pairs",
+        "train_loss_pairs",
+        "loss_vs_q_mnist",
+        "loss_vs_q_cifar10",
+        "learning_curves",
+        "epoch_seconds",
+    ] {
+        for ext in ["svg", "png"] {
+            let path = out.join("plots").join(format!("{plot}.{ext}"));
+            assert!(
+                std::fs::metadata(&path)
+                    .map(|m| m.len() > 1000)
+                    .unwrap_or(false),
+                "{}",
+                path.display()
+            );
+        }
+        assert!(md.contains(&format!("plots/{plot}.svg")));
+    }
+    let diverged = std::fs::read_to_string(out.join("tables/diverged.csv")).unwrap();
+    assert!(
+        diverged.contains("mnist,11,1,0,0") || diverged.contains("mnist,12,1,0,0"),
+        "{diverged}"
+    );
+    let table2 = std::fs::read_to_string(out.join("tables/table2.csv")).unwrap();
+    assert_eq!(table2.lines().count(), 1 + 16);
+    assert!(
+        std::fs::read_to_string(out.join("tables/paired.csv"))
+            .unwrap()
+            .lines()
+            .count()
+            > 8
+    );
+}
+
+/// Renders report.html headless when Chromium is installed (`apt-get install chromium`).
+#[test]
+fn report_renders_in_headless_chromium_when_available() {
+    let chromium = Path::new("/usr/bin/chromium");
+    if !chromium.exists() {
+        eprintln!("chromium not installed: rendering check not run");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("r.db");
+    fill(&db, &synthetic_runs(), 0);
+    let files = report::generate(&db, &tmp.path().join("report")).unwrap();
+    let png = tmp.path().join("shot.png");
+    let status = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            tmp.path().join("profile").display()
+        ))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg("--window-size=1200,2400")
+        .arg(format!("file://{}", files.html.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(std::fs::metadata(&png).unwrap().len() > 10_000);
+}
