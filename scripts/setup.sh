@@ -16,7 +16,9 @@ PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-if ! .venv/bin/python -m pip show torch 2>/dev/null | grep -q "^Version: ${TORCH_VERSION}"; then
+# (read the whole output: `pip show | grep -q` would fail under pipefail when grep exits early)
+installed=$(.venv/bin/python -m pip show torch 2>/dev/null | sed -n 's/^Version: //p')
+if [ "${installed%%+*}" != "$TORCH_VERSION" ]; then
   echo "installing torch==${TORCH_VERSION} into .venv (about 1.2 GB) ..."
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
     "torch==${TORCH_VERSION}" "${CPU_DEPS[@]}"

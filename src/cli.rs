@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use shallow::bench;
 use shallow::data::{self, Subset};
 use shallow::device::{self, DeviceChoice};
 use shallow::model::{Activation, Head, Layout, Pool};
@@ -63,6 +64,18 @@ pub enum Command {
         #[arg(long, default_value = "report")]
         out: PathBuf,
     },
+    /// Benchmark training speed against the PyTorch reference (bench/reference.py) in one run.
+    Bench(BenchArgs),
+    /// One timed training-step measurement as JSON (used by `bench`).
+    #[command(hide = true)]
+    BenchStep {
+        #[arg(long)]
+        net: String,
+        #[arg(long, value_enum)]
+        layout: Layout,
+        #[arg(long)]
+        threads: usize,
+    },
     /// Download datasets.
     Data {
         #[command(subcommand)]
@@ -83,6 +96,28 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         device: DeviceChoice,
     },
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Repetitions of every measurement (ours and the reference alternate).
+    #[arg(long, default_value_t = 3)]
+    pub repetitions: usize,
+    /// Threads for both implementations [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Python with torch importable (`SHALLOW_TORCH_FULL=1 scripts/setup.sh` installs it).
+    #[arg(long, default_value = ".venv/bin/python")]
+    pub python: PathBuf,
+    /// Nets to measure: mnist, cifar, tiny, deep.
+    #[arg(long, value_delimiter = ',', default_value = "mnist,cifar,tiny,deep")]
+    pub nets: Vec<String>,
+    /// Skip the 16-run sweep benchmark.
+    #[arg(long)]
+    pub no_sweep: bool,
+    /// Data directory for the sweep benchmark [default: $SHALLOW_DATA, else ./data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -244,6 +279,41 @@ pub fn run(command: Command) -> Result<ExitCode> {
                 files.html.display(),
                 files.markdown.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => {
+            let nets = args
+                .nets
+                .iter()
+                .map(|n| {
+                    bench::BenchNet::named(n).with_context(|| format!("--nets: unknown net '{n}'"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let data_dir = data::resolve_data_dir(args.data_dir.as_deref());
+            if !args.no_sweep {
+                data::ensure_available(&data_dir, data::MNIST, false)?;
+            }
+            let table = bench::run(&bench::BenchOptions {
+                exe: std::env::current_exe()?,
+                python: args.python,
+                reference: PathBuf::from("bench/reference.py"),
+                threads: args.threads.unwrap_or_else(device::available_cores),
+                repetitions: args.repetitions.max(1),
+                nets,
+                sweep_data: (!args.no_sweep).then_some(data_dir),
+            })?;
+            print!("{table}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchStep {
+            net,
+            layout,
+            threads,
+        } => {
+            let net =
+                bench::BenchNet::named(&net).with_context(|| format!("unknown net '{net}'"))?;
+            let m = bench::measure_step(net, layout, threads)?;
+            println!("{}", serde_json::to_string(&m)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker {

@@ -3,6 +3,7 @@
 //! Modules, each one concern: [`data`] (formats, download, tensors), [`model`] (the two layouts),
 //! [`train`] (one run), [`sweep`] (grid, results store, workers) and [`report`] (tables,
 //! statistics, plots), which only reads the store.
+pub mod bench;
 pub mod data;
 pub mod device;
 pub mod model;

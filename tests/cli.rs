@@ -132,3 +132,26 @@ fn diverging_run_exits_with_code_3_and_says_so() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("DIVERGED in epoch 1"));
 }
+
+#[test]
+fn bench_step_prints_a_measurement() {
+    let out = Command::new(shallow_bin())
+        .args([
+            "bench-step",
+            "--net",
+            "tiny",
+            "--layout",
+            "parallel",
+            "--threads",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: shallow::bench::StepMeasurement = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(m.images_per_second > 0.0 && m.peak_rss_mb > 10.0, "{m:?}");
+}

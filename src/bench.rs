@@ -1,0 +1,314 @@
+//! `shallow bench`: our training step and sweep against the PyTorch reference
+//! (`bench/reference.py`), measured in the same invocation, alternating, repeated; ratios only,
+//! never absolute thresholds.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
+
+use crate::data::CLASSES;
+use crate::device;
+use crate::model::{Activation, Architecture, Head, Layout, Net, Pool};
+use crate::report::stats::median;
+use crate::train::cross_entropy;
+
+/// A benchmark net (the same table is in bench/reference.py).
+#[derive(Debug, Clone, Copy)]
+pub struct BenchNet {
+    pub name: &'static str,
+    pub input: [usize; 3],
+    pub layers: usize,
+    pub filters: usize,
+    pub kernel: usize,
+    /// Timed steps per measurement, ≈ 2 s each on 2 cores.
+    pub steps: usize,
+}
+
+pub const BATCH: usize = 64;
+pub const NETS: [BenchNet; 4] = [
+    BenchNet {
+        name: "mnist",
+        input: [1, 28, 28],
+        layers: 4,
+        filters: 32,
+        kernel: 3,
+        steps: 30,
+    },
+    BenchNet {
+        name: "cifar",
+        input: [3, 32, 32],
+        layers: 4,
+        filters: 64,
+        kernel: 3,
+        steps: 8,
+    },
+    BenchNet {
+        name: "tiny",
+        input: [1, 28, 28],
+        layers: 2,
+        filters: 8,
+        kernel: 3,
+        steps: 300,
+    },
+    BenchNet {
+        name: "deep",
+        input: [1, 28, 28],
+        layers: 10,
+        filters: 16,
+        kernel: 5,
+        steps: 12,
+    },
+];
+const WARMUP: usize = 5;
+
+impl BenchNet {
+    pub fn named(name: &str) -> Option<BenchNet> {
+        NETS.iter().copied().find(|n| n.name == name)
+    }
+
+    pub fn architecture(&self, layout: Layout) -> Architecture {
+        Architecture {
+            layout,
+            input: self.input,
+            classes: CLASSES,
+            layers: self.layers,
+            filters: self.filters,
+            kernel: self.kernel,
+            activation: Activation::Relu,
+            pool: Pool::None,
+            batchnorm: false,
+            head: Head::Flatten,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        let [c, h, w] = self.input;
+        format!(
+            "{} {BATCH}×{c}×{h}×{w} L={} F={} k={}",
+            self.name, self.layers, self.filters, self.kernel
+        )
+    }
+}
+
+/// One measurement, as both implementations print it (JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepMeasurement {
+    pub images_per_second: f64,
+    pub seconds: f64,
+    pub peak_rss_mb: f64,
+}
+
+/// Times `net.steps` training steps on synthetic data, after a warm-up (run in its own process by
+/// `shallow bench`, so that peak RSS is per measurement).
+pub fn measure_step(net: BenchNet, layout: Layout, threads: usize) -> Result<StepMeasurement> {
+    device::set_threads(threads);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Net::new(&vs.root(), net.architecture(layout), 0)?;
+    let mut opt = nn::Adam::default().build(&vs, 1e-3)?;
+    let [c, h, w] = net.input.map(|d| d as i64);
+    let x = Tensor::randn([BATCH as i64, c, h, w], (Kind::Float, Device::Cpu));
+    let y = Tensor::randint(10, [BATCH as i64], (Kind::Int64, Device::Cpu));
+    let mut step = || opt.backward_step(&cross_entropy(&model.forward(&x, true), &y));
+    for _ in 0..WARMUP {
+        step();
+    }
+    let started = Instant::now();
+    for _ in 0..net.steps {
+        step();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(StepMeasurement {
+        images_per_second: (net.steps * BATCH) as f64 / seconds,
+        seconds,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+/// VmHWM of this process.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+pub struct BenchOptions {
+    pub exe: PathBuf,
+    pub python: PathBuf,
+    pub reference: PathBuf,
+    pub threads: usize,
+    pub repetitions: usize,
+    pub nets: Vec<BenchNet>,
+    /// Runs the sweep bench with the real MNIST from here (None: skip it).
+    pub sweep_data: Option<PathBuf>,
+}
+
+fn parse_json_line<T: for<'de> Deserialize<'de>>(
+    output: std::process::Output,
+    what: &str,
+) -> Result<T> {
+    if !output.status.success() {
+        bail!("{what} failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("{what}: no JSON in output"))?;
+    serde_json::from_str(line).with_context(|| format!("{what}: unreadable output {line}"))
+}
+
+fn ours_step(o: &BenchOptions, net: BenchNet, layout: Layout) -> Result<StepMeasurement> {
+    let output = Command::new(&o.exe)
+        .args([
+            "bench-step",
+            "--net",
+            net.name,
+            "--layout",
+            &layout.to_string(),
+        ])
+        .args(["--threads", &o.threads.to_string()])
+        .output()?;
+    parse_json_line(output, "shallow bench-step")
+}
+
+fn reference_step(o: &BenchOptions, net: BenchNet, layout: Layout) -> Result<StepMeasurement> {
+    let output = Command::new(&o.python)
+        .arg(&o.reference)
+        .args(["step", "--net", net.name, "--layout", &layout.to_string()])
+        .args([
+            "--steps",
+            &net.steps.to_string(),
+            "--threads",
+            &o.threads.to_string(),
+        ])
+        .output()
+        .with_context(|| format!("cannot run {}", o.python.display()))?;
+    parse_json_line(output, "bench/reference.py")
+}
+
+/// Forward + backward FLOPs per image (2 per multiply-add, backward ≈ 2 forwards).
+fn train_flops_per_image(net: BenchNet, layout: Layout) -> f64 {
+    6.0 * net.architecture(layout).forward_macs()
+}
+
+#[derive(Debug, Deserialize)]
+struct SweepMeasurement {
+    wall_seconds: f64,
+}
+
+/// Runs the whole benchmark and returns the printed table.
+pub fn run(o: &BenchOptions) -> Result<String> {
+    let mut out = format!(
+        "training-step throughput, batch {BATCH}, {} thread(s), {} repetitions (ours and PyTorch {} alternating)\n\n",
+        o.threads, o.repetitions, "reference"
+    );
+    out += &format!(
+        "{:<34} {:<10} {:>10} {:>10} {:>22} {:>8} {:>17}\n",
+        "net",
+        "layout",
+        "ours img/s",
+        "ref img/s",
+        "ours/ref median [range]",
+        "GFLOP/s",
+        "peak RSS ours/ref"
+    );
+    let mut ours_median = std::collections::HashMap::new();
+    for net in &o.nets {
+        for layout in [Layout::Sequential, Layout::Parallel] {
+            let (mut ours, mut reference) = (Vec::new(), Vec::new());
+            for rep in 0..o.repetitions {
+                if rep % 2 == 0 {
+                    ours.push(ours_step(o, *net, layout)?);
+                    reference.push(reference_step(o, *net, layout)?);
+                } else {
+                    reference.push(reference_step(o, *net, layout)?);
+                    ours.push(ours_step(o, *net, layout)?);
+                }
+            }
+            let rates =
+                |m: &[StepMeasurement]| m.iter().map(|x| x.images_per_second).collect::<Vec<_>>();
+            let (a, b) = (rates(&ours), rates(&reference));
+            let ratios: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x / y).collect();
+            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = ratios.iter().copied().fold(0.0, f64::max);
+            let gflops = median(&a) * train_flops_per_image(*net, layout) / 1e9;
+            let rss = |m: &[StepMeasurement]| m.iter().map(|x| x.peak_rss_mb).fold(0.0, f64::max);
+            out += &format!(
+                "{:<34} {:<10} {:>10.0} {:>10.0} {:>9.2}× [{:.2}–{:.2}] {:>8.1} {:>8.0}/{:.0} MB\n",
+                net.describe(),
+                layout.to_string(),
+                median(&a),
+                median(&b),
+                median(&ratios),
+                lo,
+                hi,
+                gflops,
+                rss(&ours),
+                rss(&reference)
+            );
+            ours_median.insert((net.name, layout), median(&a));
+        }
+    }
+    out += "\nparallel vs sequential (ours, per-epoch speed = img/s ratio):";
+    for net in &o.nets {
+        let s = ours_median[&(net.name, Layout::Sequential)];
+        let p = ours_median[&(net.name, Layout::Parallel)];
+        out += &format!(" {} L={} {:.2}×;", net.name, net.layers, p / s);
+    }
+    out.push('\n');
+    if let Some(data) = &o.sweep_data {
+        out += &sweep_bench(o, data)?;
+    }
+    Ok(out)
+}
+
+/// The 16-run mini grid: `shallow sweep configs/bench-sweep.toml` end to end against the
+/// reference script's loop over the same configs.
+fn sweep_bench(o: &BenchOptions, data: &Path) -> Result<String> {
+    let config = Path::new("configs/bench-sweep.toml");
+    let tmp = std::env::temp_dir().join(format!("shallow-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let (mut ours, mut reference) = (Vec::new(), Vec::new());
+    for rep in 0..o.repetitions.min(2) {
+        let db = tmp.join(format!("sweep-{rep}.db"));
+        let started = Instant::now();
+        let status = Command::new(&o.exe)
+            .arg("sweep")
+            .arg(config)
+            .arg("--db")
+            .arg(&db)
+            .arg("--data-dir")
+            .arg(data)
+            .arg("--offline")
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("shallow sweep {} failed", config.display());
+        }
+        ours.push(started.elapsed().as_secs_f64());
+        let output = Command::new(&o.python)
+            .arg(&o.reference)
+            .args(["sweep", "--threads", &o.threads.to_string(), "--data-dir"])
+            .arg(data)
+            .output()?;
+        reference.push(
+            parse_json_line::<SweepMeasurement>(output, "bench/reference.py sweep")?.wall_seconds,
+        );
+    }
+    std::fs::remove_dir_all(&tmp).ok();
+    Ok(format!(
+        "\nsweep bench (16 runs, 1 epoch on 5k MNIST): ours {:.1}s (default workers), reference loop {:.1}s → {:.2}× faster\n",
+        median(&ours),
+        median(&reference),
+        median(&reference) / median(&ours)
+    ))
+}
