@@ -130,21 +130,11 @@ pub struct SweepArgs {
     /// Worker processes training concurrently [default: one per core].
     #[arg(long)]
     pub workers: Option<usize>,
-    /// libtorch threads per worker [default: cores / workers].
-    #[arg(long)]
-    pub threads: Option<usize>,
     /// Print the number of runs, total parameters and an estimated time; train nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Data directory [default: $SHALLOW_DATA, else ./data]. Missing datasets are downloaded into it.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Never download: fail if a dataset is missing.
-    #[arg(long)]
-    pub offline: bool,
-    /// Compute device of every worker.
-    #[arg(long, value_enum, default_value_t)]
-    pub device: DeviceChoice,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 #[derive(Subcommand)]
@@ -175,7 +165,7 @@ pub struct RuntimeArgs {
     /// Compute device.
     #[arg(long, value_enum, default_value_t)]
     pub device: DeviceChoice,
-    /// libtorch threads [default: all cores].
+    /// libtorch threads [default: all cores; in a sweep: per worker, cores / workers].
     #[arg(long)]
     pub threads: Option<usize>,
 }
@@ -352,7 +342,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
 fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
     if args.dry_run {
         let grid = grid::load(&args.config)?;
-        let (workers, threads) = coordinator::plan_workers(args.workers, args.threads);
+        let (workers, threads) = coordinator::plan_workers(args.workers, args.runtime.threads);
         println!("{}", coordinator::dry_run(&grid, workers, threads)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -360,10 +350,10 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
         config: args.config.clone(),
         db: args.db.clone(),
         workers: args.workers,
-        threads: args.threads,
-        data_dir: data::resolve_data_dir(args.data_dir.as_deref()),
-        offline: args.offline,
-        device: args.device,
+        threads: args.runtime.threads,
+        data_dir: data::resolve_data_dir(args.runtime.data_dir.as_deref()),
+        offline: args.runtime.offline,
+        device: args.runtime.device,
     };
     let exe = std::env::current_exe().context("cannot find the shallow binary")?;
     let outcome = coordinator::run_sweep(&opts, &exe)?;

@@ -89,23 +89,70 @@ pub fn layout_scatter(
     metric: Metric,
     datasets: &[String],
 ) -> Result<()> {
-    let points: Vec<(usize, f64, f64)> = pairs
+    let points = pair_points(pairs, datasets, |r| metric.value(r));
+    scatter_pairs(
+        dir,
+        name,
+        &format!(
+            "final {}: parallel vs sequential, one point per pair",
+            metric.name()
+        ),
+        &format!("sequential (deep) {}", metric.name()),
+        &format!("parallel (shallow) {}", metric.name()),
+        &points,
+        datasets,
+    )
+}
+
+/// Mean seconds per training epoch, sequential vs parallel, one point per pair.
+pub fn epoch_seconds(dir: &Path, name: &str, pairs: &[Pair], datasets: &[String]) -> Result<()> {
+    let points = pair_points(pairs, datasets, |r| {
+        Some(r.train_seconds? / r.epochs_recorded.max(1) as f64)
+    });
+    scatter_pairs(
+        dir,
+        name,
+        "seconds per training epoch, one point per pair",
+        "sequential s/epoch",
+        "parallel s/epoch",
+        &points,
+        datasets,
+    )
+}
+
+/// (dataset index, sequential value, parallel value) of every finished pair.
+fn pair_points(
+    pairs: &[Pair],
+    datasets: &[String],
+    value: impl Fn(&crate::sweep::store::RunRow) -> Option<f64>,
+) -> Vec<(usize, f64, f64)> {
+    pairs
         .iter()
         .filter(|p| p.both_finished())
         .filter_map(|p| {
-            let d = datasets.iter().position(|d| d == p.dataset())?;
-            Some((d, metric.value(p.seq)?, metric.value(p.par)?))
+            Some((
+                datasets.iter().position(|d| d == p.dataset())?,
+                value(p.seq)?,
+                value(p.par)?,
+            ))
         })
         .filter(|(_, s, q)| *s > 0.0 && *q > 0.0)
-        .collect();
+        .collect()
+}
+
+fn scatter_pairs(
+    dir: &Path,
+    name: &str,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    points: &[(usize, f64, f64)],
+    datasets: &[String],
+) -> Result<()> {
     let (lo, hi) = log_range(points.iter().flat_map(|(_, s, q)| [*s, *q]));
-    let title = format!(
-        "final {}: parallel vs sequential, one point per pair",
-        metric.name()
-    );
     both_backends!(dir, name, |root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(&title, ("sans-serif", 20))
+            .caption(title, ("sans-serif", 20))
             .margin(15)
             .x_label_area_size(45)
             .y_label_area_size(60)
@@ -113,8 +160,8 @@ pub fn layout_scatter(
             .map_err(plot_error)?;
         chart
             .configure_mesh()
-            .x_desc(format!("sequential (deep) {}", metric.name()))
-            .y_desc(format!("parallel (shallow) {}", metric.name()))
+            .x_desc(x_desc)
+            .y_desc(y_desc)
             .draw()
             .map_err(plot_error)?;
         chart
@@ -268,66 +315,6 @@ pub fn learning_curves(
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
-            .draw()
-            .map_err(plot_error)?;
-        Ok(())
-    })
-}
-
-/// Mean seconds per training epoch, sequential vs parallel, one point per pair.
-pub fn epoch_seconds(dir: &Path, name: &str, pairs: &[Pair], datasets: &[String]) -> Result<()> {
-    let per_epoch =
-        |r: &crate::sweep::store::RunRow| Some(r.train_seconds? / r.epochs_recorded.max(1) as f64);
-    let points: Vec<(usize, f64, f64)> = pairs
-        .iter()
-        .filter(|p| p.both_finished())
-        .filter_map(|p| {
-            Some((
-                datasets.iter().position(|d| d == p.dataset())?,
-                per_epoch(p.seq)?,
-                per_epoch(p.par)?,
-            ))
-        })
-        .collect();
-    let (lo, hi) = log_range(points.iter().flat_map(|(_, s, q)| [*s, *q]));
-    both_backends!(dir, name, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                "seconds per training epoch, one point per pair",
-                ("sans-serif", 20),
-            )
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(60)
-            .build_cartesian_2d((lo..hi).log_scale(), (lo..hi).log_scale())
-            .map_err(plot_error)?;
-        chart
-            .configure_mesh()
-            .x_desc("sequential s/epoch")
-            .y_desc("parallel s/epoch")
-            .draw()
-            .map_err(plot_error)?;
-        chart
-            .draw_series(LineSeries::new([(lo, lo), (hi, hi)], BLACK.mix(0.5)))
-            .map_err(plot_error)?;
-        for (i, dataset) in datasets.iter().enumerate() {
-            let colour = DATASET_COLOURS[i % DATASET_COLOURS.len()];
-            chart
-                .draw_series(
-                    points
-                        .iter()
-                        .filter(|(d, _, _)| *d == i)
-                        .map(|(_, s, q)| Circle::new((*s, *q), 3, colour.mix(0.7).filled())),
-                )
-                .map_err(plot_error)?
-                .label(dataset.as_str())
-                .legend(move |(x, y)| Circle::new((x + 7, y), 4, colour.filled()));
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
             .draw()
             .map_err(plot_error)?;
         Ok(())
