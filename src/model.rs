@@ -239,11 +239,11 @@ impl Net {
         let h = self.stem(x);
         let h = match self.arch.layout {
             Layout::Sequential => (0..self.arch.layers).fold(h, |h, i| {
-                let fi = self.unit(&h, i, train);
+                let fi = self.unit_group(&h, i..i + 1, train);
                 h + fi
             }),
             Layout::Parallel => {
-                let branches = self.all_units(&h, train);
+                let branches = self.unit_group(&h, 0..self.arch.layers, train);
                 h + branches
             }
         };
@@ -270,10 +270,14 @@ impl Net {
         }
     }
 
-    /// `F_i(h)` of the sequential layout, through channel slice i of the shared tensors.
-    fn unit(&self, h: &Tensor, i: usize, train: bool) -> Tensor {
+    /// `Σ_{i ∈ units} F_i(h)` for consecutive units, as one convolution with `units.len()·F`
+    /// output channels (a slice of the shared tensors), batch norm and activation on all of them,
+    /// then the sum over the groups of F channels. The sequential layout calls it with one unit,
+    /// the parallel layout with all of them.
+    fn unit_group(&self, h: &Tensor, units: std::ops::Range<usize>, train: bool) -> Tensor {
         let f = self.arch.filters as i64;
-        let slice = |t: &Tensor| t.narrow(0, i as i64 * f, f);
+        let (first, count) = (units.start as i64, units.len() as i64);
+        let slice = |t: &Tensor| t.narrow(0, first * f, count * f);
         let z = self.conv(h, &slice(&self.units_w), &slice(&self.units_b));
         let z = match &self.bn {
             Some(bn) => z.batch_norm(
@@ -288,32 +292,14 @@ impl Net {
             ),
             None => z,
         };
-        self.activate(z)
-    }
-
-    /// `Σ_i F_i(h)` of the parallel layout: one convolution with L·F output channels, batch norm
-    /// and activation on all of them, then the sum over the L groups of F channels.
-    fn all_units(&self, h: &Tensor, train: bool) -> Tensor {
-        let z = self.conv(h, &self.units_w, &self.units_b);
-        let z = match &self.bn {
-            Some(bn) => z.batch_norm(
-                Some(&bn.weight),
-                Some(&bn.bias),
-                Some(&bn.running_mean),
-                Some(&bn.running_var),
-                train,
-                BN_MOMENTUM,
-                BN_EPS,
-                false,
-            ),
-            None => z,
-        };
         let z = self.activate(z);
+        if count == 1 {
+            return z;
+        }
         let [n, _, hh, ww] = z.size()[..] else {
             unreachable!("conv2d output is 4-d")
         };
-        let (l, f) = (self.arch.layers as i64, self.arch.filters as i64);
-        z.view([n, l, f, hh, ww])
+        z.view([n, count, f, hh, ww])
             .sum_dim_intlist(1, false, None::<Kind>)
     }
 

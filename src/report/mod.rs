@@ -83,14 +83,14 @@ fn summary(runs: &[RunRow]) -> Vec<Block> {
     let open = counts.get("pending").unwrap_or(&0) + counts.get("running").unwrap_or(&0);
     let compute: f64 = runs.iter().filter_map(|r| r.total_seconds).sum();
     let mut text = format!(
-        "{} runs: {}. Total compute time {:.1} h.",
+        "{} runs: {}. Total compute time {}.",
         runs.len(),
         counts
             .iter()
             .map(|(s, n)| format!("{n} {s}"))
             .collect::<Vec<_>>()
             .join(", "),
-        compute / 3600.0
+        crate::sweep::coordinator::human_duration(compute)
     );
     if open > 0 {
         text += &format!(
