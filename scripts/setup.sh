@@ -17,7 +17,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 # (read the whole output: `pip show | grep -q` would fail under pipefail when grep exits early)
-installed=$(.venv/bin/python -m pip show torch 2>/dev/null | sed -n 's/^Version: //p')
+installed=$(.venv/bin/python -m pip show torch 2>/dev/null | sed -n "s/^Version: //p" || true)
 if [ "${installed%%+*}" != "$TORCH_VERSION" ]; then
   echo "installing torch==${TORCH_VERSION} into .venv (about 1.2 GB) ..."
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps \
