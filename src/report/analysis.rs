@@ -294,8 +294,7 @@ pub fn paired_stat(group: &str, pairs: &[&Pair], metric: Metric) -> Option<Paire
 pub fn paired_comparisons(pairs: &[Pair]) -> Vec<PairedStat> {
     let mut groups: Vec<(String, Vec<&Pair>)> = Vec::new();
     let mut names: Vec<&str> = pairs.iter().map(|p| p.dataset()).collect();
-    names.dedup();
-    names.sort();
+    names.sort_unstable();
     names.dedup();
     for dataset in names {
         let of_dataset: Vec<&Pair> = pairs.iter().filter(|p| p.dataset() == dataset).collect();

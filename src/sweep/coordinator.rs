@@ -100,14 +100,6 @@ pub fn dry_run(grid: &Grid, workers: usize, threads: usize) -> Result<String> {
         .sum();
     let macs: f64 = grid.runs.iter().map(|r| run_macs(&r.config)).sum();
     let rate = calibrate_macs_per_second(threads)? * workers as f64;
-    let mut datasets: Vec<&str> = grid
-        .runs
-        .iter()
-        .map(|r| r.config.dataset.as_str())
-        .collect();
-    datasets.dedup();
-    datasets.sort();
-    datasets.dedup();
     Ok(format!(
         "sweep '{}': {} runs ({} pairs) on {}\n\
          total parameters: {:.3e} (mean {:.0} per run)\n\
@@ -116,7 +108,7 @@ pub fn dry_run(grid: &Grid, workers: usize, threads: usize) -> Result<String> {
         grid.name,
         grid.runs.len(),
         grid.pairs(),
-        datasets.join(", "),
+        grid.datasets().join(", "),
         params,
         params / grid.runs.len() as f64,
         human_duration(macs / rate),
@@ -165,14 +157,7 @@ pub fn run_sweep(opts: &SweepOptions, exe: &Path) -> Result<SweepOutcome> {
         added.existing,
         opts.db.display()
     );
-    let mut datasets: Vec<&str> = grid
-        .runs
-        .iter()
-        .map(|r| r.config.dataset.as_str())
-        .collect();
-    datasets.sort();
-    datasets.dedup();
-    for dataset in datasets {
+    for dataset in grid.datasets() {
         data::ensure_available(&opts.data_dir, dataset, opts.offline)?;
     }
     store.requeue_abandoned(super::worker::STALE_AFTER)?;

@@ -52,6 +52,18 @@ pub struct Grid {
 }
 
 impl Grid {
+    /// The datasets the grid uses, sorted, each once.
+    pub fn datasets(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .runs
+            .iter()
+            .map(|r| r.config.dataset.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     pub fn pairs(&self) -> usize {
         let ids: std::collections::BTreeSet<_> = self.runs.iter().map(|r| &r.pair_id).collect();
         ids.len()
