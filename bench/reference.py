@@ -2,13 +2,17 @@
 in plain PyTorch, as a researcher would write it. Prints one JSON object per measurement.
 
   python bench/reference.py step --net mnist --layout parallel --threads 2 --steps 40
+  python bench/reference.py step --net cifar --layout sequential --threads 2 --steps 400 \
+      --device cuda --precision bf16
   python bench/reference.py sweep --data-dir ../shared/data --threads 2
 
 The model matches src/model.rs: stem conv k×k + ReLU, L residual units φ(conv_i(h)) either stacked
 (sequential) or summed side by side (parallel), flatten → linear. The parallel layout here is the
 straightforward one (a ModuleList of L convolutions whose outputs are summed), which is what a
-researcher would write first.
+researcher would write first. bf16 is torch.autocast, PyTorch's own mixed precision. On CUDA,
+cuDNN's autotuner is switched on, as shallow does, so that neither side wins by that flag alone.
 """
+import contextlib
 import argparse
 import gzip
 import json
@@ -58,25 +62,37 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def synchronize(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def step_bench(args):
     c, side, layers, filters, kernel, pool = NETS[args.net]
     torch.manual_seed(0)
-    net = Net(args.layout, c, side, layers, filters, kernel, pool)
+    net = Net(args.layout, c, side, layers, filters, kernel, pool).to(args.device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    x = torch.randn(args.batch, c, side, side)
-    y = torch.randint(0, 10, (args.batch,))
+    x = torch.randn(args.batch, c, side, side, device=args.device)
+    y = torch.randint(0, 10, (args.batch,), device=args.device)
+    if args.precision == "bf16":
+        autocast = lambda: torch.autocast(args.device, dtype=torch.bfloat16)
+    else:
+        autocast = contextlib.nullcontext
 
     def step():
         opt.zero_grad()
-        loss = F.cross_entropy(net(x), y)
+        with autocast():
+            loss = F.cross_entropy(net(x), y)
         loss.backward()
         opt.step()
 
     for _ in range(args.warmup):
         step()
+    synchronize(args.device)
     start = time.perf_counter()
     for _ in range(args.steps):
         step()
+    synchronize(args.device)
     seconds = time.perf_counter() - start
     print(json.dumps({"images_per_second": args.steps * args.batch / seconds,
                       "seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
@@ -103,6 +119,7 @@ def stratified(labels, limit):
 
 
 def evaluate(net, x, y):
+    """Loss and accuracy in eval mode, batches of 256, without gradients."""
     net.eval()
     with torch.no_grad():
         loss, correct = 0.0, 0
@@ -126,21 +143,23 @@ def sweep_bench(args):
                     xtr, ytr = read_idx(d + "train-images-idx3-ubyte.gz"), read_idx(d + "train-labels-idx1-ubyte.gz")
                     xte, yte = read_idx(d + "t10k-images-idx3-ubyte.gz"), read_idx(d + "t10k-labels-idx1-ubyte.gz")
                     tr, te = stratified(ytr, 5000), stratified(yte, 1000)
-                    xtr = torch.tensor(xtr[tr], dtype=torch.float32).unsqueeze(1) / 255
-                    xte = torch.tensor(xte[te], dtype=torch.float32).unsqueeze(1) / 255
+                    xtr = torch.tensor(xtr[tr], dtype=torch.float32, device=args.device).unsqueeze(1) / 255
+                    xte = torch.tensor(xte[te], dtype=torch.float32, device=args.device).unsqueeze(1) / 255
                     mean, std = xtr.mean(), xtr.std()
                     xtr, xte = (xtr - mean) / std, (xte - mean) / std
-                    ytr_t, yte_t = torch.tensor(ytr[tr], dtype=torch.long), torch.tensor(yte[te], dtype=torch.long)
+                    ytr_t = torch.tensor(ytr[tr], dtype=torch.long, device=args.device)
+                    yte_t = torch.tensor(yte[te], dtype=torch.long, device=args.device)
                     torch.manual_seed(0)
-                    net = Net(layout, 1, 28, layers, filters, kernel, True)
+                    net = Net(layout, 1, 28, layers, filters, kernel, True).to(args.device)
                     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-                    perm = torch.randperm(len(ytr_t))
+                    perm = torch.randperm(len(ytr_t), device=args.device)
                     for i in range(0, len(perm), 32):
                         idx = perm[i:i + 32]
                         opt.zero_grad()
                         F.cross_entropy(net(xtr[idx]), ytr_t[idx]).backward()
                         opt.step()
                     results.append(evaluate(net, xte, yte_t) + evaluate(net, xtr, ytr_t))
+    synchronize(args.device)
     print(json.dumps({"wall_seconds": time.perf_counter() - start, "runs": len(results),
                       "peak_rss_mb": peak_rss_mb()}))
 
@@ -153,13 +172,18 @@ def main():
     s.add_argument("--layout", choices=["sequential", "parallel"], required=True)
     s.add_argument("--batch", type=int, default=64)
     s.add_argument("--steps", type=int, default=30)
-    s.add_argument("--warmup", type=int, default=5)
+    s.add_argument("--warmup", type=int, default=20)
     s.add_argument("--threads", type=int, required=True)
+    s.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     w = sub.add_parser("sweep", help="16-run mini grid, one config after another")
     w.add_argument("--data-dir", required=True)
     w.add_argument("--threads", type=int, required=True)
+    w.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = True
     step_bench(args) if args.mode == "step" else sweep_bench(args)
 
 

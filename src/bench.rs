@@ -1,6 +1,7 @@
 //! `shallow bench`: our training step and sweep against the PyTorch reference
 //! (`bench/reference.py`), measured in the same invocation, alternating, repeated; ratios only,
 //! never absolute thresholds.
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -11,7 +12,7 @@ use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
 
 use crate::data::CLASSES;
 use crate::device;
-use crate::model::{Activation, Architecture, Head, Layout, Net, Pool};
+use crate::model::{Activation, Architecture, Head, Layout, Net, Pool, Precision};
 use crate::report::stats::median;
 use crate::train::cross_entropy;
 
@@ -23,7 +24,7 @@ pub struct BenchNet {
     pub layers: usize,
     pub filters: usize,
     pub kernel: usize,
-    /// Timed steps per measurement, ≈ 2 s each on 2 cores.
+    /// Timed steps per measurement on the CPU, ≈ 2 s each on 2 cores.
     pub steps: usize,
 }
 
@@ -62,7 +63,8 @@ pub const NETS: [BenchNet; 4] = [
         steps: 12,
     },
 ];
-const WARMUP: usize = 5;
+/// Untimed steps first: oneDNN's and cuDNN's algorithm choice and the allocators' caches settle.
+const WARMUP: usize = 20;
 
 impl BenchNet {
     pub fn named(name: &str) -> Option<BenchNet> {
@@ -101,27 +103,59 @@ pub struct StepMeasurement {
     pub peak_rss_mb: f64,
 }
 
-/// Times `net.steps` training steps on synthetic data, after a warm-up (run in its own process by
+/// How one step measurement runs (the same for ours and the reference).
+#[derive(Debug, Clone, Copy)]
+pub struct StepSettings {
+    pub threads: usize,
+    pub device: Device,
+    pub precision: Precision,
+    /// Timed steps (after the warm-up).
+    pub steps: usize,
+}
+
+/// Timed steps on a GPU per timed step on 2 CPU cores: about 100× the throughput, so a
+/// measurement still lasts long enough to average out clock ramps and launch jitter.
+const CUDA_STEP_FACTOR: usize = 50;
+
+impl StepSettings {
+    pub fn for_net(net: BenchNet, threads: usize, device: Device, precision: Precision) -> Self {
+        let factor = if device.is_cuda() {
+            CUDA_STEP_FACTOR
+        } else {
+            1
+        };
+        StepSettings {
+            threads,
+            device,
+            precision,
+            steps: net.steps * factor,
+        }
+    }
+}
+
+/// Times `s.steps` training steps on synthetic data, after a warm-up (run in its own process by
 /// `shallow bench`, so that peak RSS is per measurement).
-pub fn measure_step(net: BenchNet, layout: Layout, threads: usize) -> Result<StepMeasurement> {
-    device::set_threads(threads);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let model = Net::new(&vs.root(), net.architecture(layout), 0)?;
+pub fn measure_step(net: BenchNet, layout: Layout, s: StepSettings) -> Result<StepMeasurement> {
+    device::set_threads(s.threads);
+    let vs = nn::VarStore::new(s.device);
+    let model = Net::new(&vs.root(), net.architecture(layout), 0)?.with_precision(s.precision);
     let mut opt = nn::Adam::default().build(&vs, 1e-3)?;
     let [c, h, w] = net.input.map(|d| d as i64);
-    let x = Tensor::randn([BATCH as i64, c, h, w], (Kind::Float, Device::Cpu));
-    let y = Tensor::randint(10, [BATCH as i64], (Kind::Int64, Device::Cpu));
+    let x = Tensor::randn([BATCH as i64, c, h, w], (Kind::Float, s.device));
+    let y = Tensor::randint(10, [BATCH as i64], (Kind::Int64, s.device));
     let mut step = || opt.backward_step(&cross_entropy(&model.forward(&x, true), &y));
     for _ in 0..WARMUP {
         step();
     }
+    device::synchronize(s.device);
     let started = Instant::now();
-    for _ in 0..net.steps {
+    for _ in 0..s.steps {
         step();
     }
+    device::synchronize(s.device);
     let seconds = started.elapsed().as_secs_f64();
     Ok(StepMeasurement {
-        images_per_second: (net.steps * BATCH) as f64 / seconds,
+        images_per_second: (s.steps * BATCH) as f64 / seconds,
         seconds,
         peak_rss_mb: peak_rss_mb(),
     })
@@ -144,6 +178,9 @@ pub struct BenchOptions {
     pub python: PathBuf,
     pub reference: PathBuf,
     pub threads: usize,
+    pub device: Device,
+    /// Each net and layout is measured in each of these.
+    pub precisions: Vec<Precision>,
     pub repetitions: usize,
     pub nets: Vec<BenchNet>,
     /// Runs the sweep bench with the real MNIST from here (None: skip it).
@@ -166,30 +203,48 @@ fn parse_json_line<T: for<'de> Deserialize<'de>>(
     serde_json::from_str(line).with_context(|| format!("{what}: unreadable output {line}"))
 }
 
-fn ours_step(o: &BenchOptions, net: BenchNet, layout: Layout) -> Result<StepMeasurement> {
+fn device_name(device: Device) -> &'static str {
+    if device.is_cuda() { "cuda" } else { "cpu" }
+}
+
+/// The arguments both implementations take for one measurement.
+fn step_args(net: BenchNet, layout: Layout, s: StepSettings) -> Vec<String> {
+    [
+        ("--net", net.name.to_owned()),
+        ("--layout", layout.to_string()),
+        ("--threads", s.threads.to_string()),
+        ("--device", device_name(s.device).to_owned()),
+        ("--precision", s.precision.to_string()),
+        ("--steps", s.steps.to_string()),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_owned(), value])
+    .collect()
+}
+
+fn ours_step(
+    o: &BenchOptions,
+    net: BenchNet,
+    layout: Layout,
+    s: StepSettings,
+) -> Result<StepMeasurement> {
     let output = Command::new(&o.exe)
-        .args([
-            "bench-step",
-            "--net",
-            net.name,
-            "--layout",
-            &layout.to_string(),
-        ])
-        .args(["--threads", &o.threads.to_string()])
+        .arg("bench-step")
+        .args(step_args(net, layout, s))
         .output()?;
     parse_json_line(output, "shallow bench-step")
 }
 
-fn reference_step(o: &BenchOptions, net: BenchNet, layout: Layout) -> Result<StepMeasurement> {
+fn reference_step(
+    o: &BenchOptions,
+    net: BenchNet,
+    layout: Layout,
+    s: StepSettings,
+) -> Result<StepMeasurement> {
     let output = Command::new(&o.python)
         .arg(&o.reference)
-        .args(["step", "--net", net.name, "--layout", &layout.to_string()])
-        .args([
-            "--steps",
-            &net.steps.to_string(),
-            "--threads",
-            &o.threads.to_string(),
-        ])
+        .arg("step")
+        .args(step_args(net, layout, s))
         .output()
         .with_context(|| format!("cannot run {}", o.python.display()))?;
     parse_json_line(output, "bench/reference.py")
@@ -205,70 +260,127 @@ struct SweepMeasurement {
     wall_seconds: f64,
 }
 
-/// Runs the whole benchmark and returns the printed table.
-pub fn run(o: &BenchOptions) -> Result<String> {
-    let mut out = format!(
-        "training-step throughput, batch {BATCH}, {} thread(s), {} repetitions (ours and PyTorch {} alternating)\n\n",
-        o.threads, o.repetitions, "reference"
-    );
-    out += &format!(
-        "{:<34} {:<10} {:>10} {:>10} {:>22} {:>8} {:>17}\n",
+/// Ours and the reference `repetitions` times each, alternating which goes first.
+fn measure_pair(
+    o: &BenchOptions,
+    net: BenchNet,
+    layout: Layout,
+    s: StepSettings,
+) -> Result<(Vec<StepMeasurement>, Vec<StepMeasurement>)> {
+    let (mut ours, mut reference) = (Vec::new(), Vec::new());
+    for rep in 0..o.repetitions {
+        if rep % 2 == 0 {
+            ours.push(ours_step(o, net, layout, s)?);
+            reference.push(reference_step(o, net, layout, s)?);
+        } else {
+            reference.push(reference_step(o, net, layout, s)?);
+            ours.push(ours_step(o, net, layout, s)?);
+        }
+    }
+    Ok((ours, reference))
+}
+
+fn table_row(
+    net: BenchNet,
+    layout: Layout,
+    precision: Precision,
+    ours: &[StepMeasurement],
+    reference: &[StepMeasurement],
+) -> String {
+    let rates = |m: &[StepMeasurement]| m.iter().map(|x| x.images_per_second).collect::<Vec<_>>();
+    let (a, b) = (rates(ours), rates(reference));
+    let ratios: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x / y).collect();
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(0.0, f64::max);
+    let gflops = median(&a) * train_flops_per_image(net, layout) / 1e9;
+    let rss = |m: &[StepMeasurement]| m.iter().map(|x| x.peak_rss_mb).fold(0.0, f64::max);
+    format!(
+        "{:<34} {:<10} {:<5} {:>10.0} {:>10.0} {:>9.2}× [{:.2}–{:.2}] {:>8.1} {:>8.0}/{:.0} MB\n",
+        net.describe(),
+        layout.to_string(),
+        precision.to_string(),
+        median(&a),
+        median(&b),
+        median(&ratios),
+        lo,
+        hi,
+        gflops,
+        rss(ours),
+        rss(reference)
+    )
+}
+
+/// Median img/s of ours per (net, layout, precision).
+type OursMedians = std::collections::HashMap<(&'static str, Layout, Precision), f64>;
+
+/// Runs the whole benchmark, writing each table row as soon as it is measured (a run cut short
+/// keeps what it measured).
+pub fn run(o: &BenchOptions, out: &mut dyn Write) -> Result<()> {
+    writeln!(
+        out,
+        "training-step throughput, batch {BATCH}, {:?}, {} thread(s), {} repetitions (ours and the PyTorch reference alternating)\n",
+        o.device, o.threads, o.repetitions
+    )?;
+    writeln!(
+        out,
+        "{:<34} {:<10} {:<5} {:>10} {:>10} {:>22} {:>8} {:>17}",
         "net",
         "layout",
+        "prec",
         "ours img/s",
         "ref img/s",
         "ours/ref median [range]",
         "GFLOP/s",
         "peak RSS ours/ref"
-    );
-    let mut ours_median = std::collections::HashMap::new();
-    for net in &o.nets {
-        for layout in [Layout::Sequential, Layout::Parallel] {
-            let (mut ours, mut reference) = (Vec::new(), Vec::new());
-            for rep in 0..o.repetitions {
-                if rep % 2 == 0 {
-                    ours.push(ours_step(o, *net, layout)?);
-                    reference.push(reference_step(o, *net, layout)?);
-                } else {
-                    reference.push(reference_step(o, *net, layout)?);
-                    ours.push(ours_step(o, *net, layout)?);
-                }
+    )?;
+    let mut ours_median = OursMedians::new();
+    for &precision in &o.precisions {
+        for net in &o.nets {
+            for layout in [Layout::Sequential, Layout::Parallel] {
+                let s = StepSettings::for_net(*net, o.threads, o.device, precision);
+                let (ours, reference) = measure_pair(o, *net, layout, s)?;
+                write!(
+                    out,
+                    "{}",
+                    table_row(*net, layout, precision, &ours, &reference)
+                )?;
+                out.flush()?;
+                let rates: Vec<f64> = ours.iter().map(|m| m.images_per_second).collect();
+                ours_median.insert((net.name, layout, precision), median(&rates));
             }
-            let rates =
-                |m: &[StepMeasurement]| m.iter().map(|x| x.images_per_second).collect::<Vec<_>>();
-            let (a, b) = (rates(&ours), rates(&reference));
-            let ratios: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x / y).collect();
-            let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = ratios.iter().copied().fold(0.0, f64::max);
-            let gflops = median(&a) * train_flops_per_image(*net, layout) / 1e9;
-            let rss = |m: &[StepMeasurement]| m.iter().map(|x| x.peak_rss_mb).fold(0.0, f64::max);
-            out += &format!(
-                "{:<34} {:<10} {:>10.0} {:>10.0} {:>9.2}× [{:.2}–{:.2}] {:>8.1} {:>8.0}/{:.0} MB\n",
-                net.describe(),
-                layout.to_string(),
-                median(&a),
-                median(&b),
-                median(&ratios),
-                lo,
-                hi,
-                gflops,
-                rss(&ours),
-                rss(&reference)
-            );
-            ours_median.insert((net.name, layout), median(&a));
         }
     }
-    out += "\nparallel vs sequential (ours, per-epoch speed = img/s ratio):";
-    for net in &o.nets {
-        let s = ours_median[&(net.name, Layout::Sequential)];
-        let p = ours_median[&(net.name, Layout::Parallel)];
-        out += &format!(" {} L={} {:.2}×;", net.name, net.layers, p / s);
-    }
-    out.push('\n');
+    writeln!(out, "{}", speedups(o, &ours_median))?;
     if let Some(data) = &o.sweep_data {
-        out += &sweep_bench(o, data)?;
+        write!(out, "{}", sweep_bench(o, data)?)?;
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Parallel vs sequential per precision, and bf16 vs fp32 when both were measured.
+fn speedups(o: &BenchOptions, ours: &OursMedians) -> String {
+    let mut text = String::new();
+    for &precision in &o.precisions {
+        text += &format!(
+            "\nparallel vs sequential (ours, {precision}, per-epoch speed = img/s ratio):"
+        );
+        for net in &o.nets {
+            let s = ours[&(net.name, Layout::Sequential, precision)];
+            let p = ours[&(net.name, Layout::Parallel, precision)];
+            text += &format!(" {} L={} {:.2}×;", net.name, net.layers, p / s);
+        }
+    }
+    if o.precisions.contains(&Precision::Fp32) && o.precisions.contains(&Precision::Bf16) {
+        text += "\nbf16 vs fp32 (ours, img/s ratio):";
+        for net in &o.nets {
+            for layout in [Layout::Sequential, Layout::Parallel] {
+                let fp32 = ours[&(net.name, layout, Precision::Fp32)];
+                let bf16 = ours[&(net.name, layout, Precision::Bf16)];
+                text += &format!(" {} {layout} {:.2}×;", net.name, bf16 / fp32);
+            }
+        }
+    }
+    text
 }
 
 /// The 16-run mini grid: `shallow sweep configs/bench-sweep.toml` end to end against the
@@ -289,6 +401,7 @@ fn sweep_bench(o: &BenchOptions, data: &Path) -> Result<String> {
             .arg("--data-dir")
             .arg(data)
             .arg("--offline")
+            .args(["--device", device_name(o.device)])
             .stdout(std::process::Stdio::null())
             .status()?;
         if !status.success() {
@@ -297,7 +410,8 @@ fn sweep_bench(o: &BenchOptions, data: &Path) -> Result<String> {
         ours.push(started.elapsed().as_secs_f64());
         let output = Command::new(&o.python)
             .arg(&o.reference)
-            .args(["sweep", "--threads", &o.threads.to_string(), "--data-dir"])
+            .args(["sweep", "--threads", &o.threads.to_string()])
+            .args(["--device", device_name(o.device), "--data-dir"])
             .arg(data)
             .output()?;
         reference.push(

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use shallow::bench;
 use shallow::data::{self, Subset};
 use shallow::device::{self, DeviceChoice};
-use shallow::model::{Activation, Head, Layout, Pool};
+use shallow::model::{Activation, Head, Layout, Pool, Precision};
 use shallow::report;
 use shallow::sweep::{coordinator, grid, worker};
 use shallow::train::{self, Outcome, RunConfig, RunResult};
@@ -75,6 +75,12 @@ pub enum Command {
         layout: Layout,
         #[arg(long)]
         threads: usize,
+        #[arg(long, value_enum)]
+        device: DeviceChoice,
+        #[arg(long, value_enum)]
+        precision: Precision,
+        #[arg(long)]
+        steps: usize,
     },
     /// Download datasets.
     Data {
@@ -115,6 +121,13 @@ pub struct BenchArgs {
     /// Skip the 16-run sweep benchmark.
     #[arg(long)]
     pub no_sweep: bool,
+    /// Device for both implementations.
+    #[arg(long, value_enum, default_value_t)]
+    pub device: DeviceChoice,
+    /// Precisions to measure every net in (the reference uses torch.autocast for bf16); with both,
+    /// the bf16/fp32 speedup is printed too.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "fp32")]
+    pub precision: Vec<Precision>,
     /// Data directory for the sweep benchmark [default: $SHALLOW_DATA, else ./data].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -217,6 +230,10 @@ pub struct TrainArgs {
     /// How limits pick examples: stratified = balanced classes in file order; first = first N.
     #[arg(long, value_enum, default_value_t)]
     pub subset: Subset,
+    /// Arithmetic of convolutions and linear layer; bf16 is fast on AMX/AVX-512-BF16 CPUs and
+    /// GPUs (weights, optimizer and loss stay f32).
+    #[arg(long, value_enum, default_value_t)]
+    pub precision: Precision,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Write the full result (config, P, Q, per-epoch and final metrics, timings) as JSON.
@@ -243,6 +260,7 @@ impl TrainArgs {
             train_limit: self.train_limit,
             val_limit: self.val_limit,
             subset: self.subset,
+            precision: self.precision,
         }
     }
 }
@@ -283,26 +301,37 @@ pub fn run(command: Command) -> Result<ExitCode> {
             if !args.no_sweep {
                 data::ensure_available(&data_dir, data::MNIST, false)?;
             }
-            let table = bench::run(&bench::BenchOptions {
+            let options = bench::BenchOptions {
                 exe: std::env::current_exe()?,
                 python: args.python,
                 reference: PathBuf::from("bench/reference.py"),
                 threads: args.threads.unwrap_or_else(device::available_cores),
+                device: device::select_device(args.device)?,
+                precisions: args.precision,
                 repetitions: args.repetitions.max(1),
                 nets,
                 sweep_data: (!args.no_sweep).then_some(data_dir),
-            })?;
-            print!("{table}");
+            };
+            bench::run(&options, &mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::BenchStep {
             net,
             layout,
             threads,
+            device,
+            precision,
+            steps,
         } => {
             let net =
                 bench::BenchNet::named(&net).with_context(|| format!("unknown net '{net}'"))?;
-            let m = bench::measure_step(net, layout, threads)?;
+            let settings = bench::StepSettings {
+                threads,
+                device: device::select_device(device)?,
+                precision,
+                steps,
+            };
+            let m = bench::measure_step(net, layout, settings)?;
             println!("{}", serde_json::to_string(&m)?);
             Ok(ExitCode::SUCCESS)
         }

@@ -75,6 +75,35 @@ pub enum Head {
     Gap,
 }
 
+/// Arithmetic of the convolutions and the linear head. Parameters, optimizer state, batch-norm
+/// statistics and the loss stay in f32 either way.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    /// bfloat16 convolutions and linear layer (as PyTorch's autocast does): fast on CPUs with
+    /// AMX or AVX-512-BF16 and on GPUs.
+    Bf16,
+}
+
+impl Precision {
+    pub fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
 impl std::fmt::Display for Layout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -176,6 +205,7 @@ pub struct Net {
     bn: Option<BatchNorm>,
     head_w: Tensor,
     head_b: Tensor,
+    precision: Precision,
 }
 
 const BN_MOMENTUM: f64 = 0.1;
@@ -227,16 +257,23 @@ impl Net {
             bn,
             head_w,
             head_b,
+            precision: Precision::Fp32,
         })
+    }
+
+    /// Computes in `precision` from now on (the variables stay f32).
+    pub fn with_precision(mut self, precision: Precision) -> Net {
+        self.precision = precision;
+        self
     }
 
     pub fn architecture(&self) -> &Architecture {
         &self.arch
     }
 
-    /// Logits for a batch `[N, C, H, W]`; `train` selects batch statistics for batch norm.
+    /// Logits (in the variables' kind) for a batch `[N, C, H, W]`; `train` selects batch statistics for batch norm.
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let h = self.stem(x);
+        let h = self.stem(&self.low(x));
         let h = match self.arch.layout {
             Layout::Sequential => (0..self.arch.layers).fold(h, |h, i| {
                 let fi = self.unit_group(&h, i..i + 1, train);
@@ -247,7 +284,20 @@ impl Net {
                 h + branches
             }
         };
-        self.head(&h)
+        let logits = self.head(&h);
+        match self.precision {
+            Precision::Fp32 => logits,
+            Precision::Bf16 => logits.to_kind(Kind::Float),
+        }
+    }
+
+    /// `t` in the compute precision. The casts of the f32 variables are differentiable, so their
+    /// gradients arrive in f32 (autocast's scheme: f32 master weights, low-precision arithmetic).
+    fn low(&self, t: &Tensor) -> Tensor {
+        match self.precision {
+            Precision::Fp32 => t.shallow_clone(),
+            Precision::Bf16 => t.to_kind(Kind::BFloat16),
+        }
     }
 
     fn stem(&self, x: &Tensor) -> Tensor {
@@ -260,7 +310,14 @@ impl Net {
 
     fn conv(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
         let pad = (self.arch.kernel / 2) as i64;
-        x.conv2d(w, Some(b), [1, 1], [pad, pad], [1, 1], 1)
+        x.conv2d(
+            &self.low(w),
+            Some(self.low(b)),
+            [1, 1],
+            [pad, pad],
+            [1, 1],
+            1,
+        )
     }
 
     fn activate(&self, x: Tensor) -> Tensor {
@@ -308,7 +365,7 @@ impl Net {
             Head::Flatten => h.flatten(1, -1),
             Head::Gap => h.mean_dim(&[2i64, 3][..], false, None::<Kind>),
         };
-        features.linear(&self.head_w, Some(&self.head_b))
+        features.linear(&self.low(&self.head_w), Some(self.low(&self.head_b)))
     }
 }
 

@@ -13,7 +13,8 @@ use tch::{Device, Kind, Reduction, Tensor, nn, nn::OptimizerConfig};
 
 use crate::data::{CLASSES, Subset, Tensors};
 use crate::model::{
-    Activation, Architecture, Head, Layout, Net, Pool, determination_ratio, parameter_count,
+    Activation, Architecture, Head, Layout, Net, Pool, Precision, determination_ratio,
+    parameter_count,
 };
 
 /// Everything that determines a run's result (and so its identity in a sweep). Where and how fast
@@ -46,6 +47,10 @@ pub struct RunConfig {
     pub val_limit: Option<usize>,
     /// How the limits choose examples.
     pub subset: Subset,
+    /// Arithmetic precision. Left out of the serialised form when fp32, so that run ids of
+    /// sweeps recorded before this setting existed stay valid.
+    #[serde(default, skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
 }
 
 impl RunConfig {
@@ -199,7 +204,8 @@ pub fn train(
     cfg.validate()?;
     let started = Instant::now();
     let vs = nn::VarStore::new(device);
-    let net = Net::new(&vs.root(), cfg.architecture(data.shape), cfg.seed)?;
+    let net =
+        Net::new(&vs.root(), cfg.architecture(data.shape), cfg.seed)?.with_precision(cfg.precision);
     let params = parameter_count(&vs);
     let n = data.train_len();
     let mut opt = nn::Adam::default().build(&vs, cfg.lr)?;

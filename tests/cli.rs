@@ -134,24 +134,20 @@ fn diverging_run_exits_with_code_3_and_says_so() {
 }
 
 #[test]
-fn bench_step_prints_a_measurement() {
-    let out = Command::new(shallow_bin())
-        .args([
-            "bench-step",
-            "--net",
-            "tiny",
-            "--layout",
-            "parallel",
-            "--threads",
-            "1",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let m: shallow::bench::StepMeasurement = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(m.images_per_second > 0.0 && m.peak_rss_mb > 10.0, "{m:?}");
+fn bench_step_prints_a_measurement_in_both_precisions() {
+    for precision in ["fp32", "bf16"] {
+        let out = Command::new(shallow_bin())
+            .args(["bench-step", "--net", "tiny", "--layout", "parallel"])
+            .args(["--threads", "1", "--device", "cpu", "--steps", "5"])
+            .args(["--precision", precision])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let m: shallow::bench::StepMeasurement = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(m.images_per_second > 0.0 && m.peak_rss_mb > 10.0, "{m:?}");
+    }
 }

@@ -1,5 +1,5 @@
 //! Grid specs: expansion, stable identities, pairing and error messages.
-use shallow::model::Layout;
+use shallow::model::{Layout, Precision};
 use shallow::sweep::grid;
 
 #[test]
@@ -68,6 +68,37 @@ fn ids_change_with_any_setting_and_pairs_ignore_only_the_layout() {
     assert_eq!(g.pairs(), 4);
     let other = grid::parse(&A.replace("epochs = 2", "epochs = 3"), "x.toml").unwrap();
     assert!(other.runs.iter().all(|r| !ids.contains(&r.id)));
+}
+
+/// Precision is an axis like any other, but fp32 runs keep the ids they had before the setting
+/// existed, so databases recorded then stay valid.
+#[test]
+fn precision_axis_adds_bf16_runs_and_keeps_fp32_ids() {
+    let before: Vec<String> = grid::parse(A, "x.toml")
+        .unwrap()
+        .runs
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let explicit = grid::parse(&format!("{A}precision = \"fp32\"\n"), "x.toml").unwrap();
+    assert_eq!(
+        explicit
+            .runs
+            .iter()
+            .map(|r| r.id.clone())
+            .collect::<Vec<_>>(),
+        before
+    );
+    let both = grid::parse(&format!("{A}precision = [\"fp32\", \"bf16\"]\n"), "x.toml").unwrap();
+    assert_eq!(both.runs.len(), 16);
+    assert_eq!(both.pairs(), 8);
+    let bf16: Vec<_> = both
+        .runs
+        .iter()
+        .filter(|r| r.config.precision == Precision::Bf16)
+        .collect();
+    assert_eq!(bf16.len(), 8);
+    assert!(bf16.iter().all(|r| !before.contains(&r.id)));
 }
 
 #[test]

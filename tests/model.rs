@@ -1,7 +1,8 @@
 //! The two layouts: parameter parity, equivalence at L = 1, hand-computed forward passes,
 //! finite-difference gradients, and the fused parallel convolution.
 use shallow::model::{
-    Activation, Architecture, Head, Layout, Net, Pool, determination_ratio, parameter_count,
+    Activation, Architecture, Head, Layout, Net, Pool, Precision, determination_ratio,
+    parameter_count,
 };
 use tch::{Device, Kind, Tensor, nn};
 
@@ -370,6 +371,40 @@ fn fused_parallel_convolution_equals_separate_convolutions() {
     let (gw_sep, gb_sep) = grads(&separate);
     assert!(max_abs_diff(&gw_fused, &gw_sep) < 1e-12);
     assert!(max_abs_diff(&gb_fused, &gb_sep) < 1e-12);
+}
+
+/// bf16 must really compute in bf16 (results differ from f32 by rounding, not more), return f32
+/// logits, and leave f32 gradients on the f32 variables.
+#[test]
+fn bf16_computes_in_bf16_and_keeps_f32_variables_and_gradients() {
+    for layout in [Layout::Sequential, Layout::Parallel] {
+        let a = Architecture {
+            batchnorm: true,
+            ..arch(layout, 3, 8, 3)
+        };
+        let (_, fp32) = build(a, 5);
+        let (vs, bf16) = build(a, 5);
+        let bf16 = bf16.with_precision(Precision::Bf16);
+        let x = Tensor::randn([4, 1, 6, 6], (Kind::Float, Device::Cpu));
+        let (exact, low) = (fp32.forward(&x, true), bf16.forward(&x, true));
+        assert_eq!(low.kind(), Kind::Float);
+        let relative = max_abs_diff(&exact, &low) / exact.abs().max().double_value(&[]);
+        assert!(
+            relative > 1e-5 && relative < 0.05,
+            "{layout}: relative difference {relative}"
+        );
+        shallow::train::cross_entropy(&low, &Tensor::from_slice(&[0i64, 1, 2, 3])).backward();
+        for (name, v) in vs.variables() {
+            if v.requires_grad() {
+                assert_eq!(v.kind(), Kind::Float, "{name}");
+                assert_eq!(v.grad().kind(), Kind::Float, "{name}");
+                assert!(
+                    v.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0,
+                    "{name}"
+                );
+            }
+        }
+    }
 }
 
 #[test]

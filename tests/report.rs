@@ -5,7 +5,7 @@ use std::path::Path;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shallow::data::Subset;
-use shallow::model::{Activation, Head, Layout, Pool};
+use shallow::model::{Activation, Head, Layout, Pool, Precision};
 use shallow::report::{self, analysis, stats};
 use shallow::sweep::grid::{RunSpec, pair_id, run_id};
 use shallow::sweep::store::{Finish, SqliteStore, Store, WorkerInfo};
@@ -29,6 +29,7 @@ fn config(dataset: &str, layout: Layout, filters: usize, layers: usize) -> RunCo
         train_limit: None,
         val_limit: None,
         subset: Subset::Stratified,
+        precision: Precision::Fp32,
     }
 }
 

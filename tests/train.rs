@@ -1,32 +1,11 @@
 //! One training run on real and generated data.
 mod common;
 
-use common::{real_data, write_idx_dataset};
+use common::{assert_bf16_within_tolerance_of_fp32, real_data, run_config, write_idx_dataset};
 use shallow::data::{self, Subset};
-use shallow::model::{Activation, Head, Layout, Pool};
+use shallow::model::{Layout, Pool};
 use shallow::train::{self, Outcome, RunConfig, Silent};
 use tch::Device;
-
-fn config(dataset: &str, layout: Layout) -> RunConfig {
-    RunConfig {
-        dataset: dataset.into(),
-        layout,
-        layers: 4,
-        filters: 32,
-        kernel: 3,
-        activation: Activation::Relu,
-        pool: Pool::None,
-        batchnorm: false,
-        head: Head::Flatten,
-        lr: 1e-3,
-        batch_size: 32,
-        epochs: 1,
-        seed: 0,
-        train_limit: Some(5000),
-        val_limit: Some(2000),
-        subset: Subset::Stratified,
-    }
-}
 
 #[test]
 fn one_epoch_on_5k_mnist_exceeds_90_percent_in_both_layouts() {
@@ -34,7 +13,7 @@ fn one_epoch_on_5k_mnist_exceeds_90_percent_in_both_layouts() {
     for layout in [Layout::Sequential, Layout::Parallel] {
         let cfg = RunConfig {
             pool: Pool::Max2,
-            ..config(data::MNIST, layout)
+            ..run_config(data::MNIST, layout)
         };
         let tensors = data::prepare(
             &raw,
@@ -54,6 +33,11 @@ fn one_epoch_on_5k_mnist_exceeds_90_percent_in_both_layouts() {
     }
 }
 
+#[test]
+fn bf16_final_losses_stay_within_tolerance_of_fp32() {
+    assert_bf16_within_tolerance_of_fp32(Device::Cpu);
+}
+
 fn tiny(dir: &std::path::Path) -> data::Tensors {
     write_idx_dataset(&dir.join("tiny"), 60, 20, 6, false);
     let raw = data::load(dir, "tiny").unwrap();
@@ -68,7 +52,7 @@ fn tiny_config(layout: Layout) -> RunConfig {
         batch_size: 16,
         train_limit: None,
         val_limit: None,
-        ..config("tiny", layout)
+        ..run_config("tiny", layout)
     }
 }
 

@@ -87,12 +87,13 @@ pub fn default_settings() -> toml::Table {
         epochs = 1
         seed = 0
         subset = "stratified"
+        precision = "fp32"
     }
 }
 
 /// Axes are expanded in this order, the last one innermost, so that the two layouts of a pair are
 /// neighbours and a partly finished sweep holds complete pairs.
-const AXIS_ORDER: [&str; 16] = [
+const AXIS_ORDER: [&str; 17] = [
     "dataset",
     "seed",
     "epochs",
@@ -100,6 +101,7 @@ const AXIS_ORDER: [&str; 16] = [
     "train_limit",
     "val_limit",
     "subset",
+    "precision",
     "lr",
     "batchnorm",
     "pool",

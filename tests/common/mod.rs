@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use shallow::data::{cifar, idx};
+use shallow::data::{self, Subset, cifar, idx};
+use shallow::model::{Activation, Head, Layout, Pool, Precision};
+use shallow::train::{self, Outcome, RunConfig, Silent};
+use tch::Device;
 
 /// `$SHALLOW_DATA`, the real datasets (CI sets it to ../shared/data). Tests that need real data
 /// fail loudly without it rather than pass vacuously.
@@ -79,4 +82,61 @@ pub fn write_cifar_dataset(dir: &Path, per_file: usize) {
 /// Path of the built `shallow` binary.
 pub fn shallow_bin() -> &'static str {
     env!("CARGO_BIN_EXE_shallow")
+}
+
+/// The MNIST bench net (L=4, F=32, k=3) on 5k/2k stratified examples, one epoch.
+pub fn run_config(dataset: &str, layout: Layout) -> RunConfig {
+    RunConfig {
+        dataset: dataset.into(),
+        layout,
+        layers: 4,
+        filters: 32,
+        kernel: 3,
+        activation: Activation::Relu,
+        pool: Pool::None,
+        batchnorm: false,
+        head: Head::Flatten,
+        lr: 1e-3,
+        batch_size: 32,
+        epochs: 1,
+        seed: 0,
+        train_limit: Some(5000),
+        val_limit: Some(2000),
+        subset: Subset::Stratified,
+        precision: Precision::Fp32,
+    }
+}
+
+/// The accuracy README states for `--precision bf16`: final losses within this fraction of fp32's.
+const BF16_TOLERANCE: f64 = 0.10;
+
+/// Trains the MNIST bench net (L=4, F=32, k=3) on 3k MNIST for one epoch in both layouts and
+/// precisions on `device`; bf16's final training and validation losses must stay within
+/// BF16_TOLERANCE of fp32's.
+pub fn assert_bf16_within_tolerance_of_fp32(device: Device) {
+    let raw = data::load(&real_data(), data::MNIST).unwrap();
+    for layout in [Layout::Sequential, Layout::Parallel] {
+        let cfg = RunConfig {
+            train_limit: Some(3000),
+            val_limit: Some(1000),
+            ..run_config(data::MNIST, layout)
+        };
+        let tensors = data::prepare(&raw, cfg.train_limit, cfg.val_limit, cfg.subset, device);
+        let run = |precision| {
+            let cfg = RunConfig {
+                precision,
+                ..cfg.clone()
+            };
+            let r = train::train(&cfg, &tensors, device, &mut Silent).unwrap();
+            assert_eq!(r.outcome, Outcome::Done, "{layout} {precision}");
+            (r.final_train_loss.unwrap(), r.final_val_loss.unwrap())
+        };
+        let (fp32, bf16) = (run(Precision::Fp32), run(Precision::Bf16));
+        for (what, a, b) in [("train", fp32.0, bf16.0), ("val", fp32.1, bf16.1)] {
+            assert!(
+                (a - b).abs() <= BF16_TOLERANCE * a,
+                "{layout} on {device:?}: {what} loss fp32 {a} vs bf16 {b}"
+            );
+        }
+    }
 }
