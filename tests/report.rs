@@ -1,11 +1,13 @@
 //! The report on stores filled with synthetic runs of known values, the statistics against
 //! reference values, and the report files themselves.
+mod common;
+
 use std::path::Path;
 
+use common::run_config;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use shallow::data::Subset;
-use shallow::model::{Activation, Head, Layout, Pool, Precision};
+use shallow::model::Layout;
 use shallow::report::{self, analysis, stats};
 use shallow::sweep::grid::{RunSpec, pair_id, run_id};
 use shallow::sweep::store::{Finish, SqliteStore, Store, WorkerInfo};
@@ -13,23 +15,12 @@ use shallow::train::{EpochMetrics, Outcome, RunConfig, RunResult};
 
 fn config(dataset: &str, layout: Layout, filters: usize, layers: usize) -> RunConfig {
     RunConfig {
-        dataset: dataset.into(),
-        layout,
         layers,
         filters,
-        kernel: 3,
-        activation: Activation::Relu,
-        pool: Pool::None,
-        batchnorm: false,
-        head: Head::Flatten,
-        lr: 1e-3,
-        batch_size: 32,
         epochs: 2,
-        seed: 0,
         train_limit: None,
         val_limit: None,
-        subset: Subset::Stratified,
-        precision: Precision::Fp32,
+        ..run_config(dataset, layout)
     }
 }
 
