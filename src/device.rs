@@ -8,6 +8,8 @@ use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
+use crate::model::Precision;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
@@ -83,6 +85,29 @@ fn libtorch_dir() -> Option<PathBuf> {
         .filter_map(|line| line.split_whitespace().nth(5))
         .find(|path| path.ends_with("/libtorch_cpu.so"))
         .and_then(|path| PathBuf::from(path).parent().map(PathBuf::from))
+}
+
+/// Whether this CPU computes bf16 in hardware (AMX or AVX-512-BF16); without, oneDNN emulates it
+/// in software and `--precision bf16` gains nothing over fp32.
+pub fn cpu_has_fast_bf16() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
+        info.lines().filter(|l| l.starts_with("flags")).any(|l| {
+            l.split_whitespace()
+                .any(|f| f == "amx_bf16" || f == "avx512_bf16")
+        })
+    })
+}
+
+/// Says once per process that bf16 will be slow here, if it will.
+pub fn warn_if_bf16_is_slow(device: Device, precision: Precision) {
+    static ONCE: Once = Once::new();
+    if precision == Precision::Bf16 && device == Device::Cpu && !cpu_has_fast_bf16() {
+        ONCE.call_once(|| {
+            tracing::warn!(
+                "--precision bf16 on a CPU without AMX or AVX-512-BF16: emulated in software, expect no speedup over fp32"
+            );
+        });
+    }
 }
 
 /// Threads for libtorch's intra-op parallelism of this process.

@@ -202,6 +202,7 @@ pub fn train(
     observer: &mut dyn Observer,
 ) -> Result<RunResult> {
     cfg.validate()?;
+    crate::device::warn_if_bf16_is_slow(device, cfg.precision);
     let started = Instant::now();
     let vs = nn::VarStore::new(device);
     let net =
