@@ -113,22 +113,21 @@ pub struct StepSettings {
     pub steps: usize,
 }
 
-/// Timed steps on a GPU per timed step on 2 CPU cores: about 100× the throughput, so a
-/// measurement still lasts long enough to average out clock ramps and launch jitter.
-const CUDA_STEP_FACTOR: usize = 50;
+/// Timed steps of every net on a GPU: 0.4–1.3 s each on an H200, long enough to average out
+/// launch jitter, short enough for a bench of all nets to fit a few minutes of a lent GPU.
+const CUDA_STEPS: usize = 300;
 
 impl StepSettings {
     pub fn for_net(net: BenchNet, threads: usize, device: Device, precision: Precision) -> Self {
-        let factor = if device.is_cuda() {
-            CUDA_STEP_FACTOR
-        } else {
-            1
-        };
         StepSettings {
             threads,
             device,
             precision,
-            steps: net.steps * factor,
+            steps: if device.is_cuda() {
+                CUDA_STEPS
+            } else {
+                net.steps
+            },
         }
     }
 }
