@@ -2,7 +2,7 @@
 use std::path::Path;
 
 use anyhow::{Result, anyhow};
-use plotters::coord::Shift;
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 
 use super::analysis::{Metric, Pair, Q_EDGES};
@@ -54,6 +54,23 @@ fn render(dir: &Path, name: &str, svg: &Drawer, png: &BitmapDrawer) -> Result<()
 
 fn plot_error<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("plotting: {e}")
+}
+
+/// The legend box every figure uses, at `position`.
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(position)
+        .draw()
+        .map_err(plot_error)
 }
 
 /// Calls `$body` with the drawing area for both backends (plotters' backends are distinct types).
@@ -182,13 +199,7 @@ fn scatter_pairs(
                 .label(dataset.as_str())
                 .legend(move |(x, y)| Circle::new((x + 7, y), 4, colour.filled()));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperLeft)
-            .draw()
-            .map_err(plot_error)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
     })
 }
@@ -238,12 +249,7 @@ pub fn loss_vs_q(dir: &Path, name: &str, pairs: &[Pair], dataset: &str) -> Resul
                 .label(layout.to_string())
                 .legend(move |(x, y)| Circle::new((x + 7, y), 4, colour.filled()));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_error)?;
+        draw_legend(&mut chart, SeriesLabelPosition::MiddleRight)?;
         Ok(())
     })
 }
@@ -311,12 +317,7 @@ pub fn learning_curves(
                 ))
                 .map_err(plot_error)?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_error)?;
+        draw_legend(&mut chart, SeriesLabelPosition::MiddleRight)?;
         Ok(())
     })
 }
