@@ -101,11 +101,14 @@ pub fn cpu_has_fast_bf16() -> bool {
 /// Says once per process that bf16 will be slow here, if it will.
 pub fn warn_if_bf16_is_slow(device: Device, precision: Precision) {
     static ONCE: Once = Once::new();
-    if precision == Precision::Bf16 && device == Device::Cpu && !cpu_has_fast_bf16() {
+    if precision == Precision::Bf16 && device == Device::Cpu {
+        // Checked once: a sweep worker calls this for every run.
         ONCE.call_once(|| {
-            tracing::warn!(
-                "--precision bf16 on a CPU without AMX or AVX-512-BF16: emulated in software, expect no speedup over fp32"
-            );
+            if !cpu_has_fast_bf16() {
+                tracing::warn!(
+                    "--precision bf16 on a CPU without AMX or AVX-512-BF16: emulated in software, expect no speedup over fp32"
+                );
+            }
         });
     }
 }
