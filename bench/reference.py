@@ -5,6 +5,8 @@ in plain PyTorch, as a researcher would write it. Prints one JSON object per mea
   python bench/reference.py step --net cifar --layout sequential --threads 2 --steps 400 \
       --device cuda --precision bf16
   python bench/reference.py sweep --data-dir ../shared/data --threads 2
+  python bench/reference.py train --data-dir ../shared/data --layout sequential --seed 3 ...
+  python bench/reference.py replay --trace run.trace --data-dir ../shared/data
 
 The model matches src/model.rs: stem conv k×k + ReLU, L residual units φ(conv_i(h)) either stacked
 (sequential) or summed side by side (parallel), flatten → linear. The parallel layout here is the
@@ -16,6 +18,7 @@ import contextlib
 import argparse
 import gzip
 import json
+import os
 import resource
 import sys
 import time
@@ -34,28 +37,45 @@ NETS = {
 }
 
 
+ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh}
+
+
 class Net(nn.Module):
-    def __init__(self, layout, channels, side, layers, filters, kernel, pool):
+    """src/model.rs in plain PyTorch: stem conv k×k + φ (+ 2×2 max-pool), L residual units
+    φ(BN?(conv_i(h))) stacked or summed side by side, then flatten (or global average pool) → linear."""
+
+    def __init__(self, layout, channels, side, layers, filters, kernel, pool,
+                 activation="relu", batchnorm=False, head="flatten"):
         super().__init__()
-        self.layout, self.pool = layout, pool
+        self.layout, self.pool, self.head_kind = layout, pool, head
+        self.act = ACTIVATIONS[activation]
         pad = kernel // 2
         self.stem = nn.Conv2d(channels, filters, kernel, padding=pad)
+        # No bias before batch norm, whose shift makes it redundant (as in src/model.rs).
         self.units = nn.ModuleList(
-            nn.Conv2d(filters, filters, kernel, padding=pad) for _ in range(layers)
+            nn.Conv2d(filters, filters, kernel, padding=pad, bias=not batchnorm) for _ in range(layers)
         )
+        self.bns = nn.ModuleList(nn.BatchNorm2d(filters) for _ in range(layers)) if batchnorm else None
         feat = side // 2 if pool else side
-        self.head = nn.Linear(filters * feat * feat, 10)
+        self.head = nn.Linear(filters * feat * feat if head == "flatten" else filters, 10)
+
+    def unit(self, i, h):
+        z = self.units[i](h)
+        if self.bns is not None:
+            z = self.bns[i](z)
+        return self.act(z)
 
     def forward(self, x):
-        h = F.relu(self.stem(x))
+        h = self.act(self.stem(x))
         if self.pool:
             h = F.max_pool2d(h, 2)
         if self.layout == "sequential":
-            for conv in self.units:
-                h = h + F.relu(conv(h))
+            for i in range(len(self.units)):
+                h = h + self.unit(i, h)
         else:
-            h = h + sum(F.relu(conv(h)) for conv in self.units)
-        return self.head(h.flatten(1))
+            h = h + sum(self.unit(i, h) for i in range(len(self.units)))
+        features = h.flatten(1) if self.head_kind == "flatten" else h.mean(dim=(2, 3))
+        return self.head(features)
 
 
 def peak_rss_mb():
@@ -99,15 +119,37 @@ def step_bench(args):
 
 
 def read_idx(path):
-    with gzip.open(path, "rb") as f:
+    """An IDX file, gzipped or not (as shallow's reader: by the gzip magic bytes)."""
+    with open(path, "rb") as f:
         data = f.read()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
     ndim = data[3]
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
+def read_split(data_dir, dataset, train):
+    """Images (uint8, NCHW) and labels of a dataset's training or test split, from the official files."""
+    if dataset == "cifar10":
+        names = [f"data_batch_{i}.bin" for i in range(1, 6)] if train else ["test_batch.bin"]
+        raw = np.concatenate([np.fromfile(os.path.join(data_dir, "cifar-10-batches-bin", n), np.uint8)
+                              for n in names]).reshape(-1, 3073)
+        return raw[:, 1:].reshape(-1, 3, 32, 32), raw[:, 0]
+    prefix = "train" if train else "t10k"
+
+    def find(stem):
+        path = os.path.join(data_dir, dataset, stem)
+        return path + ".gz" if os.path.isfile(path + ".gz") else path
+
+    images = read_idx(find(f"{prefix}-images-idx3-ubyte"))
+    return images[:, None], read_idx(find(f"{prefix}-labels-idx1-ubyte"))
+
+
 def stratified(labels, limit):
     """Same rule as shallow's --subset stratified: round-robin over classes in file order."""
+    if limit is None or limit >= len(labels):
+        return np.arange(len(labels))
     by_class = [list(np.flatnonzero(labels == c)) for c in range(10)]
     chosen, i = [], 0
     while len(chosen) < limit:
@@ -116,6 +158,23 @@ def stratified(labels, limit):
                 chosen.append(by_class[c][i])
         i += 1
     return np.sort(np.array(chosen))
+
+
+def load_data(data_dir, dataset, train_limit, val_limit, subset, device="cpu"):
+    """shallow's data::prepare: the subsets, images in [0, 1] normalised per channel with the mean
+    and (population) standard deviation of the selected training images."""
+    def select(train, limit):
+        images, labels = read_split(data_dir, dataset, train)
+        keep = stratified(labels, limit) if subset == "stratified" else np.arange(len(labels))[:limit]
+        x = torch.tensor(images[keep], dtype=torch.float32) / 255
+        return x, torch.tensor(labels[keep], dtype=torch.long)
+
+    train_x, train_y = select(True, train_limit)
+    val_x, val_y = select(False, val_limit)
+    mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
+    std = train_x.std(dim=(0, 2, 3), keepdim=True, correction=0)
+    return {"train_x": ((train_x - mean) / std).to(device), "train_y": train_y.to(device),
+            "val_x": ((val_x - mean) / std).to(device), "val_y": val_y.to(device)}
 
 
 def evaluate(net, x, y):
@@ -139,29 +198,168 @@ def sweep_bench(args):
         for filters in (8, 16):
             for kernel in (3, 5):
                 for layout in ("sequential", "parallel"):
-                    d = args.data_dir + "/mnist/"
-                    xtr, ytr = read_idx(d + "train-images-idx3-ubyte.gz"), read_idx(d + "train-labels-idx1-ubyte.gz")
-                    xte, yte = read_idx(d + "t10k-images-idx3-ubyte.gz"), read_idx(d + "t10k-labels-idx1-ubyte.gz")
-                    tr, te = stratified(ytr, 5000), stratified(yte, 1000)
-                    xtr = torch.tensor(xtr[tr], dtype=torch.float32, device=args.device).unsqueeze(1) / 255
-                    xte = torch.tensor(xte[te], dtype=torch.float32, device=args.device).unsqueeze(1) / 255
-                    mean, std = xtr.mean(), xtr.std()
-                    xtr, xte = (xtr - mean) / std, (xte - mean) / std
-                    ytr_t = torch.tensor(ytr[tr], dtype=torch.long, device=args.device)
-                    yte_t = torch.tensor(yte[te], dtype=torch.long, device=args.device)
+                    d = load_data(args.data_dir, "mnist", 5000, 1000, "stratified", args.device)
                     torch.manual_seed(0)
                     net = Net(layout, 1, 28, layers, filters, kernel, True).to(args.device)
                     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-                    perm = torch.randperm(len(ytr_t), device=args.device)
+                    perm = torch.randperm(len(d["train_y"]), device=args.device)
                     for i in range(0, len(perm), 32):
                         idx = perm[i:i + 32]
                         opt.zero_grad()
-                        F.cross_entropy(net(xtr[idx]), ytr_t[idx]).backward()
+                        F.cross_entropy(net(d["train_x"][idx]), d["train_y"][idx]).backward()
                         opt.step()
-                    results.append(evaluate(net, xte, yte_t) + evaluate(net, xtr, ytr_t))
+                    results.append(evaluate(net, d["val_x"], d["val_y"]) + evaluate(net, d["train_x"], d["train_y"]))
     synchronize(args.device)
     print(json.dumps({"wall_seconds": time.perf_counter() - start, "runs": len(results),
                       "peak_rss_mb": peak_rss_mb()}))
+
+
+def build(cfg, shape):
+    """The net of a shallow run config (a dict as in shallow's --json) for inputs of `shape` [C, H, W]."""
+    return Net(cfg["layout"], shape[0], shape[1], cfg["layers"], cfg["filters"], cfg["kernel"],
+               cfg["pool"] == "max2", cfg["activation"], cfg["batchnorm"], cfg["head"])
+
+
+def fused(net):
+    """The net's tensors under shallow's variable names: the L unit convolutions (and batch norms)
+    concatenated along the output channels, as shallow holds them in one [L·F, F, k, k] tensor."""
+    cat = lambda ts: torch.cat(list(ts), 0)
+    named = {"stem.weight": [net.stem.weight], "stem.bias": [net.stem.bias],
+             "units.weight": [u.weight for u in net.units],
+             "head.weight": [net.head.weight], "head.bias": [net.head.bias]}
+    if net.bns is None:
+        named["units.bias"] = [u.bias for u in net.units]
+    else:
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            named[f"units.bn.{name}"] = [getattr(bn, name) for bn in net.bns]
+    return {name: (parts, cat(parts)) for name, parts in named.items()}
+
+
+def load_initial(net, arrays):
+    """Copies shallow's initial variables (trace.npz, `init.<name>`) into the net."""
+    with torch.no_grad():
+        for name, (parts, _) in fused(net).items():
+            values = torch.from_numpy(arrays[f"init.{name}"]).chunk(len(parts), 0)
+            for p, v in zip(parts, values):
+                p.copy_(v.reshape(p.shape))
+
+
+def fit(net, cfg, data, order_of_epoch, on_step=None):
+    """Adam on softmax cross-entropy over `epochs` passes in the given example orders, then the
+    final evaluation: shallow's train::train."""
+    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
+    batch, n = cfg["batch_size"], len(data["train_y"])
+    epochs = []
+    for epoch in range(1, cfg["epochs"] + 1):
+        order = order_of_epoch(epoch)
+        net.train()
+        for step, start in enumerate(range(0, n, batch)):
+            idx = order[start:start + batch]
+            opt.zero_grad()
+            loss = F.cross_entropy(net(data["train_x"][idx]), data["train_y"][idx])
+            loss.backward()
+            opt.step()
+            if on_step:
+                on_step(epoch, step, loss.item())
+        epochs.append(evaluate(net, data["val_x"], data["val_y"]))
+    train_loss, train_acc = evaluate(net, data["train_x"], data["train_y"])
+    return {"epochs": epochs, "final_train_loss": train_loss, "final_train_acc": train_acc,
+            "final_val_loss": epochs[-1][0], "final_val_acc": epochs[-1][1]}
+
+
+def train_mode(args):
+    """One run of shallow's protocol in plain PyTorch: PyTorch's own initialisation
+    (torch.manual_seed) and shuffles (torch.randperm), unless taken from a shallow trace."""
+    cfg = {"layout": args.layout, "layers": args.layers, "filters": args.filters, "kernel": args.kernel,
+           "pool": args.pool, "activation": args.activation, "batchnorm": args.batchnorm,
+           "head": args.head, "lr": args.lr, "batch_size": args.batch_size, "epochs": args.epochs}
+    data = load_data(args.data_dir, args.dataset, args.train_limit, args.val_limit, args.subset)
+    torch.manual_seed(args.seed)
+    net = build(cfg, data["train_x"].shape[1:])
+    if args.init_from:
+        load_initial(net, np.load(os.path.join(args.init_from, "trace.npz")))
+    if args.order_from:
+        orders = np.load(os.path.join(args.order_from, "trace.npz"))
+        order_of_epoch = lambda e: torch.from_numpy(orders[f"order.{e}"])
+    else:
+        g = torch.Generator().manual_seed(args.seed)
+        order_of_epoch = lambda e: torch.randperm(len(data["train_y"]), generator=g)
+    print(json.dumps({"seed": args.seed, **fit(net, cfg, data, order_of_epoch)}))
+
+
+# Replay tolerances, relative (losses to max(1, |loss|), variable checksums to the tensor's norm).
+# shallow and PyTorch run the same libtorch kernels, but shallow applies the parallel units as one
+# convolution with L·F output channels and PyTorch as L convolutions, so results differ by
+# rounding. Measured over the fidelity test's 8 runs (1 epoch, 19 steps, lr 3e-4, one thread on
+# both sides): ≤ 2.1e-7 on losses and ≤ 1.9e-7 on checksums. Without batch norm 1e-6 leaves 5×
+# room and still catches an Adam ε of 1e-7 instead of 1e-8 (3e-6 on the MNIST net's losses).
+# Batch norm amplifies rounding (Adam divides by the root of the squared gradient, so a shift
+# whose gradient is near zero moves by up to ±lr on rounding noise alone): 1e-5 there; a wrong
+# batch-norm momentum (0.11 for 0.1) fails at the first step (running mean 1e-1 off). Replay with
+# the traced run's thread count: another count changes summation orders, which batch norm then
+# amplifies to ~1e-4.
+TOLERANCES = {"plain": (1e-6, 1e-6), "batchnorm": (1e-5, 1e-5)}
+
+
+class Mismatch(Exception):
+    pass
+
+
+def check(what, ours, theirs, scale, rtol):
+    if not abs(ours - theirs) <= rtol * scale:
+        raise Mismatch(f"{what}: shallow {theirs!r}, PyTorch {ours!r} (difference "
+                       f"{abs(ours - theirs):.3g} > {rtol:g} × scale {scale:.3g})")
+    return abs(ours - theirs) / scale
+
+
+def replay_mode(args):
+    """Trains a shallow trace's run in PyTorch from its initial weights and batch order, checking
+    every step's loss and every variable after every update; names the first step and tensor
+    where the two part. Exit 1 on a mismatch."""
+    with open(os.path.join(args.trace, "trace.json")) as f:
+        trace = json.load(f)
+    arrays = np.load(os.path.join(args.trace, "trace.npz"))
+    result, records = trace["result"], iter(trace["steps"])
+    cfg = result["config"]
+    data = {k: torch.from_numpy(arrays[k]) for k in ("train_x", "train_y", "val_x", "val_y")}
+    worst = {"loss": 0.0, "checksum": 0.0}
+    loss_rtol, checksum_rtol = TOLERANCES["batchnorm" if cfg["batchnorm"] else "plain"]
+    try:
+        if args.data_dir:  # PyTorch's own loading of the same subset must give the same tensors
+            own = load_data(args.data_dir, cfg["dataset"], cfg["train_limit"], cfg["val_limit"], cfg["subset"])
+            for k, t in data.items():
+                if own[k].shape != t.shape or (own[k].double() - t.double()).abs().max() > 1e-5:
+                    raise Mismatch(f"data: {k} loaded by PyTorch differs from shallow's")
+        net = build(cfg, data["train_x"].shape[1:])
+        load_initial(net, arrays)
+
+        def on_step(epoch, step, loss):
+            rec = next(records)
+            where = f"epoch {epoch} step {step}"
+            worst["loss"] = max(worst["loss"], check(f"{where}: loss", loss, rec["loss"], max(1.0, abs(rec["loss"])), loss_rtol))
+            with torch.no_grad():
+                for name, (_, t) in fused(net).items():
+                    t = t.double()
+                    s, norm = rec["checksums"][name]
+                    scale = max(norm, 1e-12)
+                    worst["checksum"] = max(
+                        worst["checksum"],
+                        check(f"{where}: {name} (norm)", t.norm().item(), norm, scale, checksum_rtol),
+                        check(f"{where}: {name} (sum)", t.sum().item(), s, scale * t.numel() ** 0.5, checksum_rtol))
+
+        out = fit(net, cfg, data, lambda e: torch.from_numpy(arrays[f"order.{e}"]), on_step)
+        for epoch, (val_loss, _) in zip(result["epochs"], out["epochs"]):
+            check(f"epoch {epoch['epoch']}: validation loss", val_loss, epoch["val_loss"], max(1.0, val_loss), loss_rtol)
+        for key in ("final_train_loss", "final_val_loss"):
+            check(key, out[key], result[key], max(1.0, out[key]), loss_rtol)
+        for key, n in (("final_train_acc", len(data["train_y"])), ("final_val_acc", len(data["val_y"]))):
+            check(key, out[key], result[key], 1.0, 2.0 / n)  # one or two borderline examples may flip
+    except Mismatch as e:
+        print(json.dumps({"match": False, "first_mismatch": str(e)}))
+        return 1
+    print(json.dumps({"match": True, "steps": len(trace["steps"]), "max_loss_rel_diff": worst["loss"],
+                      "max_checksum_rel_diff": worst["checksum"]}))
+    return 0
 
 
 def main():
@@ -180,11 +378,34 @@ def main():
     w.add_argument("--data-dir", required=True)
     w.add_argument("--threads", type=int, required=True)
     w.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    t = sub.add_parser("train", help="one run of shallow's training protocol, PyTorch's own RNG")
+    t.add_argument("--data-dir", required=True)
+    t.add_argument("--dataset", default="mnist")
+    t.add_argument("--layout", choices=["sequential", "parallel"], required=True)
+    for name, default in (("layers", 4), ("filters", 32), ("kernel", 3), ("batch-size", 32),
+                          ("epochs", 1), ("seed", 0)):
+        t.add_argument(f"--{name}", type=int, default=default)
+    t.add_argument("--train-limit", type=int)
+    t.add_argument("--val-limit", type=int)
+    t.add_argument("--subset", choices=["stratified", "first"], default="stratified")
+    t.add_argument("--activation", choices=list(ACTIVATIONS), default="relu")
+    t.add_argument("--pool", choices=["none", "max2"], default="none")
+    t.add_argument("--head", choices=["flatten", "gap"], default="flatten")
+    t.add_argument("--batchnorm", action="store_true")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--init-from", metavar="TRACE", help="initial weights from a shallow trace folder")
+    t.add_argument("--order-from", metavar="TRACE", help="example order from a shallow trace folder")
+    t.add_argument("--threads", type=int, default=1)
+    r = sub.add_parser("replay", help="train a `shallow train --trace` run in PyTorch, compare step by step")
+    r.add_argument("--trace", required=True, help="folder written by `shallow train --trace`")
+    r.add_argument("--data-dir", help="also check that PyTorch loads the same data from here")
+    r.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    if args.device == "cuda":
+    if getattr(args, "device", "cpu") == "cuda":
         torch.backends.cudnn.benchmark = True
-    step_bench(args) if args.mode == "step" else sweep_bench(args)
+    modes = {"step": step_bench, "sweep": sweep_bench, "train": train_mode, "replay": replay_mode}
+    return modes[args.mode](args)
 
 
 if __name__ == "__main__":

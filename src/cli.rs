@@ -9,8 +9,9 @@ use shallow::bench;
 use shallow::data::{self, Subset};
 use shallow::device::{self, DeviceChoice};
 use shallow::model::{Activation, Head, Layout, Pool, Precision};
-use shallow::report;
+use shallow::report::{self, equivalence::Margins};
 use shallow::sweep::{coordinator, grid, worker};
+use shallow::trace::Trace;
 use shallow::train::{self, Outcome, RunConfig, RunResult};
 
 /// Exit code of `train` when the run diverged (its result is still printed and written).
@@ -63,6 +64,10 @@ pub enum Command {
         /// Output folder.
         #[arg(long, default_value = "report")]
         out: PathBuf,
+        /// Equivalence margins of the verdicts: the validation loss relative to the sequential
+        /// run's, and the validation accuracy in points; a key left out keeps its default.
+        #[arg(long, default_value = "loss=2%,acc=0.5")]
+        margin: Margins,
     },
     /// Benchmark training speed against the PyTorch reference (bench/reference.py) in one run.
     Bench(BenchArgs),
@@ -239,6 +244,10 @@ pub struct TrainArgs {
     /// Write the full result (config, P, Q, per-epoch and final metrics, timings) as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Record the run into this folder for `bench/reference.py replay`: data, initial weights and
+    /// batch order (trace.npz), every step's loss and variable checksums (trace.json).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
 }
 
 impl TrainArgs {
@@ -278,8 +287,8 @@ pub fn run(command: Command) -> Result<ExitCode> {
             println!("{n} runs written to {}", csv.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Report { db, out } => {
-            let files = report::generate(&db, &out)?;
+        Command::Report { db, out, margin } => {
+            let files = report::generate(&db, &out, &margin)?;
             println!(
                 "report on {} of {} runs: {} and {}",
                 files.finished_runs,
@@ -434,7 +443,21 @@ fn train_command(args: &TrainArgs) -> Result<ExitCode> {
         .expect("valid template")
         .progress_chars("=> "),
     );
-    let result = train::train(&cfg, &tensors, device, &mut train::Bar(bar.clone()))?;
+    let mut progress = train::Bar(bar.clone());
+    let result = match &args.trace {
+        Some(dir) => {
+            let mut recorder = Trace::new(dir, &tensors)?;
+            let result = train::train(
+                &cfg,
+                &tensors,
+                device,
+                &mut train::Both(&mut progress, &mut recorder),
+            )?;
+            recorder.finish(&result)?;
+            result
+        }
+        None => train::train(&cfg, &tensors, device, &mut progress)?,
+    };
     bar.finish_and_clear();
     print_summary(&result);
     if let Some(path) = &args.json {

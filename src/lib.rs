@@ -1,7 +1,7 @@
 //! `shallow`: can a deep residual stack be replaced by a shallow, wide, parallel one?
 //!
 //! Modules, each one concern: [`data`] (formats, download, tensors), [`model`] (the two layouts),
-//! [`train`] (one run), [`sweep`] (grid, results store, workers) and [`report`] (tables,
+//! [`train`] (one run), [`trace`] (a run recorded for replay in PyTorch), [`sweep`] (grid, results store, workers) and [`report`] (tables,
 //! statistics, plots), which only reads the store.
 pub mod bench;
 pub mod data;
@@ -9,4 +9,5 @@ pub mod device;
 pub mod model;
 pub mod report;
 pub mod sweep;
+pub mod trace;
 pub mod train;

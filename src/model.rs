@@ -1,7 +1,9 @@
 //! The two layouts of one residual network.
 //!
 //! Stem: conv k×k (C_in→F, same padding) + φ, optionally a 2×2 max-pool. Then L residual units
-//! `F_i(h) = φ(BN?(conv_i(h)))`, each conv k×k F→F with bias, arranged either
+//! `F_i(h) = φ(BN?(conv_i(h)))`, each conv k×k F→F — with a bias, except before batch norm, whose
+//! shift makes a bias redundant (as in ResNets: P counts no parameter the output cannot depend
+//! on, and Adam does not random-walk a bias whose gradient is rounding noise) — arranged either
 //! - **sequential** (deep): `h_i = h_{i-1} + F_i(h_{i-1})`, or
 //! - **parallel** (shallow): `y = x + Σ_i F_i(x)` — the first-order terms of the expansion of
 //!   `(I+F_L)∘…∘(I+F_1)`.
@@ -157,7 +159,8 @@ impl Architecture {
         let [c, _, _] = self.input;
         let (l, f, k) = (self.layers, self.filters, self.kernel);
         let stem = f * c * k * k + f;
-        let units = l * (f * f * k * k + f) + if self.batchnorm { 2 * l * f } else { 0 };
+        // Per unit: the kernel, then a bias (no batch norm) or batch norm's scale and shift.
+        let units = l * f * f * k * k + if self.batchnorm { 2 * l * f } else { l * f };
         stem + units + self.head_inputs() * self.classes + self.classes
     }
 
@@ -202,7 +205,8 @@ pub struct Net {
     stem_w: Tensor,
     stem_b: Tensor,
     units_w: Tensor,
-    units_b: Tensor,
+    /// Absent with batch norm (its shift takes the bias's place).
+    units_b: Option<Tensor>,
     bn: Option<BatchNorm>,
     head_w: Tensor,
     head_b: Tensor,
@@ -237,7 +241,7 @@ impl Net {
         let stem_w = uniform("stem", "weight", &[f, c as i64, k, k], c as i64 * k * k);
         let stem_b = uniform("stem", "bias", &[f], c as i64 * k * k);
         let units_w = uniform("units", "weight", &[l * f, f, k, k], f * k * k);
-        let units_b = uniform("units", "bias", &[l * f], f * k * k);
+        let units_b = (!arch.batchnorm).then(|| uniform("units", "bias", &[l * f], f * k * k));
         let head_in = arch.head_inputs() as i64;
         let classes = arch.classes as i64;
         let head_w = uniform("head", "weight", &[classes, head_in], head_in);
@@ -302,18 +306,18 @@ impl Net {
     }
 
     fn stem(&self, x: &Tensor) -> Tensor {
-        let h = self.activate(self.conv(x, &self.stem_w, &self.stem_b));
+        let h = self.activate(self.conv(x, &self.stem_w, Some(&self.stem_b)));
         match self.arch.pool {
             Pool::None => h,
             Pool::Max2 => h.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
         }
     }
 
-    fn conv(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Tensor {
+    fn conv(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
         let pad = (self.arch.kernel / 2) as i64;
         x.conv2d(
             &self.low(w),
-            Some(self.low(b)),
+            b.map(|b| self.low(b)),
             [1, 1],
             [pad, pad],
             [1, 1],
@@ -336,7 +340,8 @@ impl Net {
         let f = self.arch.filters as i64;
         let (first, count) = (units.start as i64, units.len() as i64);
         let slice = |t: &Tensor| t.narrow(0, first * f, count * f);
-        let z = self.conv(h, &slice(&self.units_w), &slice(&self.units_b));
+        let bias = self.units_b.as_ref().map(slice);
+        let z = self.conv(h, &slice(&self.units_w), bias.as_ref());
         let z = match &self.bn {
             Some(bn) => z.batch_norm(
                 Some(&slice(&bn.weight)),

@@ -146,13 +146,49 @@ const EVAL_BATCH: i64 = 256;
 /// Keeps the shuffling stream apart from the weight-initialisation stream of the same seed.
 const SHUFFLE_STREAM: u64 = 0x5eed_da7a;
 
-/// Receives progress: `step` after each optimisation step, `epoch` after each epoch (an error
-/// from it aborts the run, e.g. when the results store is gone).
+/// One optimisation step, as an observer sees it after the update.
+pub struct Step<'a> {
+    /// The minibatch loss (before the update), a scalar tensor on the training device.
+    pub loss: &'a Tensor,
+    /// The loss read back to the host every [`CHECK_EVERY`] steps and at an epoch's last step.
+    pub running_loss: Option<f64>,
+    /// The net's variables after the update.
+    pub vars: &'a nn::VarStore,
+}
+
+/// Receives progress: `start` with the initial variables, `start_epoch` with the epoch's example
+/// order, `step` after each optimisation step, `epoch` after each epoch (an error from `start` or
+/// `epoch` aborts the run, e.g. when the results store is gone).
 pub trait Observer {
-    fn start_epoch(&mut self, _epoch: usize, _steps: usize) {}
-    fn step(&mut self, _running_loss: Option<f64>) {}
+    fn start(&mut self, _vars: &nn::VarStore) -> Result<()> {
+        Ok(())
+    }
+    /// `order` holds the indices of the training examples in the order the epoch visits them.
+    fn start_epoch(&mut self, _epoch: usize, _steps: usize, _order: &Tensor) {}
+    fn step(&mut self, _step: &Step) {}
     fn epoch(&mut self, _metrics: &EpochMetrics) -> Result<()> {
         Ok(())
+    }
+}
+
+/// Two observers, both told everything (`first` first).
+pub struct Both<'a>(pub &'a mut dyn Observer, pub &'a mut dyn Observer);
+impl Observer for Both<'_> {
+    fn start(&mut self, vars: &nn::VarStore) -> Result<()> {
+        self.0.start(vars)?;
+        self.1.start(vars)
+    }
+    fn start_epoch(&mut self, epoch: usize, steps: usize, order: &Tensor) {
+        self.0.start_epoch(epoch, steps, order);
+        self.1.start_epoch(epoch, steps, order);
+    }
+    fn step(&mut self, step: &Step) {
+        self.0.step(step);
+        self.1.step(step);
+    }
+    fn epoch(&mut self, metrics: &EpochMetrics) -> Result<()> {
+        self.0.epoch(metrics)?;
+        self.1.epoch(metrics)
     }
 }
 
@@ -163,14 +199,14 @@ impl Observer for Silent {}
 /// A progress bar per epoch with ETA.
 pub struct Bar(pub ProgressBar);
 impl Observer for Bar {
-    fn start_epoch(&mut self, epoch: usize, steps: usize) {
+    fn start_epoch(&mut self, epoch: usize, steps: usize, _order: &Tensor) {
         self.0.reset();
         self.0.set_length(steps as u64);
         self.0.set_prefix(format!("epoch {epoch}"));
     }
-    fn step(&mut self, running_loss: Option<f64>) {
+    fn step(&mut self, step: &Step) {
         self.0.inc(1);
-        if let Some(loss) = running_loss {
+        if let Some(loss) = step.running_loss {
             self.0.set_message(format!("loss {loss:.4}"));
         }
     }
@@ -211,6 +247,7 @@ pub fn train(
     let n = data.train_len();
     let mut opt = nn::Adam::default().build(&vs, cfg.lr)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ SHUFFLE_STREAM);
+    observer.start(&vs)?;
     let mut result = RunResult {
         config: cfg.clone(),
         params,
@@ -229,7 +266,7 @@ pub fn train(
     };
     for epoch in 1..=cfg.epochs {
         let Some(m) = train_epoch(
-            &net,
+            (&net, &vs),
             &mut opt,
             data,
             cfg.batch_size,
@@ -269,7 +306,7 @@ pub fn train(
 
 /// One pass over the shuffled training set, then validation. `None` if the loss diverged.
 fn train_epoch(
-    net: &Net,
+    (net, vars): (&Net, &nn::VarStore),
     opt: &mut nn::Optimizer,
     data: &Tensors,
     batch_size: usize,
@@ -279,10 +316,11 @@ fn train_epoch(
 ) -> Option<EpochMetrics> {
     let n = data.train_len();
     let steps = n.div_ceil(batch_size);
-    observer.start_epoch(epoch, steps);
     let started = Instant::now();
+    let order = shuffled_indices(n, rng);
+    observer.start_epoch(epoch, steps, &order);
     // One gather per epoch; the minibatches are then views (no per-step copy).
-    let order = shuffled_indices(n, rng).to_device(data.train_x.device());
+    let order = order.to_device(data.train_x.device());
     let xs = data.train_x.index_select(0, &order);
     let ys = data.train_y.index_select(0, &order);
     let mut loss_sum = Tensor::zeros([], (Kind::Float, data.train_x.device()));
@@ -298,7 +336,11 @@ fn train_epoch(
         if running.is_some_and(|l| !l.is_finite()) {
             return None;
         }
-        observer.step(running);
+        observer.step(&Step {
+            loss: &loss,
+            running_loss: running,
+            vars,
+        });
     }
     let seconds = started.elapsed().as_secs_f64();
     let (val_loss, val_acc) = evaluate(net, &data.val_x, &data.val_y);

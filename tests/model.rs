@@ -40,7 +40,9 @@ fn expected_params(a: &Architecture) -> usize {
     let [c, h, w] = a.input;
     let (l, f, k) = (a.layers, a.filters, a.kernel);
     let stem = f * c * k * k + f;
-    let units = l * (f * f * k * k + f) + if a.batchnorm { 2 * l * f } else { 0 };
+    // A unit: its kernel, plus a bias without batch norm or BN's scale and shift with it.
+    let per_unit = f * f * k * k + if a.batchnorm { 2 * f } else { f };
+    let units = l * per_unit;
     let (fh, fw) = match a.pool {
         Pool::None => (h, w),
         Pool::Max2 => (h / 2, w / 2),

@@ -290,9 +290,10 @@ pub fn paired_stat(group: &str, pairs: &[&Pair], metric: Metric) -> Option<Paire
     })
 }
 
-/// Paired statistics per dataset, per dataset and Q bin, and per dataset and number of layers.
-pub fn paired_comparisons(pairs: &[Pair]) -> Vec<PairedStat> {
-    let mut groups: Vec<(String, Vec<&Pair>)> = Vec::new();
+/// The groups the report compares in: per dataset, per dataset and Q bin, and per dataset and
+/// number of layers (named e.g. `mnist`, `mnist · Q [1,3)`, `mnist · L=4`).
+pub fn groups<'a, 'p>(pairs: &'a [Pair<'p>]) -> Vec<(String, Vec<&'a Pair<'p>>)> {
+    let mut groups = Vec::new();
     let mut names: Vec<&str> = pairs.iter().map(|p| p.dataset()).collect();
     names.sort_unstable();
     names.dedup();
@@ -320,6 +321,11 @@ pub fn paired_comparisons(pairs: &[Pair]) -> Vec<PairedStat> {
         }
     }
     groups
+}
+
+/// Paired statistics of every metric in every group.
+pub fn paired_comparisons(pairs: &[Pair]) -> Vec<PairedStat> {
+    groups(pairs)
         .iter()
         .flat_map(|(name, g)| {
             Metric::ALL
@@ -347,51 +353,6 @@ pub fn diverged_counts(pairs: &[Pair]) -> Vec<(String, usize, usize, usize, usiz
         row.4 += 1;
     }
     out
-}
-
-/// One sentence per dataset, computed from the paired statistics.
-pub fn conclusion(dataset: &str, stats: &[PairedStat]) -> Option<String> {
-    let find = |m: Metric| stats.iter().find(|s| s.group == dataset && s.metric == m);
-    let val = find(Metric::ValLoss)?;
-    let mut text = format!(
-        "On {dataset}, parallel's validation loss is lower in {:.0}% of {} pairs, median Δ {} {}",
-        100.0 * val.win_rate,
-        val.n,
-        fmt_signed(val.median),
-        fmt_interval(val.ci_median),
-    );
-    if let Some(w) = val.wilcoxon {
-        text += &format!(" (Wilcoxon p = {})", fmt_p(w.p_value));
-    }
-    if let Some(train) = find(Metric::TrainLoss) {
-        text += &format!(
-            "; its training loss is lower in {:.0}% (median Δ {})",
-            100.0 * train.win_rate,
-            fmt_signed(train.median)
-        );
-    }
-    if let Some(acc) = find(Metric::ValAcc) {
-        text += &format!(
-            "; validation accuracy median Δ {} points",
-            fmt_signed(100.0 * acc.median)
-        );
-    }
-    if let Some(time) = find(Metric::WallTime) {
-        text += &format!(
-            "; it is faster in {:.0}% of pairs (median Δ {}s per run)",
-            100.0 * time.win_rate,
-            fmt_signed(time.median)
-        );
-    }
-    let verdict = match val.wilcoxon {
-        Some(w) if w.p_value < 0.05 && val.median < 0.0 => {
-            "The shallow layout is better on validation loss."
-        }
-        Some(w) if w.p_value < 0.05 => "The deep layout is better on validation loss.",
-        Some(_) => "No significant difference in validation loss (parity at the 5% level).",
-        None => "Too few pairs to test.",
-    };
-    Some(format!("{text}. {verdict}"))
 }
 
 pub fn fmt_signed(x: f64) -> String {

@@ -2,25 +2,21 @@
 //! as the deep one?" — Markdown and self-contained HTML, CSV tables, SVG/PNG plots. It only reads
 //! the store, and works on partial sweeps and on databases still being written.
 pub mod analysis;
+pub mod equivalence;
 pub mod plots;
+mod render;
 pub mod stats;
+mod tables;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
 use crate::sweep::store::{RunRow, SqliteStore, Store};
 use analysis::{Metric, Pair, Q_BINS, fmt_interval, fmt_p, fmt_signed};
-
-/// A piece of the report, rendered to both Markdown and HTML.
-enum Block {
-    Heading(String),
-    Paragraph(String),
-    Table(Vec<String>, Vec<Vec<String>>),
-    Figure(String, String),
-}
+use equivalence::{EquivalenceRow, Margins, Quantity};
+use render::Block;
 
 /// What was written.
 pub struct ReportFiles {
@@ -30,7 +26,7 @@ pub struct ReportFiles {
     pub total_runs: usize,
 }
 
-pub fn generate(db: &Path, out: &Path) -> Result<ReportFiles> {
+pub fn generate(db: &Path, out: &Path, margins: &Margins) -> Result<ReportFiles> {
     let store = SqliteStore::open_existing(db)?;
     let runs = store.runs()?;
     let epochs = store.epochs()?;
@@ -43,27 +39,26 @@ pub fn generate(db: &Path, out: &Path) -> Result<ReportFiles> {
     let cells = analysis::table2(&runs);
     let paired = analysis::paired_comparisons(&pairs);
     let diverged = analysis::diverged_counts(&pairs);
+    let verdicts = equivalence::equivalence(&pairs, margins);
 
     let mut blocks = vec![Block::Heading(format!(
         "Deep vs shallow: report on {}",
         db.display()
     ))];
+    blocks.extend(verdict_blocks(out, &verdicts, &datasets, margins)?);
     blocks.extend(summary(&runs));
-    blocks.push(Block::Heading("Conclusion".into()));
-    for d in &datasets {
-        if let Some(text) = analysis::conclusion(d, &paired) {
-            blocks.push(Block::Paragraph(text));
-        }
-    }
     blocks.extend(table2_blocks(&cells, &datasets));
     blocks.extend(paired_blocks(&paired, &diverged));
+    blocks.extend(equivalence_table(&verdicts, margins));
     blocks.extend(figures(out, &pairs, &datasets, &epochs)?);
 
-    write_csvs(out, &cells, &paired, &diverged)?;
+    tables::write_csvs(out, &cells, &paired, &diverged, &verdicts)?;
     let markdown = out.join("report.md");
-    std::fs::write(&markdown, to_markdown(&blocks))?;
+    std::fs::write(&markdown, render::to_markdown(&blocks))
+        .with_context(|| format!("cannot write {}", markdown.display()))?;
     let html = out.join("report.html");
-    std::fs::write(&html, to_html(&blocks, out)?)?;
+    std::fs::write(&html, render::to_html(&blocks, out)?)
+        .with_context(|| format!("cannot write {}", html.display()))?;
     Ok(ReportFiles {
         markdown,
         html,
@@ -223,7 +218,9 @@ fn paired_blocks(
             "Each configuration was trained in both layouts with the same seed, data order and \
              initial weights; Δ = parallel − sequential per pair (negative Δ loss: the shallow \
              layout is better). Intervals: 95% bootstrap of the median; p: two-sided Wilcoxon \
-             signed-rank test. Pairs with a diverged run are left out of Δ and counted below."
+             signed-rank test for a difference (a large p is no evidence of equality: the \
+             verdicts above rest on equivalence tests). Pairs with a diverged run are left out of \
+             Δ and counted below."
                 .into(),
         ),
         Block::Table(headers, rows),
@@ -318,209 +315,142 @@ fn figures(
     Ok(blocks)
 }
 
-fn write_csvs(
+/// The report's opening: one verdict per dataset and quantity, and the forest plots.
+fn verdict_blocks(
     out: &Path,
-    cells: &[analysis::Table2Cell],
-    paired: &[analysis::PairedStat],
-    diverged: &[(String, usize, usize, usize, usize)],
-) -> Result<()> {
-    let opt = |x: Option<f64>| x.map(|v| v.to_string()).unwrap_or_default();
-    let mut w = csv::Writer::from_path(out.join("tables/table2.csv"))?;
-    w.write_record([
-        "dataset",
-        "layout",
-        "q_bin",
-        "n",
-        "diverged",
-        "train_loss_mean",
-        "train_loss_ci_low",
-        "train_loss_ci_high",
-        "val_loss_mean",
-        "val_loss_ci_low",
-        "val_loss_ci_high",
-        "paper_train_loss",
-        "paper_val_loss",
-    ])?;
-    for c in cells {
-        let paper = analysis::paper_value(&c.dataset, c.layout, c.bin);
-        let est = |e: Option<analysis::Estimate>| {
-            [
-                opt(e.map(|e| e.mean)),
-                opt(e.and_then(|e| e.ci).map(|c| c.0)),
-                opt(e.and_then(|e| e.ci).map(|c| c.1)),
-            ]
-        };
-        let [tm, tl, th] = est(c.train_loss);
-        let [vm, vl, vh] = est(c.val_loss);
-        w.write_record([
-            c.dataset.clone(),
-            c.layout.to_string(),
-            Q_BINS[c.bin].into(),
-            c.n.to_string(),
-            c.diverged.to_string(),
-            tm,
-            tl,
-            th,
-            vm,
-            vl,
-            vh,
-            opt(paper.map(|p| p.0)),
-            opt(paper.map(|p| p.1)),
-        ])?;
-    }
-    w.flush()?;
-    let mut w = csv::Writer::from_path(out.join("tables/paired.csv"))?;
-    w.write_record([
-        "group",
-        "metric",
-        "n",
-        "median_delta",
-        "median_ci_low",
-        "median_ci_high",
-        "mean_delta",
-        "parallel_win_rate",
-        "wilcoxon_statistic",
-        "wilcoxon_p",
-    ])?;
-    for s in paired {
-        w.write_record([
-            s.group.clone(),
-            s.metric.name().into(),
-            s.n.to_string(),
-            s.median.to_string(),
-            opt(s.ci_median.map(|c| c.0)),
-            opt(s.ci_median.map(|c| c.1)),
-            s.mean.to_string(),
-            s.win_rate.to_string(),
-            opt(s.wilcoxon.map(|w| w.statistic)),
-            opt(s.wilcoxon.map(|w| w.p_value)),
-        ])?;
-    }
-    w.flush()?;
-    let mut w = csv::Writer::from_path(out.join("tables/diverged.csv"))?;
-    w.write_record([
-        "dataset",
-        "ended_pairs",
-        "sequential_only",
-        "parallel_only",
-        "both",
-    ])?;
-    for (d, s, p, b, n) in diverged {
-        w.write_record([
-            d.clone(),
-            n.to_string(),
-            s.to_string(),
-            p.to_string(),
-            b.to_string(),
-        ])?;
-    }
-    w.flush()?;
-    Ok(())
-}
-
-fn to_markdown(blocks: &[Block]) -> String {
-    let mut md = String::new();
-    let mut first = true;
-    for b in blocks {
-        match b {
-            Block::Heading(t) if first => {
-                let _ = writeln!(md, "# {t}\n");
-                first = false;
-            }
-            Block::Heading(t) => {
-                let _ = writeln!(md, "## {t}\n");
-            }
-            Block::Paragraph(t) => {
-                let _ = writeln!(md, "{t}\n");
-            }
-            Block::Table(headers, rows) => {
-                let _ = writeln!(md, "| {} |", headers.join(" | "));
-                let _ = writeln!(md, "|{}|", vec!["---"; headers.len()].join("|"));
-                for row in rows {
-                    let _ = writeln!(md, "| {} |", row.join(" | "));
-                }
-                md.push('\n');
-            }
-            Block::Figure(name, caption) => {
-                let _ = writeln!(md, "![{caption}](plots/{name}.svg)\n\n*{caption}*\n");
-            }
+    rows: &[EquivalenceRow],
+    datasets: &[String],
+    margins: &Margins,
+) -> Result<Vec<Block>> {
+    let mut blocks = vec![
+        Block::Heading("Verdicts".into()),
+        Block::Paragraph(format!(
+            "Is the parallel (shallow) layout as good as the sequential (deep) one? Per pair \
+             (same configuration and seed) Δ = parallel − sequential: the validation loss relative \
+             to the sequential run's, and the validation accuracy in points. *Equivalent* means a \
+             paired TOST (two one-sided t-tests, α = 0.05) places the mean Δ inside the margin \
+             ±{} (loss) or ±{} (accuracy), i.e. its 90 % interval lies inside the margin; \
+             otherwise a two-sided paired t-test at α = 0.05 decides *parallel better* or \
+             *sequential better*, and what neither settles is *inconclusive*. Margins are set \
+             with `shallow report --margin loss=2%,acc=0.5`.",
+            Quantity::RelValLoss
+                .format(margins.val_loss)
+                .trim_start_matches('+'),
+            Quantity::ValAccPoints
+                .format(margins.val_acc_points)
+                .trim_start_matches('+'),
+        )),
+    ];
+    for d in datasets {
+        for row in rows.iter().filter(|r| &r.group == d) {
+            blocks.push(Block::Paragraph(format!(
+                "**{d}**, {}",
+                equivalence::sentence(row, margins)
+            )));
         }
     }
-    md
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-/// Light emphasis: `**bold**` and `*italic*` as the Markdown shows them.
-fn inline(text: &str) -> String {
-    let mut out = String::new();
-    for (i, part) in escape(text).split("**").enumerate() {
-        if i % 2 == 1 {
-            let _ = write!(out, "<strong>{part}</strong>");
+    let dir = out.join("plots");
+    for q in Quantity::ALL {
+        let scale = if q == Quantity::RelValLoss {
+            100.0
         } else {
-            for (j, p) in part.split('*').enumerate() {
-                if j % 2 == 1 {
-                    let _ = write!(out, "<em>{p}</em>");
-                } else {
-                    out.push_str(p);
-                }
-            }
-        }
+            1.0
+        };
+        let forest: Vec<plots::ForestRow> = rows
+            .iter()
+            .filter(|r| r.quantity == q)
+            .filter_map(|r| {
+                let t = r.t?;
+                Some(plots::ForestRow {
+                    label: format!("{} (n={})", r.group, r.n),
+                    mean: scale * t.mean,
+                    interval: (scale * t.ci90.0, scale * t.ci90.1),
+                    median: scale * r.median,
+                })
+            })
+            .collect();
+        let (name, unit) = match q {
+            Quantity::RelValLoss => ("forest_val_loss", "Δ validation loss, % of sequential"),
+            Quantity::ValAccPoints => ("forest_val_acc", "Δ validation accuracy, points"),
+        };
+        plots::forest(
+            &dir,
+            name,
+            &format!("parallel − sequential: {}", q.name()),
+            unit,
+            &forest,
+            scale * q.margin(margins),
+        )?;
+        blocks.push(Block::Figure(
+            name.into(),
+            format!(
+                "{unit} per group: mean (dot) with its 90 % interval (bar; inside the shaded \
+                 ±margin band = equivalent by TOST) and median (cross)."
+            ),
+        ));
     }
-    out
+    Ok(blocks)
 }
 
-const STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}\
-table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}\
-th{background:#f3f3f3}figure{margin:1.5em 0}figcaption{font-style:italic;color:#555}svg{max-width:100%;height:auto}";
-
-fn to_html(blocks: &[Block], out: &Path) -> Result<String> {
-    let mut html = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>shallow report</title><style>{STYLE}</style></head><body>\n"
-    );
-    let mut first = true;
-    for b in blocks {
-        match b {
-            Block::Heading(t) => {
-                let level = if first { 1 } else { 2 };
-                first = false;
-                let _ = writeln!(html, "<h{level}>{}</h{level}>", escape(t));
-            }
-            Block::Paragraph(t) => {
-                let _ = writeln!(html, "<p>{}</p>", inline(t));
-            }
-            Block::Table(headers, rows) => {
-                html.push_str("<table><thead><tr>");
-                for h in headers {
-                    let _ = write!(html, "<th>{}</th>", escape(h));
-                }
-                html.push_str("</tr></thead><tbody>\n");
-                for row in rows {
-                    html.push_str("<tr>");
-                    for cell in row {
-                        let _ = write!(html, "<td>{}</td>", escape(cell));
-                    }
-                    html.push_str("</tr>\n");
-                }
-                html.push_str("</tbody></table>\n");
-            }
-            Block::Figure(name, caption) => {
-                let path = out.join("plots").join(format!("{name}.svg"));
-                let svg = std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                let svg = svg.find("<svg").map_or(svg.as_str(), |i| &svg[i..]);
-                let _ = writeln!(
-                    html,
-                    "<figure>{svg}<figcaption>{}</figcaption></figure>",
-                    escape(caption)
-                );
-            }
-        }
-    }
-    html.push_str("</body></html>\n");
-    Ok(html)
+/// Every group's equivalence test, with the seed-to-seed spread beside the layout difference.
+fn equivalence_table(rows: &[EquivalenceRow], margins: &Margins) -> Vec<Block> {
+    let headers = [
+        "group",
+        "Δ of",
+        "pairs",
+        "mean Δ [90% CI]",
+        "TOST p",
+        "t-test p",
+        "verdict",
+        "pairs needed",
+        "median |Δ layout|",
+        "median |Δ seed| seq (n)",
+        "median |Δ seed| par (n)",
+    ]
+    .map(String::from)
+    .to_vec();
+    let spread = |q: Quantity, s: Option<(f64, usize)>| {
+        s.map_or("–".into(), |(m, n)| {
+            format!("{} ({n})", q.format(m).trim_start_matches('+'))
+        })
+    };
+    let table = rows
+        .iter()
+        .map(|r| {
+            let q = r.quantity;
+            vec![
+                r.group.clone(),
+                q.name().into(),
+                r.n.to_string(),
+                r.t.map_or("–".into(), |t| {
+                    format!(
+                        "{} [{}, {}]",
+                        q.format(t.mean),
+                        q.format(t.ci90.0),
+                        q.format(t.ci90.1)
+                    )
+                }),
+                r.tost_p.map_or("–".into(), fmt_p),
+                r.t.map_or("–".into(), |t| fmt_p(t.p_difference)),
+                r.verdict.text(q, margins),
+                r.pairs_needed.map_or("–".into(), |n| n.to_string()),
+                q.format(r.median_abs).trim_start_matches('+').into(),
+                spread(q, r.seeds.sequential),
+                spread(q, r.seeds.parallel),
+            ]
+        })
+        .collect();
+    vec![
+        Block::Heading("Equivalence tests and seed noise".into()),
+        Block::Paragraph(
+            "Per group: the paired TOST and t-test behind the verdicts; *pairs needed*: how many \
+             pairs in all the observed mean and spread would need to settle the question (TOST \
+             while |mean Δ| is inside the margin, else the t-test). With several seeds per \
+             configuration, the seed-to-seed spread — median |Δ| between two seeds of the same \
+             configuration in the same layout — shows whether the layout difference exceeds what \
+             a change of seed alone does."
+                .into(),
+        ),
+        Block::Table(headers, table),
+    ]
 }

@@ -1,7 +1,8 @@
-//! Statistics for comparing the layouts: means, medians, seeded bootstrap confidence intervals
-//! and the Wilcoxon signed-rank test.
+//! Statistics for comparing the layouts: means, medians, seeded bootstrap confidence intervals,
+//! the Wilcoxon signed-rank test, and the paired t-test and TOST equivalence test.
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use statrs::distribution::{ContinuousCDF, StudentsT};
 
 pub fn mean(xs: &[f64]) -> f64 {
     xs.iter().sum::<f64>() / xs.len() as f64
@@ -158,22 +159,94 @@ fn normal_two_sided(n: usize, w: f64, ranks: &[f64]) -> f64 {
 
 /// Upper tail of the standard normal distribution.
 pub fn normal_sf(z: f64) -> f64 {
-    0.5 * erfc(z / std::f64::consts::SQRT_2)
+    0.5 * statrs::function::erf::erfc(z / std::f64::consts::SQRT_2)
 }
 
-/// Complementary error function: Numerical Recipes' `erfcc` (relative error < 1.2e-7, ample for
-/// p-values).
-fn erfc(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -z * z - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98
-                                + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    let r = t * poly.exp();
-    if x >= 0.0 { r } else { 2.0 - r }
+/// The significance level of every test in the report.
+pub const ALPHA: f64 = 0.05;
+
+/// A paired comparison of differences `d` with Student's t: the mean, its standard error, and the
+/// tests against zero (difference) and against the margins ±m (equivalence, TOST).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairedT {
+    pub n: usize,
+    pub mean: f64,
+    /// Sample standard deviation (n − 1 in the denominator).
+    pub sd: f64,
+    /// Two-sided p of H0: mean = 0 (scipy.stats.ttest_1samp / ttest_rel).
+    pub p_difference: f64,
+    /// 95% confidence interval of the mean.
+    pub ci95: (f64, f64),
+    /// 90% confidence interval of the mean: TOST at level α = 0.05 rejects non-equivalence exactly
+    /// when it lies inside (−m, m).
+    pub ci90: (f64, f64),
+}
+
+fn students_t(df: f64) -> StudentsT {
+    StudentsT::new(0.0, 1.0, df).expect("df is positive")
+}
+
+/// The paired t statistics of `d`; `None` with fewer than 2 differences or no spread at all.
+pub fn paired_t(d: &[f64]) -> Option<PairedT> {
+    let n = d.len();
+    if n < 2 {
+        return None;
+    }
+    let m = mean(d);
+    let sd = (d.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+    if !(sd > 0.0 && sd.is_finite()) {
+        return None;
+    }
+    let se = sd / (n as f64).sqrt();
+    let t = students_t((n - 1) as f64);
+    let half = |level: f64| t.inverse_cdf(1.0 - (1.0 - level) / 2.0) * se;
+    Some(PairedT {
+        n,
+        mean: m,
+        sd,
+        p_difference: 2.0 * t.sf((m / se).abs()),
+        ci95: (m - half(0.95), m + half(0.95)),
+        ci90: (m - half(0.90), m + half(0.90)),
+    })
+}
+
+/// Two one-sided tests of H0: |mean| ≥ m against H1: −m < mean < m. The p-value is the larger of
+/// the two one-sided p-values (statsmodels' `ttost_paired(x1, x2, -m, m)`).
+pub fn tost_p(t: &PairedT, margin: f64) -> f64 {
+    let se = t.sd / (t.n as f64).sqrt();
+    let dist = students_t((t.n - 1) as f64);
+    let p_lower = dist.sf((t.mean + margin) / se);
+    let p_upper = dist.cdf((t.mean - margin) / se);
+    p_lower.max(p_upper)
+}
+
+/// Largest number of pairs the sample-size estimate looks at.
+const MAX_PAIRS: usize = 1_000_000;
+
+/// How many pairs in all, if the observed mean and spread held, the test that could settle the
+/// question would need at level α: TOST (equivalence) while |mean| < m, else the t-test
+/// (difference). `None` beyond a million pairs or for a mean of exactly ±m.
+pub fn pairs_needed(t: &PairedT, margin: f64) -> Option<usize> {
+    let (gap, level) = if t.mean.abs() < margin {
+        (margin - t.mean.abs(), 1.0 - ALPHA)
+    } else {
+        (t.mean.abs(), 1.0 - ALPHA / 2.0)
+    };
+    if gap <= 0.0 {
+        return None;
+    }
+    let enough = |n: usize| {
+        let quantile = students_t((n - 1) as f64).inverse_cdf(level);
+        quantile * t.sd / (n as f64).sqrt() <= gap
+    };
+    // The condition is monotone in n: bisect between 2 and MAX_PAIRS.
+    if !enough(MAX_PAIRS) {
+        return None;
+    }
+    let (mut lo, mut hi) = (2, MAX_PAIRS);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if enough(mid) { hi = mid } else { lo = mid + 1 }
+    }
+    Some(lo)
 }

@@ -1,0 +1,308 @@
+//! The report's question, asked as the paper's claim is phrased — as an equivalence claim: per
+//! group of pairs, is the parallel layout better, worse, or equivalent to the sequential one
+//! within a stated margin, or can these pairs not tell? Paired t-based TOST at α = 0.05 beside the
+//! t-test for a difference, and the seed-to-seed spread of the same configurations for scale.
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use anyhow::{Context, Result, bail};
+
+use super::analysis::{self, Pair, fmt_p};
+use super::stats::{self, ALPHA, PairedT};
+use crate::model::Layout;
+use crate::sweep::store::RunRow;
+
+/// The equivalence margins: how large a difference between the layouts still counts as none.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Margins {
+    /// Of the validation loss, relative to the sequential run's (0.02 = ±2 %).
+    pub val_loss: f64,
+    /// Of the validation accuracy, in percentage points.
+    pub val_acc_points: f64,
+}
+
+impl Default for Margins {
+    fn default() -> Margins {
+        Margins {
+            val_loss: 0.02,
+            val_acc_points: 0.5,
+        }
+    }
+}
+
+impl FromStr for Margins {
+    type Err = anyhow::Error;
+
+    /// `loss=2%`, `acc=0.5`, or both separated by a comma; a key left out keeps its default.
+    fn from_str(text: &str) -> Result<Margins> {
+        let mut margins = Margins::default();
+        for part in text.split(',').map(str::trim) {
+            let (key, value) = part.split_once('=').with_context(|| {
+                format!("margin '{part}': expected key=value, e.g. loss=2% or acc=0.5")
+            })?;
+            let number = |v: &str| -> Result<f64> {
+                let x: f64 = v
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("margin '{part}': '{v}' is not a number"))?;
+                if !(x.is_finite() && x > 0.0) {
+                    bail!("margin '{part}': must be a positive number");
+                }
+                Ok(x)
+            };
+            match key.trim() {
+                "loss" => {
+                    let Some(percent) = value.trim().strip_suffix('%') else {
+                        bail!("margin '{part}': give the loss margin in percent, e.g. loss=2%");
+                    };
+                    margins.val_loss = number(percent)? / 100.0;
+                }
+                "acc" => margins.val_acc_points = number(value.trim_end_matches("pt"))?,
+                other => bail!("margin '{part}': unknown key '{other}' (use loss or acc)"),
+            }
+        }
+        Ok(margins)
+    }
+}
+
+/// A per-pair difference the verdicts are drawn on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantity {
+    /// (parallel − sequential) / sequential validation loss.
+    RelValLoss,
+    /// parallel − sequential validation accuracy, in points.
+    ValAccPoints,
+}
+
+impl Quantity {
+    pub const ALL: [Quantity; 2] = [Quantity::RelValLoss, Quantity::ValAccPoints];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Quantity::RelValLoss => "val loss (relative)",
+            Quantity::ValAccPoints => "val accuracy (points)",
+        }
+    }
+
+    pub fn margin(self, m: &Margins) -> f64 {
+        match self {
+            Quantity::RelValLoss => m.val_loss,
+            Quantity::ValAccPoints => m.val_acc_points,
+        }
+    }
+
+    /// The difference of two runs: `b` against the reference `a`.
+    fn between(self, a: &RunRow, b: &RunRow) -> Option<f64> {
+        match self {
+            Quantity::RelValLoss => {
+                let (a, b) = (a.final_val_loss?, b.final_val_loss?);
+                (a > 0.0).then(|| (b - a) / a)
+            }
+            Quantity::ValAccPoints => Some(100.0 * (b.final_val_acc? - a.final_val_acc?)),
+        }
+    }
+
+    fn lower_is_better(self) -> bool {
+        self == Quantity::RelValLoss
+    }
+
+    /// A value in this quantity's unit: `+1.23 %` or `+0.40 pt`.
+    pub fn format(self, x: f64) -> String {
+        match self {
+            Quantity::RelValLoss => format!("{:+.2} %", 100.0 * x),
+            Quantity::ValAccPoints => format!("{x:+.2} pt"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    ParallelBetter,
+    SequentialBetter,
+    /// The 90 % interval lies inside ±margin (TOST p < α).
+    Equivalent,
+    Inconclusive,
+}
+
+impl Verdict {
+    pub fn text(self, q: Quantity, margins: &Margins) -> String {
+        match self {
+            Verdict::ParallelBetter => "parallel better".into(),
+            Verdict::SequentialBetter => "sequential better".into(),
+            Verdict::Equivalent => format!(
+                "equivalent within ±{}",
+                q.format(q.margin(margins)).trim_start_matches('+')
+            ),
+            Verdict::Inconclusive => "inconclusive".into(),
+        }
+    }
+}
+
+/// Seed-to-seed spread of the same configurations: median |difference| between two seeds of one
+/// configuration in one layout, and how many such seed pairs there are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeedSpread {
+    pub sequential: Option<(f64, usize)>,
+    pub parallel: Option<(f64, usize)>,
+}
+
+/// One group's equivalence analysis of one quantity.
+#[derive(Debug, Clone)]
+pub struct EquivalenceRow {
+    pub group: String,
+    pub quantity: Quantity,
+    pub margin: f64,
+    pub n: usize,
+    pub median: f64,
+    /// Median |Δ(layout)|, to set beside the seed spread.
+    pub median_abs: f64,
+    pub t: Option<PairedT>,
+    pub tost_p: Option<f64>,
+    pub verdict: Verdict,
+    /// Pairs in all that the observed mean and spread would need to settle the question.
+    pub pairs_needed: Option<usize>,
+    pub seeds: SeedSpread,
+}
+
+/// The verdict from the paired t statistics: equivalence first (TOST), then a difference
+/// (two-sided t-test), else inconclusive.
+pub fn verdict(t: Option<&PairedT>, margin: f64, lower_is_better: bool) -> (Verdict, Option<f64>) {
+    let Some(t) = t else {
+        return (Verdict::Inconclusive, None);
+    };
+    let tost = stats::tost_p(t, margin);
+    let v = if tost < ALPHA {
+        Verdict::Equivalent
+    } else if t.p_difference < ALPHA {
+        if (t.mean < 0.0) == lower_is_better {
+            Verdict::ParallelBetter
+        } else {
+            Verdict::SequentialBetter
+        }
+    } else {
+        Verdict::Inconclusive
+    };
+    (v, Some(tost))
+}
+
+/// A configuration without its seed and layout: the runs of one family of seeds.
+fn seedless_key(r: &RunRow) -> String {
+    let mut c = r.config.clone();
+    c.seed = 0;
+    c.layout = Layout::Sequential;
+    serde_json::to_string(&c).unwrap_or_default()
+}
+
+/// Median |Δ| between any two seeds of one configuration and layout, over the runs of `pairs`
+/// (the run of the higher seed against the lower one's, as Δ(layout) is parallel against
+/// sequential).
+fn seed_spread(pairs: &[&Pair], q: Quantity, layout: Layout) -> Option<(f64, usize)> {
+    let mut families: BTreeMap<String, Vec<&RunRow>> = BTreeMap::new();
+    for p in pairs.iter().filter(|p| p.both_finished()) {
+        let r = if layout == Layout::Sequential {
+            p.seq
+        } else {
+            p.par
+        };
+        families.entry(seedless_key(r)).or_default().push(r);
+    }
+    let mut diffs = Vec::new();
+    for runs in families.values_mut() {
+        runs.sort_by_key(|r| r.config.seed);
+        for (i, a) in runs.iter().enumerate() {
+            for b in &runs[i + 1..] {
+                diffs.extend(q.between(a, b).map(f64::abs));
+            }
+        }
+    }
+    (!diffs.is_empty()).then(|| (stats::median(&diffs), diffs.len()))
+}
+
+/// The equivalence rows of every group and quantity that has finished pairs.
+pub fn equivalence(pairs: &[Pair], margins: &Margins) -> Vec<EquivalenceRow> {
+    let mut rows = Vec::new();
+    for (group, members) in analysis::groups(pairs) {
+        for q in Quantity::ALL {
+            let d: Vec<f64> = members
+                .iter()
+                .filter(|p| p.both_finished())
+                .filter_map(|p| q.between(p.seq, p.par))
+                .collect();
+            if d.is_empty() {
+                continue;
+            }
+            let margin = q.margin(margins);
+            let t = stats::paired_t(&d);
+            let (verdict, tost_p) = verdict(t.as_ref(), margin, q.lower_is_better());
+            let abs: Vec<f64> = d.iter().map(|x| x.abs()).collect();
+            rows.push(EquivalenceRow {
+                group: group.clone(),
+                quantity: q,
+                margin,
+                n: d.len(),
+                median: stats::median(&d),
+                median_abs: stats::median(&abs),
+                pairs_needed: t.as_ref().and_then(|t| stats::pairs_needed(t, margin)),
+                t,
+                tost_p,
+                verdict,
+                seeds: SeedSpread {
+                    sequential: seed_spread(&members, q, Layout::Sequential),
+                    parallel: seed_spread(&members, q, Layout::Parallel),
+                },
+            });
+        }
+    }
+    rows
+}
+
+/// The sentence on one row: the verdict and the numbers it rests on.
+pub fn sentence(row: &EquivalenceRow, margins: &Margins) -> String {
+    let q = row.quantity;
+    let mut text = format!(
+        "{}: **{}**",
+        q.name(),
+        row.verdict.text(q, margins).to_uppercase()
+    );
+    match &row.t {
+        Some(t) => {
+            text += &format!(
+                " — mean Δ {} (90 % CI {} to {}; median {}), n = {} pairs, margin ±{}, TOST p = {}, \
+                 t-test for a difference p = {}",
+                q.format(t.mean),
+                q.format(t.ci90.0),
+                q.format(t.ci90.1),
+                q.format(row.median),
+                row.n,
+                q.format(row.margin).trim_start_matches('+'),
+                row.tost_p.map_or("–".into(), fmt_p),
+                fmt_p(t.p_difference)
+            );
+            if row.verdict == Verdict::Inconclusive {
+                text += &match row.pairs_needed {
+                    Some(need) if need > row.n => format!(
+                        "; at the observed mean and spread about {need} pairs ({} more) would settle it",
+                        need - row.n
+                    ),
+                    _ => "; at the observed mean and spread no feasible number of pairs would settle it".into(),
+                };
+            }
+        }
+        None => {
+            text += &format!(
+                " — {} pair(s) without spread: too few to test (median Δ {})",
+                row.n,
+                q.format(row.median)
+            )
+        }
+    }
+    if let (Some((seq, _)), Some((par, _))) = (row.seeds.sequential, row.seeds.parallel) {
+        text += &format!(
+            ". Median |Δ layout| {} against seed-to-seed |Δ| {} (sequential) and {} (parallel)",
+            q.format(row.median_abs).trim_start_matches('+'),
+            q.format(seq).trim_start_matches('+'),
+            q.format(par).trim_start_matches('+'),
+        );
+    }
+    text + "."
+}

@@ -1,0 +1,94 @@
+//! Results stores filled with synthetic runs of known values, for the report's tests.
+use std::path::Path;
+
+use shallow::model::Layout;
+use shallow::sweep::grid::{RunSpec, pair_id, run_id};
+use shallow::sweep::store::{Finish, SqliteStore, Store, WorkerInfo};
+use shallow::train::{EpochMetrics, Outcome, RunConfig, RunResult};
+
+use super::run_config;
+
+pub fn config(dataset: &str, layout: Layout, filters: usize, layers: usize) -> RunConfig {
+    RunConfig {
+        layers,
+        filters,
+        epochs: 2,
+        train_limit: None,
+        val_limit: None,
+        ..run_config(dataset, layout)
+    }
+}
+
+/// A synthetic run: its config and the values the "training" produced.
+pub struct Synthetic {
+    pub config: RunConfig,
+    pub q: f64,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    pub seconds: f64,
+    pub diverged: bool,
+}
+
+pub fn result_of(s: &Synthetic) -> RunResult {
+    let epochs = (1..=2)
+        .map(|epoch| EpochMetrics {
+            epoch,
+            train_loss: s.train_loss * (3 - epoch) as f64,
+            val_loss: s.val_loss * (3 - epoch) as f64,
+            val_acc: s.val_acc,
+            seconds: s.seconds / 2.0,
+            images_per_second: 1000.0,
+        })
+        .collect();
+    RunResult {
+        config: s.config.clone(),
+        params: 1000,
+        train_examples: 100,
+        q: s.q,
+        outcome: if s.diverged {
+            Outcome::Diverged
+        } else {
+            Outcome::Done
+        },
+        diverged_epoch: s.diverged.then_some(1),
+        epochs,
+        final_train_loss: (!s.diverged).then_some(s.train_loss),
+        final_train_acc: (!s.diverged).then_some(0.9),
+        final_val_loss: (!s.diverged).then_some(s.val_loss),
+        final_val_acc: (!s.diverged).then_some(s.val_acc),
+        train_seconds: s.seconds,
+        total_seconds: s.seconds,
+        device: "Cpu".into(),
+    }
+}
+
+/// Fills a store through its public interface: add, claim, record epochs, finish.
+pub fn fill(db: &Path, runs: &[Synthetic], leave_pending: usize) {
+    let mut store = SqliteStore::open(db).unwrap();
+    let specs: Vec<RunSpec> = runs
+        .iter()
+        .map(|s| RunSpec {
+            id: run_id(&s.config),
+            pair_id: pair_id(&s.config),
+            config: s.config.clone(),
+        })
+        .collect();
+    store.add_runs("synthetic", "", &specs).unwrap();
+    let me = WorkerInfo::this_process(1);
+    store.register_worker(&me).unwrap();
+    for _ in 0..runs.len() - leave_pending {
+        let claimed = store.claim(&me).unwrap().unwrap();
+        let s = runs
+            .iter()
+            .find(|s| run_id(&s.config) == claimed.id)
+            .unwrap();
+        let result = result_of(s);
+        for m in &result.epochs {
+            store.record_epoch(&claimed.id, &me, m).unwrap();
+        }
+        store
+            .finish(&claimed.id, &me, Finish::Trained(&result))
+            .unwrap();
+    }
+}
