@@ -117,13 +117,23 @@ def main():
     p.add_argument("--shallow", default=os.path.join(ROOT, "target/release/shallow"))
     p.add_argument("--out", required=True, help="path prefix of OUT.csv and OUT.txt")
     args = p.parse_args()
-    seeds = range(args.first_seed, args.first_seed + args.seeds)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        rows = [r for rs in pool.map(lambda s: one_seed(args, s), seeds) for r in rs]
-    with open(args.out + ".csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    # Rows are appended as seeds finish; seeds already in OUT.csv are not run again (resume).
+    path, rows = args.out + ".csv", []
+    if os.path.exists(path):
+        with open(path, newline="") as f:
+            rows = [{k: (int(v) if k == "seed" else v if k == "condition" else float(v)) for k, v in r.items()}
+                    for r in csv.DictReader(f)]
+    done = {r["seed"] for r in rows}
+    seeds = [s for s in range(args.first_seed, args.first_seed + args.seeds) if s not in done]
+    with open(path, "a", newline="") as f, ThreadPoolExecutor(args.jobs) as pool:
+        w = csv.DictWriter(f, fieldnames=["condition", "seed", "final_train_loss", "final_val_loss",
+                                          "final_val_acc", "epoch1_val_loss"])
+        if not rows:
+            w.writeheader()
+        for new in pool.map(lambda s: one_seed(args, s), seeds):
+            w.writerows(new)
+            f.flush()
+            rows.extend(new)
     text = summarise(rows)
     with open(args.out + ".txt", "w") as f:
         f.write(text + "\n")

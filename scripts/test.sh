@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The project's test command: installs libtorch (scripts/setup.sh), finds the real datasets, then
-# runs formatting and lint checks and the whole test suite.
+# The project's test command: installs libtorch and the PyTorch reference (scripts/setup.sh with
+# SHALLOW_TORCH_FULL=1: tests/fidelity.rs trains runs in PyTorch too), finds the real datasets,
+# then runs formatting and lint checks and the whole test suite.
 #
 # Real data: $SHALLOW_DATA if set, else ../shared/data if present, else ./data (downloaded once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+SHALLOW_TORCH_FULL=1 scripts/setup.sh
 if [ -z "${SHALLOW_DATA:-}" ]; then
   if [ -d ../shared/data/mnist ]; then
     SHALLOW_DATA=$(cd ../shared/data && pwd)

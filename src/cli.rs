@@ -16,6 +16,20 @@ use shallow::train::{self, Outcome, RunConfig, RunResult};
 
 /// Exit code of `train` when the run diverged (its result is still printed and written).
 const EXIT_DIVERGED: u8 = 3;
+/// Most threads or worker processes one command may ask for.
+const MAX_PARALLELISM: usize = 1024;
+
+/// A thread or worker count: 1 to MAX_PARALLELISM.
+fn parallelism(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a whole number"))?;
+    if (1..=MAX_PARALLELISM).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("must be between 1 and {MAX_PARALLELISM}, got {n}"))
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -78,7 +92,7 @@ pub enum Command {
         net: String,
         #[arg(long, value_enum)]
         layout: Layout,
-        #[arg(long)]
+        #[arg(long, value_parser = parallelism)]
         threads: usize,
         #[arg(long, value_enum)]
         device: DeviceChoice,
@@ -98,7 +112,7 @@ pub enum Command {
     Worker {
         #[arg(long)]
         db: PathBuf,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = parallelism)]
         threads: usize,
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -115,7 +129,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     pub repetitions: usize,
     /// Threads for both implementations [default: all cores].
-    #[arg(long)]
+    #[arg(long, value_parser = parallelism)]
     pub threads: Option<usize>,
     /// Python with torch importable (`SHALLOW_TORCH_FULL=1 scripts/setup.sh` installs it).
     #[arg(long, default_value = ".venv/bin/python")]
@@ -146,7 +160,7 @@ pub struct SweepArgs {
     #[arg(long, default_value = "results.db")]
     pub db: PathBuf,
     /// Worker processes training concurrently [default: one per core].
-    #[arg(long)]
+    #[arg(long, value_parser = parallelism)]
     pub workers: Option<usize>,
     /// Print the number of runs, total parameters and an estimated time; train nothing.
     #[arg(long)]
@@ -184,7 +198,7 @@ pub struct RuntimeArgs {
     #[arg(long, value_enum, default_value_t)]
     pub device: DeviceChoice,
     /// libtorch threads [default: all cores; in a sweep: per worker, cores / workers].
-    #[arg(long)]
+    #[arg(long, value_parser = parallelism)]
     pub threads: Option<usize>,
 }
 
@@ -380,6 +394,8 @@ pub fn run(command: Command) -> Result<ExitCode> {
 fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
     if args.dry_run {
         let grid = grid::load(&args.config)?;
+        let data_dir = data::resolve_data_dir(args.runtime.data_dir.as_deref());
+        coordinator::check_inputs(&grid, &data_dir, args.runtime.offline, false)?;
         let (workers, threads) = coordinator::plan_workers(args.workers, args.runtime.threads);
         println!("{}", coordinator::dry_run(&grid, workers, threads)?);
         return Ok(ExitCode::SUCCESS);
@@ -419,12 +435,16 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
 fn train_command(args: &TrainArgs) -> Result<ExitCode> {
     let cfg = args.run_config();
     cfg.validate()?;
+    if let Some(path) = &args.json {
+        check_writable(path).context("--json")?;
+    }
     let rt = &args.runtime;
     let data_dir = data::resolve_data_dir(rt.data_dir.as_deref());
     data::ensure_available(&data_dir, &cfg.dataset, rt.offline)?;
     let raw = data::load(&data_dir, &cfg.dataset)?;
     let device = device::select_device(rt.device)?;
     device::set_threads(rt.threads.unwrap_or_else(device::available_cores));
+    train::check_fits(&cfg, raw.train.shape, device)?;
     let tensors = data::prepare(&raw, cfg.train_limit, cfg.val_limit, cfg.subset, device);
     println!(
         "{} {} L={} F={} k={} on {} training / {} validation images, {device:?}",
@@ -493,6 +513,17 @@ fn print_summary(r: &RunResult) {
         images as f64 / r.train_seconds.max(1e-9),
         r.total_seconds
     );
+}
+
+/// Fails, before any work, when `path` cannot be written as a file: a folder, or a place where
+/// the file (and its temporary sibling) cannot be created.
+fn check_writable(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        anyhow::bail!("{} is a folder; give a file name", path.display());
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, b"").with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::remove_file(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))
 }
 
 /// Writes via a temporary file and rename, so readers never see half a file.

@@ -118,6 +118,15 @@ pub fn set_threads(threads: usize) {
     tch::set_num_threads(threads.max(1) as i32);
 }
 
+/// Memory this machine can still give a process, in bytes (`MemAvailable` of /proc/meminfo);
+/// `None` where that is unknown.
+pub fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Cores usable by this process.
 pub fn available_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -174,6 +174,20 @@ impl Architecture {
         stem + units + (self.head_inputs() * self.classes) as f64
     }
 
+    /// A rough upper estimate, in bytes, of what one training step of `batch` images needs: the
+    /// f32 variables with their gradients and Adam's two moments, and per image the input, the
+    /// stem's output, and per unit its convolution, batch-norm and activation outputs and the
+    /// residual sum, each kept for the backward pass and matched by a gradient.
+    pub fn training_memory_bytes(&self, batch: usize) -> f64 {
+        let [c, h, w] = self.input;
+        let (fh, fw) = self.feature_size();
+        let f = self.filters as f64;
+        let per_image = (c * h * w) as f64
+            + 2.0 * f * (h * w) as f64
+            + 4.0 * self.layers as f64 * f * (fh * fw) as f64;
+        4.0 * (4.0 * self.parameter_count() as f64 + 2.0 * batch as f64 * per_image)
+    }
+
     /// Spatial size after the stem (and pooling).
     fn feature_size(&self) -> (usize, usize) {
         let [_, h, w] = self.input;

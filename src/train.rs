@@ -53,6 +53,11 @@ pub struct RunConfig {
     pub precision: Precision,
 }
 
+/// Bounds far beyond any net these datasets can train, that keep sizes from overflowing.
+const MAX_LAYERS: usize = 10_000;
+const MAX_FILTERS: usize = 65_536;
+const MAX_KERNEL: usize = 99;
+
 impl RunConfig {
     pub fn validate(&self) -> Result<()> {
         ensure!(!self.dataset.is_empty(), "dataset must not be empty");
@@ -68,8 +73,21 @@ impl RunConfig {
             "train_limit must be at least 1"
         );
         ensure!(self.val_limit != Some(0), "val_limit must be at least 1");
-        ensure!(self.layers >= 1, "layers must be at least 1");
-        ensure!(self.filters >= 1, "filters must be at least 1");
+        ensure!(
+            (1..=MAX_LAYERS).contains(&self.layers),
+            "layers must be between 1 and {MAX_LAYERS}, got {}",
+            self.layers
+        );
+        ensure!(
+            (1..=MAX_FILTERS).contains(&self.filters),
+            "filters must be between 1 and {MAX_FILTERS}, got {}",
+            self.filters
+        );
+        ensure!(
+            self.kernel <= MAX_KERNEL,
+            "kernel must be at most {MAX_KERNEL}, got {}",
+            self.kernel
+        );
         ensure!(
             !self.kernel.is_multiple_of(2),
             "kernel must be odd (same padding), got {}",
@@ -230,6 +248,33 @@ impl Observer for Bar {
     }
 }
 
+/// Refuses, before any work, a run whose architecture does not fit its images or whose training
+/// step would not fit the memory this machine has left (checked on the CPU; a GPU's own limit
+/// shows as libtorch's out-of-memory error).
+pub fn check_fits(cfg: &RunConfig, input: [usize; 3], device: Device) -> Result<()> {
+    let arch = cfg.architecture(input);
+    arch.validate()?;
+    if device != Device::Cpu {
+        return Ok(());
+    }
+    let need = arch.training_memory_bytes(cfg.batch_size);
+    if let Some(have) = crate::device::available_memory() {
+        ensure!(
+            need <= have as f64,
+            "L={} F={} k={} with batch size {} needs about {:.1} GB to train (P = {} parameters), \
+             but this machine has {:.1} GB available",
+            cfg.layers,
+            cfg.filters,
+            cfg.kernel,
+            cfg.batch_size,
+            need / 1e9,
+            arch.parameter_count(),
+            have as f64 / 1e9
+        );
+    }
+    Ok(())
+}
+
 /// Trains one network on `data` and evaluates it.
 pub fn train(
     cfg: &RunConfig,
@@ -238,6 +283,7 @@ pub fn train(
     observer: &mut dyn Observer,
 ) -> Result<RunResult> {
     cfg.validate()?;
+    check_fits(cfg, data.shape, device)?;
     crate::device::warn_if_bf16_is_slow(device, cfg.precision);
     let started = Instant::now();
     let vs = nn::VarStore::new(device);

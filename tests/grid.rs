@@ -23,7 +23,9 @@ fn paper_preset_expands_to_6912_runs_in_3456_pairs() {
 #[test]
 fn quick_preset_is_small_and_paired() {
     let g = grid::load(std::path::Path::new("configs/quick.toml")).unwrap();
-    assert_eq!((g.runs.len(), g.pairs()), (32, 16));
+    assert_eq!((g.runs.len(), g.pairs()), (96, 48));
+    let seeds: std::collections::BTreeSet<u64> = g.runs.iter().map(|r| r.config.seed).collect();
+    assert_eq!(seeds.len(), 3, "seeds, for the report's seed-noise columns");
 }
 
 const A: &str = r#"

@@ -35,7 +35,8 @@ pub fn read_batches(paths: &[impl AsRef<Path>]) -> Result<Records> {
     Ok(records)
 }
 
-fn parse_into(bytes: &[u8], records: &mut Records) -> Result<()> {
+/// Appends the records of one batch file's bytes to `records`.
+pub fn parse_into(bytes: &[u8], records: &mut Records) -> Result<()> {
     ensure!(
         !bytes.is_empty() && bytes.len().is_multiple_of(RECORD),
         "size {} is not a positive multiple of the {RECORD}-byte CIFAR-10 record (truncated file?)",

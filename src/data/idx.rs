@@ -75,7 +75,10 @@ pub fn parse_idx(bytes: &[u8]) -> Result<IdxArray> {
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
-    let expected: usize = dims.iter().product();
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .with_context(|| format!("header dims {dims:?} overflow: no file holds that many bytes"))?;
     ensure!(
         data.len() == expected,
         "data truncated or padded: header dims {dims:?} need {expected} bytes, found {}",

@@ -59,15 +59,40 @@ pub fn missing_files(data_dir: &Path, name: &str) -> Vec<PathBuf> {
 /// Makes sure a dataset is on disk: downloads it when it is missing and one of the datasets with
 /// an official source, unless `offline` forbids it.
 pub fn ensure_available(data_dir: &Path, name: &str, offline: bool) -> Result<()> {
+    if let Some(source) = needs_download(data_dir, name, offline)? {
+        tracing::info!(
+            "dataset '{name}' missing from {}, downloading",
+            data_dir.display()
+        );
+        download::fetch(&source, data_dir, &download::mirror_from_env())?;
+    }
+    Ok(())
+}
+
+/// Whether a dataset can be had, without downloading anything: `None` when its files are there,
+/// its download source when it is missing but may be downloaded, an error naming the missing files
+/// otherwise (an unknown dataset, or `offline`).
+pub fn needs_download(
+    data_dir: &Path,
+    name: &str,
+    offline: bool,
+) -> Result<Option<download::Source>> {
     let missing = missing_files(data_dir, name);
     if missing.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let list = missing
         .iter()
         .map(|p| format!("  {}", p.display()))
         .collect::<Vec<_>>()
         .join("\n");
+    let Some(source) = download::Source::named(name) else {
+        bail!(
+            "unknown dataset '{name}': it is neither {MNIST} nor {CIFAR10} (which can be downloaded) \
+             nor a complete IDX dataset in {}; missing files:\n{list}",
+            data_dir.display()
+        );
+    };
     if offline {
         bail!(
             "dataset '{name}' is incomplete and --offline forbids downloading it; missing files:\n{list}\n\
@@ -75,16 +100,7 @@ pub fn ensure_available(data_dir: &Path, name: &str, offline: bool) -> Result<()
             data_dir.display()
         );
     }
-    let Some(source) = download::Source::named(name) else {
-        bail!(
-            "dataset '{name}' is incomplete and has no download source (only {MNIST} and {CIFAR10} do); missing files:\n{list}"
-        );
-    };
-    tracing::info!(
-        "dataset '{name}' missing from {}, downloading",
-        data_dir.display()
-    );
-    download::fetch(&source, data_dir, &download::mirror_from_env())
+    Ok(Some(source))
 }
 
 /// Images as bytes in NCHW order, with their labels.
@@ -130,11 +146,42 @@ pub fn load(data_dir: &Path, name: &str) -> Result<RawDataset> {
             idx_split(&dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?,
         )
     };
+    check_splits(&dir, &train, &test)?;
     Ok(RawDataset {
         name: name.to_owned(),
         train,
         test,
     })
+}
+
+/// A dataset the nets can train on: images in both splits, of one shape.
+fn check_splits(dir: &Path, train: &Split, test: &Split) -> Result<()> {
+    for (split, what) in [(train, "training"), (test, "test (validation)")] {
+        ensure!(
+            !split.is_empty(),
+            "{}: the {what} split holds no images",
+            dir.display()
+        );
+        ensure!(
+            split.shape.iter().all(|&d| d > 0),
+            "{}: the {what} images have an empty dimension ({})",
+            dir.display(),
+            shape_text(split.shape)
+        );
+    }
+    ensure!(
+        train.shape == test.shape,
+        "{}: training images are {} but test (validation) images are {}: both splits must share \
+         one shape and channel count",
+        dir.display(),
+        shape_text(train.shape),
+        shape_text(test.shape)
+    );
+    Ok(())
+}
+
+fn shape_text([c, h, w]: [usize; 3]) -> String {
+    format!("{c}×{h}×{w} (channels×height×width)")
 }
 
 fn cifar_split(records: cifar::Records) -> Split {

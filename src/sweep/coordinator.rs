@@ -91,6 +91,28 @@ fn calibrate_macs_per_second(threads: usize) -> Result<f64> {
     Ok(3.0 * arch.forward_macs() * 32.0 * steps as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Checks, before anything is queued or trained, that every dataset of the grid can be had (with
+/// `fetch`, downloading what is missing) and is usable, and that every run fits its images and
+/// this machine's memory. A dataset that is missing but downloadable is not loaded without
+/// `fetch`; its runs are checked against its known shape.
+pub fn check_inputs(grid: &Grid, data_dir: &Path, offline: bool, fetch: bool) -> Result<()> {
+    for dataset in grid.datasets() {
+        let shape = if fetch {
+            data::ensure_available(data_dir, dataset, offline)?;
+            data::load(data_dir, dataset)?.train.shape
+        } else if data::needs_download(data_dir, dataset, offline)?.is_some() {
+            input_shape(dataset).0
+        } else {
+            data::load(data_dir, dataset)?.train.shape
+        };
+        for run in grid.runs.iter().filter(|r| r.config.dataset == dataset) {
+            crate::train::check_fits(&run.config, shape, Device::Cpu)
+                .with_context(|| format!("run {} of the grid ({dataset})", run.id))?;
+        }
+    }
+    Ok(())
+}
+
 /// `--dry-run`: what the sweep holds and roughly how long it takes here.
 pub fn dry_run(grid: &Grid, workers: usize, threads: usize) -> Result<String> {
     let params: f64 = grid
@@ -146,7 +168,9 @@ impl SweepOutcome {
 pub fn run_sweep(opts: &SweepOptions, exe: &Path) -> Result<SweepOutcome> {
     let started = Instant::now();
     let grid = grid::load(&opts.config)?;
-    let text = std::fs::read_to_string(&opts.config)?;
+    check_inputs(&grid, &opts.data_dir, opts.offline, true)?;
+    let text = std::fs::read_to_string(&opts.config)
+        .with_context(|| format!("cannot read {}", opts.config.display()))?;
     let mut store = store::open(&opts.db)?;
     let added = store.add_runs(&grid.name, &text, &grid.runs)?;
     println!(
@@ -157,9 +181,6 @@ pub fn run_sweep(opts: &SweepOptions, exe: &Path) -> Result<SweepOutcome> {
         added.existing,
         opts.db.display()
     );
-    for dataset in grid.datasets() {
-        data::ensure_available(&opts.data_dir, dataset, opts.offline)?;
-    }
     store.requeue_abandoned(super::worker::STALE_AFTER)?;
     let (workers, threads) = plan_workers(opts.workers, opts.threads);
     let log_path = opts.db.with_extension("workers.log");
@@ -395,6 +416,9 @@ pub fn status_text(db: &Path) -> Result<String> {
 /// `shallow export`: one CSV row per run — identity, config columns, status, final metrics,
 /// timings — ready for pandas or polars.
 pub fn export_csv(db: &Path, out: &Path) -> Result<usize> {
+    if out.is_dir() {
+        bail!("--csv {}: is a folder; give a file name", out.display());
+    }
     let store = store::SqliteStore::open_existing(db)?;
     let runs = store.runs()?;
     let tmp = out.with_extension("csv.tmp");
@@ -487,6 +511,9 @@ pub fn export_csv(db: &Path, out: &Path) -> Result<usize> {
     }
     writer.flush()?;
     drop(writer);
-    std::fs::rename(&tmp, out)?;
+    std::fs::rename(&tmp, out).map_err(|e| {
+        std::fs::remove_file(&tmp).ok();
+        anyhow::anyhow!("cannot write {}: {e}", out.display())
+    })?;
     Ok(runs.len())
 }

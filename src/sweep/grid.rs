@@ -238,7 +238,17 @@ fn parse_excludes(
                             key.get_ref()
                         );
                     }
-                    Ok((key.get_ref().clone(), values_of(value.get_ref().clone())))
+                    let name = key.get_ref();
+                    let values = values_of(value.get_ref().clone());
+                    for v in &values {
+                        check_value(name, v).map_err(|e| {
+                            anyhow!(
+                                "{}: `{name}` in [[exclude]] can never match: {e:#}",
+                                at(value.span())
+                            )
+                        })?;
+                    }
+                    Ok((name.clone(), values))
                 })
                 .collect()
         })

@@ -1,0 +1,108 @@
+//! No panic is reachable from input files: arbitrary bytes to the IDX and CIFAR-10 readers and
+//! arbitrary TOML to the grid parser give a value or an error, never a panic.
+use proptest::prelude::*;
+use shallow::data::{cifar, idx};
+use shallow::sweep::grid;
+
+/// A TOML value of any type the grid might be given.
+fn toml_value() -> impl Strategy<Value = String> {
+    let scalar = prop_oneof![
+        any::<i64>().prop_map(|i| i.to_string()),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| format!("{f:e}")),
+        any::<bool>().prop_map(|b| b.to_string()),
+        "[a-z0-9_]{0,10}".prop_map(|s| format!("\"{s}\"")),
+        Just("\"mnist\"".to_owned()),
+        Just("\"parallel\"".to_owned()),
+    ];
+    prop_oneof![
+        scalar.clone(),
+        prop::collection::vec(scalar, 0..4).prop_map(|v| format!("[{}]", v.join(", "))),
+    ]
+}
+
+/// The grid's own setting names and a few others.
+fn key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec![
+            "dataset",
+            "layout",
+            "layers",
+            "filters",
+            "kernel",
+            "activation",
+            "pool",
+            "batchnorm",
+            "head",
+            "lr",
+            "batch_size",
+            "epochs",
+            "seed",
+            "train_limit",
+            "val_limit",
+            "subset",
+            "precision",
+        ])
+        .prop_map(str::to_owned),
+        "[a-z_]{1,8}",
+    ]
+}
+
+/// Key = value lines, each key once.
+fn table() -> impl Strategy<Value = String> {
+    prop::collection::vec((key(), toml_value()), 0..8).prop_map(|entries| {
+        let mut seen = std::collections::HashSet::new();
+        entries
+            .into_iter()
+            .filter(|(k, _)| seen.insert(k.clone()))
+            .map(|(k, v)| format!("{k} = {v}\n"))
+            .collect::<String>()
+    })
+}
+
+fn grid_text() -> impl Strategy<Value = String> {
+    (table(), prop::collection::vec(table(), 0..3)).prop_map(|(runs, excludes)| {
+        let mut text = format!("name = \"p\"\n[runs]\n{runs}");
+        for rule in excludes {
+            text += &format!("[[exclude]]\n{rule}");
+        }
+        text
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn idx_reader_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        let _ = idx::parse_idx(&bytes);
+    }
+
+    #[test]
+    fn idx_reader_never_panics_on_valid_magic(dims in prop::collection::vec(any::<u32>(), 0..5),
+                                              tail in prop::collection::vec(any::<u8>(), 0..32)) {
+        let mut bytes = vec![0, 0, 8, dims.len() as u8];
+        for d in &dims {
+            bytes.extend_from_slice(&d.to_be_bytes());
+        }
+        bytes.extend_from_slice(&tail);
+        let _ = idx::parse_idx(&bytes);
+    }
+
+    #[test]
+    fn cifar_reader_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..8000)) {
+        let mut records = cifar::Records::default();
+        let _ = cifar::parse_into(&bytes, &mut records);
+    }
+
+    #[test]
+    fn grid_parser_never_panics_on_any_text(text in "\\PC{0,200}") {
+        let _ = grid::parse(&text, "fuzz.toml");
+    }
+
+    #[test]
+    fn grid_parser_never_panics_on_any_grid(text in grid_text()) {
+        let _ = grid::parse(&text, "fuzz.toml");
+    }
+}
