@@ -410,26 +410,46 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
         device: args.runtime.device,
     };
     let exe = std::env::current_exe().context("cannot find the shallow binary")?;
-    let outcome = coordinator::run_sweep(&opts, &exe)?;
-    let hours = outcome.wall_seconds / 3600.0;
+    let queued = coordinator::queue(&opts)?;
     println!(
-        "finished in {}: {} done, {} diverged, {} failed, {} pending; {} runs trained now ({:.0} runs/hour)",
+        "sweep '{}': {} runs in the grid, {} new, {} already in {}\n\
+         {} worker(s) × {} thread(s); worker logs: {}",
+        queued.name,
+        queued.runs,
+        queued.added.new,
+        queued.added.existing,
+        opts.db.display(),
+        queued.workers,
+        queued.threads,
+        queued.log_path.display()
+    );
+    let outcome = coordinator::run_sweep(&opts, &exe, &queued)?;
+    let [done, diverged, failed] = outcome.trained_now;
+    println!(
+        "finished in {}: trained now {done} done, {diverged} diverged, {failed} failed \
+         ({:.0} runs/hour); in the database {} done, {} diverged, {} failed, {} pending",
         coordinator::human_duration(outcome.wall_seconds),
+        (done + diverged + failed) as f64 / (outcome.wall_seconds / 3600.0).max(1e-9),
         outcome.count("done"),
         outcome.count("diverged"),
         outcome.count("failed"),
-        outcome.count("pending"),
-        outcome.finished_now,
-        outcome.finished_now as f64 / hours.max(1e-9)
+        outcome.count("pending") + outcome.count("running"),
     );
-    if outcome.count("failed") > 0 {
+    if outcome.workers_lost > 0 {
         eprintln!(
-            "some runs failed; `shallow status {}` shows why",
-            args.db.display()
+            "{} worker process(es) died along the way and were replaced; see {}",
+            outcome.workers_lost,
+            args.db.with_extension("workers.log").display()
         );
-        return Ok(ExitCode::FAILURE);
     }
-    Ok(ExitCode::SUCCESS)
+    if outcome.complete() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "not every run ended done or diverged; `shallow status {}` shows why",
+        args.db.display()
+    );
+    Ok(ExitCode::FAILURE)
 }
 
 fn train_command(args: &TrainArgs) -> Result<ExitCode> {

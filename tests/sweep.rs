@@ -2,73 +2,13 @@
 //! processes on one database, a diverging run, status and export.
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{shallow_bin, write_idx_dataset};
+use common::shallow_bin;
+use common::sweeps::{count, query, run_sweep, setup, sweep_command};
 use rusqlite::Connection;
-
-struct Setup {
-    _tmp: tempfile::TempDir,
-    data: PathBuf,
-    config: PathBuf,
-    db: PathBuf,
-}
-
-fn setup(runs_toml: &str, train: usize, side: usize) -> Setup {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    write_idx_dataset(&data.join("tiny"), train, 50, side, false);
-    let config = tmp.path().join("grid.toml");
-    std::fs::write(
-        &config,
-        format!("name = \"t\"\n[runs]\ndataset = \"tiny\"\n{runs_toml}"),
-    )
-    .unwrap();
-    let db = tmp.path().join("results.db");
-    Setup {
-        _tmp: tmp,
-        data,
-        config,
-        db,
-    }
-}
-
-fn sweep_command(s: &Setup, workers: usize) -> Command {
-    let mut c = Command::new(shallow_bin());
-    c.arg("sweep")
-        .arg(&s.config)
-        .arg("--db")
-        .arg(&s.db)
-        .arg("--data-dir")
-        .arg(&s.data)
-        .args([
-            "--offline",
-            "--threads",
-            "1",
-            "--workers",
-            &workers.to_string(),
-        ]);
-    c
-}
-
-fn run_sweep(s: &Setup, workers: usize) -> Output {
-    sweep_command(s, workers).output().unwrap()
-}
-
-fn query<T: rusqlite::types::FromSql>(db: &Path, sql: &str) -> Vec<T> {
-    let conn = Connection::open(db).unwrap();
-    let mut q = conn.prepare(sql).unwrap();
-    q.query_map([], |r| r.get(0))
-        .unwrap()
-        .map(|r| r.unwrap())
-        .collect()
-}
-
-fn count(db: &Path, sql: &str) -> i64 {
-    query::<i64>(db, sql)[0]
-}
 
 fn alive(pid: i64) -> bool {
     // SAFETY: signal 0 only checks existence.

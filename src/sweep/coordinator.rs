@@ -150,8 +150,10 @@ pub fn human_duration(seconds: f64) -> String {
 #[derive(Debug)]
 pub struct SweepOutcome {
     pub counts: Vec<(String, i64)>,
-    /// Runs that finished during this invocation.
-    pub finished_now: u64,
+    /// Runs that this invocation's workers ended: done, diverged, failed.
+    pub trained_now: [u64; 3],
+    /// Worker processes that died (killed, crashed) and were replaced while runs remained.
+    pub workers_lost: usize,
     pub wall_seconds: f64,
 }
 
@@ -162,38 +164,60 @@ impl SweepOutcome {
             .find(|(s, _)| s == status)
             .map_or(0, |(_, n)| *n)
     }
+
+    /// Every run ended done or diverged: nothing failed, nothing is left.
+    pub fn complete(&self) -> bool {
+        ["failed", "pending", "running"]
+            .iter()
+            .all(|s| self.count(s) == 0)
+    }
 }
 
-/// Runs a sweep to completion with worker processes of `exe` (its hidden `worker` subcommand).
-pub fn run_sweep(opts: &SweepOptions, exe: &Path) -> Result<SweepOutcome> {
-    let started = Instant::now();
+/// A grid checked and queued in the store, ready for workers.
+pub struct Queued {
+    pub name: String,
+    pub runs: usize,
+    pub added: store::Added,
+    pub workers: usize,
+    pub threads: usize,
+    pub log_path: PathBuf,
+}
+
+/// Loads the grid, checks its inputs (downloading missing datasets) and adds its runs to the
+/// store; nothing is queued when a check fails.
+pub fn queue(opts: &SweepOptions) -> Result<Queued> {
     let grid = grid::load(&opts.config)?;
     check_inputs(&grid, &opts.data_dir, opts.offline, true)?;
     let text = std::fs::read_to_string(&opts.config)
         .with_context(|| format!("cannot read {}", opts.config.display()))?;
     let mut store = store::open(&opts.db)?;
     let added = store.add_runs(&grid.name, &text, &grid.runs)?;
-    println!(
-        "sweep '{}': {} runs in the grid, {} new, {} already in {}",
-        grid.name,
-        grid.runs.len(),
-        added.new,
-        added.existing,
-        opts.db.display()
-    );
-    store.requeue_abandoned(super::worker::STALE_AFTER)?;
     let (workers, threads) = plan_workers(opts.workers, opts.threads);
-    let log_path = opts.db.with_extension("workers.log");
-    let mut children = (0..workers)
-        .map(|_| spawn_worker(exe, opts, threads, &log_path))
-        .collect::<Result<Vec<_>>>()?;
-    println!(
-        "{workers} worker(s) × {threads} thread(s); worker logs: {}",
-        log_path.display()
-    );
-    let (finished_before, _, _) = finished(&store.status_counts()?);
-    let progress = Progress::new(store.as_ref(), &children)?;
-    let mut failures = Vec::new();
+    Ok(Queued {
+        name: grid.name,
+        runs: grid.runs.len(),
+        added,
+        workers,
+        threads,
+        log_path: opts.db.with_extension("workers.log"),
+    })
+}
+
+/// Trains a queued sweep to completion with worker processes of `exe` (its hidden `worker`
+/// subcommand). A worker that dies while runs remain is replaced (at most three times as many
+/// replacements as workers, so that a crash on every start cannot loop forever); its run goes
+/// back to pending at once.
+pub fn run_sweep(opts: &SweepOptions, exe: &Path, queued: &Queued) -> Result<SweepOutcome> {
+    let started = Instant::now();
+    let since = store::now();
+    let mut store = store::open(&opts.db)?;
+    store.requeue_abandoned(super::worker::STALE_AFTER)?;
+    let (workers, threads) = (queued.workers, queued.threads);
+    let spawn = || spawn_worker(exe, opts, threads, &queued.log_path);
+    let mut children = (0..workers).map(|_| spawn()).collect::<Result<Vec<_>>>()?;
+    let mut spawned: Vec<u32> = children.iter().map(Child::id).collect();
+    let mut progress = Progress::new(store.as_ref(), &children)?;
+    let mut lost = 0;
     while !children.is_empty() {
         std::thread::sleep(Duration::from_millis(500));
         progress.update(store.as_ref(), &children)?;
@@ -201,27 +225,64 @@ pub fn run_sweep(opts: &SweepOptions, exe: &Path) -> Result<SweepOutcome> {
         for mut child in children {
             match child.try_wait()? {
                 None => still.push(child),
-                Some(status) if !status.success() => failures.push(status),
-                Some(_) => {}
+                Some(status) if status.success() => {}
+                Some(status) => {
+                    lost += 1;
+                    tracing::warn!("worker {} ended abnormally ({status})", child.id());
+                    // Reaped now, so it is seen dead: its run is pending again at once.
+                    store.requeue_abandoned(super::worker::STALE_AFTER)?;
+                    let pending = store
+                        .status_counts()?
+                        .iter()
+                        .any(|(s, n)| s == "pending" && *n > 0);
+                    if pending && lost <= 3 * workers {
+                        let replacement = spawn()?;
+                        progress.replace(child.id(), replacement.id());
+                        spawned.push(replacement.id());
+                        still.push(replacement);
+                    }
+                }
             }
         }
         children = still;
     }
     progress.update(store.as_ref(), &children)?;
     progress.finish();
-    if let Some(status) = failures.first() {
-        bail!(
-            "{} worker(s) exited abnormally ({status}); see {}",
-            failures.len(),
-            log_path.display()
-        );
-    }
-    let counts = store.status_counts()?;
     Ok(SweepOutcome {
-        finished_now: finished(&counts).0 - finished_before,
-        counts,
+        trained_now: trained_by(&store.runs()?, &spawned, since),
+        counts: store.status_counts()?,
+        workers_lost: lost,
         wall_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Done, diverged and failed runs that the worker processes `pids` of this host ended since
+/// `since` (a worker's id is `host:pid:start`).
+fn trained_by(runs: &[RunRow], pids: &[u32], since: f64) -> [u64; 3] {
+    let host = store::hostname();
+    let mut counts = [0; 3];
+    for r in runs
+        .iter()
+        .filter(|r| r.finished_at.is_some_and(|t| t >= since))
+    {
+        let mine = r.worker.as_deref().is_some_and(|w| {
+            let mut parts = w.split(':');
+            parts.next() == Some(host.as_str())
+                && parts
+                    .next()
+                    .and_then(|p| p.parse::<u32>().ok())
+                    .is_some_and(|p| pids.contains(&p))
+        });
+        if let (true, Some(i)) = (
+            mine,
+            ["done", "diverged", "failed"]
+                .iter()
+                .position(|s| *s == r.status),
+        ) {
+            counts[i] += 1;
+        }
+    }
+    counts
 }
 
 fn spawn_worker(exe: &Path, opts: &SweepOptions, threads: usize, log: &Path) -> Result<Child> {
@@ -349,6 +410,13 @@ impl Progress {
         Ok(())
     }
 
+    /// A replacement worker takes over the line of the one that died.
+    fn replace(&mut self, old: u32, new: u32) {
+        if let Some(line) = self.lines.iter_mut().find(|(pid, _)| *pid == old) {
+            line.0 = new;
+        }
+    }
+
     fn finish(&self) {
         self.overall.finish();
         for (_, line) in &self.lines {
@@ -384,8 +452,13 @@ pub fn status_text(db: &Path) -> Result<String> {
         );
     }
     for r in store.running()? {
+        let label = if r.worker_gone {
+            "abandoned (its worker is gone; the next sweep or worker trains it again)"
+        } else {
+            "running"
+        };
         out += &format!(
-            "running: {} ({} {} L={} F={} k={}) on {}, {} of {} epochs done\n",
+            "{label}: {} ({} {} L={} F={} k={}) on {}, {} of {} epochs done\n",
             r.run_id,
             r.config.dataset,
             r.config.layout,

@@ -89,6 +89,9 @@ pub struct Running {
     pub worker: String,
     pub epochs_done: usize,
     pub config: RunConfig,
+    /// Its worker is dead or silent: the run waits to be trained again by the next sweep or
+    /// worker.
+    pub worker_gone: bool,
 }
 
 /// What `add_runs` did.
@@ -209,23 +212,54 @@ impl SqliteStore {
     }
 }
 
-fn now() -> f64 {
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "localhost".into())
 }
 
+/// Whether a process of this host is alive: it exists and is not a zombie (a worker killed but
+/// not yet reaped by its parent still exists for `kill(pid, 0)`, yet trains nothing).
 fn process_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    exists && !is_zombie(pid)
+}
+
+/// The state letter of /proc/<pid>/stat (after the command name in parentheses) is Z or X.
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.trim_start().chars().next()
+        })
+        .is_some_and(|state| matches!(state, 'Z' | 'X'))
+}
+
+/// Whether the worker holding a run is gone: its process is dead on this host, it has not
+/// heartbeated since `deadline`, or it never registered.
+fn worker_gone(
+    host: Option<&str>,
+    pid: Option<u32>,
+    heartbeat: Option<f64>,
+    deadline: f64,
+) -> bool {
+    match (host, pid, heartbeat) {
+        (Some(host), Some(pid), Some(beat)) => {
+            (host == hostname() && !process_alive(pid)) || beat < deadline
+        }
+        _ => true,
+    }
 }
 
 /// Stores NaN/inf as NULL (SQLite has no NaN), so a diverged epoch is still recorded.
@@ -395,7 +429,6 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let here = hostname();
         let deadline = now() - stale_after.as_secs_f64();
         let abandoned: Vec<String> = {
             let mut query = tx.prepare(
@@ -413,13 +446,7 @@ impl Store for SqliteStore {
             let mut ids = Vec::new();
             for row in rows {
                 let (id, host, pid, heartbeat) = row?;
-                let dead = match (host, pid, heartbeat) {
-                    (Some(host), Some(pid), Some(beat)) => {
-                        (host == here && !process_alive(pid)) || beat < deadline
-                    }
-                    _ => true,
-                };
-                if dead {
+                if worker_gone(host.as_deref(), pid, heartbeat, deadline) {
                     ids.push(id);
                 }
             }
@@ -519,26 +546,32 @@ impl Store for SqliteStore {
 
     fn running(&self) -> Result<Vec<Running>> {
         let mut query = self.conn.prepare(
-            "SELECT id, COALESCE(worker, ''),
-                    (SELECT COALESCE(MAX(epoch), 0) FROM epochs e WHERE e.run_id = runs.id),
-                    config
-             FROM runs WHERE status = 'running' ORDER BY worker",
+            "SELECT r.id, COALESCE(r.worker, ''),
+                    (SELECT COALESCE(MAX(epoch), 0) FROM epochs e WHERE e.run_id = r.id),
+                    r.config, w.host, w.pid, w.heartbeat_at
+             FROM runs r LEFT JOIN workers w ON w.id = r.worker
+             WHERE r.status = 'running' ORDER BY r.worker",
         )?;
+        let deadline = now() - super::worker::STALE_AFTER.as_secs_f64();
         let rows = query.query_map([], |r| {
             Ok((
                 r.get(0)?,
                 r.get(1)?,
                 r.get::<_, i64>(2)?,
                 r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<u32>>(5)?,
+                r.get::<_, Option<f64>>(6)?,
             ))
         })?;
         rows.map(|row| {
-            let (run_id, worker, epochs, config) = row?;
+            let (run_id, worker, epochs, config, host, pid, beat) = row?;
             Ok(Running {
                 run_id,
                 worker,
                 epochs_done: epochs as usize,
                 config: serde_json::from_str(&config)?,
+                worker_gone: worker_gone(host.as_deref(), pid, beat, deadline),
             })
         })
         .collect()

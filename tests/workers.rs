@@ -1,0 +1,101 @@
+//! Worker processes that die: a zombie is dead at once, `status` labels its run, the sweep
+//! replaces a killed worker and still ends every run exactly once, and the summary counts only
+//! what this invocation trained.
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::run_config;
+use common::sweeps::{count, query, setup, sweep_command};
+use shallow::model::Layout;
+use shallow::sweep::coordinator;
+use shallow::sweep::grid::{RunSpec, pair_id, run_id};
+use shallow::sweep::store::{SqliteStore, Store, WorkerInfo};
+
+#[test]
+fn a_zombie_worker_is_dead_at_once_and_status_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("r.db");
+    let mut store = SqliteStore::open(&db).unwrap();
+    let config = run_config("mnist", Layout::Sequential);
+    let spec = RunSpec {
+        id: run_id(&config),
+        pair_id: pair_id(&config),
+        config,
+    };
+    store.add_runs("z", "", &[spec]).unwrap();
+    // A child that exits and is not reaped: a zombie, which `kill(pid, 0)` still finds.
+    let mut child = Command::new("true").spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut worker = WorkerInfo::this_process(1);
+    worker.pid = child.id();
+    worker.id = format!("{}:{}:0", worker.host, worker.pid);
+    store.register_worker(&worker).unwrap();
+    assert!(store.claim(&worker).unwrap().is_some());
+    let status = coordinator::status_text(&db).unwrap();
+    assert!(status.contains("abandoned (its worker is gone"), "{status}");
+    // Its heartbeat is fresh, yet it is recognised dead without waiting for staleness.
+    let requeued = store.requeue_abandoned(Duration::from_secs(3600)).unwrap();
+    assert_eq!(requeued, 1);
+    child.wait().unwrap();
+}
+
+#[test]
+fn a_killed_worker_is_replaced_and_every_run_ends_exactly_once() {
+    let s = setup(
+        "layers = [1, 2, 3]\nfilters = 8\nepochs = 2\nbatch_size = 16\n",
+        1500,
+        16,
+    );
+    let mut sweep = sweep_command(&s, 1)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let victim = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no run started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        if !s.db.exists() {
+            continue;
+        }
+        let pids: Vec<i64> = query(
+            &s.db,
+            "SELECT w.pid FROM runs r JOIN workers w ON w.id = r.worker WHERE r.status = 'running'",
+        );
+        if let Some(&pid) = pids.first() {
+            break pid;
+        }
+    };
+    // SAFETY: SIGKILL to the worker process the sweep started.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let out = sweep.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("died along the way and were replaced"),
+        "{stderr}"
+    );
+    let runs = 6;
+    assert_eq!(
+        count(&s.db, "SELECT COUNT(*) FROM runs WHERE status = 'done'"),
+        runs
+    );
+    assert_eq!(count(&s.db, "SELECT COUNT(*) FROM epochs"), runs * 2);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("trained now 6 done"), "{stdout}");
+
+    // Run again: nothing left to train, and the summary says so.
+    let out = sweep_command(&s, 1).output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("trained now 0 done, 0 diverged, 0 failed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("in the database 6 done"), "{stdout}");
+}
