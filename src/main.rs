@@ -1,5 +1,6 @@
 //! The `shallow` command line: a thin shell over the library's modules.
 mod cli;
+mod commands;
 
 use std::io::IsTerminal;
 
@@ -48,7 +49,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match cli::run(cli.command) {
+    match commands::run(cli.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use common::run_config;
 use common::sweeps::{count, query, setup, sweep_command};
 use shallow::model::Layout;
-use shallow::sweep::coordinator;
 use shallow::sweep::grid::{RunSpec, pair_id, run_id};
+use shallow::sweep::inspect;
 use shallow::sweep::store::{SqliteStore, Store, WorkerInfo};
 
 #[test]
@@ -33,7 +33,7 @@ fn a_zombie_worker_is_dead_at_once_and_status_says_so() {
     worker.id = format!("{}:{}:0", worker.host, worker.pid);
     store.register_worker(&worker).unwrap();
     assert!(store.claim(&worker).unwrap().is_some());
-    let status = coordinator::status_text(&db).unwrap();
+    let status = inspect::status_text(&db).unwrap();
     assert!(status.contains("abandoned (its worker is gone"), "{status}");
     // Its heartbeat is fresh, yet it is recognised dead without waiting for staleness.
     let requeued = store.requeue_abandoned(Duration::from_secs(3600)).unwrap();

@@ -153,7 +153,7 @@ pub fn fetch(source: &Source, data_dir: &Path, mirror: &Option<String>) -> Resul
             extracted?;
         }
     }
-    println!("{}: ready in {}", source.name, dir.display());
+    tracing::info!("{}: ready in {}", source.name, dir.display());
     Ok(())
 }
 

@@ -85,7 +85,7 @@ fn summary(runs: &[RunRow]) -> Vec<Block> {
             .map(|(s, n)| format!("{n} {s}"))
             .collect::<Vec<_>>()
             .join(", "),
-        crate::sweep::coordinator::human_duration(compute)
+        crate::sweep::plan::human_duration(compute)
     );
     if open > 0 {
         text += &format!(

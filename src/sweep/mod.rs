@@ -1,7 +1,11 @@
-//! The experiment grid: its spec ([`grid`]), the results store ([`store`]), the worker processes
-//! that train runs from the store ([`worker`]) and the coordinator that starts them and shows
-//! progress ([`coordinator`]).
+//! The experiment grid: its spec ([`grid`]), planning and checks before it runs ([`plan`]), the
+//! results store ([`store`]), the worker processes that train runs from the store ([`worker`]),
+//! the coordinator that queues the grid and starts them ([`coordinator`]) with its progress
+//! display ([`progress`]), and read-only views of a store ([`inspect`]).
 pub mod coordinator;
 pub mod grid;
+pub mod inspect;
+pub mod plan;
+pub mod progress;
 pub mod store;
 pub mod worker;

@@ -1,136 +1,16 @@
-//! The results store. [`Store`] is the narrow interface the sweep uses; [`SqliteStore`] is the
-//! embedded default (WAL mode, one file). Claiming a run is one atomic statement, so any number of
-//! worker processes — on one machine here, on many with a server-backed store — can share a sweep
-//! without training a run twice.
-//!
-//! A run goes `pending → running → done | diverged | failed`. Epoch metrics are written as each
-//! epoch ends; finishing a run is one transaction. A run whose worker stops heartbeating (or whose
-//! process is gone, on this host) is put back to `pending` and trained again from scratch, its
-//! partial epochs deleted.
+//! The SQLite backend of the results store: one file in WAL mode; claims are single atomic
+//! statements, so any number of processes on one machine can share it.
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use serde::Serialize;
 
-use super::grid::RunSpec;
-use crate::train::{EpochMetrics, Outcome, RunConfig, RunResult};
-
-pub const STATUSES: [&str; 5] = ["pending", "running", "done", "diverged", "failed"];
-
-/// A worker process as the store knows it.
-#[derive(Debug, Clone)]
-pub struct WorkerInfo {
-    pub id: String,
-    pub host: String,
-    pub pid: u32,
-    pub threads: usize,
-}
-
-impl WorkerInfo {
-    pub fn this_process(threads: usize) -> WorkerInfo {
-        let host = hostname();
-        let pid = std::process::id();
-        WorkerInfo {
-            id: format!("{host}:{pid}:{}", now() as u64),
-            host,
-            pid,
-            threads,
-        }
-    }
-}
-
-/// How a claimed run ended.
-pub enum Finish<'a> {
-    Trained(&'a RunResult),
-    Failed(&'a str),
-}
-
-/// One row of the runs table, as status, export and report read it.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunRow {
-    pub id: String,
-    pub pair_id: String,
-    pub sweep: String,
-    pub status: String,
-    pub config: RunConfig,
-    pub attempts: i64,
-    pub worker: Option<String>,
-    pub host: Option<String>,
-    pub claimed_at: Option<f64>,
-    pub finished_at: Option<f64>,
-    pub params: Option<i64>,
-    pub q: Option<f64>,
-    pub train_examples: Option<i64>,
-    pub final_train_loss: Option<f64>,
-    pub final_train_acc: Option<f64>,
-    pub final_val_loss: Option<f64>,
-    pub final_val_acc: Option<f64>,
-    pub diverged_epoch: Option<i64>,
-    pub train_seconds: Option<f64>,
-    pub total_seconds: Option<f64>,
-    pub device: Option<String>,
-    pub error: Option<String>,
-    pub epochs_recorded: i64,
-}
-
-/// Per-epoch metrics of one run.
-#[derive(Debug, Clone, Serialize)]
-pub struct EpochRow {
-    pub run_id: String,
-    pub metrics: EpochMetrics,
-}
-
-/// A run in progress.
-#[derive(Debug, Clone)]
-pub struct Running {
-    pub run_id: String,
-    pub worker: String,
-    pub epochs_done: usize,
-    pub config: RunConfig,
-    /// Its worker is dead or silent: the run waits to be trained again by the next sweep or
-    /// worker.
-    pub worker_gone: bool,
-}
-
-/// What `add_runs` did.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Added {
-    pub new: usize,
-    pub existing: usize,
-}
-
-/// The interface between the sweep and wherever its results live.
-pub trait Store {
-    /// Records a sweep (by name) and adds those of `runs` the store does not have yet as pending;
-    /// runs it already has, finished or not, are left untouched.
-    fn add_runs(&mut self, sweep: &str, config_text: &str, runs: &[RunSpec]) -> Result<Added>;
-    fn register_worker(&mut self, worker: &WorkerInfo) -> Result<()>;
-    fn heartbeat(&mut self, worker: &WorkerInfo) -> Result<()>;
-    /// Atomically moves one pending run to running for `worker`; `None` when none is pending.
-    fn claim(&mut self, worker: &WorkerInfo) -> Result<Option<RunSpec>>;
-    fn record_epoch(&mut self, run_id: &str, worker: &WorkerInfo, m: &EpochMetrics) -> Result<()>;
-    fn finish(&mut self, run_id: &str, worker: &WorkerInfo, finish: Finish) -> Result<()>;
-    /// Puts runs back to pending whose worker is dead: its process is gone (same host) or it has
-    /// not heartbeated for `stale_after`. Returns how many.
-    fn requeue_abandoned(&mut self, stale_after: Duration) -> Result<usize>;
-    fn runs(&self) -> Result<Vec<RunRow>>;
-    fn epochs(&self) -> Result<Vec<EpochRow>>;
-    fn status_counts(&self) -> Result<Vec<(String, i64)>>;
-    /// The runs in progress, with the latest epoch each has recorded.
-    fn running(&self) -> Result<Vec<Running>>;
-}
-
-/// Opens the store at `location`: a SQLite file path (created if missing). A server-backed store
-/// would be chosen here by a URL scheme.
-pub fn open(location: &Path) -> Result<Box<dyn Store + Send>> {
-    let text = location.to_string_lossy();
-    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-        bail!("{text}: the PostgreSQL backend is not available yet; use a SQLite file");
-    }
-    Ok(Box::new(SqliteStore::open(location)?))
-}
+use super::{
+    Added, EpochRow, Finish, RunRow, Running, STATUSES, Store, WorkerInfo, finite, now, worker_gone,
+};
+use crate::sweep::grid::RunSpec;
+use crate::train::{EpochMetrics, Outcome};
 
 pub struct SqliteStore {
     conn: Connection,
@@ -213,59 +93,6 @@ impl SqliteStore {
 }
 
 /// Seconds since the Unix epoch.
-pub(crate) fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "localhost".into())
-}
-
-/// Whether a process of this host is alive: it exists and is not a zombie (a worker killed but
-/// not yet reaped by its parent still exists for `kill(pid, 0)`, yet trains nothing).
-fn process_alive(pid: u32) -> bool {
-    // SAFETY: signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    exists && !is_zombie(pid)
-}
-
-/// The state letter of /proc/<pid>/stat (after the command name in parentheses) is Z or X.
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let (_, rest) = stat.rsplit_once(')')?;
-            rest.trim_start().chars().next()
-        })
-        .is_some_and(|state| matches!(state, 'Z' | 'X'))
-}
-
-/// Whether the worker holding a run is gone: its process is dead on this host, it has not
-/// heartbeated since `deadline`, or it never registered.
-fn worker_gone(
-    host: Option<&str>,
-    pid: Option<u32>,
-    heartbeat: Option<f64>,
-    deadline: f64,
-) -> bool {
-    match (host, pid, heartbeat) {
-        (Some(host), Some(pid), Some(beat)) => {
-            (host == hostname() && !process_alive(pid)) || beat < deadline
-        }
-        _ => true,
-    }
-}
-
-/// Stores NaN/inf as NULL (SQLite has no NaN), so a diverged epoch is still recorded.
-fn finite(x: f64) -> Option<f64> {
-    x.is_finite().then_some(x)
-}
 
 impl Store for SqliteStore {
     fn add_runs(&mut self, sweep: &str, config_text: &str, runs: &[RunSpec]) -> Result<Added> {
@@ -552,7 +379,7 @@ impl Store for SqliteStore {
              FROM runs r LEFT JOIN workers w ON w.id = r.worker
              WHERE r.status = 'running' ORDER BY r.worker",
         )?;
-        let deadline = now() - super::worker::STALE_AFTER.as_secs_f64();
+        let deadline = now() - crate::sweep::worker::STALE_AFTER.as_secs_f64();
         let rows = query.query_map([], |r| {
             Ok((
                 r.get(0)?,

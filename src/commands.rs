@@ -1,0 +1,287 @@
+//! What each subcommand does: the glue from parsed arguments to the library, and everything the
+//! command line prints.
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use shallow::bench;
+use shallow::data;
+use shallow::device;
+use shallow::report;
+use shallow::sweep::{coordinator, grid, inspect, plan, worker};
+use shallow::trace::Trace;
+use shallow::train::{self, Outcome, RunResult};
+
+use crate::cli::{Command, DataCommand, SweepArgs, TrainArgs};
+
+/// Exit code of `train` when the run diverged (its result is still printed and written).
+const EXIT_DIVERGED: u8 = 3;
+
+pub fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Train(args) => train_command(&args),
+        Command::Sweep(args) => sweep_command(&args),
+        Command::Status { db } => {
+            print!("{}", inspect::status_text(&db)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { db, csv } => {
+            let n = inspect::export_csv(&db, &csv)?;
+            println!("{n} runs written to {}", csv.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { db, out, margin } => {
+            let files = report::generate(&db, &out, &margin)?;
+            println!(
+                "report on {} of {} runs: {} and {}",
+                files.finished_runs,
+                files.total_runs,
+                files.html.display(),
+                files.markdown.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => {
+            let nets = args
+                .nets
+                .iter()
+                .map(|n| {
+                    bench::BenchNet::named(n).with_context(|| format!("--nets: unknown net '{n}'"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let data_dir = data::resolve_data_dir(args.data_dir.as_deref());
+            if !args.no_sweep {
+                data::ensure_available(&data_dir, data::MNIST, false)?;
+            }
+            let options = bench::BenchOptions {
+                exe: std::env::current_exe()?,
+                python: args.python,
+                reference: PathBuf::from("bench/reference.py"),
+                threads: args.threads.unwrap_or_else(device::available_cores),
+                device: device::select_device(args.device)?,
+                precisions: args.precision,
+                repetitions: args.repetitions.max(1),
+                nets,
+                sweep_data: (!args.no_sweep).then_some(data_dir),
+            };
+            bench::run(&options, &mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BenchStep {
+            net,
+            layout,
+            threads,
+            device,
+            precision,
+            steps,
+        } => {
+            let net =
+                bench::BenchNet::named(&net).with_context(|| format!("unknown net '{net}'"))?;
+            let settings = bench::StepSettings {
+                threads,
+                device: device::select_device(device)?,
+                precision,
+                steps,
+            };
+            let m = bench::measure_step(net, layout, settings)?;
+            println!("{}", serde_json::to_string(&m)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker {
+            db,
+            threads,
+            data_dir,
+            offline,
+            device,
+        } => {
+            let summary = worker::run(&worker::WorkerOptions {
+                db,
+                threads,
+                data_dir: data::resolve_data_dir(data_dir.as_deref()),
+                offline,
+                device,
+            })?;
+            tracing::info!("worker done: {summary:?}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Data {
+            action:
+                DataCommand::Fetch {
+                    dataset,
+                    dir,
+                    mirror,
+                },
+        } => {
+            let source = data::download::Source::named(&dataset).expect("clap checked the name");
+            let dir = data::resolve_data_dir(dir.as_deref());
+            data::download::fetch(&source, &dir, &mirror)?;
+            println!("{dataset}: ready in {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
+    if args.dry_run {
+        let grid = grid::load(&args.config)?;
+        let data_dir = data::resolve_data_dir(args.runtime.data_dir.as_deref());
+        plan::check_inputs(&grid, &data_dir, args.runtime.offline, false)?;
+        let (workers, threads) = plan::plan_workers(args.workers, args.runtime.threads);
+        println!("{}", plan::dry_run(&grid, workers, threads)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opts = coordinator::SweepOptions {
+        config: args.config.clone(),
+        db: args.db.clone(),
+        workers: args.workers,
+        threads: args.runtime.threads,
+        data_dir: data::resolve_data_dir(args.runtime.data_dir.as_deref()),
+        offline: args.runtime.offline,
+        device: args.runtime.device,
+    };
+    let exe = std::env::current_exe().context("cannot find the shallow binary")?;
+    let queued = coordinator::queue(&opts)?;
+    println!(
+        "sweep '{}': {} runs in the grid, {} new, {} already in {}\n\
+         {} worker(s) × {} thread(s); worker logs: {}",
+        queued.name,
+        queued.runs,
+        queued.added.new,
+        queued.added.existing,
+        opts.db.display(),
+        queued.workers,
+        queued.threads,
+        queued.log_path.display()
+    );
+    let outcome = coordinator::run_sweep(&opts, &exe, &queued)?;
+    let [done, diverged, failed] = outcome.trained_now;
+    println!(
+        "finished in {}: trained now {done} done, {diverged} diverged, {failed} failed \
+         ({:.0} runs/hour); in the database {} done, {} diverged, {} failed, {} pending",
+        plan::human_duration(outcome.wall_seconds),
+        (done + diverged + failed) as f64 / (outcome.wall_seconds / 3600.0).max(1e-9),
+        outcome.count("done"),
+        outcome.count("diverged"),
+        outcome.count("failed"),
+        outcome.count("pending") + outcome.count("running"),
+    );
+    if outcome.workers_lost > 0 {
+        eprintln!(
+            "{} worker process(es) died along the way and were replaced; see {}",
+            outcome.workers_lost,
+            args.db.with_extension("workers.log").display()
+        );
+    }
+    if outcome.complete() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "not every run ended done or diverged; `shallow status {}` shows why",
+        args.db.display()
+    );
+    Ok(ExitCode::FAILURE)
+}
+
+fn train_command(args: &TrainArgs) -> Result<ExitCode> {
+    let cfg = args.run_config();
+    cfg.validate()?;
+    if let Some(path) = &args.json {
+        check_writable(path).context("--json")?;
+    }
+    let rt = &args.runtime;
+    let data_dir = data::resolve_data_dir(rt.data_dir.as_deref());
+    data::ensure_available(&data_dir, &cfg.dataset, rt.offline)?;
+    let raw = data::load(&data_dir, &cfg.dataset)?;
+    let device = device::select_device(rt.device)?;
+    device::set_threads(rt.threads.unwrap_or_else(device::available_cores));
+    train::check_fits(&cfg, raw.train.shape, device)?;
+    let tensors = data::prepare(&raw, cfg.train_limit, cfg.val_limit, cfg.subset, device);
+    println!(
+        "{} {} L={} F={} k={} on {} training / {} validation images, {device:?}",
+        cfg.dataset,
+        cfg.layout,
+        cfg.layers,
+        cfg.filters,
+        cfg.kernel,
+        tensors.train_len(),
+        tensors.val_y.size()[0]
+    );
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta} {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let mut progress = train::Bar(bar.clone());
+    let result = match &args.trace {
+        Some(dir) => {
+            let mut recorder = Trace::new(dir, &tensors)?;
+            let result = train::train(
+                &cfg,
+                &tensors,
+                device,
+                &mut train::Both(&mut progress, &mut recorder),
+            )?;
+            recorder.finish(&result)?;
+            result
+        }
+        None => train::train(&cfg, &tensors, device, &mut progress)?,
+    };
+    bar.finish_and_clear();
+    print_summary(&result);
+    if let Some(path) = &args.json {
+        write_json(path, &result)?;
+        println!("result written to {}", path.display());
+    }
+    Ok(match result.outcome {
+        Outcome::Done => ExitCode::SUCCESS,
+        Outcome::Diverged => ExitCode::from(EXIT_DIVERGED),
+    })
+}
+
+fn print_summary(r: &RunResult) {
+    println!("parameters P = {}   Q = {:.3}", r.params, r.q);
+    match (r.outcome, r.final_train_loss, r.final_train_acc) {
+        (Outcome::Done, Some(loss), Some(acc)) => {
+            println!(
+                "final train loss {loss:.5}  train acc {:.2}%  val loss {:.5}  val acc {:.2}%",
+                100.0 * acc,
+                r.final_val_loss.unwrap_or(f64::NAN),
+                100.0 * r.final_val_acc.unwrap_or(f64::NAN)
+            );
+        }
+        _ => println!(
+            "DIVERGED in epoch {} (non-finite loss)",
+            r.diverged_epoch.unwrap_or(0)
+        ),
+    }
+    let images: usize = r.epochs.len() * r.train_examples;
+    println!(
+        "time: {:.1}s training ({:.0} img/s), {:.1}s total",
+        r.train_seconds,
+        images as f64 / r.train_seconds.max(1e-9),
+        r.total_seconds
+    );
+}
+
+/// Fails, before any work, when `path` cannot be written as a file: a folder, or a place where
+/// the file (and its temporary sibling) cannot be created.
+fn check_writable(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        anyhow::bail!("{} is a folder; give a file name", path.display());
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, b"").with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::remove_file(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))
+}
+
+/// Writes via a temporary file and rename, so readers never see half a file.
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
