@@ -2,9 +2,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use shallow::data::{self, Subset};
+use shallow::data;
 use shallow::device::DeviceChoice;
-use shallow::model::{Activation, Head, Layout, Pool, Precision};
+use shallow::model::{Layout, Precision};
 use shallow::report::equivalence::Margins;
 use shallow::train::RunConfig;
 /// Most threads or worker processes one command may ask for.
@@ -195,55 +195,8 @@ pub struct RuntimeArgs {
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Dataset: mnist, cifar10, or the folder name (under the data directory) of any IDX dataset
-    /// laid out as MNIST.
-    #[arg(long, default_value = data::MNIST)]
-    pub dataset: String,
-    /// sequential = deep residual stack; parallel = the same units side by side.
-    #[arg(long, value_enum)]
-    pub layout: Layout,
-    /// Number of residual units L.
-    #[arg(long, default_value_t = 4)]
-    pub layers: usize,
-    /// Channels F of every convolution.
-    #[arg(long, default_value_t = 32)]
-    pub filters: usize,
-    /// Kernel size k (odd).
-    #[arg(long, default_value_t = 3)]
-    pub kernel: usize,
-    #[arg(long, value_enum, default_value_t)]
-    pub activation: Activation,
-    /// Pooling after the stem.
-    #[arg(long, value_enum, default_value_t)]
-    pub pool: Pool,
-    /// Batch norm in every unit: φ(BN(conv(h))).
-    #[arg(long)]
-    pub batchnorm: bool,
-    #[arg(long, value_enum, default_value_t)]
-    pub head: Head,
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    #[arg(long, default_value_t = 1)]
-    pub epochs: usize,
-    /// Seeds initial weights and data order.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Train on this many examples only.
-    #[arg(long)]
-    pub train_limit: Option<usize>,
-    /// Validate on this many test-set examples only.
-    #[arg(long)]
-    pub val_limit: Option<usize>,
-    /// How limits pick examples: stratified = balanced classes in file order; first = first N.
-    #[arg(long, value_enum, default_value_t)]
-    pub subset: Subset,
-    /// Arithmetic of convolutions and linear layer; bf16 is about 2× faster on CPUs with AMX or
-    /// AVX-512-BF16, final losses within 10 % of fp32 (weights, optimizer and loss stay f32).
-    #[arg(long, value_enum, default_value_t)]
-    pub precision: Precision,
+    #[command(flatten)]
+    pub config: RunConfig,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
     /// Write the full result (config, P, Q, per-epoch and final metrics, timings) as JSON.
@@ -255,26 +208,24 @@ pub struct TrainArgs {
     pub trace: Option<PathBuf>,
 }
 
-impl TrainArgs {
-    pub fn run_config(&self) -> RunConfig {
-        RunConfig {
-            dataset: self.dataset.clone(),
-            layout: self.layout,
-            layers: self.layers,
-            filters: self.filters,
-            kernel: self.kernel,
-            activation: self.activation,
-            pool: self.pool,
-            batchnorm: self.batchnorm,
-            head: self.head,
-            lr: self.lr,
-            batch_size: self.batch_size,
-            epochs: self.epochs,
-            seed: self.seed,
-            train_limit: self.train_limit,
-            val_limit: self.val_limit,
-            subset: self.subset,
-            precision: self.precision,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use shallow::sweep::grid;
+
+    /// README: "Settings left out take the defaults of `shallow train`".
+    #[test]
+    fn grid_defaults_are_the_defaults_of_shallow_train() {
+        for layout in ["sequential", "parallel"] {
+            let cli = Cli::parse_from(["shallow", "train", "--layout", layout]);
+            let Command::Train(args) = cli.command else {
+                panic!("parsed as train")
+            };
+            let text = format!("[runs]\nlayout = \"{layout}\"\n");
+            let g = grid::parse(&text, "defaults.toml").unwrap();
+            assert_eq!(g.runs.len(), 1);
+            assert_eq!(g.runs[0].config, args.config);
         }
     }
 }

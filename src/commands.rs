@@ -9,6 +9,7 @@ use shallow::bench;
 use shallow::data;
 use shallow::device;
 use shallow::report;
+use shallow::sweep::store::RunStatus;
 use shallow::sweep::{coordinator, grid, inspect, plan, worker};
 use shallow::trace::Trace;
 use shallow::train::{self, Outcome, RunResult};
@@ -161,10 +162,10 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
          ({:.0} runs/hour); in the database {} done, {} diverged, {} failed, {} pending",
         plan::human_duration(outcome.wall_seconds),
         (done + diverged + failed) as f64 / (outcome.wall_seconds / 3600.0).max(1e-9),
-        outcome.count("done"),
-        outcome.count("diverged"),
-        outcome.count("failed"),
-        outcome.count("pending") + outcome.count("running"),
+        outcome.count(RunStatus::Done),
+        outcome.count(RunStatus::Diverged),
+        outcome.count(RunStatus::Failed),
+        outcome.count(RunStatus::Pending) + outcome.count(RunStatus::Running),
     );
     if outcome.workers_lost > 0 {
         eprintln!(
@@ -184,7 +185,7 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
 }
 
 fn train_command(args: &TrainArgs) -> Result<ExitCode> {
-    let cfg = args.run_config();
+    let cfg = args.config.clone();
     cfg.validate()?;
     if let Some(path) = &args.json {
         check_writable(path).context("--json")?;

@@ -1,6 +1,6 @@
 //! `shallow`: can a deep residual stack be replaced by a shallow, wide, parallel one?
 //!
-//! Modules, each one concern: [`data`] (formats, download, tensors), [`model`] (the two layouts),
+//! Modules, each one concern: [`settings`] (every run setting once), [`data`] (formats, download, tensors), [`model`] (the two layouts),
 //! [`train`] (one run), [`trace`] (a run recorded for replay in PyTorch), [`sweep`] (grid, results store, workers) and [`report`] (tables,
 //! statistics, plots), which only reads the store.
 pub mod bench;
@@ -8,6 +8,7 @@ pub mod data;
 pub mod device;
 pub mod model;
 pub mod report;
+pub mod settings;
 pub mod sweep;
 pub mod trace;
 pub mod train;

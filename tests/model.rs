@@ -304,7 +304,13 @@ fn gradients_match_finite_differences() {
             let y = Tensor::from_slice(&[1i64, 4, 7]);
             let loss = loss_of(&net, &x, &y);
             loss.backward();
-            for name in ["stem.weight", "units.weight", "units.bias", "head.weight"] {
+            // With batch norm the units have its scale and shift instead of a bias.
+            let unit_shift = if batchnorm {
+                "units.bn.bias"
+            } else {
+                "units.bias"
+            };
+            for name in ["stem.weight", "units.weight", unit_shift, "head.weight"] {
                 let param = var(&vs, name);
                 let grad = param.grad().flatten(0, -1);
                 let flat = param.detach().flatten(0, -1); // shares storage with the parameter

@@ -48,7 +48,7 @@ fn a_killed_worker_is_replaced_and_every_run_ends_exactly_once() {
         1500,
         16,
     );
-    let mut sweep = sweep_command(&s, 1)
+    let sweep = sweep_command(&s, 1)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

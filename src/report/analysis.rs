@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::stats::{self, Wilcoxon};
 use crate::model::Layout;
-use crate::sweep::store::RunRow;
+use crate::sweep::store::{RunRow, RunStatus};
 
 /// The paper's bins of the determination ratio Q: [0,1), [1,3), [3,10), [10,∞).
 pub const Q_EDGES: [f64; 3] = [1.0, 3.0, 10.0];
@@ -101,7 +101,7 @@ pub struct Table2Cell {
 }
 
 pub fn is_finished(r: &RunRow) -> bool {
-    r.status == "done"
+    r.status == RunStatus::Done
         && r.final_train_loss.is_some()
         && r.final_val_loss.is_some()
         && r.q.is_some()
@@ -132,7 +132,7 @@ pub fn table2(runs: &[RunRow]) -> Vec<Table2Cell> {
                 let diverged = runs
                     .iter()
                     .filter(in_cell)
-                    .filter(|r| r.status == "diverged")
+                    .filter(|r| r.status == RunStatus::Diverged)
                     .count();
                 let train: Vec<f64> = done.iter().filter_map(|r| r.final_train_loss).collect();
                 let val: Vec<f64> = done.iter().filter_map(|r| r.final_val_loss).collect();
@@ -196,7 +196,7 @@ pub fn pairs(runs: &[RunRow]) -> Vec<Pair<'_>> {
 }
 
 fn ended(r: &RunRow) -> bool {
-    matches!(r.status.as_str(), "done" | "diverged")
+    r.status.ended()
 }
 
 /// A per-pair quantity compared between the layouts.
@@ -343,7 +343,10 @@ pub fn diverged_counts(pairs: &[Pair]) -> Vec<(String, usize, usize, usize, usiz
             out.push((p.dataset().to_owned(), 0, 0, 0, 0));
         }
         let row = out.last_mut().expect("pushed above");
-        let (s, q) = (p.seq.status == "diverged", p.par.status == "diverged");
+        let (s, q) = (
+            p.seq.status == RunStatus::Diverged,
+            p.par.status == RunStatus::Diverged,
+        );
         match (s, q) {
             (true, false) => row.1 += 1,
             (false, true) => row.2 += 1,

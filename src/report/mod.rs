@@ -13,7 +13,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::sweep::store::{RunRow, SqliteStore, Store};
+use crate::sweep::store::{RunRow, RunStatus, SqliteStore, Store};
 use analysis::{Metric, Pair, Q_BINS, fmt_interval, fmt_p, fmt_signed};
 use equivalence::{EquivalenceRow, Margins, Quantity};
 use render::Block;
@@ -62,20 +62,18 @@ pub fn generate(db: &Path, out: &Path, margins: &Margins) -> Result<ReportFiles>
     Ok(ReportFiles {
         markdown,
         html,
-        finished_runs: runs
-            .iter()
-            .filter(|r| matches!(r.status.as_str(), "done" | "diverged" | "failed"))
-            .count(),
+        finished_runs: runs.iter().filter(|r| r.status.finished()).count(),
         total_runs: runs.len(),
     })
 }
 
 fn summary(runs: &[RunRow]) -> Vec<Block> {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut counts: BTreeMap<RunStatus, usize> = BTreeMap::new();
     for r in runs {
-        *counts.entry(r.status.as_str()).or_default() += 1;
+        *counts.entry(r.status).or_default() += 1;
     }
-    let open = counts.get("pending").unwrap_or(&0) + counts.get("running").unwrap_or(&0);
+    let open = counts.get(&RunStatus::Pending).unwrap_or(&0)
+        + counts.get(&RunStatus::Running).unwrap_or(&0);
     let compute: f64 = runs.iter().filter_map(|r| r.total_seconds).sum();
     let mut text = format!(
         "{} runs: {}. Total compute time {}.",

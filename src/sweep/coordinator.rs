@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use super::grid;
 use super::plan::{check_inputs, plan_workers};
 use super::progress::Progress;
-use super::store::{self, RunRow};
+use super::store::{self, RunRow, RunStatus};
 use crate::device::DeviceChoice;
 
 pub struct SweepOptions {
@@ -24,7 +24,7 @@ pub struct SweepOptions {
 /// Final counts of a sweep.
 #[derive(Debug)]
 pub struct SweepOutcome {
-    pub counts: Vec<(String, i64)>,
+    pub counts: Vec<(RunStatus, i64)>,
     /// Runs that this invocation's workers ended: done, diverged, failed.
     pub trained_now: [u64; 3],
     /// Worker processes that died (killed, crashed) and were replaced while runs remained.
@@ -33,18 +33,18 @@ pub struct SweepOutcome {
 }
 
 impl SweepOutcome {
-    pub fn count(&self, status: &str) -> i64 {
+    pub fn count(&self, status: RunStatus) -> i64 {
         self.counts
             .iter()
-            .find(|(s, _)| s == status)
+            .find(|(s, _)| *s == status)
             .map_or(0, |(_, n)| *n)
     }
 
     /// Every run ended done or diverged: nothing failed, nothing is left.
     pub fn complete(&self) -> bool {
-        ["failed", "pending", "running"]
+        RunStatus::ALL
             .iter()
-            .all(|s| self.count(s) == 0)
+            .all(|&s| s.ended() || self.count(s) == 0)
     }
 }
 
@@ -109,7 +109,7 @@ pub fn run_sweep(opts: &SweepOptions, exe: &Path, queued: &Queued) -> Result<Swe
                     let pending = store
                         .status_counts()?
                         .iter()
-                        .any(|(s, n)| s == "pending" && *n > 0);
+                        .any(|(s, n)| *s == RunStatus::Pending && *n > 0);
                     if pending && lost <= 3 * workers {
                         let replacement = spawn()?;
                         progress.replace(child.id(), replacement.id());
@@ -150,7 +150,7 @@ fn trained_by(runs: &[RunRow], pids: &[u32], since: f64) -> [u64; 3] {
         });
         if let (true, Some(i)) = (
             mine,
-            ["done", "diverged", "failed"]
+            [RunStatus::Done, RunStatus::Diverged, RunStatus::Failed]
                 .iter()
                 .position(|s| *s == r.status),
         ) {

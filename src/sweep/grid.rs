@@ -21,6 +21,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::{Spanned, Value};
 
+use crate::model::Layout;
 use crate::train::RunConfig;
 
 #[derive(Deserialize)]
@@ -70,25 +71,16 @@ impl Grid {
     }
 }
 
-/// The settings a grid file may leave out, with the values `shallow train` uses.
+/// The settings a grid file may leave out, with the values `shallow train` uses (derived from
+/// [`crate::settings`], where each is defined), except that the layout defaults to both.
 pub fn default_settings() -> toml::Table {
-    toml::toml! {
-        dataset = "mnist"
-        layout = ["sequential", "parallel"]
-        layers = 4
-        filters = 32
-        kernel = 3
-        activation = "relu"
-        pool = "none"
-        batchnorm = false
-        head = "flatten"
-        lr = 0.001
-        batch_size = 32
-        epochs = 1
-        seed = 0
-        subset = "stratified"
-        precision = "fp32"
-    }
+    let mut table = toml::Table::try_from(crate::settings::defaults(Layout::Sequential))
+        .expect("a run config serialises as a TOML table");
+    table.insert(
+        "layout".into(),
+        Value::Array(vec!["sequential".into(), "parallel".into()]),
+    );
+    table
 }
 
 /// Axes are expanded in this order, the last one innermost, so that the two layouts of a pair are

@@ -4,7 +4,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 use super::plan::human_duration;
-use super::store::{self, RunRow, Store};
+use super::store::{self, RunRow, RunStatus, Store};
 
 /// `shallow status`: counts by status, throughput, ETA, runs in progress, last errors.
 pub fn status_text(db: &Path) -> Result<String> {
@@ -50,7 +50,10 @@ pub fn status_text(db: &Path) -> Result<String> {
             r.config.epochs
         );
     }
-    let mut failed: Vec<&RunRow> = runs.iter().filter(|r| r.status == "failed").collect();
+    let mut failed: Vec<&RunRow> = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Failed)
+        .collect();
     failed.sort_by(|a, b| {
         b.finished_at
             .partial_cmp(&a.finished_at)
@@ -126,7 +129,7 @@ pub fn export_csv(db: &Path, out: &Path) -> Result<usize> {
             r.id.clone(),
             r.pair_id.clone(),
             r.sweep.clone(),
-            r.status.clone(),
+            r.status.to_string(),
             c.dataset.clone(),
             c.layout.to_string(),
             c.layers.to_string(),

@@ -4,7 +4,7 @@ use std::process::Child;
 use anyhow::Result;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::store::Store;
+use super::store::{RunStatus, Store};
 
 /// The overall bar (runs done/total, ETA, failures) and one line per worker.
 pub struct Progress {
@@ -14,11 +14,20 @@ pub struct Progress {
     last_done: std::cell::Cell<u64>,
 }
 
-fn finished(counts: &[(String, i64)]) -> (u64, u64, i64) {
-    let get = |s: &str| counts.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
-    let done = (get("done") + get("diverged") + get("failed")) as u64;
-    let total = counts.iter().map(|(_, n)| *n).sum::<i64>() as u64;
-    (done, total, get("failed"))
+/// (finished, total, failed) runs.
+fn finished(counts: &[(RunStatus, i64)]) -> (u64, u64, i64) {
+    let sum = |keep: fn(RunStatus) -> bool| -> i64 {
+        counts
+            .iter()
+            .filter(|(s, _)| keep(*s))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    (
+        sum(RunStatus::finished) as u64,
+        sum(|_| true) as u64,
+        sum(|s| s == RunStatus::Failed),
+    )
 }
 
 impl Progress {

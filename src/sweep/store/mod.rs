@@ -16,7 +16,63 @@ use serde::Serialize;
 use super::grid::RunSpec;
 use crate::train::{EpochMetrics, RunConfig, RunResult};
 
-pub const STATUSES: [&str; 5] = ["pending", "running", "done", "diverged", "failed"];
+/// Where a run stands: `pending → running → done | diverged | failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Pending,
+    Running,
+    Done,
+    Diverged,
+    Failed,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 5] = [
+        RunStatus::Pending,
+        RunStatus::Running,
+        RunStatus::Done,
+        RunStatus::Diverged,
+        RunStatus::Failed,
+    ];
+
+    /// The name stored in the database and shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Running => "running",
+            RunStatus::Done => "done",
+            RunStatus::Diverged => "diverged",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    /// Trained to the end, with a result: done or diverged.
+    pub fn ended(self) -> bool {
+        matches!(self, RunStatus::Done | RunStatus::Diverged)
+    }
+
+    /// No longer waiting or training: ended, or failed.
+    pub fn finished(self) -> bool {
+        self.ended() || self == RunStatus::Failed
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RunStatus {
+    type Err = anyhow::Error;
+    fn from_str(text: &str) -> Result<RunStatus> {
+        RunStatus::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| anyhow::anyhow!("unknown run status '{text}'"))
+    }
+}
 
 /// A worker process as the store knows it.
 #[derive(Debug, Clone)]
@@ -52,7 +108,7 @@ pub struct RunRow {
     pub id: String,
     pub pair_id: String,
     pub sweep: String,
-    pub status: String,
+    pub status: RunStatus,
     pub config: RunConfig,
     pub attempts: i64,
     pub worker: Option<String>,
@@ -116,7 +172,7 @@ pub trait Store {
     fn requeue_abandoned(&mut self, stale_after: Duration) -> Result<usize>;
     fn runs(&self) -> Result<Vec<RunRow>>;
     fn epochs(&self) -> Result<Vec<EpochRow>>;
-    fn status_counts(&self) -> Result<Vec<(String, i64)>>;
+    fn status_counts(&self) -> Result<Vec<(RunStatus, i64)>>;
     /// The runs in progress, with the latest epoch each has recorded.
     fn running(&self) -> Result<Vec<Running>>;
 }
@@ -135,6 +191,7 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
+/// Seconds since the Unix epoch.
 pub(crate) fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -7,7 +7,8 @@ use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Added, EpochRow, Finish, RunRow, Running, STATUSES, Store, WorkerInfo, finite, now, worker_gone,
+    Added, EpochRow, Finish, RunRow, RunStatus, Running, Store, WorkerInfo, finite, now,
+    worker_gone,
 };
 use crate::sweep::grid::RunSpec;
 use crate::train::{EpochMetrics, Outcome};
@@ -91,8 +92,6 @@ impl SqliteStore {
         Self::open(path)
     }
 }
-
-/// Seconds since the Unix epoch.
 
 impl Store for SqliteStore {
     fn add_runs(&mut self, sweep: &str, config_text: &str, runs: &[RunSpec]) -> Result<Added> {
@@ -214,9 +213,10 @@ impl Store for SqliteStore {
         match finish {
             Finish::Trained(r) => {
                 let status = match r.outcome {
-                    Outcome::Done => "done",
-                    Outcome::Diverged => "diverged",
-                };
+                    Outcome::Done => RunStatus::Done,
+                    Outcome::Diverged => RunStatus::Diverged,
+                }
+                .as_str();
                 tx.execute(
                     "UPDATE runs SET status = ?2, finished_at = ?3, params = ?4, q = ?5,
                          train_examples = ?6, final_train_loss = ?7, final_train_acc = ?8,
@@ -311,7 +311,13 @@ impl Store for SqliteStore {
                 id: r.get(0)?,
                 pair_id: r.get(1)?,
                 sweep: r.get(2)?,
-                status: r.get(3)?,
+                status: r.get::<_, String>(3)?.parse().map_err(|e: anyhow::Error| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        3,
+                        rusqlite::types::Type::Text,
+                        e.into(),
+                    )
+                })?,
                 config,
                 attempts: r.get(5)?,
                 worker: r.get(6)?,
@@ -357,16 +363,16 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn status_counts(&self) -> Result<Vec<(String, i64)>> {
-        STATUSES
+    fn status_counts(&self) -> Result<Vec<(RunStatus, i64)>> {
+        RunStatus::ALL
             .iter()
             .map(|s| {
                 let n = self.conn.query_row(
                     "SELECT COUNT(*) FROM runs WHERE status = ?1",
-                    [s],
+                    [s.as_str()],
                     |r| r.get(0),
                 )?;
-                Ok((s.to_string(), n))
+                Ok((*s, n))
             })
             .collect()
     }
