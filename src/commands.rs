@@ -14,7 +14,7 @@ use shallow::sweep::{coordinator, grid, inspect, plan, worker};
 use shallow::trace::Trace;
 use shallow::train::{self, Outcome, RunResult};
 
-use crate::cli::{Command, DataCommand, SweepArgs, TrainArgs};
+use crate::cli::{BenchArgs, Command, DataCommand, SweepArgs, TrainArgs};
 
 /// Exit code of `train` when the run diverged (its result is still printed and written).
 const EXIT_DIVERGED: u8 = 3;
@@ -43,32 +43,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(args) => {
-            let nets = args
-                .nets
-                .iter()
-                .map(|n| {
-                    bench::BenchNet::named(n).with_context(|| format!("--nets: unknown net '{n}'"))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let data_dir = data::resolve_data_dir(args.data_dir.as_deref());
-            if !args.no_sweep {
-                data::ensure_available(&data_dir, data::MNIST, false)?;
-            }
-            let options = bench::BenchOptions {
-                exe: std::env::current_exe()?,
-                python: args.python,
-                reference: PathBuf::from("bench/reference.py"),
-                threads: args.threads.unwrap_or_else(device::available_cores),
-                device: device::select_device(args.device)?,
-                precisions: args.precision,
-                repetitions: args.repetitions.max(1),
-                nets,
-                sweep_data: (!args.no_sweep).then_some(data_dir),
-            };
-            bench::run(&options, &mut std::io::stdout())?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Bench(args) => bench_command(args),
         Command::BenchStep {
             net,
             layout,
@@ -285,4 +260,29 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+fn bench_command(args: BenchArgs) -> Result<ExitCode> {
+    let nets = args
+        .nets
+        .iter()
+        .map(|n| bench::BenchNet::named(n).with_context(|| format!("--nets: unknown net '{n}'")))
+        .collect::<Result<Vec<_>>>()?;
+    let data_dir = data::resolve_data_dir(args.data_dir.as_deref());
+    if !args.no_sweep {
+        data::ensure_available(&data_dir, data::MNIST, false)?;
+    }
+    let options = bench::BenchOptions {
+        exe: std::env::current_exe()?,
+        python: args.python,
+        reference: PathBuf::from("bench/reference.py"),
+        threads: args.threads.unwrap_or_else(device::available_cores),
+        device: device::select_device(args.device)?,
+        precisions: args.precision,
+        repetitions: args.repetitions.max(1),
+        nets,
+        sweep_data: (!args.no_sweep).then_some(data_dir),
+    };
+    bench::run(&options, &mut std::io::stdout())?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,9 @@ use serde::Serialize;
 
 use super::analysis::{self, Q_BINS};
 use super::equivalence::EquivalenceRow;
+use crate::model::Layout;
 
+/// Writes table2.csv, paired.csv, diverged.csv and equivalence.csv into `<out>/tables`.
 pub fn write_csvs(
     out: &Path,
     cells: &[analysis::Table2Cell],
@@ -14,98 +16,113 @@ pub fn write_csvs(
     diverged: &[(String, usize, usize, usize, usize)],
     verdicts: &[EquivalenceRow],
 ) -> Result<()> {
-    let opt = |x: Option<f64>| x.map(|v| v.to_string()).unwrap_or_default();
-    let mut w = csv::Writer::from_path(out.join("tables/table2.csv"))?;
-    w.write_record([
-        "dataset",
-        "layout",
-        "q_bin",
-        "n",
-        "diverged",
-        "train_loss_mean",
-        "train_loss_ci_low",
-        "train_loss_ci_high",
-        "val_loss_mean",
-        "val_loss_ci_low",
-        "val_loss_ci_high",
-        "paper_train_loss",
-        "paper_val_loss",
-    ])?;
-    for c in cells {
+    let dir = out.join("tables");
+    write_rows(&dir.join("table2.csv"), cells.iter().map(Table2Csv::of))?;
+    write_rows(&dir.join("paired.csv"), paired.iter().map(PairedCsv::of))?;
+    write_rows(
+        &dir.join("diverged.csv"),
+        diverged.iter().map(|(dataset, s, p, b, n)| DivergedCsv {
+            dataset,
+            ended_pairs: *n,
+            sequential_only: *s,
+            parallel_only: *p,
+            both: *b,
+        }),
+    )?;
+    write_rows(
+        &dir.join("equivalence.csv"),
+        verdicts.iter().map(EquivalenceCsv::of),
+    )
+}
+
+/// One CSV file of serde rows; the header is derived from the field names.
+fn write_rows<T: Serialize>(path: &Path, rows: impl Iterator<Item = T>) -> Result<()> {
+    let mut w =
+        csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
+    for row in rows {
+        w.serialize(row)?;
+    }
+    w.flush()
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[derive(Serialize)]
+struct Table2Csv<'a> {
+    dataset: &'a str,
+    layout: Layout,
+    q_bin: &'static str,
+    n: usize,
+    diverged: usize,
+    train_loss_mean: Option<f64>,
+    train_loss_ci_low: Option<f64>,
+    train_loss_ci_high: Option<f64>,
+    val_loss_mean: Option<f64>,
+    val_loss_ci_low: Option<f64>,
+    val_loss_ci_high: Option<f64>,
+    paper_train_loss: Option<f64>,
+    paper_val_loss: Option<f64>,
+}
+
+impl<'a> Table2Csv<'a> {
+    fn of(c: &'a analysis::Table2Cell) -> Table2Csv<'a> {
         let paper = analysis::paper_value(&c.dataset, c.layout, c.bin);
-        let est = |e: Option<analysis::Estimate>| {
-            [
-                opt(e.map(|e| e.mean)),
-                opt(e.and_then(|e| e.ci).map(|c| c.0)),
-                opt(e.and_then(|e| e.ci).map(|c| c.1)),
-            ]
-        };
-        let [tm, tl, th] = est(c.train_loss);
-        let [vm, vl, vh] = est(c.val_loss);
-        w.write_record([
-            c.dataset.clone(),
-            c.layout.to_string(),
-            Q_BINS[c.bin].into(),
-            c.n.to_string(),
-            c.diverged.to_string(),
-            tm,
-            tl,
-            th,
-            vm,
-            vl,
-            vh,
-            opt(paper.map(|p| p.0)),
-            opt(paper.map(|p| p.1)),
-        ])?;
+        let ci = |e: Option<analysis::Estimate>| e.and_then(|e| e.ci);
+        Table2Csv {
+            dataset: &c.dataset,
+            layout: c.layout,
+            q_bin: Q_BINS[c.bin],
+            n: c.n,
+            diverged: c.diverged,
+            train_loss_mean: c.train_loss.map(|e| e.mean),
+            train_loss_ci_low: ci(c.train_loss).map(|c| c.0),
+            train_loss_ci_high: ci(c.train_loss).map(|c| c.1),
+            val_loss_mean: c.val_loss.map(|e| e.mean),
+            val_loss_ci_low: ci(c.val_loss).map(|c| c.0),
+            val_loss_ci_high: ci(c.val_loss).map(|c| c.1),
+            paper_train_loss: paper.map(|p| p.0),
+            paper_val_loss: paper.map(|p| p.1),
+        }
     }
-    w.flush()?;
-    let mut w = csv::Writer::from_path(out.join("tables/paired.csv"))?;
-    w.write_record([
-        "group",
-        "metric",
-        "n",
-        "median_delta",
-        "median_ci_low",
-        "median_ci_high",
-        "mean_delta",
-        "parallel_win_rate",
-        "wilcoxon_statistic",
-        "wilcoxon_p",
-    ])?;
-    for s in paired {
-        w.write_record([
-            s.group.clone(),
-            s.metric.name().into(),
-            s.n.to_string(),
-            s.median.to_string(),
-            opt(s.ci_median.map(|c| c.0)),
-            opt(s.ci_median.map(|c| c.1)),
-            s.mean.to_string(),
-            s.win_rate.to_string(),
-            opt(s.wilcoxon.map(|w| w.statistic)),
-            opt(s.wilcoxon.map(|w| w.p_value)),
-        ])?;
+}
+
+#[derive(Serialize)]
+struct PairedCsv<'a> {
+    group: &'a str,
+    metric: &'static str,
+    n: usize,
+    median_delta: f64,
+    median_ci_low: Option<f64>,
+    median_ci_high: Option<f64>,
+    mean_delta: f64,
+    parallel_win_rate: f64,
+    wilcoxon_statistic: Option<f64>,
+    wilcoxon_p: Option<f64>,
+}
+
+impl<'a> PairedCsv<'a> {
+    fn of(s: &'a analysis::PairedStat) -> PairedCsv<'a> {
+        PairedCsv {
+            group: &s.group,
+            metric: s.metric.name(),
+            n: s.n,
+            median_delta: s.median,
+            median_ci_low: s.ci_median.map(|c| c.0),
+            median_ci_high: s.ci_median.map(|c| c.1),
+            mean_delta: s.mean,
+            parallel_win_rate: s.win_rate,
+            wilcoxon_statistic: s.wilcoxon.map(|w| w.statistic),
+            wilcoxon_p: s.wilcoxon.map(|w| w.p_value),
+        }
     }
-    w.flush()?;
-    let mut w = csv::Writer::from_path(out.join("tables/diverged.csv"))?;
-    w.write_record([
-        "dataset",
-        "ended_pairs",
-        "sequential_only",
-        "parallel_only",
-        "both",
-    ])?;
-    for (d, s, p, b, n) in diverged {
-        w.write_record([
-            d.clone(),
-            n.to_string(),
-            s.to_string(),
-            p.to_string(),
-            b.to_string(),
-        ])?;
-    }
-    w.flush()?;
-    write_equivalence(&out.join("tables/equivalence.csv"), verdicts)
+}
+
+#[derive(Serialize)]
+struct DivergedCsv<'a> {
+    dataset: &'a str,
+    ended_pairs: usize,
+    sequential_only: usize,
+    parallel_only: usize,
+    both: usize,
 }
 
 /// One row of `equivalence.csv`; the header is derived from the field names.
@@ -131,11 +148,9 @@ struct EquivalenceCsv<'a> {
     seed_pairs_parallel: Option<usize>,
 }
 
-fn write_equivalence(path: &Path, rows: &[EquivalenceRow]) -> Result<()> {
-    let mut w =
-        csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
-    for r in rows {
-        w.serialize(EquivalenceCsv {
+impl<'a> EquivalenceCsv<'a> {
+    fn of(r: &'a EquivalenceRow) -> EquivalenceCsv<'a> {
+        EquivalenceCsv {
             group: &r.group,
             quantity: r.quantity.name(),
             margin: r.margin,
@@ -154,8 +169,6 @@ fn write_equivalence(path: &Path, rows: &[EquivalenceRow]) -> Result<()> {
             seed_pairs_sequential: r.seeds.sequential.map(|s| s.1),
             median_abs_delta_seed_parallel: r.seeds.parallel.map(|s| s.0),
             seed_pairs_parallel: r.seeds.parallel.map(|s| s.1),
-        })?;
+        }
     }
-    w.flush()?;
-    Ok(())
 }

@@ -1,10 +1,13 @@
 //! `shallow status` and `shallow export`: read-only views of a results store.
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
+use serde::Serialize;
 
 use super::plan::human_duration;
 use super::store::{self, RunRow, RunStatus, Store};
+use crate::data::Subset;
+use crate::model::{Activation, Head, Layout, Pool, Precision};
 
 /// `shallow status`: counts by status, throughput, ETA, runs in progress, last errors.
 pub fn status_text(db: &Path) -> Result<String> {
@@ -69,8 +72,95 @@ pub fn status_text(db: &Path) -> Result<String> {
     Ok(out)
 }
 
+/// One row of `shallow export`; the CSV header is derived from the field names.
+#[derive(Serialize)]
+struct ExportRow<'a> {
+    id: &'a str,
+    pair_id: &'a str,
+    sweep: &'a str,
+    status: RunStatus,
+    dataset: &'a str,
+    layout: Layout,
+    layers: usize,
+    filters: usize,
+    kernel: usize,
+    activation: Activation,
+    pool: Pool,
+    batchnorm: bool,
+    head: Head,
+    lr: f64,
+    batch_size: usize,
+    epochs: usize,
+    seed: u64,
+    train_limit: Option<usize>,
+    val_limit: Option<usize>,
+    subset: Subset,
+    precision: Precision,
+    params: Option<i64>,
+    q: Option<f64>,
+    train_examples: Option<i64>,
+    final_train_loss: Option<f64>,
+    final_train_acc: Option<f64>,
+    final_val_loss: Option<f64>,
+    final_val_acc: Option<f64>,
+    diverged_epoch: Option<i64>,
+    epochs_recorded: i64,
+    train_seconds: Option<f64>,
+    total_seconds: Option<f64>,
+    attempts: i64,
+    device: Option<&'a str>,
+    host: Option<&'a str>,
+    worker: Option<&'a str>,
+    error: Option<&'a str>,
+}
+
+impl<'a> ExportRow<'a> {
+    fn of(r: &'a RunRow) -> ExportRow<'a> {
+        let c = &r.config;
+        ExportRow {
+            id: &r.id,
+            pair_id: &r.pair_id,
+            sweep: &r.sweep,
+            status: r.status,
+            dataset: &c.dataset,
+            layout: c.layout,
+            layers: c.layers,
+            filters: c.filters,
+            kernel: c.kernel,
+            activation: c.activation,
+            pool: c.pool,
+            batchnorm: c.batchnorm,
+            head: c.head,
+            lr: c.lr,
+            batch_size: c.batch_size,
+            epochs: c.epochs,
+            seed: c.seed,
+            train_limit: c.train_limit,
+            val_limit: c.val_limit,
+            subset: c.subset,
+            precision: c.precision,
+            params: r.params,
+            q: r.q,
+            train_examples: r.train_examples,
+            final_train_loss: r.final_train_loss,
+            final_train_acc: r.final_train_acc,
+            final_val_loss: r.final_val_loss,
+            final_val_acc: r.final_val_acc,
+            diverged_epoch: r.diverged_epoch,
+            epochs_recorded: r.epochs_recorded,
+            train_seconds: r.train_seconds,
+            total_seconds: r.total_seconds,
+            attempts: r.attempts,
+            device: r.device.as_deref(),
+            host: r.host.as_deref(),
+            worker: r.worker.as_deref(),
+            error: r.error.as_deref(),
+        }
+    }
+}
+
 /// `shallow export`: one CSV row per run — identity, config columns, status, final metrics,
-/// timings — ready for pandas or polars.
+/// timings — ready for pandas or polars. Written via a temporary file and a rename.
 pub fn export_csv(db: &Path, out: &Path) -> Result<usize> {
     if out.is_dir() {
         bail!("--csv {}: is a folder; give a file name", out.display());
@@ -78,98 +168,18 @@ pub fn export_csv(db: &Path, out: &Path) -> Result<usize> {
     let store = store::SqliteStore::open_existing(db)?;
     let runs = store.runs()?;
     let tmp = out.with_extension("csv.tmp");
-    let mut writer =
-        csv::Writer::from_path(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-    writer.write_record([
-        "id",
-        "pair_id",
-        "sweep",
-        "status",
-        "dataset",
-        "layout",
-        "layers",
-        "filters",
-        "kernel",
-        "activation",
-        "pool",
-        "batchnorm",
-        "head",
-        "lr",
-        "batch_size",
-        "epochs",
-        "seed",
-        "train_limit",
-        "val_limit",
-        "subset",
-        "precision",
-        "params",
-        "q",
-        "train_examples",
-        "final_train_loss",
-        "final_train_acc",
-        "final_val_loss",
-        "final_val_acc",
-        "diverged_epoch",
-        "epochs_recorded",
-        "train_seconds",
-        "total_seconds",
-        "attempts",
-        "device",
-        "host",
-        "worker",
-        "error",
-    ])?;
-    let opt = |v: Option<String>| v.unwrap_or_default();
-    let num = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
-    let int = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
-    let json = |v: serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-    for r in &runs {
-        let c = &r.config;
-        writer.write_record([
-            r.id.clone(),
-            r.pair_id.clone(),
-            r.sweep.clone(),
-            r.status.to_string(),
-            c.dataset.clone(),
-            c.layout.to_string(),
-            c.layers.to_string(),
-            c.filters.to_string(),
-            c.kernel.to_string(),
-            json(serde_json::to_value(c.activation)?),
-            json(serde_json::to_value(c.pool)?),
-            c.batchnorm.to_string(),
-            json(serde_json::to_value(c.head)?),
-            c.lr.to_string(),
-            c.batch_size.to_string(),
-            c.epochs.to_string(),
-            c.seed.to_string(),
-            c.train_limit.map(|v| v.to_string()).unwrap_or_default(),
-            c.val_limit.map(|v| v.to_string()).unwrap_or_default(),
-            json(serde_json::to_value(c.subset)?),
-            json(serde_json::to_value(c.precision)?),
-            int(r.params),
-            num(r.q),
-            int(r.train_examples),
-            num(r.final_train_loss),
-            num(r.final_train_acc),
-            num(r.final_val_loss),
-            num(r.final_val_acc),
-            int(r.diverged_epoch),
-            r.epochs_recorded.to_string(),
-            num(r.train_seconds),
-            num(r.total_seconds),
-            r.attempts.to_string(),
-            opt(r.device.clone()),
-            opt(r.host.clone()),
-            opt(r.worker.clone()),
-            opt(r.error.clone()),
-        ])?;
-    }
-    writer.flush()?;
-    drop(writer);
-    std::fs::rename(&tmp, out).map_err(|e| {
+    let write = || -> Result<()> {
+        let mut writer = csv::Writer::from_path(&tmp)?;
+        for r in &runs {
+            writer.serialize(ExportRow::of(r))?;
+        }
+        writer.flush()?;
+        Ok(())
+    };
+    let written = write().and_then(|()| Ok(std::fs::rename(&tmp, out)?));
+    if let Err(e) = written {
         std::fs::remove_file(&tmp).ok();
-        anyhow::anyhow!("cannot write {}: {e}", out.display())
-    })?;
+        return Err(e.context(format!("cannot write {}", out.display())));
+    }
     Ok(runs.len())
 }
