@@ -82,10 +82,13 @@ where
 /// Calls `$body` with the drawing area for both backends (plotters' backends are distinct types).
 macro_rules! both_backends {
     ($dir:expr, $name:expr, |$root:ident| $body:expr) => {
+        both_backends!($dir, $name, SIZE, |$root| $body)
+    };
+    ($dir:expr, $name:expr, $size:expr, |$root:ident| $body:expr) => {
         render(
             $dir,
             $name,
-            SIZE,
+            $size,
             &|$root: &DrawingArea<SVGBackend, Shift>| $body,
             &|$root: &DrawingArea<BitMapBackend, Shift>| $body,
         )
@@ -365,35 +368,16 @@ pub fn forest(
     let height = (120 + 28 * rows.len() as u32).max(SIZE.1 / 2);
     let size = (SIZE.0 + 120, height);
     let band = RGBColor(44, 160, 44).mix(0.18);
-    render(
-        dir,
-        name,
-        size,
-        &|root: &DrawingArea<SVGBackend, Shift>| {
-            draw_forest(
-                root,
-                title,
-                x_desc,
-                rows,
-                margin,
-                (xlo, xhi),
-                &label_of,
-                band,
-            )
-        },
-        &|root: &DrawingArea<BitMapBackend, Shift>| {
-            draw_forest(
-                root,
-                title,
-                x_desc,
-                rows,
-                margin,
-                (xlo, xhi),
-                &label_of,
-                band,
-            )
-        },
-    )
+    both_backends!(dir, name, size, |root| draw_forest(
+        root,
+        title,
+        x_desc,
+        rows,
+        margin,
+        (xlo, xhi),
+        &label_of,
+        band
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
