@@ -6,6 +6,7 @@ use shallow::data;
 use shallow::device::DeviceChoice;
 use shallow::model::{Layout, Precision};
 use shallow::report::equivalence::Margins;
+use shallow::sweep::grid;
 use shallow::train::RunConfig;
 /// Most threads or worker processes one command may ask for.
 const MAX_PARALLELISM: usize = 1024;
@@ -156,6 +157,14 @@ pub struct SweepArgs {
     /// Print the number of runs, total parameters and an estimated time; train nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Check the grid and add its runs to the database, then exit without training: workers
+    /// started elsewhere (`shallow worker`) train them.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub no_train: bool,
+    /// Refuse grids with more combinations (before [[exclude]]) than this: a guard against a
+    /// grid that grew by mistake. Raise it to run a larger grid.
+    #[arg(long, default_value_t = grid::DEFAULT_MAX_RUNS, value_name = "N")]
+    pub max_runs: u64,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
@@ -224,8 +233,9 @@ mod tests {
             };
             let text = format!("[runs]\nlayout = \"{layout}\"\n");
             let g = grid::parse(&text, "defaults.toml").unwrap();
-            assert_eq!(g.runs.len(), 1);
-            assert_eq!(g.runs[0].config, args.config);
+            let runs: Vec<_> = g.runs().collect::<anyhow::Result<_>>().unwrap();
+            assert_eq!(runs.len(), 1);
+            assert_eq!(runs[0].config, args.config);
         }
     }
 }

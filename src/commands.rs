@@ -100,7 +100,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
 
 fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
     if args.dry_run {
-        let grid = grid::load(&args.config)?;
+        let grid = grid::load_limited(&args.config, args.max_runs)?;
         let data_dir = data::resolve_data_dir(args.runtime.data_dir.as_deref());
         plan::check_inputs(&grid, &data_dir, args.runtime.offline, false)?;
         let (workers, threads) = plan::plan_workers(args.workers, args.runtime.threads);
@@ -115,17 +115,23 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
         data_dir: data::resolve_data_dir(args.runtime.data_dir.as_deref()),
         offline: args.runtime.offline,
         device: args.runtime.device,
+        max_runs: args.max_runs,
     };
     let exe = std::env::current_exe().context("cannot find the shallow binary")?;
     let queued = coordinator::queue(&opts)?;
     println!(
-        "sweep '{}': {} runs in the grid, {} new, {} already in {}\n\
-         {} worker(s) × {} thread(s); worker logs: {}",
+        "sweep '{}': {} runs in the grid, {} new, {} already in {}",
         queued.name,
         queued.runs,
         queued.added.new,
         queued.added.existing,
         opts.db.display(),
+    );
+    if args.no_train {
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} worker(s) × {} thread(s); worker logs: {}",
         queued.workers,
         queued.threads,
         queued.log_path.display()

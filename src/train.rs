@@ -155,13 +155,19 @@ impl Observer for Bar {
 /// step would not fit the memory this machine has left (checked on the CPU; a GPU's own limit
 /// shows as libtorch's out-of-memory error).
 pub fn check_fits(cfg: &RunConfig, input: [usize; 3], device: Device) -> Result<()> {
+    let available = (device == Device::Cpu)
+        .then(crate::device::available_memory)
+        .flatten();
+    check_fits_within(cfg, input, available)
+}
+
+/// [`check_fits`] against `available` bytes of memory (`None`: unknown, not checked), for
+/// callers that check many runs against one reading.
+pub fn check_fits_within(cfg: &RunConfig, input: [usize; 3], available: Option<u64>) -> Result<()> {
     let arch = cfg.architecture(input);
     arch.validate()?;
-    if device != Device::Cpu {
-        return Ok(());
-    }
     let need = arch.training_memory_bytes(cfg.batch_size);
-    if let Some(have) = crate::device::available_memory() {
+    if let Some(have) = available {
         ensure!(
             need <= have as f64,
             "L={} F={} k={} with batch size {} needs about {:.1} GB to train (P = {} parameters), \

@@ -1,13 +1,19 @@
 //! Grid specs: expansion, stable identities, pairing and error messages.
 use shallow::model::{Layout, Precision};
-use shallow::sweep::grid;
+use shallow::sweep::grid::{self, Grid, RunSpec};
+
+fn runs(g: &Grid) -> Vec<RunSpec> {
+    g.runs().collect::<anyhow::Result<_>>().unwrap()
+}
 
 #[test]
 fn paper_preset_expands_to_6912_runs_in_3456_pairs() {
     let g = grid::load(std::path::Path::new("configs/paper.toml")).unwrap();
-    assert_eq!(g.runs.len(), 6912);
+    assert_eq!(g.len(), 6912);
     assert_eq!(g.pairs(), 3456);
-    for pair in g.runs.chunks(2) {
+    let runs = runs(&g);
+    assert_eq!(runs.len(), 6912);
+    for pair in runs.chunks(2) {
         assert_eq!(
             pair[0].pair_id, pair[1].pair_id,
             "layouts of a pair are neighbours"
@@ -23,8 +29,8 @@ fn paper_preset_expands_to_6912_runs_in_3456_pairs() {
 #[test]
 fn quick_preset_is_small_and_paired() {
     let g = grid::load(std::path::Path::new("configs/quick.toml")).unwrap();
-    assert_eq!((g.runs.len(), g.pairs()), (96, 48));
-    let seeds: std::collections::BTreeSet<u64> = g.runs.iter().map(|r| r.config.seed).collect();
+    assert_eq!((g.len(), g.pairs()), (96, 48));
+    let seeds: std::collections::BTreeSet<u64> = runs(&g).iter().map(|r| r.config.seed).collect();
     assert_eq!(seeds.len(), 3, "seeds, for the report's seed-noise columns");
 }
 
@@ -48,9 +54,7 @@ dataset = ["cifar10", "mnist"]
 #[test]
 fn ids_do_not_depend_on_key_or_value_order() {
     let ids = |text| {
-        let mut ids: Vec<String> = grid::parse(text, "x.toml")
-            .unwrap()
-            .runs
+        let mut ids: Vec<String> = runs(&grid::parse(text, "x.toml").unwrap())
             .into_iter()
             .map(|r| r.id)
             .collect();
@@ -64,38 +68,35 @@ fn ids_do_not_depend_on_key_or_value_order() {
 #[test]
 fn ids_change_with_any_setting_and_pairs_ignore_only_the_layout() {
     let g = grid::parse(A, "x.toml").unwrap();
-    let mut ids: Vec<_> = g.runs.iter().map(|r| r.id.clone()).collect();
+    let mut ids: Vec<_> = runs(&g).iter().map(|r| r.id.clone()).collect();
     ids.dedup();
     assert_eq!(ids.len(), 8);
     assert_eq!(g.pairs(), 4);
     let other = grid::parse(&A.replace("epochs = 2", "epochs = 3"), "x.toml").unwrap();
-    assert!(other.runs.iter().all(|r| !ids.contains(&r.id)));
+    assert!(runs(&other).iter().all(|r| !ids.contains(&r.id)));
 }
 
 /// Precision is an axis like any other, but fp32 runs keep the ids they had before the setting
 /// existed, so databases recorded then stay valid.
 #[test]
 fn precision_axis_adds_bf16_runs_and_keeps_fp32_ids() {
-    let before: Vec<String> = grid::parse(A, "x.toml")
-        .unwrap()
-        .runs
+    let before: Vec<String> = runs(&grid::parse(A, "x.toml").unwrap())
         .into_iter()
         .map(|r| r.id)
         .collect();
     let explicit = grid::parse(&format!("{A}precision = \"fp32\"\n"), "x.toml").unwrap();
     assert_eq!(
-        explicit
-            .runs
+        runs(&explicit)
             .iter()
             .map(|r| r.id.clone())
             .collect::<Vec<_>>(),
         before
     );
     let both = grid::parse(&format!("{A}precision = [\"fp32\", \"bf16\"]\n"), "x.toml").unwrap();
-    assert_eq!(both.runs.len(), 16);
+    assert_eq!(both.len(), 16);
     assert_eq!(both.pairs(), 8);
+    let both = runs(&both);
     let bf16: Vec<_> = both
-        .runs
         .iter()
         .filter(|r| r.config.precision == Precision::Bf16)
         .collect();
@@ -107,9 +108,9 @@ fn precision_axis_adds_bf16_runs_and_keeps_fp32_ids() {
 fn exclude_rules_remove_matching_runs() {
     let text = format!("{A}\n[[exclude]]\ndataset = \"cifar10\"\nlayers = 4\n");
     let g = grid::parse(&text, "x.toml").unwrap();
-    assert_eq!(g.runs.len(), 6);
+    assert_eq!(g.len(), 6);
     assert!(
-        !g.runs
+        !runs(&g)
             .iter()
             .any(|r| r.config.dataset == "cifar10" && r.config.layers == 4)
     );
@@ -178,4 +179,60 @@ fn empty_axis_and_total_exclusion_are_errors() {
 fn unknown_top_level_key_is_an_error() {
     let err = error_of("nmae = \"x\"\n[runs]\nlayers = 2\n");
     assert!(err.contains("grid.toml:1") && err.contains("nmae"), "{err}");
+}
+
+#[test]
+fn repeated_values_are_one_run_and_excluded_datasets_are_not_used() {
+    let text = "[runs]\ndataset = [\"mnist\", \"cifar10\"]\nlr = [1e-3, 0.001, 1e-2]\n\
+                layers = [2, 2.0]\n[[exclude]]\ndataset = \"cifar10\"\n";
+    let err = error_of(text);
+    assert!(err.contains("`layers`"), "a float for an integer: {err}");
+    let g = grid::parse(&text.replace(", 2.0]", "]"), "x.toml").unwrap();
+    assert_eq!((g.len(), g.pairs()), (4, 2));
+    assert_eq!(g.datasets(), ["mnist"]);
+    let ids: std::collections::BTreeSet<_> = runs(&g).into_iter().map(|r| r.id).collect();
+    assert_eq!(ids.len(), 4);
+}
+
+/// Twenty million combinations (1000 seeds × 100 learning rates × 100 batch sizes × 2 layers ×
+/// 1 layout): refused without a raised limit, then counted exactly in bounded memory, and the
+/// first runs come out lazily.
+#[test]
+fn huge_grids_need_a_raised_limit_and_stream() {
+    let list = |values: Vec<String>| format!("[{}]", values.join(","));
+    let seeds = list((0..1000).map(|s| s.to_string()).collect());
+    let lrs = list((1..=100).map(|i| format!("{}e-4", i)).collect());
+    let batches = list((1..=100).map(|b| b.to_string()).collect());
+    let text = format!(
+        "[runs]\nlayout = \"parallel\"\nseed = {seeds}\nlr = {lrs}\nbatch_size = {batches}\n\
+         layers = [2, 4]\n[[exclude]]\nseed = 7\nlayers = 4\n"
+    );
+    let err = format!("{:#}", grid::parse(&text, "big.toml").unwrap_err());
+    assert!(
+        err.contains("20000000 combinations") && err.contains("--max-runs 20000000"),
+        "{err}"
+    );
+    let before = peak_rss_bytes();
+    let g = grid::parse_limited(&text, "big.toml", 20_000_000).unwrap();
+    assert_eq!(g.len(), 20_000_000 - 100 * 100);
+    assert_eq!(g.pairs(), g.len(), "one layout: every run is its own pair");
+    let first: Vec<RunSpec> = g.runs().take(3).map(Result::unwrap).collect();
+    assert_eq!(
+        first.iter().map(|r| r.config.layers).collect::<Vec<_>>(),
+        [2, 4, 2]
+    );
+    let grown = peak_rss_bytes().saturating_sub(before);
+    // Expanded in memory, the grid would take tens of GB.
+    assert!(grown < 100_000_000, "peak memory grew by {grown} bytes");
+}
+
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
 }

@@ -234,3 +234,45 @@ fn missing_database_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such results database"));
 }
+
+/// `--no-train` queues a grid larger than one queueing chunk (10,000 runs) and trains nothing;
+/// queueing it again adds nothing; a grid above `--max-runs` is refused before anything is
+/// queued, and accepted once the limit is raised.
+#[test]
+fn large_grid_is_queued_in_chunks_without_training() {
+    let s = setup(
+        "seed = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\nlr = [1e-4, 2e-4, 3e-4, 4e-4, 5e-4, 6e-4, 7e-4, 8e-4, 9e-4, 1e-3]\nbatch_size = [8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112]\nlayers = [1, 2, 3, 4, 5, 6, 7, 8]\n",
+        100,
+        8,
+    );
+    let runs = 10 * 10 * 14 * 8 * 2;
+    let refused = sweep_command(&s, 1)
+        .args(["--no-train", "--max-runs", "20000"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains(&format!("--max-runs {runs}")), "{err}");
+    assert!(!s.db.exists(), "nothing is queued when the grid is refused");
+    for (round, new) in [(0, runs), (1, 0)] {
+        let out = sweep_command(&s, 1)
+            .args(["--no-train", "--max-runs", &runs.to_string()])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "round {round}: {out:?}");
+        assert!(
+            stdout.contains(&format!("{runs} runs in the grid, {new} new")),
+            "round {round}: {stdout}"
+        );
+    }
+    assert_eq!(
+        count(&s.db, "SELECT COUNT(*) FROM runs WHERE status = 'pending'"),
+        runs
+    );
+    assert_eq!(
+        count(&s.db, "SELECT COUNT(DISTINCT pair_id) FROM runs"),
+        runs / 2
+    );
+    assert_eq!(count(&s.db, "SELECT COUNT(*) FROM epochs"), 0);
+}

@@ -20,6 +20,8 @@ pub struct SweepOptions {
     pub data_dir: PathBuf,
     pub offline: bool,
     pub device: DeviceChoice,
+    /// The largest grid (combinations before exclusions) to accept.
+    pub max_runs: u64,
 }
 /// Final counts of a sweep.
 #[derive(Debug)]
@@ -51,7 +53,7 @@ impl SweepOutcome {
 /// A grid checked and queued in the store, ready for workers.
 pub struct Queued {
     pub name: String,
-    pub runs: usize,
+    pub runs: u64,
     pub added: store::Added,
     pub workers: usize,
     pub threads: usize,
@@ -61,21 +63,48 @@ pub struct Queued {
 /// Loads the grid, checks its inputs (downloading missing datasets) and adds its runs to the
 /// store; nothing is queued when a check fails.
 pub fn queue(opts: &SweepOptions) -> Result<Queued> {
-    let grid = grid::load(&opts.config)?;
+    let grid = grid::load_limited(&opts.config, opts.max_runs)?;
     check_inputs(&grid, &opts.data_dir, opts.offline, true)?;
     let text = std::fs::read_to_string(&opts.config)
         .with_context(|| format!("cannot read {}", opts.config.display()))?;
     let mut store = store::open(&opts.db)?;
-    let added = store.add_runs(&grid.name, &text, &grid.runs)?;
+    let added = queue_in_chunks(store.as_mut(), &grid, &text)?;
     let (workers, threads) = plan_workers(opts.workers, opts.threads);
     Ok(Queued {
-        name: grid.name,
-        runs: grid.runs.len(),
+        name: grid.name.clone(),
+        runs: grid.len(),
         added,
         workers,
         threads,
         log_path: opts.db.with_extension("workers.log"),
     })
+}
+
+/// Runs are added this many at a time, each chunk one transaction: a grid of millions of runs is
+/// queued in bounded memory, and a queueing cut short is completed by the next `sweep`.
+const QUEUE_CHUNK: usize = 10_000;
+
+fn queue_in_chunks(
+    store: &mut dyn store::Store,
+    grid: &grid::Grid,
+    text: &str,
+) -> Result<store::Added> {
+    let mut added = store::Added {
+        new: 0,
+        existing: 0,
+    };
+    let mut chunk = Vec::with_capacity(QUEUE_CHUNK);
+    let mut runs = grid.runs().peekable();
+    while runs.peek().is_some() {
+        chunk.clear();
+        for run in runs.by_ref().take(QUEUE_CHUNK) {
+            chunk.push(run?);
+        }
+        let a = store.add_runs(&grid.name, text, &chunk)?;
+        added.new += a.new;
+        added.existing += a.existing;
+    }
+    Ok(added)
 }
 
 /// Trains a queued sweep to completion with worker processes of `exe` (its hidden `worker`

@@ -83,6 +83,7 @@ fn calibrate_macs_per_second(threads: usize) -> Result<f64> {
 /// this machine's memory. A dataset that is missing but downloadable is not loaded without
 /// `fetch`; its runs are checked against its known shape.
 pub fn check_inputs(grid: &Grid, data_dir: &Path, offline: bool, fetch: bool) -> Result<()> {
+    let mut shapes = std::collections::BTreeMap::new();
     for dataset in grid.datasets() {
         let shape = if fetch {
             data::ensure_available(data_dir, dataset, offline)?;
@@ -92,22 +93,26 @@ pub fn check_inputs(grid: &Grid, data_dir: &Path, offline: bool, fetch: bool) ->
         } else {
             data::load(data_dir, dataset)?.train.shape
         };
-        for run in grid.runs.iter().filter(|r| r.config.dataset == dataset) {
-            crate::train::check_fits(&run.config, shape, Device::Cpu)
-                .with_context(|| format!("run {} of the grid ({dataset})", run.id))?;
-        }
+        shapes.insert(dataset.as_str(), shape);
+    }
+    let available = device::available_memory();
+    for run in grid.runs() {
+        let run = run?;
+        let dataset = run.config.dataset.as_str();
+        crate::train::check_fits_within(&run.config, shapes[dataset], available)
+            .with_context(|| format!("run {} of the grid ({dataset})", run.id))?;
     }
     Ok(())
 }
 
-/// `--dry-run`: what the sweep holds and roughly how long it takes here.
+/// `--dry-run`: what the sweep holds and roughly how long it takes here. Streams the runs.
 pub fn dry_run(grid: &Grid, workers: usize, threads: usize) -> Result<String> {
-    let params: f64 = grid
-        .runs
-        .iter()
-        .map(|r| architecture(&r.config).parameter_count() as f64)
-        .sum();
-    let macs: f64 = grid.runs.iter().map(|r| run_macs(&r.config)).sum();
+    let (mut params, mut macs) = (0.0, 0.0);
+    for run in grid.runs() {
+        let run = run?;
+        params += architecture(&run.config).parameter_count() as f64;
+        macs += run_macs(&run.config);
+    }
     let rate = calibrate_macs_per_second(threads)? * workers as f64;
     Ok(format!(
         "sweep '{}': {} runs ({} pairs) on {}\n\
@@ -115,11 +120,11 @@ pub fn dry_run(grid: &Grid, workers: usize, threads: usize) -> Result<String> {
          estimated time: {} with {workers} worker(s) × {threads} thread(s) \
          (rough: FLOP count × a rate measured just now on one CPU training step)",
         grid.name,
-        grid.runs.len(),
+        grid.len(),
         grid.pairs(),
         grid.datasets().join(", "),
         params,
-        params / grid.runs.len() as f64,
+        params / grid.len() as f64,
         human_duration(macs / rate),
     ))
 }

@@ -24,6 +24,11 @@ use toml::{Spanned, Value};
 use crate::model::Layout;
 use crate::train::RunConfig;
 
+mod expand;
+
+use expand::{Axes, Mask};
+pub use expand::{Runs, Summary};
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GridFile {
@@ -45,29 +50,49 @@ pub struct RunSpec {
     pub config: RunConfig,
 }
 
+/// Grids whose cartesian product (before `[[exclude]]`) is larger than this are refused unless
+/// the caller raises the limit (`shallow sweep --max-runs`): a typo such as an extra list can
+/// otherwise queue more runs than anyone could train.
+pub const DEFAULT_MAX_RUNS: u64 = 1_000_000;
+
+/// A parsed grid. Its runs are not held in memory: [`Grid::runs`] builds them one at a time and
+/// [`Grid::summary`] holds their counts.
 #[derive(Debug)]
 pub struct Grid {
     pub name: String,
     pub description: String,
-    pub runs: Vec<RunSpec>,
+    origin: String,
+    axes: Axes,
+    masks: Vec<Mask>,
+    summary: Summary,
 }
 
 impl Grid {
-    /// The datasets the grid uses, sorted, each once.
-    pub fn datasets(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self
-            .runs
-            .iter()
-            .map(|r| r.config.dataset.as_str())
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        names
+    /// The runs, in expansion order (the two layouts of a pair neighbours). An item is an error
+    /// only for a combination of individually valid values that no run can have.
+    pub fn runs(&self) -> Runs<'_> {
+        Runs::new(&self.axes, &self.masks, &self.origin)
     }
 
-    pub fn pairs(&self) -> usize {
-        let ids: std::collections::BTreeSet<_> = self.runs.iter().map(|r| &r.pair_id).collect();
-        ids.len()
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// The datasets the grid uses, sorted, each once.
+    pub fn datasets(&self) -> &[String] {
+        &self.summary.datasets
+    }
+
+    pub fn len(&self) -> u64 {
+        self.summary.runs
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.summary.runs == 0
+    }
+
+    pub fn pairs(&self) -> u64 {
+        self.summary.pairs
     }
 }
 
@@ -106,13 +131,23 @@ const AXIS_ORDER: [&str; 17] = [
 ];
 
 pub fn load(path: &Path) -> Result<Grid> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    parse(&text, &path.display().to_string())
+    load_limited(path, DEFAULT_MAX_RUNS)
 }
 
-/// Parses and expands a grid; `origin` names the file in error messages.
+/// [`load`] with a limit on the grid's size other than [`DEFAULT_MAX_RUNS`].
+pub fn load_limited(path: &Path, max_runs: u64) -> Result<Grid> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_limited(&text, &path.display().to_string(), max_runs)
+}
+
+/// Parses a grid; `origin` names the file in error messages.
 pub fn parse(text: &str, origin: &str) -> Result<Grid> {
+    parse_limited(text, origin, DEFAULT_MAX_RUNS)
+}
+
+/// [`parse`] with a limit on the grid's size other than [`DEFAULT_MAX_RUNS`].
+pub fn parse_limited(text: &str, origin: &str, max_runs: u64) -> Result<Grid> {
     let at = |span: std::ops::Range<usize>| format!("{origin}:{}", line_of(text, span.start));
     let file: GridFile = toml::from_str(text).map_err(|e| {
         let place = e.span().map(&at).unwrap_or_else(|| origin.to_owned());
@@ -138,34 +173,27 @@ pub fn parse(text: &str, origin: &str) -> Result<Grid> {
                 at(value.span())
             );
         }
-        for v in &values {
-            check_value(name, v).map_err(|e| anyhow!("{}: `{name}`: {e:#}", at(value.span())))?;
-        }
+        let values = distinct_values(name, values)
+            .map_err(|e| anyhow!("{}: `{name}`: {e:#}", at(value.span())))?;
         axes.insert(name.clone(), values);
     }
-    let excludes = parse_excludes(&file.exclude, &at)?;
-    let mut runs = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for combination in cartesian(&axes) {
-        if excludes.iter().any(|rule| matches(rule, &combination)) {
-            continue;
-        }
-        let config = to_config(&combination).map_err(|e| {
-            anyhow!(
-                "{origin}: impossible combination {}: {e:#}",
-                describe(&combination)
-            )
-        })?;
-        let spec = RunSpec {
-            id: run_id(&config),
-            pair_id: pair_id(&config),
-            config,
-        };
-        if seen.insert(spec.id.clone()) {
-            runs.push(spec);
-        }
+    let axes: Axes = AXIS_ORDER
+        .iter()
+        .filter_map(|name| axes.remove_entry(*name))
+        .collect();
+    let size = expand::combinations(&axes);
+    if size > u128::from(max_runs) {
+        bail!(
+            "{origin}: the grid expands to {size} combinations (before [[exclude]]), more than the \
+             limit of {max_runs}; if that is intended, raise it with --max-runs {size}"
+        );
     }
-    if runs.is_empty() {
+    let masks: Vec<Mask> = parse_excludes(&file.exclude, &at)?
+        .iter()
+        .filter_map(|rule| Mask::new(&axes, rule))
+        .collect();
+    let summary = expand::summarise(&axes, &masks);
+    if summary.runs == 0 {
         bail!("{origin}: the exclude rules remove every run");
     }
     Ok(Grid {
@@ -175,8 +203,25 @@ pub fn parse(text: &str, origin: &str) -> Result<Grid> {
                 .map_or("sweep".into(), |s| s.to_string_lossy().into_owned())
         }),
         description: file.description.unwrap_or_default(),
-        runs,
+        origin: origin.to_owned(),
+        axes,
+        masks,
+        summary,
     })
+}
+
+/// Checks each value of one setting and drops repeats (`1e-3` after `0.001`), so that every
+/// combination is a distinct run.
+fn distinct_values(name: &str, values: Vec<Value>) -> Result<Vec<Value>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept = Vec::new();
+    for v in values {
+        let config = serde_json::to_value(check_value(name, &v)?)?;
+        if seen.insert(config.get(name).map(ToString::to_string)) {
+            kept.push(v);
+        }
+    }
+    Ok(kept)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -191,10 +236,10 @@ fn values_of(value: Value) -> Vec<Value> {
 }
 
 /// Checks one value of one setting on its own, against the defaults for everything else.
-fn check_value(name: &str, value: &Value) -> Result<()> {
+fn check_value(name: &str, value: &Value) -> Result<RunConfig> {
     let mut table = first_of_each(&default_settings());
     table.insert(name.to_owned(), value.clone());
-    to_config(&table).map(|_| ())
+    to_config(&table)
 }
 
 fn first_of_each(table: &toml::Table) -> toml::Table {
@@ -204,7 +249,7 @@ fn first_of_each(table: &toml::Table) -> toml::Table {
         .collect()
 }
 
-fn to_config(table: &toml::Table) -> Result<RunConfig> {
+pub(super) fn to_config(table: &toml::Table) -> Result<RunConfig> {
     let config: RunConfig = toml::Value::Table(table.clone())
         .try_into()
         .map_err(|e: toml::de::Error| anyhow!("{}", e.message()))?;
@@ -247,17 +292,8 @@ fn parse_excludes(
         .collect()
 }
 
-fn matches(rule: &Rule, combination: &toml::Table) -> bool {
-    !rule.is_empty()
-        && rule.iter().all(|(key, values)| {
-            combination
-                .get(key)
-                .is_some_and(|v| values.iter().any(|w| same_value(v, w)))
-        })
-}
-
 /// Equality that treats `1e-3` and `0.001`, or `2` and `2.0`, as the same number.
-fn same_value(a: &Value, b: &Value) -> bool {
+pub(super) fn same_value(a: &Value, b: &Value) -> bool {
     match (
         a.as_float().or(a.as_integer().map(|i| i as f64)),
         b.as_float().or(b.as_integer().map(|i| i as f64)),
@@ -265,34 +301,6 @@ fn same_value(a: &Value, b: &Value) -> bool {
         (Some(x), Some(y)) => x == y,
         _ => a == b,
     }
-}
-
-fn cartesian(axes: &BTreeMap<String, Vec<Value>>) -> Vec<toml::Table> {
-    let mut combinations = vec![toml::Table::new()];
-    for name in AXIS_ORDER {
-        let Some(values) = axes.get(name) else {
-            continue;
-        };
-        combinations = combinations
-            .into_iter()
-            .flat_map(|partial| {
-                values.iter().map(move |v| {
-                    let mut next = partial.clone();
-                    next.insert(name.to_owned(), v.clone());
-                    next
-                })
-            })
-            .collect();
-    }
-    combinations
-}
-
-fn describe(combination: &toml::Table) -> String {
-    combination
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Canonical form of a config: JSON with keys sorted (serde_json's map is ordered).
