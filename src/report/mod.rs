@@ -54,10 +54,11 @@ pub fn generate(db: &Path, out: &Path, margins: &Margins) -> Result<ReportFiles>
 
     tables::write_csvs(out, &cells, &paired, &diverged, &verdicts)?;
     let markdown = out.join("report.md");
-    std::fs::write(&markdown, render::to_markdown(&blocks))
+    let text = render::to_markdown(&blocks);
+    std::fs::write(&markdown, &text)
         .with_context(|| format!("cannot write {}", markdown.display()))?;
     let html = out.join("report.html");
-    std::fs::write(&html, render::to_html(&blocks, out)?)
+    std::fs::write(&html, render::to_html(&text, out)?)
         .with_context(|| format!("cannot write {}", html.display()))?;
     Ok(ReportFiles {
         markdown,
