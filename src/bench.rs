@@ -387,7 +387,7 @@ fn speedups(o: &BenchOptions, ours: &OursMedians) -> String {
 fn sweep_bench(o: &BenchOptions, data: &Path) -> Result<String> {
     let config = Path::new("configs/bench-sweep.toml");
     let tmp = std::env::temp_dir().join(format!("shallow-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp)?;
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let (mut ours, mut reference) = (Vec::new(), Vec::new());
     for rep in 0..o.repetitions.min(2) {
         let db = tmp.join(format!("sweep-{rep}.db"));

@@ -131,7 +131,7 @@ pub fn fetch(source: &Source, data_dir: &Path, mirror: &Option<String>) -> Resul
                 let part = part_path(&dest);
                 download_from_any(&bases, file, &part)?;
                 verify(&part, sha, file)?;
-                fs::rename(&part, &dest)?;
+                rename(&part, &dest)?;
             }
         }
         Layout::Archive(archive, members) => {
@@ -279,7 +279,7 @@ fn copy_with_progress(reader: &mut dyn Read, file: &mut File, bar: &ProgressBar)
 
 /// Extracts the wanted members of a CIFAR-style archive into `dir`, each verified and renamed.
 fn extract_members(archive: &Path, dir: &Path, members: &[Checked]) -> Result<()> {
-    let file = File::open(archive)?;
+    let file = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut found = Vec::new();
     let entries = tar
@@ -300,12 +300,14 @@ fn extract_members(archive: &Path, dir: &Path, members: &[Checked]) -> Result<()
         };
         let dest = dir.join(file);
         let part = part_path(&dest);
-        let mut out = File::create(&part)?;
+        let mut out =
+            File::create(&part).with_context(|| format!("cannot write {}", part.display()))?;
         io::copy(&mut entry, &mut out)
             .with_context(|| format!("{}: corrupt archive", archive.display()))?;
-        out.sync_all()?;
+        out.sync_all()
+            .with_context(|| format!("cannot write {}", part.display()))?;
         verify(&part, sha, &format!("{} in {}", file, archive.display()))?;
-        fs::rename(&part, &dest)?;
+        rename(&part, &dest)?;
         found.push(file);
     }
     let absent: Vec<_> = members
@@ -321,4 +323,9 @@ fn extract_members(archive: &Path, dir: &Path, members: &[Checked]) -> Result<()
         );
     }
     Ok(())
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to)
+        .with_context(|| format!("cannot move {} to {}", from.display(), to.display()))
 }

@@ -97,7 +97,9 @@ fn inline_svg(out: &Path, relative: &str) -> Result<String> {
     let path = out.join(relative);
     let svg = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(svg.find("<svg").map_or(svg.clone(), |i| svg[i..].to_owned()))
+    Ok(svg
+        .find("<svg")
+        .map_or(svg.clone(), |i| svg[i..].to_owned()))
 }
 
 #[cfg(test)]
