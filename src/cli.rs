@@ -7,6 +7,7 @@ use shallow::device::DeviceChoice;
 use shallow::model::{Layout, Precision};
 use shallow::report::equivalence::Margins;
 use shallow::sweep::grid;
+use shallow::sweep::store::Location;
 use shallow::train::RunConfig;
 /// Most threads or worker processes one command may ask for.
 const MAX_PARALLELISM: usize = 1024;
@@ -51,13 +52,16 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Show a results database's progress: counts by status, throughput, ETA, last errors.
     Status {
-        /// Results database.
-        db: PathBuf,
+        /// Results database: a SQLite file, sqlite://PATH or postgres://user:pass@host/db
+        /// [default: $SHALLOW_DB].
+        #[arg(env = "SHALLOW_DB", hide_env_values = true)]
+        db: Location,
     },
     /// Write one CSV row per run: config columns, status, final metrics, timings.
     Export {
-        /// Results database.
-        db: PathBuf,
+        /// Results database (file or URL, as for `status`) [default: $SHALLOW_DB].
+        #[arg(env = "SHALLOW_DB", hide_env_values = true)]
+        db: Location,
         /// Output CSV file.
         #[arg(long)]
         csv: PathBuf,
@@ -65,8 +69,10 @@ pub enum Command {
     /// Turn a results database into the paper's Table 2, paired statistics and plots
     /// (report.md, self-contained report.html, tables/*.csv, plots/*.svg and *.png).
     Report {
-        /// Results database (may be partial or still being written).
-        db: PathBuf,
+        /// Results database (file or URL, as for `status`; may be partial or still being
+        /// written) [default: $SHALLOW_DB].
+        #[arg(env = "SHALLOW_DB", hide_env_values = true)]
+        db: Location,
         /// Output folder.
         #[arg(long, default_value = "report")]
         out: PathBuf,
@@ -98,21 +104,45 @@ pub enum Command {
         #[command(subcommand)]
         action: DataCommand,
     },
-    /// Train pending runs of a results database until none is left. `shallow sweep` starts these;
-    /// start more by hand (Slurm array, Kubernetes job) against the same database.
-    #[command(hide = true)]
-    Worker {
-        #[arg(long)]
-        db: PathBuf,
-        #[arg(long, default_value_t = 1, value_parser = parallelism)]
-        threads: usize,
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        #[arg(long)]
-        offline: bool,
-        #[arg(long, value_enum, default_value_t)]
-        device: DeviceChoice,
+    /// Train pending runs of a results database until none is left (or, with --forever, wait
+    /// for more): the unit a cluster job runs. Queue the runs first with
+    /// `shallow sweep GRID --db URL --no-train`; start workers on any number of machines.
+    Worker(WorkerArgs),
+    /// Copy every sweep, run and epoch of one results database into another (SQLite ↔
+    /// PostgreSQL): a sweep started on a laptop continues on a cluster. Runs the target already
+    /// has are left alone, so copying twice changes nothing; runs in progress arrive pending.
+    Copy {
+        /// Database to read (file or URL).
+        from: Location,
+        /// Database to write (file or URL; created if missing).
+        to: Location,
     },
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// Results database (file or URL) [default: $SHALLOW_DB].
+    #[arg(long, env = "SHALLOW_DB", hide_env_values = true)]
+    pub db: Location,
+    /// Worker processes to run on this machine.
+    #[arg(long, default_value_t = 1, value_parser = parallelism)]
+    pub workers: usize,
+    /// Keep polling for new runs when the queue is empty instead of exiting.
+    #[arg(long)]
+    pub forever: bool,
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// How a sweep's queue treats runs whose workers die.
+#[derive(Args, Clone, Copy)]
+pub struct QueueArgs {
+    /// A run whose worker dies on it this many times is marked failed instead of being
+    /// claimed again.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
 }
 
 #[derive(Args)]
@@ -148,9 +178,20 @@ pub struct BenchArgs {
 pub struct SweepArgs {
     /// Grid spec (TOML), e.g. configs/quick.toml or configs/paper.toml.
     pub config: PathBuf,
-    /// Results database (SQLite file, created if missing).
-    #[arg(long, default_value = "results.db")]
-    pub db: PathBuf,
+    /// Results database: a SQLite file (created if missing), sqlite://PATH, or
+    /// postgres://user:pass@host:port/dbname [default: $SHALLOW_DB, else results.db].
+    #[arg(
+        long,
+        env = "SHALLOW_DB",
+        hide_env_values = true,
+        default_value = "results.db"
+    )]
+    pub db: Location,
+    /// Put runs that failed back in the queue before training.
+    #[arg(long)]
+    pub retry_failed: bool,
+    #[command(flatten)]
+    pub queue: QueueArgs,
     /// Worker processes training concurrently [default: one per core].
     #[arg(long, value_parser = parallelism)]
     pub workers: Option<usize>,
@@ -221,7 +262,6 @@ pub struct TrainArgs {
 mod tests {
     use super::*;
     use clap::Parser;
-    use shallow::sweep::grid;
 
     /// README: "Settings left out take the defaults of `shallow train`".
     #[test]

@@ -9,12 +9,12 @@ use shallow::bench;
 use shallow::data;
 use shallow::device;
 use shallow::report;
-use shallow::sweep::store::RunStatus;
+use shallow::sweep::store::{self, RunStatus};
 use shallow::sweep::{coordinator, grid, inspect, plan, worker};
 use shallow::trace::Trace;
 use shallow::train::{self, Outcome, RunResult};
 
-use crate::cli::{BenchArgs, Command, DataCommand, SweepArgs, TrainArgs};
+use crate::cli::{BenchArgs, Command, DataCommand, SweepArgs, TrainArgs, WorkerArgs};
 
 /// Exit code of `train` when the run diverged (its result is still printed and written).
 const EXIT_DIVERGED: u8 = 3;
@@ -64,21 +64,13 @@ pub fn run(command: Command) -> Result<ExitCode> {
             println!("{}", serde_json::to_string(&m)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Worker {
-            db,
-            threads,
-            data_dir,
-            offline,
-            device,
-        } => {
-            let summary = worker::run(&worker::WorkerOptions {
-                db,
-                threads,
-                data_dir: data::resolve_data_dir(data_dir.as_deref()),
-                offline,
-                device,
-            })?;
-            tracing::info!("worker done: {summary:?}");
+        Command::Worker(args) => worker_command(&args),
+        Command::Copy { from, to } => {
+            let copied = store::copy(&from, &to)?;
+            println!(
+                "{from} → {to}: {} runs copied, {} already there",
+                copied.new, copied.existing
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Data {
@@ -107,36 +99,84 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
         println!("{}", plan::dry_run(&grid, workers, threads)?);
         return Ok(ExitCode::SUCCESS);
     }
+    let data_dir = data::resolve_data_dir(args.runtime.data_dir.as_deref());
     let opts = coordinator::SweepOptions {
         config: args.config.clone(),
         db: args.db.clone(),
         workers: args.workers,
         threads: args.runtime.threads,
-        data_dir: data::resolve_data_dir(args.runtime.data_dir.as_deref()),
+        data_dir: data_dir.clone(),
         offline: args.runtime.offline,
         device: args.runtime.device,
         max_runs: args.max_runs,
+        max_attempts: args.queue.max_attempts,
+        retry_failed: args.retry_failed,
     };
-    let exe = std::env::current_exe().context("cannot find the shallow binary")?;
     let queued = coordinator::queue(&opts)?;
     println!(
         "sweep '{}': {} runs in the grid, {} new, {} already in {}",
-        queued.name,
-        queued.runs,
-        queued.added.new,
-        queued.added.existing,
-        opts.db.display(),
+        queued.name, queued.runs, queued.added.new, queued.added.existing, opts.db,
     );
+    if args.retry_failed {
+        println!("{} failed runs put back in the queue", queued.retried);
+    }
     if args.no_train {
         return Ok(ExitCode::SUCCESS);
     }
+    let pool = coordinator::PoolOptions {
+        db: args.db.clone(),
+        workers: queued.workers,
+        threads: queued.threads,
+        data_dir,
+        // Every dataset was checked, and fetched if needed, while queueing.
+        offline: true,
+        device: args.runtime.device,
+        max_attempts: args.queue.max_attempts,
+        forever: false,
+        log_path: queued.log_path.clone(),
+    };
+    run_pool_and_summarise(&pool)
+}
+
+/// `shallow worker`: one worker in this process, or a pool of worker processes.
+fn worker_command(args: &WorkerArgs) -> Result<ExitCode> {
+    let data_dir = data::resolve_data_dir(args.runtime.data_dir.as_deref());
+    let threads = args.runtime.threads.unwrap_or(1);
+    if args.workers > 1 {
+        return run_pool_and_summarise(&coordinator::PoolOptions {
+            db: args.db.clone(),
+            workers: args.workers,
+            threads,
+            data_dir,
+            offline: args.runtime.offline,
+            device: args.runtime.device,
+            max_attempts: args.queue.max_attempts,
+            forever: args.forever,
+            log_path: args.db.worker_log(),
+        });
+    }
+    let summary = worker::run(&worker::WorkerOptions {
+        db: args.db.clone(),
+        threads,
+        data_dir,
+        offline: args.runtime.offline,
+        device: args.runtime.device,
+        max_attempts: args.queue.max_attempts,
+        forever: args.forever,
+    })?;
+    tracing::info!("worker done: {summary:?}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_pool_and_summarise(pool: &coordinator::PoolOptions) -> Result<ExitCode> {
     println!(
         "{} worker(s) × {} thread(s); worker logs: {}",
-        queued.workers,
-        queued.threads,
-        queued.log_path.display()
+        pool.workers,
+        pool.threads,
+        pool.log_path.display()
     );
-    let outcome = coordinator::run_sweep(&opts, &exe, &queued)?;
+    let exe = std::env::current_exe().context("cannot find the shallow binary")?;
+    let outcome = coordinator::run_pool(pool, &exe)?;
     let [done, diverged, failed] = outcome.trained_now;
     println!(
         "finished in {}: trained now {done} done, {diverged} diverged, {failed} failed \
@@ -152,7 +192,7 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
         eprintln!(
             "{} worker process(es) died along the way and were replaced; see {}",
             outcome.workers_lost,
-            args.db.with_extension("workers.log").display()
+            pool.log_path.display()
         );
     }
     if outcome.complete() {
@@ -160,7 +200,7 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
     }
     eprintln!(
         "not every run ended done or diverged; `shallow status {}` shows why",
-        args.db.display()
+        pool.db
     );
     Ok(ExitCode::FAILURE)
 }

@@ -7,7 +7,7 @@ use common::synthetic::{Synthetic, config, fill};
 use shallow::model::Layout;
 use shallow::report::equivalence::{self, Margins, Quantity, Verdict};
 use shallow::report::{self, analysis, stats};
-use shallow::sweep::store::{SqliteStore, Store};
+use shallow::sweep::store::{Location, SqliteStore, Store};
 
 const EQUIVALENT: [f64; 12] = [
     0.004, -0.006, 0.001, 0.003, -0.002, 0.005, -0.001, 0.002, 0.0, -0.003, 0.006, 0.001,
@@ -162,7 +162,7 @@ fn report_opens_with_verdicts_on_equivalent_different_and_too_few_pairs() {
     assert!(sentence.contains("about 7 pairs (4 more)"), "{sentence}");
 
     let out = tmp.path().join("report");
-    let files = report::generate(&db, &out, &margins).unwrap();
+    let files = report::generate(&Location::Sqlite(db.clone()), &out, &margins).unwrap();
     let md = std::fs::read_to_string(&files.markdown).unwrap();
     let first_section = md.find("\n## ").map(|i| &md[i..]).unwrap();
     assert!(first_section.starts_with("\n## Verdicts"), "{md}");

@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use shallow::model::Layout;
 use shallow::report::equivalence::Margins;
 use shallow::report::{self, analysis, stats};
-use shallow::sweep::store::{SqliteStore, Store};
+use shallow::sweep::store::{Location, SqliteStore, Store};
 
 /// 24 pairs on two datasets with Q spread over all bins (edges included) and parallel a known
 /// amount better on validation loss.
@@ -256,7 +256,7 @@ fn report_files_are_complete_and_self_contained() {
     runs[0].diverged = true;
     fill(&db, &runs, 4);
     let out = tmp.path().join("report");
-    let files = report::generate(&db, &out, &Margins::default()).unwrap();
+    let files = report::generate(&Location::Sqlite(db.clone()), &out, &Margins::default()).unwrap();
     assert_eq!((files.finished_runs, files.total_runs), (44, 48));
     let html = std::fs::read_to_string(&files.html).unwrap();
     for forbidden in [
@@ -323,7 +323,12 @@ fn report_renders_in_headless_chromium() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("r.db");
     fill(&db, &synthetic_runs(), 0);
-    let files = report::generate(&db, &tmp.path().join("report"), &Margins::default()).unwrap();
+    let files = report::generate(
+        &Location::Sqlite(db.clone()),
+        &tmp.path().join("report"),
+        &Margins::default(),
+    )
+    .unwrap();
     let png = tmp.path().join("shot.png");
     let status = std::process::Command::new(chromium)
         .args([

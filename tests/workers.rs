@@ -11,7 +11,7 @@ use common::sweeps::{count, query, setup, sweep_command};
 use shallow::model::Layout;
 use shallow::sweep::grid::{RunSpec, pair_id, run_id};
 use shallow::sweep::inspect;
-use shallow::sweep::store::{SqliteStore, Store, WorkerInfo};
+use shallow::sweep::store::{Location, SqliteStore, Store, WorkerInfo};
 
 #[test]
 fn a_zombie_worker_is_dead_at_once_and_status_says_so() {
@@ -33,10 +33,12 @@ fn a_zombie_worker_is_dead_at_once_and_status_says_so() {
     worker.id = format!("{}:{}:0", worker.host, worker.pid);
     store.register_worker(&worker).unwrap();
     assert!(store.claim(&worker).unwrap().is_some());
-    let status = inspect::status_text(&db).unwrap();
+    let status = inspect::status_text(&Location::Sqlite(db.clone())).unwrap();
     assert!(status.contains("abandoned (its worker is gone"), "{status}");
     // Its heartbeat is fresh, yet it is recognised dead without waiting for staleness.
-    let requeued = store.requeue_abandoned(Duration::from_secs(3600)).unwrap();
+    let requeued = store
+        .requeue_abandoned(Duration::from_secs(3600), 3)
+        .unwrap();
     assert_eq!(requeued, 1);
     child.wait().unwrap();
 }

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::sweep::store::{RunRow, RunStatus, SqliteStore, Store};
+use crate::sweep::store::{self, Location, RunRow, RunStatus};
 use analysis::{Metric, Pair, Q_BINS, fmt_interval, fmt_p, fmt_signed};
 use equivalence::{EquivalenceRow, Margins, Quantity};
 use render::Block;
@@ -26,8 +26,8 @@ pub struct ReportFiles {
     pub total_runs: usize,
 }
 
-pub fn generate(db: &Path, out: &Path, margins: &Margins) -> Result<ReportFiles> {
-    let store = SqliteStore::open_existing(db)?;
+pub fn generate(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFiles> {
+    let store = store::open_reader(db)?;
     let runs = store.runs()?;
     let epochs = store.epochs()?;
     for sub in ["tables", "plots"] {
@@ -41,10 +41,7 @@ pub fn generate(db: &Path, out: &Path, margins: &Margins) -> Result<ReportFiles>
     let diverged = analysis::diverged_counts(&pairs);
     let verdicts = equivalence::equivalence(&pairs, margins);
 
-    let mut blocks = vec![Block::Heading(format!(
-        "Deep vs shallow: report on {}",
-        db.display()
-    ))];
+    let mut blocks = vec![Block::Heading(format!("Deep vs shallow: report on {db}"))];
     blocks.extend(verdict_blocks(out, &verdicts, &datasets, margins)?);
     blocks.extend(summary(&runs));
     blocks.extend(table2_blocks(&cells, &datasets));

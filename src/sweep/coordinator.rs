@@ -9,12 +9,12 @@ use anyhow::{Context, Result};
 use super::grid;
 use super::plan::{check_inputs, plan_workers};
 use super::progress::Progress;
-use super::store::{self, RunRow, RunStatus};
+use super::store::{self, Location, RunRow, RunStatus};
 use crate::device::DeviceChoice;
 
 pub struct SweepOptions {
     pub config: PathBuf,
-    pub db: PathBuf,
+    pub db: Location,
     pub workers: Option<usize>,
     pub threads: Option<usize>,
     pub data_dir: PathBuf,
@@ -22,6 +22,22 @@ pub struct SweepOptions {
     pub device: DeviceChoice,
     /// The largest grid (combinations before exclusions) to accept.
     pub max_runs: u64,
+    pub max_attempts: u32,
+    /// Put failed runs back to pending before training.
+    pub retry_failed: bool,
+}
+
+/// Worker processes on this machine, started by `shallow sweep` or `shallow worker --workers N`.
+pub struct PoolOptions {
+    pub db: Location,
+    pub workers: usize,
+    pub threads: usize,
+    pub data_dir: PathBuf,
+    pub offline: bool,
+    pub device: DeviceChoice,
+    pub max_attempts: u32,
+    pub forever: bool,
+    pub log_path: PathBuf,
 }
 /// Final counts of a sweep.
 #[derive(Debug)]
@@ -58,6 +74,8 @@ pub struct Queued {
     pub workers: usize,
     pub threads: usize,
     pub log_path: PathBuf,
+    /// Failed runs put back to pending (`--retry-failed`).
+    pub retried: usize,
 }
 
 /// Loads the grid, checks its inputs (downloading missing datasets) and adds its runs to the
@@ -69,6 +87,11 @@ pub fn queue(opts: &SweepOptions) -> Result<Queued> {
         .with_context(|| format!("cannot read {}", opts.config.display()))?;
     let mut store = store::open(&opts.db)?;
     let added = queue_in_chunks(store.as_mut(), &grid, &text)?;
+    let retried = if opts.retry_failed {
+        store.retry_failed()?
+    } else {
+        0
+    };
     let (workers, threads) = plan_workers(opts.workers, opts.threads);
     Ok(Queued {
         name: grid.name.clone(),
@@ -76,7 +99,8 @@ pub fn queue(opts: &SweepOptions) -> Result<Queued> {
         added,
         workers,
         threads,
-        log_path: opts.db.with_extension("workers.log"),
+        log_path: opts.db.worker_log(),
+        retried,
     })
 }
 
@@ -107,19 +131,26 @@ fn queue_in_chunks(
     Ok(added)
 }
 
-/// Trains a queued sweep to completion with worker processes of `exe` (its hidden `worker`
-/// subcommand). A worker that dies while runs remain is replaced (at most three times as many
-/// replacements as workers, so that a crash on every start cannot loop forever); its run goes
-/// back to pending at once.
-pub fn run_sweep(opts: &SweepOptions, exe: &Path, queued: &Queued) -> Result<SweepOutcome> {
+/// Trains the queue to completion with worker processes of `exe` (its `worker` subcommand). A
+/// worker that dies while runs remain is replaced (at most three times as many replacements as
+/// workers, so that a crash on every start cannot loop forever); its run goes back to pending
+/// at once.
+pub fn run_pool(pool: &PoolOptions, exe: &Path) -> Result<SweepOutcome> {
     let started = Instant::now();
     let since = store::now();
-    let mut store = store::open(&opts.db)?;
-    store.requeue_abandoned(super::worker::STALE_AFTER)?;
-    let (workers, threads) = (queued.workers, queued.threads);
-    let spawn = || spawn_worker(exe, opts, threads, &queued.log_path);
-    let mut children = (0..workers).map(|_| spawn()).collect::<Result<Vec<_>>>()?;
-    let mut spawned: Vec<u32> = children.iter().map(Child::id).collect();
+    let mut store = store::open(&pool.db)?;
+    store.requeue_abandoned(super::worker::STALE_AFTER, pool.max_attempts)?;
+    // Worker ids by process id: a reaped worker's run is released by its id.
+    let mut ids = std::collections::HashMap::new();
+    let spawn = |ids: &mut std::collections::HashMap<u32, String>| -> Result<Child> {
+        let id = store::new_worker_id(&store::hostname(), std::process::id());
+        let child = spawn_worker(exe, pool, &id)?;
+        ids.insert(child.id(), id);
+        Ok(child)
+    };
+    let mut children = (0..pool.workers)
+        .map(|_| spawn(&mut ids))
+        .collect::<Result<Vec<_>>>()?;
     let mut progress = Progress::new(store.as_ref(), &children)?;
     let mut lost = 0;
     while !children.is_empty() {
@@ -133,16 +164,17 @@ pub fn run_sweep(opts: &SweepOptions, exe: &Path, queued: &Queued) -> Result<Swe
                 Some(status) => {
                     lost += 1;
                     tracing::warn!("worker {} ended abnormally ({status})", child.id());
-                    // Reaped now, so it is seen dead: its run is pending again at once.
-                    store.requeue_abandoned(super::worker::STALE_AFTER)?;
+                    // Reaped now, so known dead: its run is pending again at once.
+                    if let Some(id) = ids.get(&child.id()) {
+                        store.release_worker(id, pool.max_attempts)?;
+                    }
                     let pending = store
                         .status_counts()?
                         .iter()
                         .any(|(s, n)| *s == RunStatus::Pending && *n > 0);
-                    if pending && lost <= 3 * workers {
-                        let replacement = spawn()?;
+                    if (pending || pool.forever) && lost <= 3 * pool.workers {
+                        let replacement = spawn(&mut ids)?;
                         progress.replace(child.id(), replacement.id());
-                        spawned.push(replacement.id());
                         still.push(replacement);
                     }
                 }
@@ -153,43 +185,34 @@ pub fn run_sweep(opts: &SweepOptions, exe: &Path, queued: &Queued) -> Result<Swe
     progress.update(store.as_ref(), &children)?;
     progress.finish();
     Ok(SweepOutcome {
-        trained_now: trained_by(&store.runs()?, &spawned, since),
+        trained_now: trained_by(&store.runs()?, &ids.into_values().collect(), since),
         counts: store.status_counts()?,
         workers_lost: lost,
         wall_seconds: started.elapsed().as_secs_f64(),
     })
 }
 
-/// Done, diverged and failed runs that the worker processes `pids` of this host ended since
-/// `since` (a worker's id is `host:pid:start`).
-fn trained_by(runs: &[RunRow], pids: &[u32], since: f64) -> [u64; 3] {
-    let host = store::hostname();
+/// Done, diverged and failed runs that the workers `ids` (those this process started) ended
+/// since `since`.
+fn trained_by(runs: &[RunRow], ids: &std::collections::HashSet<String>, since: f64) -> [u64; 3] {
     let mut counts = [0; 3];
     for r in runs
         .iter()
         .filter(|r| r.finished_at.is_some_and(|t| t >= since))
+        .filter(|r| r.worker.as_ref().is_some_and(|w| ids.contains(w)))
     {
-        let mine = r.worker.as_deref().is_some_and(|w| {
-            let mut parts = w.split(':');
-            parts.next() == Some(host.as_str())
-                && parts
-                    .next()
-                    .and_then(|p| p.parse::<u32>().ok())
-                    .is_some_and(|p| pids.contains(&p))
-        });
-        if let (true, Some(i)) = (
-            mine,
-            [RunStatus::Done, RunStatus::Diverged, RunStatus::Failed]
-                .iter()
-                .position(|s| *s == r.status),
-        ) {
+        if let Some(i) = [RunStatus::Done, RunStatus::Diverged, RunStatus::Failed]
+            .iter()
+            .position(|s| *s == r.status)
+        {
             counts[i] += 1;
         }
     }
     counts
 }
 
-fn spawn_worker(exe: &Path, opts: &SweepOptions, threads: usize, log: &Path) -> Result<Child> {
+fn spawn_worker(exe: &Path, pool: &PoolOptions, id: &str) -> Result<Child> {
+    let log = &pool.log_path;
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -198,15 +221,18 @@ fn spawn_worker(exe: &Path, opts: &SweepOptions, threads: usize, log: &Path) -> 
     let mut command = Command::new(exe);
     command
         .arg("worker")
-        .arg("--db")
-        .arg(&opts.db)
         .arg("--threads")
-        .arg(threads.to_string())
+        .arg(pool.threads.to_string())
         .arg("--data-dir")
-        .arg(&opts.data_dir)
+        .arg(&pool.data_dir)
         .arg("--device")
-        .arg(format!("{:?}", opts.device).to_lowercase())
-        .arg("--offline")
+        .arg(format!("{:?}", pool.device).to_lowercase())
+        .arg("--max-attempts")
+        .arg(pool.max_attempts.to_string())
+        .args(pool.forever.then_some("--forever"))
+        // Through the environment, not the command line: a URL's password stays out of `ps`.
+        .env("SHALLOW_DB", pool.db.as_os_str())
+        .env(store::WORKER_ID_ENV, id)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file)

@@ -5,16 +5,16 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use super::plan::human_duration;
-use super::store::{self, RunRow, RunStatus, Store};
+use super::store::{self, Location, RunRow, RunStatus};
 use crate::data::Subset;
 use crate::model::{Activation, Head, Layout, Pool, Precision};
 
 /// `shallow status`: counts by status, throughput, ETA, runs in progress, last errors.
-pub fn status_text(db: &Path) -> Result<String> {
-    let store = store::SqliteStore::open_existing(db)?;
+pub fn status_text(db: &Location) -> Result<String> {
+    let store = store::open_reader(db)?;
     let runs = store.runs()?;
     let counts = store.status_counts()?;
-    let mut out = format!("{}: {} runs\n", db.display(), runs.len());
+    let mut out = format!("{db}: {} runs\n", runs.len());
     for (status, n) in &counts {
         out += &format!("  {status:<9} {n}\n");
     }
@@ -161,11 +161,11 @@ impl<'a> ExportRow<'a> {
 
 /// `shallow export`: one CSV row per run — identity, config columns, status, final metrics,
 /// timings — ready for pandas or polars. Written via a temporary file and a rename.
-pub fn export_csv(db: &Path, out: &Path) -> Result<usize> {
+pub fn export_csv(db: &Location, out: &Path) -> Result<usize> {
     if out.is_dir() {
         bail!("--csv {}: is a folder; give a file name", out.display());
     }
-    let store = store::SqliteStore::open_existing(db)?;
+    let store = store::open_reader(db)?;
     let runs = store.runs()?;
     let tmp = out.with_extension("csv.tmp");
     let write = || -> Result<()> {

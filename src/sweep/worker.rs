@@ -12,7 +12,7 @@ use anyhow::{Result, anyhow};
 use tch::Device;
 
 use super::grid::RunSpec;
-use super::store::{self, Finish, Store, WorkerInfo};
+use super::store::{self, Finish, Location, Store, WorkerInfo};
 use crate::data::{self, RawDataset, Subset, Tensors};
 use crate::device::{self, DeviceChoice};
 use crate::train::{self, EpochMetrics, Observer, RunResult};
@@ -22,12 +22,18 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 /// A worker silent for this long is presumed dead and its run is trained again elsewhere.
 pub const STALE_AFTER: Duration = Duration::from_secs(120);
 
+/// How long a worker with `forever` waits before looking at an empty queue again.
+const POLL_EVERY: Duration = Duration::from_secs(10);
+
 pub struct WorkerOptions {
-    pub db: PathBuf,
+    pub db: Location,
     pub threads: usize,
     pub data_dir: PathBuf,
     pub offline: bool,
     pub device: DeviceChoice,
+    pub max_attempts: u32,
+    /// Wait for new runs when the queue is empty instead of returning.
+    pub forever: bool,
 }
 
 /// Counts of what one worker did.
@@ -47,8 +53,12 @@ pub fn run(opts: &WorkerOptions) -> Result<WorkerSummary> {
     let mut cache = DataCache::new(opts.data_dir.clone(), opts.offline, device);
     let mut summary = WorkerSummary::default();
     loop {
-        store.requeue_abandoned(STALE_AFTER)?;
+        store.requeue_abandoned(STALE_AFTER, opts.max_attempts)?;
         let Some(run) = store.claim(&me)? else {
+            if opts.forever {
+                std::thread::sleep(POLL_EVERY);
+                continue;
+            }
             break;
         };
         tracing::info!("worker {} trains run {}", me.id, run.id);
@@ -165,7 +175,7 @@ struct Heartbeat {
 }
 
 impl Heartbeat {
-    fn start(db: PathBuf, me: WorkerInfo) -> Heartbeat {
+    fn start(db: Location, me: WorkerInfo) -> Heartbeat {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: tiny generated datasets and the real-data location.
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
+pub mod stores;
 pub mod sweeps;
 pub mod synthetic;
 

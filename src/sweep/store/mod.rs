@@ -1,16 +1,16 @@
 //! The results store. [`Store`] is the narrow interface the sweep uses; [`SqliteStore`] is the
-//! embedded default (WAL mode, one file). Claiming a run is one atomic statement, so any number of
-//! worker processes — on one machine here, on many with a server-backed store — can share a sweep
-//! without training a run twice.
+//! embedded default (WAL mode, one file), [`PostgresStore`] a server that any number of machines
+//! share. Claiming a run is one atomic statement, so any number of worker processes can share a
+//! sweep without training a run twice. [`open`] and [`open_reader`] choose the backend from a
+//! [`Location`]; nothing outside this module knows which one it has.
 //!
 //! A run goes `pending → running → done | diverged | failed`. Epoch metrics are written as each
 //! epoch ends; finishing a run is one transaction. A run whose worker stops heartbeating (or whose
 //! process is gone, on this host) is put back to `pending` and trained again from scratch, its
 //! partial epochs deleted.
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde::Serialize;
 
 use super::grid::RunSpec;
@@ -84,16 +84,30 @@ pub struct WorkerInfo {
 }
 
 impl WorkerInfo {
+    /// This process, under an id unique across machines and containers (which may share host
+    /// names and pids): `host:pid:start:random`.
+    /// The parent that starts a worker may choose its id (`SHALLOW_WORKER_ID`), so that it can
+    /// release the worker's run the moment it reaps it.
     pub fn this_process(threads: usize) -> WorkerInfo {
         let host = hostname();
         let pid = std::process::id();
         WorkerInfo {
-            id: format!("{host}:{pid}:{}", now() as u64),
+            id: std::env::var(WORKER_ID_ENV).unwrap_or_else(|_| new_worker_id(&host, pid)),
             host,
             pid,
             threads,
         }
     }
+}
+
+/// The environment variable through which a parent names the worker it starts.
+pub const WORKER_ID_ENV: &str = "SHALLOW_WORKER_ID";
+
+/// A worker id unique across machines and containers (which may share host names and pids):
+/// `host:pid:start:random`.
+pub fn new_worker_id(host: &str, pid: u32) -> String {
+    let nonce: u32 = rand::random();
+    format!("{host}:{pid}:{}:{nonce:08x}", now() as u64)
 }
 
 /// How a claimed run ended.
@@ -167,28 +181,83 @@ pub trait Store {
     fn claim(&mut self, worker: &WorkerInfo) -> Result<Option<RunSpec>>;
     fn record_epoch(&mut self, run_id: &str, worker: &WorkerInfo, m: &EpochMetrics) -> Result<()>;
     fn finish(&mut self, run_id: &str, worker: &WorkerInfo, finish: Finish) -> Result<()>;
-    /// Puts runs back to pending whose worker is dead: its process is gone (same host) or it has
-    /// not heartbeated for `stale_after`. Returns how many.
-    fn requeue_abandoned(&mut self, stale_after: Duration) -> Result<usize>;
+    /// Puts runs back to pending whose worker is gone — its lease expired (no heartbeat for
+    /// `stale_after`) or, where that is known to be safe, its process is dead. A run whose
+    /// worker has died on it `max_attempts` times is marked failed instead. Returns how many
+    /// runs changed.
+    fn requeue_abandoned(&mut self, stale_after: Duration, max_attempts: u32) -> Result<usize>;
+    /// Puts the running runs of `worker`, known to be dead (its parent reaped it), back to
+    /// pending at once — or failed, as [`Store::requeue_abandoned`] does. Returns how many.
+    fn release_worker(&mut self, worker: &str, max_attempts: u32) -> Result<usize>;
+    /// Puts every failed run back to pending, its attempts reset. Returns how many.
+    fn retry_failed(&mut self) -> Result<usize>;
     fn runs(&self) -> Result<Vec<RunRow>>;
     fn epochs(&self) -> Result<Vec<EpochRow>>;
     fn status_counts(&self) -> Result<Vec<(RunStatus, i64)>>;
     /// The runs in progress, with the latest epoch each has recorded.
     fn running(&self) -> Result<Vec<Running>>;
+    /// The sweeps recorded: name and grid text.
+    fn sweeps(&self) -> Result<Vec<(String, String)>>;
+    /// Copies finished and pending runs with their epochs from another store: runs this store
+    /// lacks are inserted as they are there; runs it has are left alone.
+    fn import(
+        &mut self,
+        sweeps: &[(String, String)],
+        runs: &[RunRow],
+        epochs: &[EpochRow],
+    ) -> Result<Added>;
 }
 
-/// Opens the store at `location`: a SQLite file path (created if missing). A server-backed store
-/// would be chosen here by a URL scheme.
-pub fn open(location: &Path) -> Result<Box<dyn Store + Send>> {
-    let text = location.to_string_lossy();
-    if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-        bail!("{text}: the PostgreSQL backend is not available yet; use a SQLite file");
-    }
-    Ok(Box::new(SqliteStore::open(location)?))
+/// The version of the schema this release writes. Version 1 (no `shallow_meta` table) is the
+/// schema of releases before versioning; it is migrated in place when a writer opens it.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Opens the store at `location` for a sweep or worker: created if missing, migrated if older.
+pub fn open(location: &Location) -> Result<Box<dyn Store + Send>> {
+    let store: Box<dyn Store + Send> = match location {
+        Location::Sqlite(path) => Box::new(SqliteStore::open(path)?),
+        Location::Postgres(url) => Box::new(PostgresStore::connect(url, false)?),
+    };
+    Ok(Box::new(Named::new(store, location)))
 }
 
+/// Opens an existing store for reading only (status, export, report): never creates, migrates
+/// or writes anything, and refuses a database that is not a `shallow` results store.
+pub fn open_reader(location: &Location) -> Result<Box<dyn Store + Send>> {
+    let store: Box<dyn Store + Send> = match location {
+        Location::Sqlite(path) => Box::new(SqliteStore::open_read_only(path)?),
+        Location::Postgres(url) => Box::new(PostgresStore::connect(url, true)?),
+    };
+    Ok(Box::new(Named::new(store, location)))
+}
+
+/// Copies every sweep, run and epoch of `from` into `to` (created if missing). Runs `to`
+/// already has are left alone, so a second copy changes nothing.
+pub fn copy(from: &Location, to: &Location) -> Result<Added> {
+    anyhow::ensure!(from != to, "{from}: copying a database onto itself");
+    let source = open_reader(from)?;
+    let (sweeps, runs, epochs) = (source.sweeps()?, source.runs()?, source.epochs()?);
+    open(to)?.import(&sweeps, &runs, &epochs)
+}
+
+/// Refuses a schema from a newer release.
+fn check_version(version: i64, location: &str) -> Result<()> {
+    anyhow::ensure!(
+        version <= SCHEMA_VERSION,
+        "{location}: results database of schema version {version}, made by a newer release of \
+         shallow (this one reads versions up to {SCHEMA_VERSION}); upgrade shallow"
+    );
+    Ok(())
+}
+
+mod location;
+mod named;
+mod postgres;
 mod sqlite;
 
+pub use location::{Location, redact};
+use named::Named;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Seconds since the Unix epoch.
@@ -239,6 +308,27 @@ fn worker_gone(
         }
         _ => true,
     }
+}
+
+/// The columns of a [`RunRow`], in its field order, for both backends' queries.
+const RUN_COLUMNS: &str = "id, pair_id, sweep, status, config, attempts, worker, host, claimed_at,
+    finished_at, params, q, train_examples, final_train_loss, final_train_acc, final_val_loss,
+    final_val_acc, diverged_epoch, train_seconds, total_seconds, device, error";
+
+/// A run as another store should receive it: one in progress there is pending here (its worker
+/// belongs to the other store), without its partial epochs.
+fn portable(run: &RunRow) -> RunRow {
+    let mut run = run.clone();
+    if run.status == RunStatus::Running {
+        run.status = RunStatus::Pending;
+        (run.worker, run.host, run.claimed_at) = (None, None, None);
+    }
+    run
+}
+
+/// The error a run's worker gets once its run was given to another worker: it must stop.
+pub fn not_owned(run_id: &str, w: &WorkerInfo) -> anyhow::Error {
+    anyhow::anyhow!("run {run_id} is no longer assigned to worker {}", w.id)
 }
 
 /// Stores NaN/inf as NULL (SQLite has no NaN), so a diverged epoch is still recorded.

@@ -1,14 +1,13 @@
 //! The SQLite backend of the results store: one file in WAL mode; claims are single atomic
 //! statements, so any number of processes on one machine can share it.
-use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Added, EpochRow, Finish, RunRow, RunStatus, Running, Store, WorkerInfo, finite, now,
-    worker_gone,
+    Added, EpochRow, Finish, RUN_COLUMNS, RunRow, RunStatus, Running, Store, WorkerInfo, finite,
+    not_owned, now, worker_gone,
 };
 use crate::sweep::grid::RunSpec;
 use crate::train::{EpochMetrics, Outcome};
@@ -17,81 +16,7 @@ pub struct SqliteStore {
     conn: Connection,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS sweeps (
-    name TEXT PRIMARY KEY,
-    config_toml TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS runs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    pair_id TEXT NOT NULL,
-    sweep TEXT NOT NULL REFERENCES sweeps(name),
-    config TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending'
-        CHECK (status IN ('pending', 'running', 'done', 'diverged', 'failed')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    worker TEXT,
-    host TEXT,
-    claimed_at REAL,
-    finished_at REAL,
-    params INTEGER,
-    q REAL,
-    train_examples INTEGER,
-    final_train_loss REAL,
-    final_train_acc REAL,
-    final_val_loss REAL,
-    final_val_acc REAL,
-    diverged_epoch INTEGER,
-    train_seconds REAL,
-    total_seconds REAL,
-    device TEXT,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_status ON runs(status, seq);
-CREATE TABLE IF NOT EXISTS epochs (
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    epoch INTEGER NOT NULL,
-    train_loss REAL,
-    val_loss REAL,
-    val_acc REAL,
-    seconds REAL NOT NULL,
-    images_per_second REAL NOT NULL,
-    PRIMARY KEY (run_id, epoch)
-);
-CREATE TABLE IF NOT EXISTS workers (
-    id TEXT PRIMARY KEY,
-    host TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    threads INTEGER NOT NULL,
-    started_at REAL NOT NULL,
-    heartbeat_at REAL NOT NULL
-);
-";
-
-impl SqliteStore {
-    /// Opens (creating if needed) the database file.
-    pub fn open(path: &Path) -> Result<SqliteStore> {
-        let conn = Connection::open(path)
-            .with_context(|| format!("cannot open results database {}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(60))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(SCHEMA)
-            .with_context(|| format!("{}: not a shallow results database", path.display()))?;
-        Ok(SqliteStore { conn })
-    }
-
-    /// Opens an existing database for reading; a missing file is an error, not a new database.
-    pub fn open_existing(path: &Path) -> Result<SqliteStore> {
-        if !path.is_file() {
-            bail!("{}: no such results database", path.display());
-        }
-        Self::open(path)
-    }
-}
+mod schema;
 
 impl Store for SqliteStore {
     fn add_runs(&mut self, sweep: &str, config_text: &str, runs: &[RunSpec]) -> Result<Added> {
@@ -252,7 +177,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn requeue_abandoned(&mut self, stale_after: Duration) -> Result<usize> {
+    fn requeue_abandoned(&mut self, stale_after: Duration, max_attempts: u32) -> Result<usize> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -280,10 +205,7 @@ impl Store for SqliteStore {
             ids
         };
         for id in &abandoned {
-            tx.execute(
-                "UPDATE runs SET status = 'pending', worker = NULL, claimed_at = NULL WHERE id = ?1",
-                [id],
-            )?;
+            tx.execute(REQUEUE, params![id, max_attempts])?;
             tx.execute("DELETE FROM epochs WHERE run_id = ?1", [id])?;
         }
         tx.commit()?;
@@ -293,15 +215,35 @@ impl Store for SqliteStore {
         Ok(abandoned.len())
     }
 
+    fn release_worker(&mut self, worker: &str, max_attempts: u32) -> Result<usize> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let ids: Vec<String> = tx
+            .prepare("SELECT id FROM runs WHERE status = 'running' AND worker = ?1")?
+            .query_map([worker], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for id in &ids {
+            tx.execute(REQUEUE, params![id, max_attempts])?;
+            tx.execute("DELETE FROM epochs WHERE run_id = ?1", [id])?;
+        }
+        tx.commit()?;
+        Ok(ids.len())
+    }
+
+    fn retry_failed(&mut self) -> Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE runs SET status = 'pending', attempts = 0, worker = NULL, claimed_at = NULL,
+                 finished_at = NULL WHERE status = 'failed'",
+            [],
+        )?)
+    }
+
     fn runs(&self) -> Result<Vec<RunRow>> {
-        let mut query = self.conn.prepare(
-            "SELECT id, pair_id, sweep, status, config, attempts, worker, host, claimed_at,
-                    finished_at, params, q, train_examples, final_train_loss, final_train_acc,
-                    final_val_loss, final_val_acc, diverged_epoch, train_seconds, total_seconds,
-                    device, error,
-                    (SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id)
-             FROM runs ORDER BY seq",
-        )?;
+        let mut query = self.conn.prepare(&format!(
+            "SELECT {RUN_COLUMNS}, (SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id)
+             FROM runs ORDER BY seq"
+        ))?;
         let rows = query.query_map([], |r| {
             let config: String = r.get(4)?;
             let config = serde_json::from_str(&config).map_err(|e| {
@@ -377,6 +319,91 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    fn sweeps(&self) -> Result<Vec<(String, String)>> {
+        let mut query = self
+            .conn
+            .prepare("SELECT name, config_toml FROM sweeps ORDER BY created_at, name")?;
+        let rows = query.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn import(
+        &mut self,
+        sweeps: &[(String, String)],
+        runs: &[RunRow],
+        epochs: &[EpochRow],
+    ) -> Result<Added> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (name, text) in sweeps {
+            tx.execute(
+                "INSERT INTO sweeps (name, config_toml, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?3) ON CONFLICT (name) DO NOTHING",
+                params![name, text, now()],
+            )?;
+        }
+        let (mut new, mut inserted) = (0, std::collections::HashSet::new());
+        {
+            let mut insert = tx.prepare(&format!(
+                "INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
+                 ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)
+                 ON CONFLICT (id) DO NOTHING"
+            ))?;
+            for r in runs.iter().map(super::portable) {
+                let n = insert.execute(params![
+                    r.id,
+                    r.pair_id,
+                    r.sweep,
+                    r.status.as_str(),
+                    serde_json::to_string(&r.config)?,
+                    r.attempts,
+                    r.worker,
+                    r.host,
+                    r.claimed_at,
+                    r.finished_at,
+                    r.params,
+                    r.q,
+                    r.train_examples,
+                    r.final_train_loss,
+                    r.final_train_acc,
+                    r.final_val_loss,
+                    r.final_val_acc,
+                    r.diverged_epoch,
+                    r.train_seconds,
+                    r.total_seconds,
+                    r.device,
+                    r.error
+                ])?;
+                new += n;
+                if n > 0 && r.status.finished() {
+                    inserted.insert(r.id.clone());
+                }
+            }
+            let mut insert = tx.prepare(
+                "INSERT INTO epochs (run_id, epoch, train_loss, val_loss, val_acc, seconds,
+                     images_per_second) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for e in epochs.iter().filter(|e| inserted.contains(&e.run_id)) {
+                let m = &e.metrics;
+                insert.execute(params![
+                    e.run_id,
+                    m.epoch as i64,
+                    finite(m.train_loss),
+                    finite(m.val_loss),
+                    finite(m.val_acc),
+                    m.seconds,
+                    m.images_per_second
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(Added {
+            new,
+            existing: runs.len() - new,
+        })
+    }
+
     fn running(&self) -> Result<Vec<Running>> {
         let mut query = self.conn.prepare(
             "SELECT r.id, COALESCE(r.worker, ''),
@@ -422,6 +449,16 @@ fn ensure_owned(tx: &rusqlite::Transaction, run_id: &str, w: &WorkerInfo) -> Res
         .optional()?;
     match owner {
         Some((status, Some(worker))) if status == "running" && worker == w.id => Ok(()),
-        _ => bail!("run {run_id} is no longer assigned to worker {}", w.id),
+        _ => Err(not_owned(run_id, w)),
     }
 }
+
+/// Puts one abandoned run back to pending, or marks it failed once its worker died on it
+/// `?2` times.
+const REQUEUE: &str = "UPDATE runs SET
+    status = CASE WHEN attempts >= ?2 THEN 'failed' ELSE 'pending' END,
+    error = CASE WHEN attempts >= ?2
+        THEN 'its worker died or went silent on it ' || attempts || ' times' ELSE error END,
+    finished_at = CASE WHEN attempts >= ?2 THEN unixepoch('subsec') ELSE NULL END,
+    worker = NULL, claimed_at = NULL
+    WHERE id = ?1";

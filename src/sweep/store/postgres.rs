@@ -1,0 +1,247 @@
+//! The PostgreSQL backend: one database server shared by workers on any number of machines.
+//!
+//! Every time that decides liveness is the server's clock (`clock_timestamp()`), never a
+//! worker's. A claimed run is held by a lease its worker renews with each heartbeat; a run whose
+//! lease lapsed is put back by one statement that only one process can win. Claims take the first
+//! pending run with `FOR UPDATE SKIP LOCKED`, so concurrent workers never wait on or win the same
+//! run. Writes of a worker whose run was taken from it are refused, and it stops training it.
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use postgres::{Client, GenericClient, NoTls, Row};
+
+use super::{
+    Added, EpochRow, Finish, RUN_COLUMNS, RunRow, RunStatus, Running, SCHEMA_VERSION, Store,
+    WorkerInfo, check_version, finite, not_owned, portable, redact,
+};
+use crate::sweep::grid::RunSpec;
+use crate::train::{EpochMetrics, Outcome};
+
+/// The server's time, in seconds since the Unix epoch.
+const NOW: &str = "extract(epoch from clock_timestamp())::float8";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS shallow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sweeps (
+    name TEXT PRIMARY KEY,
+    config_toml TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    seq BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    pair_id TEXT NOT NULL,
+    sweep TEXT NOT NULL REFERENCES sweeps(name),
+    config TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'running', 'done', 'diverged', 'failed')),
+    attempts BIGINT NOT NULL DEFAULT 0,
+    worker TEXT,
+    host TEXT,
+    claimed_at DOUBLE PRECISION,
+    lease_renewed_at DOUBLE PRECISION,
+    finished_at DOUBLE PRECISION,
+    params BIGINT,
+    q DOUBLE PRECISION,
+    train_examples BIGINT,
+    final_train_loss DOUBLE PRECISION,
+    final_train_acc DOUBLE PRECISION,
+    final_val_loss DOUBLE PRECISION,
+    final_val_acc DOUBLE PRECISION,
+    diverged_epoch BIGINT,
+    train_seconds DOUBLE PRECISION,
+    total_seconds DOUBLE PRECISION,
+    device TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs(status, seq);
+CREATE TABLE IF NOT EXISTS epochs (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    epoch BIGINT NOT NULL,
+    train_loss DOUBLE PRECISION,
+    val_loss DOUBLE PRECISION,
+    val_acc DOUBLE PRECISION,
+    seconds DOUBLE PRECISION NOT NULL,
+    images_per_second DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (run_id, epoch)
+);
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid BIGINT NOT NULL,
+    threads BIGINT NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL,
+    heartbeat_at DOUBLE PRECISION NOT NULL
+);
+";
+
+/// How long a worker keeps trying to reach a server that went away (a restart, a failover).
+const RECONNECT_FOR: Duration = Duration::from_secs(60);
+
+pub struct PostgresStore {
+    /// In a cell so that the trait's read methods (`&self`) can use and reconnect it too.
+    client: RefCell<Client>,
+    url: String,
+    read_only: bool,
+}
+
+impl PostgresStore {
+    /// Connects; a writer creates or migrates the schema (serialised by an advisory lock, so
+    /// many workers starting at once do not race), a reader only checks it.
+    pub fn connect(url: &str, read_only: bool) -> Result<PostgresStore> {
+        let client = connect(url)?;
+        let store = PostgresStore {
+            client: RefCell::new(client),
+            url: url.to_owned(),
+            read_only,
+        };
+        store.prepare()?;
+        Ok(store)
+    }
+
+    fn prepare(&self) -> Result<()> {
+        let name = redact(&self.url);
+        let mut client = self.client.borrow_mut();
+        if self.read_only {
+            client.batch_execute("SET default_transaction_read_only = on")?;
+            let version = schema_version(&mut *client, &name)?;
+            check_version(version, &name)?;
+            if version == 0 {
+                bail!("{name}: not a shallow results database (it has no tables)");
+            }
+            return Ok(());
+        }
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock(7025716231)", &[])?;
+        let version = schema_version(&mut tx, &name)?;
+        check_version(version, &name)?;
+        if version < SCHEMA_VERSION {
+            tx.batch_execute(SCHEMA)?;
+            tx.execute(
+                "INSERT INTO shallow_meta (key, value) VALUES ('schema_version', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = $1",
+                &[&SCHEMA_VERSION.to_string()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Runs `op`, reconnecting (for up to a minute) and retrying when the connection was lost.
+    /// Every write below is idempotent for its owner or guarded by ownership, so a retry after
+    /// a commit whose answer was lost does no harm.
+    fn with<T>(&self, mut op: impl FnMut(&mut Client) -> Result<T>) -> Result<T> {
+        let started = Instant::now();
+        loop {
+            let result = op(&mut self.client.borrow_mut());
+            match result {
+                Err(e) if self.client.borrow().is_closed() && started.elapsed() < RECONNECT_FOR => {
+                    tracing::warn!(
+                        "{}: connection lost ({e:#}); reconnecting",
+                        redact(&self.url)
+                    );
+                    std::thread::sleep(Duration::from_secs(1));
+                    if let Ok(client) = connect(&self.url) {
+                        *self.client.borrow_mut() = client;
+                        self.prepare()?;
+                    }
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
+fn connect(url: &str) -> Result<Client> {
+    Client::connect(url, NoTls).with_context(|| format!("cannot connect to {}", redact(url)))
+}
+
+/// 0 for a database without tables, 1 for `shallow`'s tables without a version record,
+/// else the recorded version; other tables without ours are refused.
+fn schema_version(client: &mut impl GenericClient, name: &str) -> Result<i64> {
+    let tables: Vec<String> = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables
+             WHERE table_schema = current_schema()",
+            &[],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let has = |t: &str| tables.iter().any(|x| x == t);
+    if tables.is_empty() {
+        return Ok(0);
+    }
+    if !(has("runs") && has("sweeps") && has("epochs")) {
+        bail!(
+            "{name}: not a shallow results database (its tables: {})",
+            tables.join(", ")
+        );
+    }
+    if !has("shallow_meta") {
+        return Ok(1);
+    }
+    let row = client.query_opt(
+        "SELECT value FROM shallow_meta WHERE key = 'schema_version'",
+        &[],
+    )?;
+    row.and_then(|r| r.get::<_, String>(0).parse().ok())
+        .with_context(|| format!("{name}: schema version missing or unreadable"))
+}
+
+/// Refuses writes from a worker that no longer holds the run. `done_ok`: a finished run this
+/// worker finished is fine (a retried finish whose first answer was lost).
+fn ensure_owned(
+    tx: &mut impl GenericClient,
+    run_id: &str,
+    w: &WorkerInfo,
+    done_ok: bool,
+) -> Result<bool> {
+    let row = tx.query_opt(
+        "SELECT status, worker FROM runs WHERE id = $1 FOR UPDATE",
+        &[&run_id],
+    )?;
+    let (status, worker): (String, Option<String>) = match row {
+        Some(r) => (r.get(0), r.get(1)),
+        None => return Err(not_owned(run_id, w)),
+    };
+    let mine = worker.as_deref() == Some(w.id.as_str());
+    match status.parse::<RunStatus>()? {
+        RunStatus::Running if mine => Ok(true),
+        s if done_ok && mine && s.finished() => Ok(false),
+        _ => Err(not_owned(run_id, w)),
+    }
+}
+
+fn run_row(r: &Row) -> Result<RunRow> {
+    let config: String = r.get(4);
+    Ok(RunRow {
+        id: r.get(0),
+        pair_id: r.get(1),
+        sweep: r.get(2),
+        status: r.get::<_, String>(3).parse()?,
+        config: serde_json::from_str(&config)?,
+        attempts: r.get(5),
+        worker: r.get(6),
+        host: r.get(7),
+        claimed_at: r.get(8),
+        finished_at: r.get(9),
+        params: r.get(10),
+        q: r.get(11),
+        train_examples: r.get(12),
+        final_train_loss: r.get(13),
+        final_train_acc: r.get(14),
+        final_val_loss: r.get(15),
+        final_val_acc: r.get(16),
+        diverged_epoch: r.get(17),
+        train_seconds: r.get(18),
+        total_seconds: r.get(19),
+        device: r.get(20),
+        error: r.get(21),
+        epochs_recorded: r.get(22),
+    })
+}
+
+mod store_impl;

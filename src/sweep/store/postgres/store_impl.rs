@@ -1,0 +1,431 @@
+//! [`Store`] for [`PostgresStore`]: the queue, leases and results in SQL.
+use super::*;
+
+impl Store for PostgresStore {
+    fn add_runs(&mut self, sweep: &str, config_text: &str, runs: &[RunSpec]) -> Result<Added> {
+        let configs = runs
+            .iter()
+            .map(|r| serde_json::to_string(&r.config))
+            .collect::<serde_json::Result<Vec<_>>>()?;
+        let new = self.with(|client| {
+            let mut tx = client.transaction()?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO sweeps (name, config_toml, created_at, updated_at)
+                     VALUES ($1, $2, {NOW}, {NOW})
+                     ON CONFLICT (name) DO UPDATE SET config_toml = $2, updated_at = {NOW}"
+                ),
+                &[&sweep, &config_text],
+            )?;
+            let insert = tx.prepare(
+                "INSERT INTO runs (id, pair_id, sweep, config) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO NOTHING",
+            )?;
+            let mut new = 0;
+            for (run, config) in runs.iter().zip(&configs) {
+                new += tx.execute(&insert, &[&run.id, &run.pair_id, &sweep, config])?;
+            }
+            tx.commit()?;
+            Ok(new as usize)
+        })?;
+        Ok(Added {
+            new,
+            existing: runs.len() - new,
+        })
+    }
+
+    fn register_worker(&mut self, w: &WorkerInfo) -> Result<()> {
+        self.with(|client| {
+            client.execute(
+                &format!(
+                    "INSERT INTO workers (id, host, pid, threads, started_at, heartbeat_at)
+                     VALUES ($1, $2, $3, $4, {NOW}, {NOW})
+                     ON CONFLICT (id) DO UPDATE SET heartbeat_at = {NOW}"
+                ),
+                &[&w.id, &w.host, &i64::from(w.pid), &(w.threads as i64)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn heartbeat(&mut self, w: &WorkerInfo) -> Result<()> {
+        self.with(|client| {
+            let mut tx = client.transaction()?;
+            tx.execute(
+                &format!("UPDATE workers SET heartbeat_at = {NOW} WHERE id = $1"),
+                &[&w.id],
+            )?;
+            tx.execute(
+                &format!(
+                    "UPDATE runs SET lease_renewed_at = {NOW}
+                     WHERE worker = $1 AND status = 'running'"
+                ),
+                &[&w.id],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn claim(&mut self, w: &WorkerInfo) -> Result<Option<RunSpec>> {
+        let claimed = self.with(|client| {
+            let mut tx = client.transaction()?;
+            let row = tx.query_opt(
+                &format!(
+                    "UPDATE runs SET status = 'running', worker = $1, host = $2,
+                         claimed_at = {NOW}, lease_renewed_at = {NOW},
+                         attempts = attempts + 1, error = NULL
+                     WHERE seq = (SELECT seq FROM runs WHERE status = 'pending'
+                                  ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+                     RETURNING id, pair_id, config"
+                ),
+                &[&w.id, &w.host],
+            )?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let (id, pair_id, config): (String, String, String) =
+                (row.get(0), row.get(1), row.get(2));
+            // Epochs of an earlier, abandoned attempt: the run restarts from scratch.
+            tx.execute("DELETE FROM epochs WHERE run_id = $1", &[&id])?;
+            tx.commit()?;
+            Ok(Some((id, pair_id, config)))
+        })?;
+        let Some((id, pair_id, config)) = claimed else {
+            return Ok(None);
+        };
+        let config = serde_json::from_str(&config)
+            .with_context(|| format!("run {id}: stored config is not readable"))?;
+        Ok(Some(RunSpec {
+            id,
+            pair_id,
+            config,
+        }))
+    }
+
+    fn record_epoch(&mut self, run_id: &str, w: &WorkerInfo, m: &EpochMetrics) -> Result<()> {
+        self.with(|client| {
+            let mut tx = client.transaction()?;
+            ensure_owned(&mut tx, run_id, w, false)?;
+            tx.execute(
+                "INSERT INTO epochs (run_id, epoch, train_loss, val_loss, val_acc, seconds,
+                     images_per_second) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (run_id, epoch) DO UPDATE SET train_loss = $3, val_loss = $4,
+                     val_acc = $5, seconds = $6, images_per_second = $7",
+                &[
+                    &run_id,
+                    &(m.epoch as i64),
+                    &finite(m.train_loss),
+                    &finite(m.val_loss),
+                    &finite(m.val_acc),
+                    &m.seconds,
+                    &m.images_per_second,
+                ],
+            )?;
+            tx.execute(
+                &format!("UPDATE runs SET lease_renewed_at = {NOW} WHERE id = $1"),
+                &[&run_id],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn finish(&mut self, run_id: &str, w: &WorkerInfo, finish: Finish) -> Result<()> {
+        self.with(|client| {
+            let mut tx = client.transaction()?;
+            if !ensure_owned(&mut tx, run_id, w, true)? {
+                return Ok(());
+            }
+            match &finish {
+                Finish::Trained(r) => {
+                    let status = match r.outcome {
+                        Outcome::Done => RunStatus::Done,
+                        Outcome::Diverged => RunStatus::Diverged,
+                    }
+                    .as_str();
+                    tx.execute(
+                        &format!(
+                            "UPDATE runs SET status = $2, finished_at = {NOW}, params = $3,
+                                 q = $4, train_examples = $5, final_train_loss = $6,
+                                 final_train_acc = $7, final_val_loss = $8, final_val_acc = $9,
+                                 diverged_epoch = $10, train_seconds = $11,
+                                 total_seconds = $12, device = $13
+                             WHERE id = $1"
+                        ),
+                        &[
+                            &run_id,
+                            &status,
+                            &(r.params as i64),
+                            &r.q,
+                            &(r.train_examples as i64),
+                            &r.final_train_loss.and_then(finite),
+                            &r.final_train_acc.and_then(finite),
+                            &r.final_val_loss.and_then(finite),
+                            &r.final_val_acc.and_then(finite),
+                            &r.diverged_epoch.map(|e| e as i64),
+                            &r.train_seconds,
+                            &r.total_seconds,
+                            &r.device,
+                        ],
+                    )?;
+                }
+                Finish::Failed(error) => {
+                    tx.execute(
+                        &format!(
+                            "UPDATE runs SET status = 'failed', finished_at = {NOW}, error = $2
+                             WHERE id = $1"
+                        ),
+                        &[&run_id, error],
+                    )?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn requeue_abandoned(&mut self, stale_after: Duration, max_attempts: u32) -> Result<usize> {
+        let stale = stale_after.as_secs_f64();
+        let n = self.requeue(
+            &format!("lease_renewed_at < {NOW} - $2"),
+            max_attempts,
+            &stale,
+        )?;
+        if n > 0 {
+            tracing::warn!("{n} runs whose lease lapsed put back to pending (or failed)");
+        }
+        Ok(n)
+    }
+
+    fn release_worker(&mut self, worker: &str, max_attempts: u32) -> Result<usize> {
+        self.requeue("worker = $2", max_attempts, &worker)
+    }
+
+    fn retry_failed(&mut self) -> Result<usize> {
+        self.with(|client| {
+            Ok(client.execute(
+                "UPDATE runs SET status = 'pending', attempts = 0, worker = NULL,
+                     claimed_at = NULL, finished_at = NULL WHERE status = 'failed'",
+                &[],
+            )? as usize)
+        })
+    }
+
+    fn runs(&self) -> Result<Vec<RunRow>> {
+        self.with(|client| {
+            client
+                .query(
+                    &format!(
+                        "SELECT {RUN_COLUMNS},
+                        (SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id)
+                     FROM runs ORDER BY seq"
+                    ),
+                    &[],
+                )?
+                .iter()
+                .map(run_row)
+                .collect()
+        })
+    }
+
+    fn epochs(&self) -> Result<Vec<EpochRow>> {
+        let rows = self.with(|client| {
+            Ok(client.query(
+                "SELECT run_id, epoch, train_loss, val_loss, val_acc, seconds, images_per_second
+             FROM epochs ORDER BY run_id, epoch",
+                &[],
+            )?)
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| EpochRow {
+                run_id: r.get(0),
+                metrics: EpochMetrics {
+                    epoch: r.get::<_, i64>(1) as usize,
+                    train_loss: r.get::<_, Option<f64>>(2).unwrap_or(f64::NAN),
+                    val_loss: r.get::<_, Option<f64>>(3).unwrap_or(f64::NAN),
+                    val_acc: r.get::<_, Option<f64>>(4).unwrap_or(f64::NAN),
+                    seconds: r.get(5),
+                    images_per_second: r.get(6),
+                },
+            })
+            .collect())
+    }
+
+    fn status_counts(&self) -> Result<Vec<(RunStatus, i64)>> {
+        let rows = self.with(|client| {
+            Ok(client.query("SELECT status, COUNT(*) FROM runs GROUP BY status", &[])?)
+        })?;
+        let count = |s: RunStatus| {
+            rows.iter()
+                .find(|r| r.get::<_, String>(0) == s.as_str())
+                .map_or(0, |r| r.get(1))
+        };
+        Ok(RunStatus::ALL.iter().map(|&s| (s, count(s))).collect())
+    }
+
+    fn running(&self) -> Result<Vec<Running>> {
+        let stale = crate::sweep::worker::STALE_AFTER.as_secs_f64();
+        let rows = self.with(|client| {
+            Ok(client.query(
+                &format!(
+                    "SELECT id, COALESCE(worker, ''),
+                    (SELECT COALESCE(MAX(epoch), 0) FROM epochs e WHERE e.run_id = runs.id),
+                    config, COALESCE(lease_renewed_at < {NOW} - $1, true)
+                 FROM runs WHERE status = 'running' ORDER BY worker"
+                ),
+                &[&stale],
+            )?)
+        })?;
+        rows.iter()
+            .map(|r| {
+                Ok(Running {
+                    run_id: r.get(0),
+                    worker: r.get(1),
+                    epochs_done: r.get::<_, i64>(2) as usize,
+                    config: serde_json::from_str(&r.get::<_, String>(3))?,
+                    worker_gone: r.get(4),
+                })
+            })
+            .collect()
+    }
+
+    fn sweeps(&self) -> Result<Vec<(String, String)>> {
+        let rows = self.with(|client| {
+            Ok(client.query(
+                "SELECT name, config_toml FROM sweeps ORDER BY created_at, name",
+                &[],
+            )?)
+        })?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn import(
+        &mut self,
+        sweeps: &[(String, String)],
+        runs: &[RunRow],
+        epochs: &[EpochRow],
+    ) -> Result<Added> {
+        let runs: Vec<RunRow> = runs.iter().map(portable).collect();
+        let configs = runs
+            .iter()
+            .map(|r| serde_json::to_string(&r.config))
+            .collect::<serde_json::Result<Vec<_>>>()?;
+        let new = self.with(|client| {
+            let mut tx = client.transaction()?;
+            for (name, text) in sweeps {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO sweeps (name, config_toml, created_at, updated_at)
+                         VALUES ($1, $2, {NOW}, {NOW}) ON CONFLICT (name) DO NOTHING"
+                    ),
+                    &[name, text],
+                )?;
+            }
+            let insert = tx.prepare(&format!(
+                "INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+                 $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+                 ON CONFLICT (id) DO NOTHING"
+            ))?;
+            let (mut new, mut inserted) = (0, std::collections::HashSet::new());
+            for (r, config) in runs.iter().zip(&configs) {
+                let n = tx.execute(
+                    &insert,
+                    &[
+                        &r.id,
+                        &r.pair_id,
+                        &r.sweep,
+                        &r.status.as_str(),
+                        config,
+                        &r.attempts,
+                        &r.worker,
+                        &r.host,
+                        &r.claimed_at,
+                        &r.finished_at,
+                        &r.params,
+                        &r.q,
+                        &r.train_examples,
+                        &r.final_train_loss,
+                        &r.final_train_acc,
+                        &r.final_val_loss,
+                        &r.final_val_acc,
+                        &r.diverged_epoch,
+                        &r.train_seconds,
+                        &r.total_seconds,
+                        &r.device,
+                        &r.error,
+                    ],
+                )?;
+                new += n as usize;
+                if n > 0 && r.status.finished() {
+                    inserted.insert(r.id.as_str());
+                }
+            }
+            let insert = tx.prepare(
+                "INSERT INTO epochs (run_id, epoch, train_loss, val_loss, val_acc, seconds,
+                     images_per_second) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )?;
+            for e in epochs
+                .iter()
+                .filter(|e| inserted.contains(e.run_id.as_str()))
+            {
+                let m = &e.metrics;
+                tx.execute(
+                    &insert,
+                    &[
+                        &e.run_id,
+                        &(m.epoch as i64),
+                        &finite(m.train_loss),
+                        &finite(m.val_loss),
+                        &finite(m.val_acc),
+                        &m.seconds,
+                        &m.images_per_second,
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(new)
+        })?;
+        Ok(Added {
+            new,
+            existing: runs.len() - new,
+        })
+    }
+}
+
+impl PostgresStore {
+    /// One statement that puts the running runs matching `condition` (on `$2`) back to pending,
+    /// or failed after `max_attempts`, and clears their partial epochs: of two processes running
+    /// it at once, only one changes a given run.
+    fn requeue(
+        &self,
+        condition: &str,
+        max_attempts: u32,
+        arg: &(dyn postgres::types::ToSql + Sync),
+    ) -> Result<usize> {
+        let max = i64::from(max_attempts);
+        let n: i64 = self.with(|client| {
+            let row = client.query_one(
+                &format!(
+                    "WITH gone AS (
+                       UPDATE runs SET
+                         status = CASE WHEN attempts >= $1 THEN 'failed' ELSE 'pending' END,
+                         error = CASE WHEN attempts >= $1 THEN
+                           'its worker died or went silent on it ' || attempts || ' times'
+                           ELSE error END,
+                         finished_at = CASE WHEN attempts >= $1 THEN {NOW} ELSE NULL END,
+                         worker = NULL, claimed_at = NULL, lease_renewed_at = NULL
+                       WHERE status = 'running' AND {condition}
+                       RETURNING id, status),
+                     cleared AS (DELETE FROM epochs
+                       WHERE run_id IN (SELECT id FROM gone WHERE status = 'pending'))
+                     SELECT COUNT(*) FROM gone"
+                ),
+                &[&max, arg],
+            )?;
+            Ok(row.get(0))
+        })?;
+        Ok(n as usize)
+    }
+}

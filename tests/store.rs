@@ -1,0 +1,402 @@
+//! One suite for both results stores, SQLite and PostgreSQL (a real server: see
+//! `tests/common/stores.rs`): claims, leases and fencing, the attempts cap, `--retry-failed`,
+//! copying between backends, read-only opens, foreign and future databases, migration.
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::stores::{self, TestStore, execute};
+use common::synthetic::{Synthetic, config, result_of};
+use shallow::model::Layout;
+use shallow::sweep::grid::{RunSpec, pair_id, run_id};
+use shallow::sweep::store::{self, Finish, Location, RunStatus, Store, WorkerInfo};
+
+/// `n` pairs of runs, queued in pair order.
+fn specs(n: usize) -> Vec<RunSpec> {
+    (0..n)
+        .flat_map(|i| [Layout::Sequential, Layout::Parallel].map(|l| config("tiny", l, 4, i + 1)))
+        .map(|config| RunSpec {
+            id: run_id(&config),
+            pair_id: pair_id(&config),
+            config,
+        })
+        .collect()
+}
+
+fn worker(name: &str) -> WorkerInfo {
+    let mut w = WorkerInfo::this_process(1);
+    w.id = format!("{}:{name}", w.id);
+    w
+}
+
+fn synthetic(spec: &RunSpec) -> Synthetic {
+    Synthetic {
+        config: spec.config.clone(),
+        q: 1.5,
+        train_loss: 0.25 + spec.config.layers as f64 / 100.0,
+        val_loss: 0.5,
+        val_acc: 0.8,
+        seconds: 2.0,
+        diverged: false,
+    }
+}
+
+/// Claims a run, records its two epochs and finishes it.
+fn train_one(store: &mut dyn Store, w: &WorkerInfo) -> Option<String> {
+    let run = store.claim(w).unwrap()?;
+    let result = result_of(&synthetic(&run));
+    for m in &result.epochs {
+        store.record_epoch(&run.id, w, m).unwrap();
+    }
+    store.finish(&run.id, w, Finish::Trained(&result)).unwrap();
+    Some(run.id)
+}
+
+fn status_of(store: &dyn Store, id: &str) -> RunStatus {
+    store
+        .runs()
+        .unwrap()
+        .iter()
+        .find(|r| r.id == id)
+        .unwrap()
+        .status
+}
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $name() { super::$name(super::stores::sqlite()) })*
+        }
+        mod postgres {
+            $(#[test] fn $name() { super::$name(super::stores::postgres()) })*
+        }
+    };
+}
+
+both_backends!(
+    concurrent_claims_never_overlap_and_follow_queue_order,
+    a_lapsed_lease_requeues_the_run_and_fences_its_old_owner,
+    a_renewed_lease_keeps_the_run,
+    attempts_cap_marks_failed_and_retry_failed_requeues,
+    readers_never_write_and_refuse_foreign_or_future_databases,
+);
+
+fn concurrent_claims_never_overlap_and_follow_queue_order(t: TestStore) {
+    let queued = specs(20);
+    store::open(&t.location)
+        .unwrap()
+        .add_runs("s", "", &queued)
+        .unwrap();
+    let claimed: Vec<Vec<String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|i| {
+                let location = t.location.clone();
+                scope.spawn(move || {
+                    let mut s = store::open(&location).unwrap();
+                    let w = worker(&format!("w{i}"));
+                    std::iter::from_fn(|| train_one(s.as_mut(), &w)).collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let all: Vec<&String> = claimed.iter().flatten().collect();
+    let distinct: BTreeSet<&String> = all.iter().copied().collect();
+    assert_eq!(
+        (all.len(), distinct.len()),
+        (40, 40),
+        "each run claimed once"
+    );
+    // One worker alone takes the runs in queue order, the two layouts of a pair in turn.
+    let t2 = if matches!(t.location, Location::Sqlite(_)) {
+        stores::sqlite()
+    } else {
+        stores::postgres()
+    };
+    let mut s = store::open(&t2.location).unwrap();
+    s.add_runs("s", "", &queued).unwrap();
+    let w = worker("solo");
+    let order: Vec<String> = std::iter::from_fn(|| train_one(s.as_mut(), &w)).collect();
+    assert_eq!(
+        order,
+        queued.iter().map(|r| r.id.clone()).collect::<Vec<_>>()
+    );
+    let runs = s.runs().unwrap();
+    assert!(
+        runs.iter()
+            .all(|r| r.status == RunStatus::Done && r.epochs_recorded == 2)
+    );
+}
+
+fn a_lapsed_lease_requeues_the_run_and_fences_its_old_owner(t: TestStore) {
+    let mut s = store::open(&t.location).unwrap();
+    s.add_runs("s", "", &specs(1)).unwrap();
+    let (old, new) = (worker("old"), worker("new"));
+    s.register_worker(&old).unwrap();
+    let run = s.claim(&old).unwrap().unwrap();
+    let result = result_of(&synthetic(&run));
+    s.record_epoch(&run.id, &old, &result.epochs[0]).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(s.requeue_abandoned(Duration::from_secs(1), 3).unwrap(), 1);
+    assert_eq!(s.requeue_abandoned(Duration::from_secs(1), 3).unwrap(), 0);
+    assert_eq!(status_of(s.as_ref(), &run.id), RunStatus::Pending);
+    assert_eq!(s.epochs().unwrap().len(), 0, "partial epochs are cleared");
+    s.register_worker(&new).unwrap();
+    assert_eq!(s.claim(&new).unwrap().unwrap().id, run.id);
+    // The old owner learns it lost the run at its next write, and nothing it sends lands.
+    let err = s
+        .record_epoch(&run.id, &old, &result.epochs[1])
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("no longer assigned"), "{err:#}");
+    assert!(s.finish(&run.id, &old, Finish::Trained(&result)).is_err());
+    for m in &result.epochs {
+        s.record_epoch(&run.id, &new, m).unwrap();
+    }
+    s.finish(&run.id, &new, Finish::Trained(&result)).unwrap();
+    let row = &s.runs().unwrap()[0];
+    assert_eq!(
+        (row.status, row.attempts, row.epochs_recorded),
+        (RunStatus::Done, 2, 2)
+    );
+    assert_eq!(row.worker.as_deref(), Some(new.id.as_str()));
+}
+
+fn a_renewed_lease_keeps_the_run(t: TestStore) {
+    let mut s = store::open(&t.location).unwrap();
+    s.add_runs("s", "", &specs(1)).unwrap();
+    let w = worker("alive");
+    s.register_worker(&w).unwrap();
+    let run = s.claim(&w).unwrap().unwrap();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(700));
+        s.heartbeat(&w).unwrap();
+        assert_eq!(s.requeue_abandoned(Duration::from_secs(1), 3).unwrap(), 0);
+    }
+    assert_eq!(status_of(s.as_ref(), &run.id), RunStatus::Running);
+}
+
+fn attempts_cap_marks_failed_and_retry_failed_requeues(t: TestStore) {
+    let mut s = store::open(&t.location).unwrap();
+    s.add_runs("s", "", &specs(1)[..1]).unwrap();
+    for attempt in 1..=2 {
+        let w = worker(&format!("dies{attempt}"));
+        s.register_worker(&w).unwrap();
+        let run = s.claim(&w).unwrap().unwrap();
+        // The parent reaped the worker: its run is released at once.
+        assert_eq!(s.release_worker(&w.id, 2).unwrap(), 1);
+        let expected = if attempt < 2 {
+            RunStatus::Pending
+        } else {
+            RunStatus::Failed
+        };
+        assert_eq!(status_of(s.as_ref(), &run.id), expected);
+    }
+    let row = &s.runs().unwrap()[0];
+    assert!(
+        row.error
+            .as_deref()
+            .unwrap()
+            .contains("died or went silent on it 2 times")
+    );
+    assert!(
+        s.claim(&worker("late")).unwrap().is_none(),
+        "a failed run is not claimed"
+    );
+    assert_eq!(s.retry_failed().unwrap(), 1);
+    let row = &s.runs().unwrap()[0];
+    assert_eq!((row.status, row.attempts), (RunStatus::Pending, 0));
+    assert!(train_one(s.as_mut(), &worker("retry")).is_some());
+}
+
+fn readers_never_write_and_refuse_foreign_or_future_databases(t: TestStore) {
+    // A database that is not ours: refused by readers and writers, and left as it was.
+    execute(
+        &t.location,
+        "CREATE TABLE other (x INTEGER); INSERT INTO other VALUES (1);",
+    );
+    let snapshot = snapshot(&t.location);
+    for err in [
+        store::open_reader(&t.location).err().unwrap(),
+        store::open(&t.location).err().unwrap(),
+    ] {
+        let text = format!("{err:#}");
+        assert!(text.contains("not a shallow results database"), "{text}");
+        assert!(
+            !text.contains("shallow-test"),
+            "the password never shows: {text}"
+        );
+    }
+    assert_eq!(snapshot, self::snapshot(&t.location));
+    execute(&t.location, "DROP TABLE other;");
+    // An empty database: a reader refuses it and creates nothing.
+    assert!(store::open_reader(&t.location).is_err());
+    assert_eq!(snapshot_tables(&t.location), Vec::<String>::new());
+    // Ours: a reader reads it; a reader's connection cannot write.
+    let mut w = store::open(&t.location).unwrap();
+    w.add_runs("s", "", &specs(1)).unwrap();
+    train_one(w.as_mut(), &worker("w"));
+    let mut r = store::open_reader(&t.location).unwrap();
+    assert_eq!(r.runs().unwrap().len(), 2);
+    assert!(
+        r.add_runs("s", "", &specs(2)).is_err(),
+        "a reader cannot write"
+    );
+    // From a newer release: refused with a clear message.
+    execute(
+        &t.location,
+        "UPDATE shallow_meta SET value = '99' WHERE key = 'schema_version';",
+    );
+    for err in [
+        store::open_reader(&t.location).err().unwrap(),
+        store::open(&t.location).err().unwrap(),
+    ] {
+        assert!(format!("{err:#}").contains("newer release"), "{err:#}");
+    }
+}
+
+/// The tables of a database with their row counts.
+fn snapshot(location: &Location) -> Vec<String> {
+    let mut out = snapshot_tables(location);
+    if let Location::Sqlite(path) = location {
+        out.push(format!("{:?}", std::fs::read(path).ok()));
+        let siblings: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        out.push(format!("{siblings:?}"));
+    }
+    out
+}
+
+fn snapshot_tables(location: &Location) -> Vec<String> {
+    match location {
+        Location::Sqlite(path) => {
+            if !path.exists() {
+                return Vec::new();
+            }
+            let c = rusqlite::Connection::open(path).unwrap();
+            let mut q = c
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+                .unwrap();
+            q.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        }
+        Location::Postgres(url) => {
+            let mut c = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+            c.query(
+                "SELECT table_name::text FROM information_schema.tables
+                 WHERE table_schema = current_schema() ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+        }
+    }
+}
+
+/// SQLite → PostgreSQL → SQLite keeps every id, metric and epoch; copying twice adds nothing.
+#[test]
+fn copy_round_trips_between_backends() {
+    let (a, b, c) = (stores::sqlite(), stores::postgres(), stores::sqlite());
+    let mut s = store::open(&a.location).unwrap();
+    s.add_runs("copied", "[runs]\nlayers = 1\n", &specs(3))
+        .unwrap();
+    let w = worker("w");
+    for _ in 0..4 {
+        train_one(s.as_mut(), &w);
+    }
+    s.claim(&w).unwrap().unwrap(); // one in progress: arrives pending
+    drop(s);
+    assert_eq!(store::copy(&a.location, &b.location).unwrap().new, 6);
+    assert_eq!(store::copy(&a.location, &b.location).unwrap().new, 0);
+    assert_eq!(store::copy(&b.location, &c.location).unwrap().new, 6);
+    let (src, dst) = (
+        store::open_reader(&a.location).unwrap(),
+        store::open_reader(&c.location).unwrap(),
+    );
+    let key = |r: &store::RunRow| {
+        (
+            r.id.clone(),
+            r.pair_id.clone(),
+            r.config.clone(),
+            r.final_train_loss,
+            r.final_val_loss,
+            r.final_val_acc,
+            r.params,
+            r.q,
+            r.epochs_recorded,
+        )
+    };
+    let (from, to) = (src.runs().unwrap(), dst.runs().unwrap());
+    assert_eq!(
+        from.iter().map(key).collect::<Vec<_>>(),
+        to.iter().map(key).collect::<Vec<_>>()
+    );
+    let statuses: Vec<RunStatus> = to.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == RunStatus::Done).count(),
+        4
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == RunStatus::Pending)
+            .count(),
+        2
+    );
+    let epochs = |s: &dyn Store| {
+        s.epochs()
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                (
+                    e.run_id,
+                    e.metrics.epoch,
+                    e.metrics.train_loss.to_bits(),
+                    e.metrics.val_acc.to_bits(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(epochs(src.as_ref()), epochs(dst.as_ref()));
+    assert_eq!(
+        dst.sweeps().unwrap(),
+        vec![("copied".into(), "[runs]\nlayers = 1\n".into())]
+    );
+}
+
+/// A database made by the release before schema versions (`tests/fixtures/store-v1.db`: 4 done
+/// runs, 2 pending) is read as it is and migrated in place by the first writer.
+#[test]
+fn databases_of_the_previous_release_are_read_and_migrated() {
+    let t = stores::sqlite();
+    let Location::Sqlite(path) = &t.location else {
+        unreachable!()
+    };
+    std::fs::copy("tests/fixtures/store-v1.db", path).unwrap();
+    let before = store::open_reader(&t.location).unwrap().runs().unwrap();
+    assert_eq!(before.len(), 6);
+    assert_eq!(
+        before
+            .iter()
+            .filter(|r| r.status == RunStatus::Done)
+            .count(),
+        4
+    );
+    assert!(!snapshot_tables(&t.location).contains(&"shallow_meta".to_owned()));
+    let mut s = store::open(&t.location).unwrap();
+    let after = s.runs().unwrap();
+    let same = |r: &store::RunRow| (r.id.clone(), r.status, r.final_val_loss, r.epochs_recorded);
+    assert_eq!(
+        before.iter().map(same).collect::<Vec<_>>(),
+        after.iter().map(same).collect::<Vec<_>>()
+    );
+    assert!(snapshot_tables(&t.location).contains(&"shallow_meta".to_owned()));
+    // The migrated database goes on working: its pending runs can be claimed.
+    assert!(s.claim(&worker("w")).unwrap().is_some());
+}
