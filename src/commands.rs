@@ -135,7 +135,7 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
         forever: false,
         log_path: queued.log_path.clone(),
     };
-    run_pool_and_summarise(&pool)
+    run_pool_and_summarise(&pool, false)
 }
 
 /// `shallow worker`: one worker in this process, or a pool of worker processes.
@@ -143,17 +143,20 @@ fn worker_command(args: &WorkerArgs) -> Result<ExitCode> {
     let data_dir = data::resolve_data_dir(args.runtime.data_dir.as_deref());
     let threads = args.runtime.threads.unwrap_or(1);
     if args.workers > 1 {
-        return run_pool_and_summarise(&coordinator::PoolOptions {
-            db: args.db.clone(),
-            workers: args.workers,
-            threads,
-            data_dir,
-            offline: args.runtime.offline,
-            device: args.runtime.device,
-            max_attempts: args.queue.max_attempts,
-            forever: args.forever,
-            log_path: args.db.worker_log(),
-        });
+        return run_pool_and_summarise(
+            &coordinator::PoolOptions {
+                db: args.db.clone(),
+                workers: args.workers,
+                threads,
+                data_dir,
+                offline: args.runtime.offline,
+                device: args.runtime.device,
+                max_attempts: args.queue.max_attempts,
+                forever: args.forever,
+                log_path: args.db.worker_log(),
+            },
+            true,
+        );
     }
     let summary = worker::run(&worker::WorkerOptions {
         db: args.db.clone(),
@@ -168,7 +171,12 @@ fn worker_command(args: &WorkerArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_pool_and_summarise(pool: &coordinator::PoolOptions) -> Result<ExitCode> {
+/// `stop_is_success`: a SIGTERM that stopped the pool ends it with exit code 0 (a worker pool
+/// preempted by its scheduler), not 1 (a sweep left unfinished).
+fn run_pool_and_summarise(
+    pool: &coordinator::PoolOptions,
+    stop_is_success: bool,
+) -> Result<ExitCode> {
     println!(
         "{} worker(s) × {} thread(s); worker logs: {}",
         pool.workers,
@@ -195,7 +203,10 @@ fn run_pool_and_summarise(pool: &coordinator::PoolOptions) -> Result<ExitCode> {
             pool.log_path.display()
         );
     }
-    if outcome.complete() {
+    if outcome.stopped {
+        eprintln!("stopped by SIGTERM: the workers handed their runs back");
+    }
+    if outcome.complete() || (outcome.stopped && stop_is_success) {
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!(

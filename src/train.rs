@@ -90,7 +90,23 @@ pub trait Observer {
     fn epoch(&mut self, _metrics: &EpochMetrics) -> Result<()> {
         Ok(())
     }
+    /// Asked before every step: `true` stops training with the error [`Stopped`].
+    fn should_stop(&self) -> bool {
+        false
+    }
 }
+
+/// Training was stopped on request ([`Observer::should_stop`]), e.g. by SIGTERM.
+#[derive(Debug)]
+pub struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("training stopped on request")
+    }
+}
+
+impl std::error::Error for Stopped {}
 
 /// Two observers, both told everything (`first` first).
 pub struct Both<'a>(pub &'a mut dyn Observer, pub &'a mut dyn Observer);
@@ -110,6 +126,9 @@ impl Observer for Both<'_> {
     fn epoch(&mut self, metrics: &EpochMetrics) -> Result<()> {
         self.0.epoch(metrics)?;
         self.1.epoch(metrics)
+    }
+    fn should_stop(&self) -> bool {
+        self.0.should_stop() || self.1.should_stop()
     }
 }
 
@@ -228,7 +247,8 @@ pub fn train(
             epoch,
             &mut rng,
             observer,
-        ) else {
+        )?
+        else {
             result.outcome = Outcome::Diverged;
             result.diverged_epoch = Some(epoch);
             break;
@@ -259,7 +279,8 @@ pub fn train(
     Ok(result)
 }
 
-/// One pass over the shuffled training set, then validation. `None` if the loss diverged.
+/// One pass over the shuffled training set, then validation. `None` if the loss diverged; the
+/// error [`Stopped`] if the observer asked to stop.
 fn train_epoch(
     (net, vars): (&Net, &nn::VarStore),
     opt: &mut nn::Optimizer,
@@ -268,7 +289,7 @@ fn train_epoch(
     epoch: usize,
     rng: &mut ChaCha8Rng,
     observer: &mut dyn Observer,
-) -> Option<EpochMetrics> {
+) -> Result<Option<EpochMetrics>> {
     let n = data.train_len();
     let steps = n.div_ceil(batch_size);
     let started = Instant::now();
@@ -280,6 +301,9 @@ fn train_epoch(
     let ys = data.train_y.index_select(0, &order);
     let mut loss_sum = Tensor::zeros([], (Kind::Float, data.train_x.device()));
     for step in 0..steps {
+        if observer.should_stop() {
+            return Err(Stopped.into());
+        }
         let start = (step * batch_size) as i64;
         let len = batch_size.min(n - step * batch_size) as i64;
         let y = ys.narrow(0, start, len);
@@ -289,7 +313,7 @@ fn train_epoch(
         let running = (step % CHECK_EVERY == CHECK_EVERY - 1 || step + 1 == steps)
             .then(|| loss.double_value(&[]));
         if running.is_some_and(|l| !l.is_finite()) {
-            return None;
+            return Ok(None);
         }
         observer.step(&Step {
             loss: &loss,
@@ -299,14 +323,14 @@ fn train_epoch(
     }
     let seconds = started.elapsed().as_secs_f64();
     let (val_loss, val_acc) = evaluate(net, &data.val_x, &data.val_y);
-    Some(EpochMetrics {
+    Ok(Some(EpochMetrics {
         epoch,
         train_loss: loss_sum.double_value(&[]) / n as f64,
         val_loss,
         val_acc,
         seconds,
         images_per_second: n as f64 / seconds,
-    })
+    }))
 }
 
 fn shuffled_indices(n: usize, rng: &mut ChaCha8Rng) -> Tensor {

@@ -101,3 +101,100 @@ fn a_killed_worker_is_replaced_and_every_run_ends_exactly_once() {
     );
     assert!(stdout.contains("in the database 6 done"), "{stdout}");
 }
+
+/// Waits until a run is mid-way (an epoch recorded, not finished).
+fn wait_until_mid_run(db: &std::path::Path) {
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no run got going"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        if db.exists()
+            && count(
+                db,
+                "SELECT COUNT(*) FROM runs r WHERE status = 'running'
+                 AND EXISTS (SELECT 1 FROM epochs e WHERE e.run_id = r.id)",
+            ) > 0
+        {
+            return;
+        }
+    }
+}
+
+/// Sends SIGTERM and returns the exit code and how long the process took to end.
+fn terminate(mut child: std::process::Child) -> (Option<i32>, Duration) {
+    let sent = Instant::now();
+    // SAFETY: signals the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    (status.code(), sent.elapsed())
+}
+
+/// What Slurm and Kubernetes send before SIGKILL: a worker hands its run back within seconds
+/// (pending again, partial epochs gone, the attempt not counted) and exits 0; a sweep passes it
+/// on to its workers and leaves nothing running.
+#[test]
+fn sigterm_hands_the_run_back_and_exits() {
+    let s = setup(
+        "layers = [4, 5]\nfilters = 16\nepochs = 20\nbatch_size = 16\n",
+        3000,
+        16,
+    );
+    let queued = sweep_command(&s, 1).arg("--no-train").output().unwrap();
+    assert!(queued.status.success(), "{queued:?}");
+    let worker = Command::new(common::shallow_bin())
+        .args([
+            "worker",
+            "--db",
+            s.db.to_str().unwrap(),
+            "--threads",
+            "1",
+            "--offline",
+        ])
+        .arg("--data-dir")
+        .arg(&s.data)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until_mid_run(&s.db);
+    let (code, took) = terminate(worker);
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(
+        count(&s.db, "SELECT COUNT(*) FROM runs WHERE status = 'pending'"),
+        4
+    );
+    assert_eq!(
+        count(&s.db, "SELECT COUNT(*) FROM runs WHERE attempts > 0"),
+        0
+    );
+    assert_eq!(count(&s.db, "SELECT COUNT(*) FROM epochs"), 0);
+
+    let sweep = sweep_command(&s, 2)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_mid_run(&s.db);
+    let (code, took) = terminate(sweep);
+    assert_eq!(
+        code,
+        Some(1),
+        "runs remain: a sweep stopped early is not complete"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(
+        count(&s.db, "SELECT COUNT(*) FROM runs WHERE status = 'running'"),
+        0
+    );
+    assert_eq!(
+        count(
+            &s.db,
+            "SELECT COUNT(*) FROM epochs e JOIN runs r ON r.id = e.run_id
+                      WHERE r.status = 'pending'"
+        ),
+        0
+    );
+}

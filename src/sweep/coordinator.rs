@@ -2,6 +2,8 @@
 //! die, and reports what ended.
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -47,6 +49,8 @@ pub struct SweepOutcome {
     pub trained_now: [u64; 3],
     /// Worker processes that died (killed, crashed) and were replaced while runs remained.
     pub workers_lost: usize,
+    /// SIGTERM arrived: the workers were told to hand back their runs and stop.
+    pub stopped: bool,
     pub wall_seconds: f64,
 }
 
@@ -153,9 +157,21 @@ pub fn run_pool(pool: &PoolOptions, exe: &Path) -> Result<SweepOutcome> {
         .collect::<Result<Vec<_>>>()?;
     let mut progress = Progress::new(store.as_ref(), &children)?;
     let mut lost = 0;
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    let mut forwarded = false;
     while !children.is_empty() {
         std::thread::sleep(Duration::from_millis(500));
         progress.update(store.as_ref(), &children)?;
+        if stop.load(Ordering::Relaxed) && !forwarded {
+            // The workers may have had it too (a scheduler signals the whole job); each hands
+            // its run back and exits.
+            for child in &children {
+                // SAFETY: signals a child process this process started and has not reaped.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            }
+            forwarded = true;
+        }
         let mut still = Vec::new();
         for mut child in children {
             match child.try_wait()? {
@@ -172,7 +188,7 @@ pub fn run_pool(pool: &PoolOptions, exe: &Path) -> Result<SweepOutcome> {
                         .status_counts()?
                         .iter()
                         .any(|(s, n)| *s == RunStatus::Pending && *n > 0);
-                    if (pending || pool.forever) && lost <= 3 * pool.workers {
+                    if (pending || pool.forever) && !forwarded && lost <= 3 * pool.workers {
                         let replacement = spawn(&mut ids)?;
                         progress.replace(child.id(), replacement.id());
                         still.push(replacement);
@@ -188,6 +204,7 @@ pub fn run_pool(pool: &PoolOptions, exe: &Path) -> Result<SweepOutcome> {
         trained_now: trained_by(&store.runs()?, &ids.into_values().collect(), since),
         counts: store.status_counts()?,
         workers_lost: lost,
+        stopped: forwarded,
         wall_seconds: started.elapsed().as_secs_f64(),
     })
 }

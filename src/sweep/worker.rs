@@ -15,7 +15,7 @@ use super::grid::RunSpec;
 use super::store::{self, Finish, Location, Store, WorkerInfo};
 use crate::data::{self, RawDataset, Subset, Tensors};
 use crate::device::{self, DeviceChoice};
-use crate::train::{self, EpochMetrics, Observer, RunResult};
+use crate::train::{self, EpochMetrics, Observer, RunResult, Stopped};
 
 /// How often a worker tells the store it is alive.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
@@ -41,46 +41,72 @@ pub struct WorkerOptions {
 pub struct WorkerSummary {
     pub trained: usize,
     pub failed: usize,
+    /// Runs given back unfinished on SIGTERM.
+    pub handed_back: usize,
 }
 
+/// Trains runs until the queue is empty (or, with `forever`, until SIGTERM). On SIGTERM — what
+/// Slurm and Kubernetes send before SIGKILL — the run in training is handed back within a step
+/// and the worker returns.
 pub fn run(opts: &WorkerOptions) -> Result<WorkerSummary> {
     device::set_threads(opts.threads);
     let device = device::select_device(opts.device)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     let mut store = store::open(&opts.db)?;
     let me = WorkerInfo::this_process(opts.threads);
     store.register_worker(&me)?;
     let heartbeat = Heartbeat::start(opts.db.clone(), me.clone());
     let mut cache = DataCache::new(opts.data_dir.clone(), opts.offline, device);
     let mut summary = WorkerSummary::default();
-    loop {
+    while !stop.load(Ordering::Relaxed) {
         store.requeue_abandoned(STALE_AFTER, opts.max_attempts)?;
         let Some(run) = store.claim(&me)? else {
-            if opts.forever {
-                std::thread::sleep(POLL_EVERY);
-                continue;
+            if !opts.forever {
+                break;
             }
-            break;
+            let waited = std::time::Instant::now();
+            while waited.elapsed() < POLL_EVERY && !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            continue;
         };
         tracing::info!("worker {} trains run {}", me.id, run.id);
         let trained = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            train_one(&run, &mut cache, device, store.as_mut(), &me)
+            train_one(&run, &mut cache, device, store.as_mut(), &me, &stop)
         }))
         .unwrap_or_else(|panic| Err(anyhow!("training panicked: {}", panic_message(&panic))));
-        let finished = match &trained {
-            Ok(result) => store.finish(&run.id, &me, Finish::Trained(result)),
-            Err(e) => store.finish(&run.id, &me, Finish::Failed(&format!("{e:#}"))),
-        };
-        match (trained, finished) {
-            (_, Err(e)) => tracing::warn!("run {}: result not recorded: {e:#}", run.id),
-            (Ok(_), Ok(())) => summary.trained += 1,
-            (Err(e), Ok(())) => {
-                tracing::warn!("run {} failed: {e:#}", run.id);
-                summary.failed += 1;
-            }
+        if trained.as_ref().is_err_and(|e| e.is::<Stopped>()) {
+            store.hand_back(&run.id, &me)?;
+            tracing::info!("SIGTERM: run {} handed back", run.id);
+            summary.handed_back += 1;
+            break;
         }
+        record(store.as_mut(), &run, &me, trained, &mut summary);
     }
     heartbeat.stop();
     Ok(summary)
+}
+
+fn record(
+    store: &mut dyn Store,
+    run: &RunSpec,
+    me: &WorkerInfo,
+    trained: Result<RunResult>,
+    summary: &mut WorkerSummary,
+) {
+    let finished = match &trained {
+        Ok(result) => store.finish(&run.id, me, Finish::Trained(result)),
+        Err(e) => store.finish(&run.id, me, Finish::Failed(&format!("{e:#}"))),
+    };
+    match (trained, finished) {
+        (_, Err(e)) => tracing::warn!("run {}: result not recorded: {e:#}", run.id),
+        (Ok(_), Ok(())) => summary.trained += 1,
+        (Err(e), Ok(())) => {
+            tracing::warn!("run {} failed: {e:#}", run.id);
+            summary.failed += 1;
+        }
+    }
 }
 
 fn train_one(
@@ -89,6 +115,7 @@ fn train_one(
     device: Device,
     store: &mut dyn Store,
     me: &WorkerInfo,
+    stop: &AtomicBool,
 ) -> Result<RunResult> {
     let cfg = &run.config;
     let tensors = cache.tensors(&cfg.dataset, cfg.train_limit, cfg.val_limit, cfg.subset)?;
@@ -96,6 +123,7 @@ fn train_one(
         store,
         run_id: &run.id,
         worker: me,
+        stop,
     };
     train::train(cfg, tensors, device, &mut recorder)
 }
@@ -105,11 +133,16 @@ struct EpochRecorder<'a> {
     store: &'a mut dyn Store,
     run_id: &'a str,
     worker: &'a WorkerInfo,
+    stop: &'a AtomicBool,
 }
 
 impl Observer for EpochRecorder<'_> {
     fn epoch(&mut self, m: &EpochMetrics) -> Result<()> {
         self.store.record_epoch(self.run_id, self.worker, m)
+    }
+
+    fn should_stop(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
 }
 

@@ -186,6 +186,9 @@ pub trait Store {
     /// worker has died on it `max_attempts` times is marked failed instead. Returns how many
     /// runs changed.
     fn requeue_abandoned(&mut self, stale_after: Duration, max_attempts: u32) -> Result<usize>;
+    /// A worker that was asked to stop (SIGTERM) gives its run back: pending again, its
+    /// partial epochs deleted, the attempt not counted. Refused if the run is no longer its.
+    fn hand_back(&mut self, run_id: &str, worker: &WorkerInfo) -> Result<()>;
     /// Puts the running runs of `worker`, known to be dead (its parent reaped it), back to
     /// pending at once — or failed, as [`Store::requeue_abandoned`] does. Returns how many.
     fn release_worker(&mut self, worker: &str, max_attempts: u32) -> Result<usize>;

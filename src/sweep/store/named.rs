@@ -53,6 +53,10 @@ impl Store for Named {
         let r = self.inner.release_worker(worker, max_attempts);
         r.with_context(|| self.name.clone())
     }
+    fn hand_back(&mut self, run_id: &str, w: &WorkerInfo) -> Result<()> {
+        let r = self.inner.hand_back(run_id, w);
+        r.with_context(|| self.name.clone())
+    }
     fn retry_failed(&mut self) -> Result<usize> {
         let r = self.inner.retry_failed();
         r.with_context(|| self.name.clone())

@@ -231,6 +231,21 @@ impl Store for SqliteStore {
         Ok(ids.len())
     }
 
+    fn hand_back(&mut self, run_id: &str, w: &WorkerInfo) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        ensure_owned(&tx, run_id, w)?;
+        tx.execute(
+            "UPDATE runs SET status = 'pending', attempts = MAX(attempts - 1, 0), worker = NULL,
+                 claimed_at = NULL WHERE id = ?1",
+            [run_id],
+        )?;
+        tx.execute("DELETE FROM epochs WHERE run_id = ?1", [run_id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn retry_failed(&mut self) -> Result<usize> {
         Ok(self.conn.execute(
             "UPDATE runs SET status = 'pending', attempts = 0, worker = NULL, claimed_at = NULL,

@@ -202,6 +202,21 @@ impl Store for PostgresStore {
         self.requeue("worker = $2", max_attempts, &worker)
     }
 
+    fn hand_back(&mut self, run_id: &str, w: &WorkerInfo) -> Result<()> {
+        self.with(|client| {
+            let mut tx = client.transaction()?;
+            ensure_owned(&mut tx, run_id, w, false)?;
+            tx.execute(
+                "UPDATE runs SET status = 'pending', attempts = GREATEST(attempts - 1, 0),
+                     worker = NULL, claimed_at = NULL, lease_renewed_at = NULL WHERE id = $1",
+                &[&run_id],
+            )?;
+            tx.execute("DELETE FROM epochs WHERE run_id = $1", &[&run_id])?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
     fn retry_failed(&mut self) -> Result<usize> {
         self.with(|client| {
             Ok(client.execute(
