@@ -3,6 +3,7 @@
 # a non-root user, on 127.0.0.1:${SHALLOW_PG_PORT:-55432}) and prints the line to eval:
 #   eval "$(scripts/pg-test-server.sh)"    # sets SHALLOW_TEST_PG
 # Needs the server binaries: apt-get install postgresql. A server already running there is reused.
+# SHALLOW_TEST_PG_DATA and SHALLOW_TEST_PG_BIN let the chaos test restart the server.
 set -euo pipefail
 port=${SHALLOW_PG_PORT:-55432}
 url="postgres://shallow:shallow-test@127.0.0.1:$port/postgres"
@@ -12,8 +13,9 @@ if [ ! -x "$bin/initdb" ]; then
   echo "PostgreSQL tests need the server binaries (initdb, pg_ctl): apt-get install postgresql" >&2
   exit 1
 fi
+state=/tmp/shallow-pg-$port.env
 if "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" 2>/dev/null; then
-  echo "export SHALLOW_TEST_PG='$url'"
+  if [ -f "$state" ]; then cat "$state"; else echo "export SHALLOW_TEST_PG='$url'"; fi
   exit 0
 fi
 dir=$(mktemp -d /tmp/shallow-pg.XXXXXX)
@@ -29,4 +31,5 @@ chmod 644 "$dir/pw"
   --auth=scram-sha-256 >/dev/null
 "${run_as[@]}" "$bin/pg_ctl" -s -D "$dir/data" -l "$dir/log" -w \
   -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off" start >&2
-echo "export SHALLOW_TEST_PG='$url' SHALLOW_TEST_PG_DATA='$dir/data' SHALLOW_TEST_PG_BIN='$bin'"
+echo "export SHALLOW_TEST_PG='$url' SHALLOW_TEST_PG_DATA='$dir/data' SHALLOW_TEST_PG_BIN='$bin'" \
+  | tee "$state"

@@ -143,6 +143,12 @@ pub struct QueueArgs {
     /// claimed again.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
+    /// Seconds without a heartbeat (sent every 5 s) after which a worker's run is given to
+    /// another worker. Shorter recovers faster from killed workers; it must outlast pauses of
+    /// the network or the database.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(15..=86_400))]
+    pub lease: u64,
 }
 
 #[derive(Args)]

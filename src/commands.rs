@@ -2,6 +2,7 @@
 //! command line prints.
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -132,6 +133,7 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
         offline: true,
         device: args.runtime.device,
         max_attempts: args.queue.max_attempts,
+        lease: Duration::from_secs(args.queue.lease),
         forever: false,
         log_path: queued.log_path.clone(),
     };
@@ -152,6 +154,7 @@ fn worker_command(args: &WorkerArgs) -> Result<ExitCode> {
                 offline: args.runtime.offline,
                 device: args.runtime.device,
                 max_attempts: args.queue.max_attempts,
+                lease: Duration::from_secs(args.queue.lease),
                 forever: args.forever,
                 log_path: args.db.worker_log(),
             },
@@ -165,6 +168,7 @@ fn worker_command(args: &WorkerArgs) -> Result<ExitCode> {
         offline: args.runtime.offline,
         device: args.runtime.device,
         max_attempts: args.queue.max_attempts,
+        lease: Duration::from_secs(args.queue.lease),
         forever: args.forever,
     })?;
     tracing::info!("worker done: {summary:?}");

@@ -38,6 +38,8 @@ pub struct PoolOptions {
     pub offline: bool,
     pub device: DeviceChoice,
     pub max_attempts: u32,
+    /// A run whose worker is silent this long goes to another worker.
+    pub lease: Duration,
     pub forever: bool,
     pub log_path: PathBuf,
 }
@@ -143,7 +145,7 @@ pub fn run_pool(pool: &PoolOptions, exe: &Path) -> Result<SweepOutcome> {
     let started = Instant::now();
     let since = store::now();
     let mut store = store::open(&pool.db)?;
-    store.requeue_abandoned(super::worker::STALE_AFTER, pool.max_attempts)?;
+    store.requeue_abandoned(pool.lease, pool.max_attempts)?;
     // Worker ids by process id: a reaped worker's run is released by its id.
     let mut ids = std::collections::HashMap::new();
     let spawn = |ids: &mut std::collections::HashMap<u32, String>| -> Result<Child> {
@@ -246,6 +248,8 @@ fn spawn_worker(exe: &Path, pool: &PoolOptions, id: &str) -> Result<Child> {
         .arg(format!("{:?}", pool.device).to_lowercase())
         .arg("--max-attempts")
         .arg(pool.max_attempts.to_string())
+        .arg("--lease")
+        .arg(pool.lease.as_secs().to_string())
         .args(pool.forever.then_some("--forever"))
         // Through the environment, not the command line: a URL's password stays out of `ps`.
         .env("SHALLOW_DB", pool.db.as_os_str())

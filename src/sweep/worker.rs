@@ -19,7 +19,8 @@ use crate::train::{self, EpochMetrics, Observer, RunResult, Stopped};
 
 /// How often a worker tells the store it is alive.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
-/// A worker silent for this long is presumed dead and its run is trained again elsewhere.
+/// A worker silent for this long is presumed dead and its run is trained again elsewhere (the
+/// default of `--lease`).
 pub const STALE_AFTER: Duration = Duration::from_secs(120);
 
 /// How long a worker with `forever` waits before looking at an empty queue again.
@@ -32,6 +33,8 @@ pub struct WorkerOptions {
     pub offline: bool,
     pub device: DeviceChoice,
     pub max_attempts: u32,
+    /// A run whose worker is silent this long goes to another worker.
+    pub lease: Duration,
     /// Wait for new runs when the queue is empty instead of returning.
     pub forever: bool,
 }
@@ -60,7 +63,7 @@ pub fn run(opts: &WorkerOptions) -> Result<WorkerSummary> {
     let mut cache = DataCache::new(opts.data_dir.clone(), opts.offline, device);
     let mut summary = WorkerSummary::default();
     while !stop.load(Ordering::Relaxed) {
-        store.requeue_abandoned(STALE_AFTER, opts.max_attempts)?;
+        store.requeue_abandoned(opts.lease, opts.max_attempts)?;
         let Some(run) = store.claim(&me)? else {
             if !opts.forever {
                 break;

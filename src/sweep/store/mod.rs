@@ -263,11 +263,21 @@ use named::Named;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-/// Seconds since the Unix epoch.
+/// Seconds since the Unix epoch, by this machine's clock — plus `SHALLOW_CLOCK_OFFSET` seconds,
+/// an offset the clock-skew test injects. The SQLite backend (one machine) uses this clock; the
+/// PostgreSQL backend decides liveness by the server's clock alone.
 pub(crate) fn now() -> f64 {
+    static OFFSET: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let offset = *OFFSET.get_or_init(|| {
+        std::env::var("SHALLOW_CLOCK_OFFSET")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    });
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+        + offset
 }
 
 pub(crate) fn hostname() -> String {

@@ -1,0 +1,211 @@
+//! Chaos on PostgreSQL: four worker processes on one sweep of 24 tiny runs; a random worker is
+//! killed with SIGKILL every 1.5 s (at least ten kills, each replaced as a scheduler would), and the
+//! database server is restarted once mid-sweep. Every run must end done exactly once with epochs
+//! 1..E exactly once, and with the same final metrics as an undisturbed sweep of the same grid.
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::stores;
+use common::sweeps::{Setup, setup};
+use shallow::sweep::store::{self, Location, RunStatus};
+
+const LEASE: &str = "15";
+
+fn queue(s: &Setup, url: &str) {
+    let out = Command::new(common::shallow_bin())
+        .args([
+            "sweep",
+            s.config.to_str().unwrap(),
+            "--no-train",
+            "--offline",
+        ])
+        .arg("--data-dir")
+        .arg(&s.data)
+        .env("SHALLOW_DB", url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+fn worker(s: &Setup, url: &str) -> Child {
+    Command::new(common::shallow_bin())
+        .args([
+            "worker",
+            "--threads",
+            "1",
+            "--offline",
+            "--max-attempts",
+            "1000",
+        ])
+        .args(["--lease", LEASE])
+        .arg("--data-dir")
+        .arg(&s.data)
+        .env("SHALLOW_DB", url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Final metrics by run id, and the count of runs by status.
+fn results(location: &Location) -> (Vec<(String, Option<f64>, Option<f64>, i64)>, Vec<RunStatus>) {
+    let runs = store::open_reader(location).unwrap().runs().unwrap();
+    let mut metrics: Vec<_> = runs
+        .iter()
+        .map(|r| {
+            (
+                r.id.clone(),
+                r.final_val_loss,
+                r.final_train_loss,
+                r.epochs_recorded,
+            )
+        })
+        .collect();
+    metrics.sort_by(|a, b| a.0.cmp(&b.0));
+    (metrics, runs.iter().map(|r| r.status).collect())
+}
+
+fn restart_server() {
+    let (data, bin) = (
+        std::env::var("SHALLOW_TEST_PG_DATA"),
+        std::env::var("SHALLOW_TEST_PG_BIN"),
+    );
+    let (Ok(data), Ok(bin)) = (data, bin) else {
+        panic!(
+            "the chaos test restarts the server: start it with eval \"$(scripts/pg-test-server.sh)\""
+        );
+    };
+    let mut command = if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"])
+            .arg(format!("{bin}/pg_ctl"));
+        c
+    } else {
+        Command::new(format!("{bin}/pg_ctl"))
+    };
+    let out = command
+        .args(["restart", "-m", "fast", "-w", "-D", &data])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "pg_ctl restart: {out:?}");
+}
+
+#[test]
+fn killed_workers_and_a_server_restart_lose_nothing_and_repeat_nothing() {
+    let grid = "layers = [1, 2, 3]\nfilters = [4, 8]\nseed = [0, 1]\nepochs = 3\nbatch_size = 16\n";
+    let s = setup(grid, 600, 8);
+    let (calm, chaos) = (stores::postgres(), stores::postgres());
+    let url = |t: &stores::TestStore| match &t.location {
+        Location::Postgres(u) => u.clone(),
+        Location::Sqlite(_) => unreachable!(),
+    };
+    // The undisturbed reference.
+    queue(&s, &url(&calm));
+    let mut w = worker(&s, &url(&calm));
+    assert!(w.wait().unwrap().success());
+    let (reference, statuses) = results(&calm.location);
+    assert_eq!(reference.len(), 24);
+    assert!(statuses.iter().all(|s| *s == RunStatus::Done));
+
+    queue(&s, &url(&chaos));
+    let mut workers: Vec<Child> = (0..4).map(|_| worker(&s, &url(&chaos))).collect();
+    let (mut kills, mut restarted) = (0, false);
+    let started = Instant::now();
+    let mut rng = 0x9e3779b97f4a7c15_u64;
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the sweep did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        let (_, statuses) = results(&chaos.location);
+        let done = statuses.iter().filter(|s| **s == RunStatus::Done).count();
+        if done == 24 {
+            break;
+        }
+        if kills < 12 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let victim = &mut workers[(rng % 4) as usize];
+            victim.kill().unwrap(); // SIGKILL
+            victim.wait().unwrap();
+            kills += 1;
+        }
+        if kills == 6 && !restarted {
+            restart_server();
+            restarted = true;
+        }
+        // As a scheduler would: every worker that ended (killed, or out of work while others'
+        // runs wait for their lease to lapse) is replaced while runs remain.
+        for w in &mut workers {
+            if w.try_wait().unwrap().is_some() {
+                *w = worker(&s, &url(&chaos));
+            }
+        }
+    }
+    for mut w in workers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    assert!(
+        kills >= 10 && restarted,
+        "{kills} kills, restarted: {restarted}"
+    );
+    let (metrics, statuses) = results(&chaos.location);
+    assert!(
+        statuses.iter().all(|s| *s == RunStatus::Done),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        metrics, reference,
+        "same results as the undisturbed sweep, epochs 1..E once"
+    );
+    println!(
+        "chaos: {kills} kills, one server restart, 24/24 runs done in {:?}",
+        started.elapsed()
+    );
+}
+
+/// Workers whose clocks run ten minutes fast and ten minutes slow share a sweep with a 15 s lease:
+/// liveness is decided by the server's clock, so neither requeues the other's live run.
+#[test]
+fn skewed_worker_clocks_neither_requeue_live_runs_nor_lose_their_own() {
+    let s = setup(
+        "layers = [3, 4]\nfilters = 16\nepochs = 4\nbatch_size = 16\n",
+        2000,
+        16,
+    );
+    let t = stores::postgres();
+    let Location::Postgres(url) = &t.location else {
+        unreachable!()
+    };
+    queue(&s, url);
+    let skewed = |offset: &str| {
+        let mut c = Command::new(common::shallow_bin());
+        c.args(["worker", "--threads", "1", "--offline", "--lease", LEASE])
+            .arg("--data-dir")
+            .arg(&s.data)
+            .env("SHALLOW_DB", url)
+            .env("SHALLOW_CLOCK_OFFSET", offset)
+            .stderr(Stdio::null());
+        c.spawn().unwrap()
+    };
+    let workers = [skewed("600"), skewed("-600")];
+    for mut w in workers {
+        assert!(w.wait().unwrap().success());
+    }
+    let runs = store::open_reader(&t.location).unwrap().runs().unwrap();
+    assert_eq!(runs.len(), 4);
+    for r in &runs {
+        assert_eq!(
+            (r.status, r.attempts, r.epochs_recorded),
+            (RunStatus::Done, 1, 4),
+            "{}",
+            r.id
+        );
+    }
+}
