@@ -49,8 +49,11 @@ fn worker(s: &Setup, url: &str) -> Child {
         .unwrap()
 }
 
-/// Final metrics by run id, and the count of runs by status.
-fn results(location: &Location) -> (Vec<(String, Option<f64>, Option<f64>, i64)>, Vec<RunStatus>) {
+/// Run id, final validation and training loss, epochs recorded.
+type Metrics = (String, Option<f64>, Option<f64>, i64);
+
+/// Final metrics by run id, and every run's status.
+fn results(location: &Location) -> (Vec<Metrics>, Vec<RunStatus>) {
     let runs = store::open_reader(location).unwrap().runs().unwrap();
     let mut metrics: Vec<_> = runs
         .iter()
