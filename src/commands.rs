@@ -324,6 +324,27 @@ fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
 }
 
 fn bench_command(args: BenchArgs) -> Result<ExitCode> {
+    if let Some(location) = &args.store {
+        let b = bench::store::run(location, 200, 10, 64, 10_000)?;
+        println!(
+            "store {}: per run ({} epochs) median {:.2} ms, p99 {:.2} ms, max {:.2} ms over {} runs\n\
+             {} workers drained {} runs in {:.1} s: {:.0} runs/s, {} duplicate claims, {} errors",
+            b.location,
+            b.epochs,
+            b.per_run_ms_median,
+            b.per_run_ms_p99,
+            b.per_run_ms_max,
+            b.runs,
+            b.load_workers,
+            b.load_runs,
+            b.load_seconds,
+            b.load_claims_per_second,
+            b.load_duplicate_claims,
+            b.load_errors
+        );
+        println!("{}", serde_json::to_string(&b)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let nets = args
         .nets
         .iter()

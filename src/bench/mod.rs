@@ -1,6 +1,7 @@
 //! `shallow bench`: our training step and sweep against the PyTorch reference
 //! (`bench/reference.py`), measured in the same invocation, alternating, repeated; ratios only,
 //! never absolute thresholds.
+pub mod store;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
