@@ -13,6 +13,9 @@ use shallow::sweep::store::{self, Location, RunStatus};
 
 const LEASE: &str = "15";
 
+/// The chaos test restarts the server: the tests of this file run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn queue(s: &Setup, url: &str) {
     let out = Command::new(common::shallow_bin())
         .args([
@@ -98,6 +101,7 @@ fn restart_server() {
 
 #[test]
 fn killed_workers_and_a_server_restart_lose_nothing_and_repeat_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let grid = "layers = [1, 2, 3]\nfilters = [4, 8]\nseed = [0, 1]\nepochs = 3\nbatch_size = 16\n";
     let s = setup(grid, 600, 8);
     let (calm, chaos) = (stores::postgres(), stores::postgres());
@@ -177,6 +181,7 @@ fn killed_workers_and_a_server_restart_lose_nothing_and_repeat_nothing() {
 /// liveness is decided by the server's clock, so neither requeues the other's live run.
 #[test]
 fn skewed_worker_clocks_neither_requeue_live_runs_nor_lose_their_own() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let s = setup(
         "layers = [3, 4]\nfilters = 16\nepochs = 4\nbatch_size = 16\n",
         2000,

@@ -70,17 +70,28 @@ impl Store for PostgresStore {
     fn claim(&mut self, w: &WorkerInfo) -> Result<Option<RunSpec>> {
         let claimed = self.with(|client| {
             let mut tx = client.transaction()?;
-            let row = tx.query_opt(
-                &format!(
-                    "UPDATE runs SET status = 'running', worker = $1, host = $2,
+            // A worker claims only when it trains nothing: a run still held under its id is one
+            // whose claim committed but whose answer was lost to a dropped connection. Take it
+            // again rather than leave it held by a live lease forever.
+            let held = tx.query_opt(
+                "SELECT id, pair_id, config FROM runs WHERE worker = $1 AND status = 'running'
+                 LIMIT 1",
+                &[&w.id],
+            )?;
+            let row = match held {
+                Some(row) => Some(row),
+                None => tx.query_opt(
+                    &format!(
+                        "UPDATE runs SET status = 'running', worker = $1, host = $2,
                          claimed_at = {NOW}, lease_renewed_at = {NOW},
                          attempts = attempts + 1, error = NULL
                      WHERE seq = (SELECT seq FROM runs WHERE status = 'pending'
                                   ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
                      RETURNING id, pair_id, config"
-                ),
-                &[&w.id, &w.host],
-            )?;
+                    ),
+                    &[&w.id, &w.host],
+                )?,
+            };
             let Some(row) = row else {
                 return Ok(None);
             };
