@@ -8,29 +8,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::stores;
-use common::sweeps::{Setup, setup};
+use common::sweeps::{Setup, queue_only as queue, setup};
 use shallow::sweep::store::{self, Location, RunStatus};
 
 const LEASE: &str = "15";
 
 /// The chaos test restarts the server: the tests of this file run one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn queue(s: &Setup, url: &str) {
-    let out = Command::new(common::shallow_bin())
-        .args([
-            "sweep",
-            s.config.to_str().unwrap(),
-            "--no-train",
-            "--offline",
-        ])
-        .arg("--data-dir")
-        .arg(&s.data)
-        .env("SHALLOW_DB", url)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-}
 
 fn worker(s: &Setup, url: &str) -> Child {
     Command::new(common::shallow_bin())

@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::stores;
-use common::sweeps::setup;
+use common::sweeps::{queue_only, setup};
 use shallow::sweep::store::{self, Location, RunStatus};
 
 #[test]
@@ -28,19 +28,7 @@ fn slurm_job_array_trains_a_sweep_on_postgres() {
     let Location::Postgres(url) = &t.location else {
         unreachable!()
     };
-    let queued = Command::new(common::shallow_bin())
-        .args([
-            "sweep",
-            s.config.to_str().unwrap(),
-            "--no-train",
-            "--offline",
-        ])
-        .arg("--data-dir")
-        .arg(&s.data)
-        .env("SHALLOW_DB", url)
-        .output()
-        .unwrap();
-    assert!(queued.status.success(), "{queued:?}");
+    queue_only(&s, url);
     let logs = tempfile::tempdir().unwrap();
     let job = Command::new("sbatch")
         .args(["--wait", "--export=ALL", "--array=0-1"])

@@ -66,3 +66,20 @@ pub fn query<T: rusqlite::types::FromSql>(db: &Path, sql: &str) -> Vec<T> {
 pub fn count(db: &Path, sql: &str) -> i64 {
     query::<i64>(db, sql)[0]
 }
+
+/// Queues the grid of `s` with `--no-train` into the database `db` (given through `SHALLOW_DB`).
+pub fn queue_only(s: &Setup, db: &str) {
+    let out = Command::new(shallow_bin())
+        .args([
+            "sweep",
+            s.config.to_str().unwrap(),
+            "--no-train",
+            "--offline",
+        ])
+        .arg("--data-dir")
+        .arg(&s.data)
+        .env("SHALLOW_DB", db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}

@@ -243,6 +243,32 @@ pub fn copy(from: &Location, to: &Location) -> Result<Added> {
     open(to)?.import(&sweeps, &runs, &epochs)
 }
 
+/// The schema version of a database from its table names, reading the recorded version (with
+/// `recorded`) only when there is one: 0 for a database without tables, 1 for `shallow`'s tables
+/// without a version record (releases before versioning); other tables without ours are refused.
+fn schema_version_of(
+    tables: &[String],
+    name: &str,
+    recorded: impl FnOnce() -> Result<Option<String>>,
+) -> Result<i64> {
+    let has = |t: &str| tables.iter().any(|x| x == t);
+    if tables.is_empty() {
+        return Ok(0);
+    }
+    if !(has("runs") && has("sweeps") && has("epochs")) {
+        anyhow::bail!(
+            "{name}: not a shallow results database (its tables: {})",
+            tables.join(", ")
+        );
+    }
+    if !has("shallow_meta") {
+        return Ok(1);
+    }
+    recorded()?
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("{name}: schema version missing or unreadable"))
+}
+
 /// Refuses a schema from a newer release.
 fn check_version(version: i64, location: &str) -> Result<()> {
     anyhow::ensure!(

@@ -13,7 +13,7 @@ use postgres::{Client, GenericClient, NoTls, Row};
 
 use super::{
     Added, EpochRow, Finish, RUN_COLUMNS, RunRow, RunStatus, Running, SCHEMA_VERSION, Store,
-    WorkerInfo, check_version, finite, not_owned, portable, redact,
+    WorkerInfo, check_version, finite, not_owned, portable, redact, schema_version_of,
 };
 use crate::sweep::grid::RunSpec;
 use crate::train::{EpochMetrics, Outcome};
@@ -158,8 +158,6 @@ fn connect(url: &str) -> Result<Client> {
     Client::connect(url, NoTls).with_context(|| format!("cannot connect to {}", redact(url)))
 }
 
-/// 0 for a database without tables, 1 for `shallow`'s tables without a version record,
-/// else the recorded version; other tables without ours are refused.
 fn schema_version(client: &mut impl GenericClient, name: &str) -> Result<i64> {
     let tables: Vec<String> = client
         .query(
@@ -170,25 +168,13 @@ fn schema_version(client: &mut impl GenericClient, name: &str) -> Result<i64> {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let has = |t: &str| tables.iter().any(|x| x == t);
-    if tables.is_empty() {
-        return Ok(0);
-    }
-    if !(has("runs") && has("sweeps") && has("epochs")) {
-        bail!(
-            "{name}: not a shallow results database (its tables: {})",
-            tables.join(", ")
-        );
-    }
-    if !has("shallow_meta") {
-        return Ok(1);
-    }
-    let row = client.query_opt(
-        "SELECT value FROM shallow_meta WHERE key = 'schema_version'",
-        &[],
-    )?;
-    row.and_then(|r| r.get::<_, String>(0).parse().ok())
-        .with_context(|| format!("{name}: schema version missing or unreadable"))
+    schema_version_of(&tables, name, || {
+        let row = client.query_opt(
+            "SELECT value FROM shallow_meta WHERE key = 'schema_version'",
+            &[],
+        )?;
+        Ok(row.map(|r| r.get(0)))
+    })
 }
 
 /// Refuses writes from a worker that no longer holds the run. `done_ok`: a finished run this

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::SqliteStore;
-use crate::sweep::store::{SCHEMA_VERSION, check_version};
+use crate::sweep::store::{SCHEMA_VERSION, check_version, schema_version_of};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS shallow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -144,28 +144,13 @@ fn schema_version(conn: &Connection, path: &Path) -> Result<i64> {
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
         .and_then(|mut q| q.query_map([], |r| r.get(0))?.collect())
         .with_context(|| format!("{}: not a SQLite database", path.display()))?;
-    let has = |name: &str| tables.iter().any(|t| t == name);
-    if tables.is_empty() {
-        return Ok(0);
-    }
-    if !(has("runs") && has("sweeps") && has("epochs")) {
-        bail!(
-            "{}: not a shallow results database (its tables: {})",
-            path.display(),
-            tables.join(", ")
-        );
-    }
-    if !has("shallow_meta") {
-        return Ok(1);
-    }
-    let version: Option<String> = conn
-        .query_row(
-            "SELECT value FROM shallow_meta WHERE key = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    version
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("{}: schema version missing or unreadable", path.display()))
+    schema_version_of(&tables, &path.display().to_string(), || {
+        Ok(conn
+            .query_row(
+                "SELECT value FROM shallow_meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?)
+    })
 }
