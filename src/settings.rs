@@ -90,6 +90,16 @@ const MAX_FILTERS: usize = 65_536;
 const MAX_KERNEL: usize = 99;
 
 impl RunConfig {
+    /// The settings that runs trained together as one fused array must share: all but the
+    /// learning rate and the seed, which each member has its own of.
+    pub fn fusion_group(&self) -> RunConfig {
+        RunConfig {
+            lr: 1.0,
+            seed: 0,
+            ..self.clone()
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         ensure!(!self.dataset.is_empty(), "dataset must not be empty");
         ensure!(

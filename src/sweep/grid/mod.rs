@@ -318,6 +318,11 @@ pub fn run_id(config: &RunConfig) -> String {
     ))
 }
 
+/// Runs with the same fusion key can be trained together ([`RunConfig::fusion_group`]).
+pub fn fusion_key(config: &RunConfig) -> String {
+    run_id(&config.fusion_group())
+}
+
 pub fn pair_id(config: &RunConfig) -> String {
     let mut value = serde_json::to_value(config).expect("config serialises");
     value

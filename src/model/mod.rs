@@ -22,6 +22,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor, nn};
 
+pub mod fused;
+
 #[derive(
     Debug,
     Clone,
@@ -95,6 +97,24 @@ pub enum Precision {
 impl Precision {
     pub fn is_fp32(&self) -> bool {
         *self == Precision::Fp32
+    }
+
+    /// `t` in this precision. The cast of an f32 variable is differentiable, so its gradient
+    /// arrives in f32 (autocast's scheme: f32 master weights, low-precision arithmetic).
+    pub(crate) fn apply(self, t: &Tensor) -> Tensor {
+        match self {
+            Precision::Fp32 => t.shallow_clone(),
+            Precision::Bf16 => t.to_kind(Kind::BFloat16),
+        }
+    }
+}
+
+impl Activation {
+    pub(crate) fn apply(self, x: Tensor) -> Tensor {
+        match self {
+            Activation::Relu => x.relu(),
+            Activation::Tanh => x.tanh(),
+        }
     }
 }
 
@@ -189,7 +209,7 @@ impl Architecture {
     }
 
     /// Spatial size after the stem (and pooling).
-    fn feature_size(&self) -> (usize, usize) {
+    pub(crate) fn feature_size(&self) -> (usize, usize) {
         let [_, h, w] = self.input;
         match self.pool {
             Pool::None => (h, w),
@@ -197,7 +217,7 @@ impl Architecture {
         }
     }
 
-    fn head_inputs(&self) -> usize {
+    pub(crate) fn head_inputs(&self) -> usize {
         let (h, w) = self.feature_size();
         match self.head {
             Head::Flatten => self.filters * h * w,
@@ -214,6 +234,52 @@ struct BatchNorm {
     running_var: Tensor,
 }
 
+/// A net's initial weights (CPU, f32), drawn from its seed alone, in the order and shapes a solo
+/// [`Net`] holds them; the fused array of [`fused::FusedNet`] stacks several of them.
+pub(crate) struct Init {
+    pub stem_w: Tensor,
+    pub stem_b: Tensor,
+    pub units_w: Tensor,
+    pub units_b: Option<Tensor>,
+    pub head_w: Tensor,
+    pub head_b: Tensor,
+}
+
+impl Init {
+    /// Initialised as PyTorch's `nn.Conv2d`/`nn.Linear` do (weights kaiming-uniform with a = √5
+    /// and biases, both U(±1/√fan_in)).
+    pub fn draw(arch: &Architecture, seed: u64) -> Result<Init> {
+        arch.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let [c, _, _] = arch.input;
+        let (l, f, k) = (arch.layers as i64, arch.filters as i64, arch.kernel as i64);
+        let mut uniform = |dims: &[i64], fan_in: i64| {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            let n: i64 = dims.iter().product();
+            let values: Vec<f32> = (0..n)
+                .map(|_| rng.gen_range(-bound..bound) as f32)
+                .collect();
+            Tensor::from_slice(&values).view(dims)
+        };
+        let stem_w = uniform(&[f, c as i64, k, k], c as i64 * k * k);
+        let stem_b = uniform(&[f], c as i64 * k * k);
+        let units_w = uniform(&[l * f, f, k, k], f * k * k);
+        let units_b = (!arch.batchnorm).then(|| uniform(&[l * f], f * k * k));
+        let head_in = arch.head_inputs() as i64;
+        let classes = arch.classes as i64;
+        let head_w = uniform(&[classes, head_in], head_in);
+        let head_b = uniform(&[classes], head_in);
+        Ok(Init {
+            stem_w,
+            stem_b,
+            units_w,
+            units_b,
+            head_w,
+            head_b,
+        })
+    }
+}
+
 pub struct Net {
     arch: Architecture,
     stem_w: Tensor,
@@ -227,39 +293,26 @@ pub struct Net {
     precision: Precision,
 }
 
-const BN_MOMENTUM: f64 = 0.1;
-const BN_EPS: f64 = 1e-5;
+pub(crate) const BN_MOMENTUM: f64 = 0.1;
+pub(crate) const BN_EPS: f64 = 1e-5;
 
 impl Net {
     /// Builds the net's variables in `vs`, initialised as PyTorch's `nn.Conv2d`/`nn.Linear` do
-    /// (weights kaiming-uniform with a = √5 and biases, both U(±1/√fan_in)), from `seed` alone.
+    /// ([`Init::draw`]), from `seed` alone.
     ///
     /// We do not use tch's default init (Kaiming with the ReLU gain): its √6 larger weights make
     /// the residual sum's initial logits explode (first-step loss ≈ 86 instead of ≈ 10 on MNIST)
     /// and the nets train worse. Drawing from our own seeded generator keeps runs independent of
     /// libtorch's global RNG, so concurrent trainings in one process stay reproducible.
     pub fn new(vs: &nn::Path, arch: Architecture, seed: u64) -> Result<Net> {
-        arch.validate()?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let [c, _, _] = arch.input;
-        let (l, f, k) = (arch.layers as i64, arch.filters as i64, arch.kernel as i64);
-        let mut uniform = |group: &str, name: &str, dims: &[i64], fan_in: i64| {
-            let bound = 1.0 / (fan_in as f64).sqrt();
-            let n: i64 = dims.iter().product();
-            let values: Vec<f32> = (0..n)
-                .map(|_| rng.gen_range(-bound..bound) as f32)
-                .collect();
-            let init = Tensor::from_slice(&values).view(dims);
-            (vs / group).var_copy(name, &init)
-        };
-        let stem_w = uniform("stem", "weight", &[f, c as i64, k, k], c as i64 * k * k);
-        let stem_b = uniform("stem", "bias", &[f], c as i64 * k * k);
-        let units_w = uniform("units", "weight", &[l * f, f, k, k], f * k * k);
-        let units_b = (!arch.batchnorm).then(|| uniform("units", "bias", &[l * f], f * k * k));
-        let head_in = arch.head_inputs() as i64;
-        let classes = arch.classes as i64;
-        let head_w = uniform("head", "weight", &[classes, head_in], head_in);
-        let head_b = uniform("head", "bias", &[classes], head_in);
+        let init = Init::draw(&arch, seed)?;
+        let (l, f) = (arch.layers as i64, arch.filters as i64);
+        let stem_w = (vs / "stem").var_copy("weight", &init.stem_w);
+        let stem_b = (vs / "stem").var_copy("bias", &init.stem_b);
+        let units_w = (vs / "units").var_copy("weight", &init.units_w);
+        let units_b = init.units_b.map(|b| (vs / "units").var_copy("bias", &b));
+        let head_w = (vs / "head").var_copy("weight", &init.head_w);
+        let head_b = (vs / "head").var_copy("bias", &init.head_b);
         let bn_path = vs / "units" / "bn";
         let bn = arch.batchnorm.then(|| BatchNorm {
             weight: bn_path.ones("weight", &[l * f]),
@@ -310,13 +363,9 @@ impl Net {
         }
     }
 
-    /// `t` in the compute precision. The casts of the f32 variables are differentiable, so their
-    /// gradients arrive in f32 (autocast's scheme: f32 master weights, low-precision arithmetic).
+    /// `t` in the compute precision ([`Precision::apply`]).
     fn low(&self, t: &Tensor) -> Tensor {
-        match self.precision {
-            Precision::Fp32 => t.shallow_clone(),
-            Precision::Bf16 => t.to_kind(Kind::BFloat16),
-        }
+        self.precision.apply(t)
     }
 
     fn stem(&self, x: &Tensor) -> Tensor {
@@ -340,10 +389,7 @@ impl Net {
     }
 
     fn activate(&self, x: Tensor) -> Tensor {
-        match self.arch.activation {
-            Activation::Relu => x.relu(),
-            Activation::Tanh => x.tanh(),
-        }
+        self.arch.activation.apply(x)
     }
 
     /// `Σ_{i ∈ units} F_i(h)` for consecutive units, as one convolution with `units.len()·F`

@@ -15,6 +15,10 @@ use crate::data::{CLASSES, Tensors};
 use crate::model::{Net, determination_ratio, parameter_count};
 pub use crate::settings::RunConfig;
 
+mod adam;
+mod fused;
+pub use fused::train_fused;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     /// 1-based.
@@ -57,6 +61,58 @@ pub struct RunResult {
     /// Wall time of the whole run, evaluation included.
     pub total_seconds: f64,
     pub device: String,
+}
+
+impl RunResult {
+    /// A run about to train: no epochs yet, outcome done until it diverges.
+    fn begin(cfg: &RunConfig, params: usize, train_examples: usize, device: Device) -> RunResult {
+        RunResult {
+            config: cfg.clone(),
+            params,
+            train_examples,
+            q: determination_ratio(train_examples, CLASSES, params),
+            outcome: Outcome::Done,
+            diverged_epoch: None,
+            epochs: Vec::with_capacity(cfg.epochs),
+            final_train_loss: None,
+            final_train_acc: None,
+            final_val_loss: None,
+            final_val_acc: None,
+            train_seconds: 0.0,
+            total_seconds: 0.0,
+            device: format!("{device:?}"),
+        }
+    }
+
+    /// Marks the run diverged in `epoch`.
+    fn diverge(&mut self, epoch: usize) {
+        self.outcome = Outcome::Diverged;
+        self.diverged_epoch = Some(epoch);
+    }
+
+    /// Records an epoch that ended; false (and the run diverged) if its losses are not finite.
+    fn push_epoch(&mut self, m: EpochMetrics) -> bool {
+        let finite = m.train_loss.is_finite() && m.val_loss.is_finite();
+        self.train_seconds += m.seconds;
+        let epoch = m.epoch;
+        self.epochs.push(m);
+        if !finite {
+            self.diverge(epoch);
+        }
+        finite
+    }
+
+    /// The final metrics of a run trained to the end, from its evaluation on the training set.
+    fn conclude(&mut self, (train_loss, train_acc): (f64, f64)) {
+        let last = self.epochs.last().expect("at least one epoch");
+        self.final_train_loss = Some(train_loss);
+        self.final_train_acc = Some(train_acc);
+        self.final_val_loss = Some(last.val_loss);
+        self.final_val_acc = Some(last.val_acc);
+        if !train_loss.is_finite() {
+            self.diverge(self.config.epochs);
+        }
+    }
 }
 
 /// How often (in steps) the running loss is read back, for divergence and progress display.
@@ -222,22 +278,7 @@ pub fn train(
     let mut opt = nn::Adam::default().build(&vs, cfg.lr)?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ SHUFFLE_STREAM);
     observer.start(&vs)?;
-    let mut result = RunResult {
-        config: cfg.clone(),
-        params,
-        train_examples: n,
-        q: determination_ratio(n, CLASSES, params),
-        outcome: Outcome::Done,
-        diverged_epoch: None,
-        epochs: Vec::with_capacity(cfg.epochs),
-        final_train_loss: None,
-        final_train_acc: None,
-        final_val_loss: None,
-        final_val_acc: None,
-        train_seconds: 0.0,
-        total_seconds: 0.0,
-        device: format!("{device:?}"),
-    };
+    let mut result = RunResult::begin(cfg, params, n, device);
     for epoch in 1..=cfg.epochs {
         let Some(m) = train_epoch(
             (&net, &vs),
@@ -249,31 +290,16 @@ pub fn train(
             observer,
         )?
         else {
-            result.outcome = Outcome::Diverged;
-            result.diverged_epoch = Some(epoch);
+            result.diverge(epoch);
             break;
         };
-        result.train_seconds += m.seconds;
-        let finite = m.train_loss.is_finite() && m.val_loss.is_finite();
         observer.epoch(&m)?;
-        result.epochs.push(m);
-        if !finite {
-            result.outcome = Outcome::Diverged;
-            result.diverged_epoch = Some(epoch);
+        if !result.push_epoch(m) {
             break;
         }
     }
     if result.outcome == Outcome::Done {
-        let (train_loss, train_acc) = evaluate(&net, &data.train_x, &data.train_y);
-        let last = result.epochs.last().expect("at least one epoch");
-        result.final_train_loss = Some(train_loss);
-        result.final_train_acc = Some(train_acc);
-        result.final_val_loss = Some(last.val_loss);
-        result.final_val_acc = Some(last.val_acc);
-        if !train_loss.is_finite() {
-            result.outcome = Outcome::Diverged;
-            result.diverged_epoch = Some(cfg.epochs);
-        }
+        result.conclude(evaluate(&net, &data.train_x, &data.train_y));
     }
     result.total_seconds = started.elapsed().as_secs_f64();
     Ok(result)

@@ -1,0 +1,242 @@
+//! Several runs trained together as one fused array ([`FusedNet`]): runs that differ only in
+//! learning rate and seed. Each member keeps what it has alone — its initial weights, its data
+//! order, its learning rate and Adam state — and ends with its own [`RunResult`], as if trained
+//! alone. The loss is the sum of the members' mean losses, so each member's gradient is exactly
+//! its own. A member whose loss stops being finite is recorded diverged in that epoch and frozen
+//! (weights, state and learning rate zeroed) while the others go on.
+use std::time::Instant;
+
+use anyhow::{Result, ensure};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Kind, Reduction, Tensor};
+
+use super::adam::MemberAdam;
+use super::{
+    CHECK_EVERY, EVAL_BATCH, EpochMetrics, Observer, RunConfig, RunResult, SHUFFLE_STREAM, Stopped,
+    check_fits_within, shuffled_indices, train,
+};
+use crate::data::Tensors;
+use crate::model::fused::FusedNet;
+
+/// Trains `cfgs` (one run each, all of one [`RunConfig::fusion_group`]) together; `observers[m]`
+/// is told member m's epoch orders and metrics, and any of them can stop the whole array. Fused
+/// members get no per-step calls ([`Observer::start`], [`Observer::step`]): they have no variable
+/// store of their own. One run is trained by [`train`], today's path.
+pub fn train_fused(
+    cfgs: &[RunConfig],
+    data: &Tensors,
+    device: Device,
+    observers: &mut [&mut dyn Observer],
+) -> Result<Vec<RunResult>> {
+    ensure!(
+        !cfgs.is_empty() && cfgs.len() == observers.len(),
+        "fused training needs one observer per run"
+    );
+    if let ([cfg], [observer]) = (cfgs, &mut *observers) {
+        return Ok(vec![train(cfg, data, device, *observer)?]);
+    }
+    let first = &cfgs[0];
+    for cfg in cfgs {
+        cfg.validate()?;
+        ensure!(
+            cfg.fusion_group() == first.fusion_group(),
+            "runs trained together may differ only in lr and seed"
+        );
+    }
+    check_members_fit(first, data.shape, device, cfgs.len())?;
+    crate::device::warn_if_bf16_is_slow(device, first.precision);
+    let started = Instant::now();
+    let arch = first.architecture(data.shape);
+    let seeds: Vec<u64> = cfgs.iter().map(|c| c.seed).collect();
+    let lrs: Vec<f64> = cfgs.iter().map(|c| c.lr).collect();
+    let net = FusedNet::new(arch, &seeds, device)?.with_precision(first.precision);
+    let mut array = Array {
+        adam: MemberAdam::new(&net, &lrs),
+        net,
+        rngs: seeds
+            .iter()
+            .map(|s| ChaCha8Rng::seed_from_u64(s ^ SHUFFLE_STREAM))
+            .collect(),
+        alive: vec![true; cfgs.len()],
+    };
+    let n = data.train_len();
+    let params = arch.parameter_count();
+    let mut results: Vec<RunResult> = cfgs
+        .iter()
+        .map(|c| RunResult::begin(c, params, n, device))
+        .collect();
+    for epoch in 1..=first.epochs {
+        if !array.alive.contains(&true) {
+            break;
+        }
+        let trained = array.alive.clone();
+        let metrics = array.epoch(data, first.batch_size, epoch, observers)?;
+        for (m, metrics) in metrics.into_iter().enumerate() {
+            if !trained[m] {
+                continue;
+            }
+            let Some(metrics) = metrics else {
+                results[m].diverge(epoch);
+                continue;
+            };
+            observers[m].epoch(&metrics)?;
+            if !results[m].push_epoch(metrics) {
+                array.freeze(m);
+            }
+        }
+    }
+    let finals = array.evaluate(&data.train_x, &data.train_y);
+    for (m, result) in results.iter_mut().enumerate() {
+        if array.alive[m] {
+            result.conclude(finals[m]);
+        }
+        result.total_seconds = started.elapsed().as_secs_f64();
+    }
+    Ok(results)
+}
+
+/// Refuses, before any work, an array whose training step would not fit this machine's memory
+/// (each member needs what it needs alone).
+fn check_members_fit(cfg: &RunConfig, input: [usize; 3], device: Device, m: usize) -> Result<()> {
+    let available = (device == Device::Cpu)
+        .then(crate::device::available_memory)
+        .flatten();
+    check_fits_within(cfg, input, available.map(|have| have / m as u64)).map_err(|e| {
+        e.context(format!(
+            "{m} runs trained together need {m}× one run's memory; train fewer together (--fuse)"
+        ))
+    })
+}
+
+/// The fused net, its optimizer, each member's shuffling stream and whether it still trains.
+struct Array {
+    net: FusedNet,
+    adam: MemberAdam,
+    rngs: Vec<ChaCha8Rng>,
+    alive: Vec<bool>,
+}
+
+impl Array {
+    fn freeze(&mut self, m: usize) {
+        self.alive[m] = false;
+        self.adam.freeze(m);
+        self.net.reset_statistics(m);
+    }
+
+    /// One pass of every member over its own shuffled training set, then validation. Per
+    /// member: its metrics, or `None` if it was frozen before or its loss stopped being finite
+    /// during the pass (it is frozen at once).
+    fn epoch(
+        &mut self,
+        data: &Tensors,
+        batch_size: usize,
+        epoch: usize,
+        observers: &mut [&mut dyn Observer],
+    ) -> Result<Vec<Option<EpochMetrics>>> {
+        let n = data.train_len();
+        let steps = n.div_ceil(batch_size);
+        let members = self.alive.len() as i64;
+        let started = Instant::now();
+        let orders: Vec<Tensor> = self
+            .rngs
+            .iter_mut()
+            .map(|rng| shuffled_indices(n, rng))
+            .collect();
+        for (observer, order) in observers.iter_mut().zip(&orders) {
+            observer.start_epoch(epoch, steps, order);
+        }
+        let device = data.train_x.device();
+        let orders = Tensor::stack(&orders, 0).to_device(device);
+        let item: Vec<i64> = data.train_x.size()[1..].to_vec();
+        let mut loss_sums = Tensor::zeros([members], (Kind::Float, device));
+        let mut finite = self.alive.clone();
+        for step in 0..steps {
+            if observers.iter().any(|o| o.should_stop()) {
+                return Err(Stopped.into());
+            }
+            let start = (step * batch_size) as i64;
+            let len = batch_size.min(n - step * batch_size) as i64;
+            let idx = orders.narrow(1, start, len).reshape([-1]);
+            let mut shape = vec![members, len];
+            shape.extend_from_slice(&item);
+            let x = FusedNet::interleave(&data.train_x.index_select(0, &idx).view(&shape[..]));
+            let y = data.train_y.index_select(0, &idx).view([members, len]);
+            let losses = member_losses(&self.net.forward(&x, true), &y, Reduction::Mean);
+            self.adam.zero_grad();
+            losses.sum(Kind::Float).backward();
+            self.adam.step();
+            let _ = loss_sums.g_add_(&(losses.detach() * len as f64));
+            if step % CHECK_EVERY == CHECK_EVERY - 1 || step + 1 == steps {
+                let now = Vec::<f64>::try_from(losses.to_kind(Kind::Double))?;
+                for (m, loss) in now.into_iter().enumerate() {
+                    if finite[m] && !loss.is_finite() {
+                        finite[m] = false;
+                        self.freeze(m);
+                    }
+                }
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let val = self.evaluate(&data.val_x, &data.val_y);
+        let sums = Vec::<f64>::try_from(loss_sums.to_kind(Kind::Double))?;
+        Ok((0..members as usize)
+            .map(|m| {
+                finite[m].then(|| EpochMetrics {
+                    epoch,
+                    train_loss: sums[m] / n as f64,
+                    val_loss: val[m].0,
+                    val_acc: val[m].1,
+                    seconds,
+                    images_per_second: n as f64 / seconds,
+                })
+            })
+            .collect())
+    }
+
+    /// Each member's mean loss and accuracy on `x`, `y` in eval mode, without gradients.
+    fn evaluate(&self, x: &Tensor, y: &Tensor) -> Vec<(f64, f64)> {
+        let members = self.alive.len() as i64;
+        tch::no_grad(|| {
+            let n = y.size()[0];
+            let mut loss_sum = Tensor::zeros([members], (Kind::Double, x.device()));
+            let mut correct = Tensor::zeros([members], (Kind::Int64, x.device()));
+            for start in (0..n).step_by(EVAL_BATCH as usize) {
+                let len = EVAL_BATCH.min(n - start);
+                let xb = x.narrow(0, start, len).repeat([1, members, 1, 1]);
+                let logits = self.net.forward(&xb, false);
+                let yb = y
+                    .narrow(0, start, len)
+                    .unsqueeze(0)
+                    .expand([members, len], true);
+                let losses = member_losses(&logits, &yb, Reduction::Sum);
+                let _ = loss_sum.g_add_(&losses.to_kind(Kind::Double));
+                let hits = logits.argmax(-1, false).eq_tensor(&yb);
+                let _ = correct.g_add_(&hits.sum_dim_intlist(1, false, Kind::Int64));
+            }
+            let losses = Vec::<f64>::try_from(loss_sum).expect("f64 losses");
+            let correct = Vec::<i64>::try_from(correct).expect("i64 counts");
+            losses
+                .into_iter()
+                .zip(correct)
+                .map(|(l, c)| (l / n as f64, c as f64 / n as f64))
+                .collect()
+        })
+    }
+}
+
+/// Each member's cross-entropy `[M]` (mean or sum over its examples) from logits `[M, N, K]`
+/// and targets `[M, N]`.
+fn member_losses(logits: &Tensor, targets: &Tensor, reduction: Reduction) -> Tensor {
+    let [m, n, k] = logits.size()[..] else {
+        unreachable!("fused logits are [M, N, K]")
+    };
+    let each = logits
+        .reshape([m * n, k])
+        .cross_entropy_loss::<Tensor>(&targets.reshape([m * n]), None, Reduction::None, -100, 0.0)
+        .view([m, n]);
+    match reduction {
+        Reduction::Sum => each.sum_dim_intlist(1, false, None::<Kind>),
+        _ => each.mean_dim(1, false, None::<Kind>),
+    }
+}
