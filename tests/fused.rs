@@ -97,7 +97,7 @@ fn fused_forward_and_gradients_equal_each_solo_net() {
             let d = tensor_rel(&logits.get(m as i64), &alone);
             assert!(d < 1e-5, "{what}: logits differ by {d:e}");
             cross_entropy(&alone, &ys.get(m as i64)).backward();
-            let mut names: Vec<_> = trainable(&vs);
+            let names = trainable(&vs);
             let grads = fused.member_variables(m, &|t| t.grad());
             assert_eq!(names.len(), grads.len(), "{what}: variables");
             for ((name, var), (fused_name, grad)) in names.iter().zip(&grads) {
