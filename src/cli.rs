@@ -8,6 +8,7 @@ use shallow::model::{Layout, Precision};
 use shallow::report::equivalence::Margins;
 use shallow::sweep::grid;
 use shallow::sweep::store::Location;
+use shallow::sweep::worker::Fuse;
 use shallow::train::RunConfig;
 /// Most threads or worker processes one command may ask for.
 const MAX_PARALLELISM: usize = 1024;
@@ -98,6 +99,9 @@ pub enum Command {
         precision: Precision,
         #[arg(long)]
         steps: usize,
+        /// Nets trained together as one fused array.
+        #[arg(long, default_value_t = 1)]
+        members: usize,
     },
     /// Download datasets.
     Data {
@@ -136,9 +140,15 @@ pub struct WorkerArgs {
     pub runtime: RuntimeArgs,
 }
 
-/// How a sweep's queue treats runs whose workers die.
+/// How workers take runs from the queue, and what happens to runs whose workers die.
 #[derive(Args, Clone, Copy)]
 pub struct QueueArgs {
+    /// Train up to this many runs that differ only in lr and seed together, as one fused
+    /// array (grouped convolutions; each run still recorded as itself). auto: up to 16 on a
+    /// GPU, within about 16 GiB of estimated training memory; 1 on a CPU, where fusing
+    /// measured no faster. 1 turns fusion off.
+    #[arg(long, default_value = "auto", value_name = "auto|N")]
+    pub fuse: Fuse,
     /// A run whose worker dies on it this many times is marked failed instead of being
     /// claimed again.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]

@@ -52,6 +52,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             device,
             precision,
             steps,
+            members,
         } => {
             let net =
                 bench::BenchNet::named(&net).with_context(|| format!("unknown net '{net}'"))?;
@@ -61,7 +62,11 @@ pub fn run(command: Command) -> Result<ExitCode> {
                 precision,
                 steps,
             };
-            let m = bench::measure_step(net, layout, settings)?;
+            let m = if members > 1 {
+                bench::measure_fused_step(net, layout, members, settings)?
+            } else {
+                bench::measure_step(net, layout, settings)?
+            };
             println!("{}", serde_json::to_string(&m)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -134,6 +139,7 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
         device: args.runtime.device,
         max_attempts: args.queue.max_attempts,
         lease: Duration::from_secs(args.queue.lease),
+        fuse: args.queue.fuse,
         forever: false,
         log_path: queued.log_path.clone(),
     };
@@ -155,6 +161,7 @@ fn worker_command(args: &WorkerArgs) -> Result<ExitCode> {
                 device: args.runtime.device,
                 max_attempts: args.queue.max_attempts,
                 lease: Duration::from_secs(args.queue.lease),
+                fuse: args.queue.fuse,
                 forever: args.forever,
                 log_path: args.db.worker_log(),
             },
@@ -170,6 +177,7 @@ fn worker_command(args: &WorkerArgs) -> Result<ExitCode> {
         max_attempts: args.queue.max_attempts,
         lease: Duration::from_secs(args.queue.lease),
         forever: args.forever,
+        fuse: args.queue.fuse,
     })?;
     tracing::info!("worker done: {summary:?}");
     Ok(ExitCode::SUCCESS)

@@ -13,8 +13,10 @@ use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
 
 use crate::data::CLASSES;
 use crate::device;
+use crate::model::fused::FusedNet;
 use crate::model::{Activation, Architecture, Head, Layout, Net, Pool, Precision};
 use crate::report::stats::median;
+use crate::train::adam::MemberAdam;
 use crate::train::cross_entropy;
 
 /// A benchmark net (the same table is in bench/reference.py).
@@ -156,6 +158,51 @@ pub fn measure_step(net: BenchNet, layout: Layout, s: StepSettings) -> Result<St
     let seconds = started.elapsed().as_secs_f64();
     Ok(StepMeasurement {
         images_per_second: (s.steps * BATCH) as f64 / seconds,
+        seconds,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+/// Times `s.steps` training steps of `members` nets of one architecture fused into one array
+/// ([`FusedNet`]), each member with its own batch of synthetic data; images per second count
+/// every member's images.
+pub fn measure_fused_step(
+    net: BenchNet,
+    layout: Layout,
+    members: usize,
+    s: StepSettings,
+) -> Result<StepMeasurement> {
+    device::set_threads(s.threads);
+    let seeds: Vec<u64> = (0..members as u64).collect();
+    let model =
+        FusedNet::new(net.architecture(layout), &seeds, s.device)?.with_precision(s.precision);
+    let mut adam = MemberAdam::new(&model, &vec![1e-3; members]);
+    let [c, h, w] = net.input.map(|d| d as i64);
+    let (m, b) = (members as i64, BATCH as i64);
+    let x = FusedNet::interleave(&Tensor::randn([m, b, c, h, w], (Kind::Float, s.device)));
+    let y = Tensor::randint(10, [m * b], (Kind::Int64, s.device));
+    let mut step = || {
+        let logits = model.forward(&x, true).reshape([m * b, -1]);
+        let losses = logits
+            .cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::None, -100, 0.0)
+            .view([m, b])
+            .mean_dim(1, false, None::<Kind>);
+        adam.zero_grad();
+        losses.sum(Kind::Float).backward();
+        adam.step();
+    };
+    for _ in 0..WARMUP {
+        step();
+    }
+    device::synchronize(s.device);
+    let started = Instant::now();
+    for _ in 0..s.steps {
+        step();
+    }
+    device::synchronize(s.device);
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(StepMeasurement {
+        images_per_second: (s.steps * BATCH * members) as f64 / seconds,
         seconds,
         peak_rss_mb: peak_rss_mb(),
     })

@@ -12,6 +12,7 @@ use super::grid;
 use super::plan::{check_inputs, plan_workers};
 use super::progress::Progress;
 use super::store::{self, Location, RunRow, RunStatus};
+use super::worker::Fuse;
 use crate::device::DeviceChoice;
 
 pub struct SweepOptions {
@@ -40,6 +41,8 @@ pub struct PoolOptions {
     pub max_attempts: u32,
     /// A run whose worker is silent this long goes to another worker.
     pub lease: Duration,
+    /// How many runs of one fusion group each worker trains together.
+    pub fuse: Fuse,
     pub forever: bool,
     pub log_path: PathBuf,
 }
@@ -250,6 +253,8 @@ fn spawn_worker(exe: &Path, pool: &PoolOptions, id: &str) -> Result<Child> {
         .arg(pool.max_attempts.to_string())
         .arg("--lease")
         .arg(pool.lease.as_secs().to_string())
+        .arg("--fuse")
+        .arg(pool.fuse.to_string())
         .args(pool.forever.then_some("--forever"))
         // Through the environment, not the command line: a URL's password stays out of `ps`.
         .env("SHALLOW_DB", pool.db.as_os_str())

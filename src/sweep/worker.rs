@@ -37,6 +37,73 @@ pub struct WorkerOptions {
     pub lease: Duration,
     /// Wait for new runs when the queue is empty instead of returning.
     pub forever: bool,
+    /// How many runs of one fusion group to train together.
+    pub fuse: Fuse,
+}
+
+/// How many runs that differ only in lr and seed a worker trains together as one fused array
+/// (`--fuse`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fuse {
+    /// On a GPU up to [`AUTO_MEMBERS`] within [`GPU_BUDGET`]; on a CPU one run at a time: there,
+    /// fused arrays train no faster than separate runs (grouped convolutions run at the speed of
+    /// their groups one by one; see README, Performance).
+    Auto,
+    /// At most this many (1: no fusion), within the memory this machine has.
+    AtMost(usize),
+}
+
+/// The most members `--fuse auto` puts in one array on a GPU.
+pub const AUTO_MEMBERS: usize = 16;
+/// The estimated training memory `--fuse auto` lets one array take on a GPU.
+pub const GPU_BUDGET: f64 = 16.0 * (1u64 << 30) as f64;
+
+impl std::str::FromStr for Fuse {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Fuse, String> {
+        if text == "auto" {
+            return Ok(Fuse::Auto);
+        }
+        match text.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(Fuse::AtMost(n)),
+            _ => Err(format!(
+                "expected auto or a number of runs ≥ 1, got '{text}'"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Fuse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fuse::Auto => f.write_str("auto"),
+            Fuse::AtMost(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl Fuse {
+    /// The most runs to claim as one group on `device`.
+    fn cap(self, device: Device) -> usize {
+        match self {
+            Fuse::AtMost(n) => n,
+            Fuse::Auto if device.is_cuda() => AUTO_MEMBERS,
+            Fuse::Auto => 1,
+        }
+    }
+
+    /// How many members of `cfg` on `input`-shaped data fit the memory budget (at least one).
+    fn fitting(self, cfg: &crate::train::RunConfig, input: [usize; 3], device: Device) -> usize {
+        let need = cfg
+            .architecture(input)
+            .training_memory_bytes(cfg.batch_size);
+        let budget = if device.is_cuda() {
+            Some(GPU_BUDGET)
+        } else {
+            device::available_memory().map(|b| b as f64)
+        };
+        budget.map_or(usize::MAX, |b| ((b / need) as usize).max(1))
+    }
 }
 
 /// Counts of what one worker did.
@@ -64,7 +131,9 @@ pub fn run(opts: &WorkerOptions) -> Result<WorkerSummary> {
     let mut summary = WorkerSummary::default();
     while !stop.load(Ordering::Relaxed) {
         store.requeue_abandoned(opts.lease, opts.max_attempts)?;
-        let Some(run) = store.claim(&me)? else {
+        let cap = opts.fuse.cap(device);
+        let group = store.claim_group(&me, &|_| cap)?;
+        if group.is_empty() {
             if !opts.forever {
                 break;
             }
@@ -73,19 +142,36 @@ pub fn run(opts: &WorkerOptions) -> Result<WorkerSummary> {
                 std::thread::sleep(Duration::from_millis(200));
             }
             continue;
-        };
-        tracing::info!("worker {} trains run {}", me.id, run.id);
+        }
+        let ids: Vec<&str> = group.iter().map(|r| r.id.as_str()).collect();
+        tracing::info!("worker {} trains run(s) {}", me.id, ids.join(", "));
         let trained = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            train_one(&run, &mut cache, device, store.as_mut(), &me, &stop)
+            train_group(
+                &group,
+                &mut cache,
+                device,
+                opts.fuse,
+                store.as_mut(),
+                &me,
+                &stop,
+            )
         }))
         .unwrap_or_else(|panic| Err(anyhow!("training panicked: {}", panic_message(&panic))));
-        if trained.as_ref().is_err_and(|e| e.is::<Stopped>()) {
-            store.hand_back(&run.id, &me)?;
-            tracing::info!("SIGTERM: run {} handed back", run.id);
-            summary.handed_back += 1;
-            break;
+        let results = match trained {
+            Err(e) if e.is::<Stopped>() => {
+                for run in &group {
+                    store.hand_back(&run.id, &me)?;
+                }
+                tracing::info!("SIGTERM: run(s) {} handed back", ids.join(", "));
+                summary.handed_back += group.len();
+                break;
+            }
+            Err(e) => group.iter().map(|_| Err(anyhow!("{e:#}"))).collect(),
+            Ok(results) => results,
+        };
+        for (run, trained) in group.iter().zip(results) {
+            record(store.as_mut(), run, &me, trained, &mut summary);
         }
-        record(store.as_mut(), &run, &me, trained, &mut summary);
     }
     heartbeat.stop();
     Ok(summary)
@@ -98,6 +184,9 @@ fn record(
     trained: Result<RunResult>,
     summary: &mut WorkerSummary,
 ) {
+    if trained.as_ref().is_err_and(|e| e.is::<HandedBack>()) {
+        return;
+    }
     let finished = match &trained {
         Ok(result) => store.finish(&run.id, me, Finish::Trained(result)),
         Err(e) => store.finish(&run.id, me, Finish::Failed(&format!("{e:#}"))),
@@ -112,36 +201,75 @@ fn record(
     }
 }
 
-fn train_one(
-    run: &RunSpec,
+/// Trains a claimed group: one run alone, several as one fused array (those beyond what fits the
+/// memory budget handed back first). One result per run of `group`; a run handed back gets
+/// the error [`HandedBack`].
+fn train_group(
+    group: &[RunSpec],
     cache: &mut DataCache,
     device: Device,
+    fuse: Fuse,
     store: &mut dyn Store,
     me: &WorkerInfo,
     stop: &AtomicBool,
-) -> Result<RunResult> {
-    let cfg = &run.config;
+) -> Result<Vec<Result<RunResult>>> {
+    let cfg = &group[0].config;
     let tensors = cache.tensors(&cfg.dataset, cfg.train_limit, cfg.val_limit, cfg.subset)?;
-    let mut recorder = EpochRecorder {
-        store,
-        run_id: &run.id,
-        worker: me,
-        stop,
-    };
-    train::train(cfg, tensors, device, &mut recorder)
+    let fits = group.len().min(fuse.fitting(cfg, tensors.shape, device));
+    let (members, excess) = group.split_at(fits);
+    for run in excess {
+        store.hand_back(&run.id, me)?;
+    }
+    let store = std::cell::RefCell::new(store);
+    let store = &store;
+    let mut recorders: Vec<EpochRecorder> = members
+        .iter()
+        .map(|run| EpochRecorder {
+            store,
+            run_id: &run.id,
+            worker: me,
+            stop,
+        })
+        .collect();
+    let mut observers: Vec<&mut dyn Observer> = recorders
+        .iter_mut()
+        .map(|r| r as &mut dyn Observer)
+        .collect();
+    let configs: Vec<_> = members.iter().map(|r| r.config.clone()).collect();
+    let results = train::train_fused(&configs, tensors, device, &mut observers)?;
+    Ok(results
+        .into_iter()
+        .map(Ok)
+        .chain(excess.iter().map(|_| Err(HandedBack.into())))
+        .collect())
 }
 
+/// A run of a claimed group given back unstarted: more members than fit the memory budget.
+#[derive(Debug)]
+struct HandedBack;
+
+impl std::fmt::Display for HandedBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("handed back: the group was larger than fits in memory")
+    }
+}
+
+impl std::error::Error for HandedBack {}
+
 /// Writes each epoch's metrics to the store as it ends.
-struct EpochRecorder<'a> {
-    store: &'a mut dyn Store,
+struct EpochRecorder<'a, 's> {
+    /// Shared by the members of a fused group.
+    store: &'a std::cell::RefCell<&'s mut dyn Store>,
     run_id: &'a str,
     worker: &'a WorkerInfo,
     stop: &'a AtomicBool,
 }
 
-impl Observer for EpochRecorder<'_> {
+impl Observer for EpochRecorder<'_, '_> {
     fn epoch(&mut self, m: &EpochMetrics) -> Result<()> {
-        self.store.record_epoch(self.run_id, self.worker, m)
+        self.store
+            .borrow_mut()
+            .record_epoch(self.run_id, self.worker, m)
     }
 
     fn should_stop(&self) -> bool {

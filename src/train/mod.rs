@@ -15,7 +15,7 @@ use crate::data::{CLASSES, Tensors};
 use crate::model::{Net, determination_ratio, parameter_count};
 pub use crate::settings::RunConfig;
 
-mod adam;
+pub(crate) mod adam;
 mod fused;
 pub use fused::train_fused;
 

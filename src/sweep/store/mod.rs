@@ -178,7 +178,18 @@ pub trait Store {
     fn register_worker(&mut self, worker: &WorkerInfo) -> Result<()>;
     fn heartbeat(&mut self, worker: &WorkerInfo) -> Result<()>;
     /// Atomically moves one pending run to running for `worker`; `None` when none is pending.
-    fn claim(&mut self, worker: &WorkerInfo) -> Result<Option<RunSpec>>;
+    fn claim(&mut self, worker: &WorkerInfo) -> Result<Option<RunSpec>> {
+        Ok(self.claim_group(worker, &|_| 1)?.into_iter().next())
+    }
+    /// Atomically moves a group of pending runs that can be trained together to running for
+    /// `worker`: the first pending run in queue order, then the next pending runs of its fusion
+    /// key ([`fusion_key`](super::grid::fusion_key)), `limit(first run's config)` runs in all at
+    /// most. Empty when none is pending.
+    fn claim_group(
+        &mut self,
+        worker: &WorkerInfo,
+        limit: &dyn Fn(&RunConfig) -> usize,
+    ) -> Result<Vec<RunSpec>>;
     fn record_epoch(&mut self, run_id: &str, worker: &WorkerInfo, m: &EpochMetrics) -> Result<()>;
     fn finish(&mut self, run_id: &str, worker: &WorkerInfo, finish: Finish) -> Result<()>;
     /// Puts runs back to pending whose worker is gone — its lease expired (no heartbeat for
@@ -213,7 +224,26 @@ pub trait Store {
 
 /// The version of the schema this release writes. Version 1 (no `shallow_meta` table) is the
 /// schema of releases before versioning; it is migrated in place when a writer opens it.
-pub const SCHEMA_VERSION: i64 = 2;
+/// Version 2 added the version record, version 3 the runs' fusion keys.
+pub const SCHEMA_VERSION: i64 = 3;
+
+/// A claimed run from its stored columns.
+fn run_spec(id: String, pair_id: String, config: &str) -> Result<RunSpec> {
+    let config = serde_json::from_str(config)
+        .map_err(|e| anyhow::anyhow!("run {id}: stored config is not readable: {e}"))?;
+    Ok(RunSpec {
+        id,
+        pair_id,
+        config,
+    })
+}
+
+/// The fusion key of a run from its stored config (JSON).
+fn stored_fusion_key(config: &str) -> Result<String> {
+    let config: RunConfig = serde_json::from_str(config)
+        .map_err(|e| anyhow::anyhow!("a stored run config is not readable: {e}"))?;
+    Ok(super::grid::fusion_key(&config))
+}
 
 /// Opens the store at `location` for a sweep or worker: created if missing, migrated if older.
 pub fn open(location: &Location) -> Result<Box<dyn Store + Send>> {

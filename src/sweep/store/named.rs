@@ -4,7 +4,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::{Added, EpochRow, Finish, Location, RunRow, RunSpec, RunStatus, Running, Store};
-use super::{EpochMetrics, WorkerInfo};
+use super::{EpochMetrics, RunConfig, WorkerInfo};
 
 pub struct Named {
     inner: Box<dyn Store + Send>,
@@ -33,8 +33,12 @@ impl Store for Named {
         let r = self.inner.heartbeat(w);
         r.with_context(|| self.name.clone())
     }
-    fn claim(&mut self, w: &WorkerInfo) -> Result<Option<RunSpec>> {
-        let r = self.inner.claim(w);
+    fn claim_group(
+        &mut self,
+        w: &WorkerInfo,
+        limit: &dyn Fn(&RunConfig) -> usize,
+    ) -> Result<Vec<RunSpec>> {
+        let r = self.inner.claim_group(w, limit);
         r.with_context(|| self.name.clone())
     }
     fn record_epoch(&mut self, run_id: &str, w: &WorkerInfo, m: &EpochMetrics) -> Result<()> {

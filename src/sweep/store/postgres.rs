@@ -13,10 +13,12 @@ use postgres::{Client, GenericClient, NoTls, Row};
 
 use super::{
     Added, EpochRow, Finish, RUN_COLUMNS, RunRow, RunStatus, Running, SCHEMA_VERSION, Store,
-    WorkerInfo, check_version, finite, not_owned, portable, redact, schema_version_of,
+    WorkerInfo, check_version, finite, not_owned, portable, redact, run_spec, schema_version_of,
+    stored_fusion_key,
 };
 use crate::sweep::grid::RunSpec;
-use crate::train::{EpochMetrics, Outcome};
+use crate::sweep::grid::fusion_key;
+use crate::train::{EpochMetrics, Outcome, RunConfig};
 
 /// The server's time, in seconds since the Unix epoch.
 const NOW: &str = "extract(epoch from clock_timestamp())::float8";
@@ -35,6 +37,7 @@ CREATE TABLE IF NOT EXISTS runs (
     pair_id TEXT NOT NULL,
     sweep TEXT NOT NULL REFERENCES sweeps(name),
     config TEXT NOT NULL,
+    fuse_key TEXT,
     status TEXT NOT NULL DEFAULT 'pending'
         CHECK (status IN ('pending', 'running', 'done', 'diverged', 'failed')),
     attempts BIGINT NOT NULL DEFAULT 0,
@@ -119,6 +122,12 @@ impl PostgresStore {
         check_version(version, &name)?;
         if version < SCHEMA_VERSION {
             tx.batch_execute(SCHEMA)?;
+            // Version 3: the runs' fusion keys, computed from their configs.
+            tx.batch_execute("ALTER TABLE runs ADD COLUMN IF NOT EXISTS fuse_key TEXT")?;
+            fill_fusion_keys(&mut tx)?;
+            tx.batch_execute(
+                "CREATE INDEX IF NOT EXISTS runs_fusion ON runs(fuse_key, status, seq)",
+            )?;
             tx.execute(
                 "INSERT INTO shallow_meta (key, value) VALUES ('schema_version', $1)
                  ON CONFLICT (key) DO UPDATE SET value = $1",
@@ -156,6 +165,19 @@ impl PostgresStore {
 
 fn connect(url: &str) -> Result<Client> {
     Client::connect(url, NoTls).with_context(|| format!("cannot connect to {}", redact(url)))
+}
+
+/// Computes the fusion key of every run that has none (migrated or imported).
+fn fill_fusion_keys(client: &mut impl GenericClient) -> Result<()> {
+    let missing = client.query("SELECT seq, config FROM runs WHERE fuse_key IS NULL", &[])?;
+    for row in missing {
+        let (seq, config): (i64, String) = (row.get(0), row.get(1));
+        client.execute(
+            "UPDATE runs SET fuse_key = $2 WHERE seq = $1",
+            &[&seq, &stored_fusion_key(&config)?],
+        )?;
+    }
+    Ok(())
 }
 
 fn schema_version(client: &mut impl GenericClient, name: &str) -> Result<i64> {

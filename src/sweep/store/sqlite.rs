@@ -2,15 +2,16 @@
 //! statements, so any number of processes on one machine can share it.
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     Added, EpochRow, Finish, RUN_COLUMNS, RunRow, RunStatus, Running, Store, WorkerInfo, finite,
-    not_owned, now, worker_gone,
+    not_owned, now, run_spec, worker_gone,
 };
 use crate::sweep::grid::RunSpec;
-use crate::train::{EpochMetrics, Outcome};
+use crate::sweep::grid::fusion_key;
+use crate::train::{EpochMetrics, Outcome, RunConfig};
 
 pub struct SqliteStore {
     conn: Connection,
@@ -32,15 +33,16 @@ impl Store for SqliteStore {
         let mut new = 0;
         {
             let mut insert = tx.prepare(
-                "INSERT INTO runs (id, pair_id, sweep, config) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO runs (id, pair_id, sweep, config, fuse_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO NOTHING",
             )?;
             for run in runs {
                 new += insert.execute(params![
                     run.id,
                     run.pair_id,
                     sweep,
-                    serde_json::to_string(&run.config)?
+                    serde_json::to_string(&run.config)?,
+                    fusion_key(&run.config)
                 ])?;
             }
         }
@@ -69,39 +71,44 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn claim(&mut self, w: &WorkerInfo) -> Result<Option<RunSpec>> {
+    fn claim_group(
+        &mut self,
+        w: &WorkerInfo,
+        limit: &dyn Fn(&RunConfig) -> usize,
+    ) -> Result<Vec<RunSpec>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let claimed = tx
-            .query_row(
+        let claim = |filter: &str, key: Option<&str>, n: i64| -> Result<Vec<RunSpec>> {
+            let sql = format!(
                 "UPDATE runs SET status = 'running', worker = ?1, host = ?2, claimed_at = ?3,
                      attempts = attempts + 1, error = NULL
-                 WHERE seq = (SELECT seq FROM runs WHERE status = 'pending' ORDER BY seq LIMIT 1)
-                 RETURNING id, pair_id, config",
-                params![w.id, w.host, now()],
-                |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((id, pair_id, config)) = claimed else {
-            return Ok(None);
+                 WHERE seq IN (SELECT seq FROM runs WHERE status = 'pending' {filter}
+                               ORDER BY seq LIMIT ?5)
+                 RETURNING id, pair_id, config"
+            );
+            let mut q = tx.prepare(&sql)?;
+            let rows = q.query_map(params![w.id, w.host, now(), key, n], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?;
+            rows.map(|r| {
+                let (id, pair_id, config): (String, String, String) = r?;
+                // Epochs of an earlier, abandoned attempt: the run restarts from scratch.
+                tx.execute("DELETE FROM epochs WHERE run_id = ?1", [&id])?;
+                run_spec(id, pair_id, &config)
+            })
+            .collect()
         };
-        // Epochs of an earlier, abandoned attempt: the run restarts from scratch.
-        tx.execute("DELETE FROM epochs WHERE run_id = ?1", [&id])?;
+        let mut group = claim("AND ?4 IS NULL", None, 1)?;
+        if let Some(first) = group.first() {
+            let more = limit(&first.config).saturating_sub(1) as i64;
+            if more > 0 {
+                let key = fusion_key(&first.config);
+                group.extend(claim("AND fuse_key = ?4", Some(&key), more)?);
+            }
+        }
         tx.commit()?;
-        let config = serde_json::from_str(&config)
-            .with_context(|| format!("run {id}: stored config is not readable"))?;
-        Ok(Some(RunSpec {
-            id,
-            pair_id,
-            config,
-        }))
+        Ok(group)
     }
 
     fn record_epoch(&mut self, run_id: &str, w: &WorkerInfo, m: &EpochMetrics) -> Result<()> {
@@ -412,6 +419,7 @@ impl Store for SqliteStore {
                 ])?;
             }
         }
+        schema::fill_fusion_keys(&tx)?;
         tx.commit()?;
         Ok(Added {
             new,

@@ -1,6 +1,31 @@
 //! [`Store`] for [`PostgresStore`]: the queue, leases and results in SQL.
 use super::*;
 
+/// Moves up to `n` pending runs (of fusion key `key`, if given) to running for `w`, skipping
+/// rows other transactions hold.
+fn claim_pending(
+    tx: &mut postgres::Transaction,
+    w: &WorkerInfo,
+    key: Option<&str>,
+    n: i64,
+) -> Result<Vec<Row>> {
+    let (filter, key) = match key {
+        Some(key) => ("AND fuse_key = $4", key),
+        None => ("AND $4 = ''", ""),
+    };
+    Ok(tx.query(
+        &format!(
+            "UPDATE runs SET status = 'running', worker = $1, host = $2,
+                 claimed_at = {NOW}, lease_renewed_at = {NOW},
+                 attempts = attempts + 1, error = NULL
+             WHERE seq IN (SELECT seq FROM runs WHERE status = 'pending' {filter}
+                           ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED)
+             RETURNING id, pair_id, config"
+        ),
+        &[&w.id, &w.host, &n, &key],
+    )?)
+}
+
 impl Store for PostgresStore {
     fn add_runs(&mut self, sweep: &str, config_text: &str, runs: &[RunSpec]) -> Result<Added> {
         let configs = runs
@@ -18,12 +43,13 @@ impl Store for PostgresStore {
                 &[&sweep, &config_text],
             )?;
             let insert = tx.prepare(
-                "INSERT INTO runs (id, pair_id, sweep, config) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO runs (id, pair_id, sweep, config, fuse_key)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
             )?;
             let mut new = 0;
             for (run, config) in runs.iter().zip(&configs) {
-                new += tx.execute(&insert, &[&run.id, &run.pair_id, &sweep, config])?;
+                let key = fusion_key(&run.config);
+                new += tx.execute(&insert, &[&run.id, &run.pair_id, &sweep, config, &key])?;
             }
             tx.commit()?;
             Ok(new as usize)
@@ -67,51 +93,47 @@ impl Store for PostgresStore {
         })
     }
 
-    fn claim(&mut self, w: &WorkerInfo) -> Result<Option<RunSpec>> {
+    fn claim_group(
+        &mut self,
+        w: &WorkerInfo,
+        limit: &dyn Fn(&RunConfig) -> usize,
+    ) -> Result<Vec<RunSpec>> {
         let claimed = self.with(|client| {
             let mut tx = client.transaction()?;
-            // A worker claims only when it trains nothing: a run still held under its id is one
-            // whose claim committed but whose answer was lost to a dropped connection. Take it
-            // again rather than leave it held by a live lease forever.
-            let held = tx.query_opt(
+            // A worker claims only when it trains nothing: runs still held under its id are
+            // those whose claim committed but whose answer was lost to a dropped connection.
+            // Take them again rather than leave them held by a live lease forever.
+            let mut rows = tx.query(
                 "SELECT id, pair_id, config FROM runs WHERE worker = $1 AND status = 'running'
-                 LIMIT 1",
+                 ORDER BY seq",
                 &[&w.id],
             )?;
-            let row = match held {
-                Some(row) => Some(row),
-                None => tx.query_opt(
-                    &format!(
-                        "UPDATE runs SET status = 'running', worker = $1, host = $2,
-                         claimed_at = {NOW}, lease_renewed_at = {NOW},
-                         attempts = attempts + 1, error = NULL
-                     WHERE seq = (SELECT seq FROM runs WHERE status = 'pending'
-                                  ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED)
-                     RETURNING id, pair_id, config"
-                    ),
-                    &[&w.id, &w.host],
-                )?,
-            };
-            let Some(row) = row else {
-                return Ok(None);
-            };
-            let (id, pair_id, config): (String, String, String) =
-                (row.get(0), row.get(1), row.get(2));
-            // Epochs of an earlier, abandoned attempt: the run restarts from scratch.
-            tx.execute("DELETE FROM epochs WHERE run_id = $1", &[&id])?;
+            if rows.is_empty() {
+                rows = claim_pending(&mut tx, w, None, 1)?;
+                if let Some(first) = rows.first() {
+                    let config: RunConfig = serde_json::from_str(first.get(2))?;
+                    let more = limit(&config).saturating_sub(1) as i64;
+                    if more > 0 {
+                        let key = fusion_key(&config);
+                        rows.extend(claim_pending(&mut tx, w, Some(&key), more)?);
+                    }
+                }
+            }
+            let mut group = vec![];
+            for row in rows {
+                let (id, pair_id, config): (String, String, String) =
+                    (row.get(0), row.get(1), row.get(2));
+                // Epochs of an earlier, abandoned attempt: the run restarts from scratch.
+                tx.execute("DELETE FROM epochs WHERE run_id = $1", &[&id])?;
+                group.push((id, pair_id, config));
+            }
             tx.commit()?;
-            Ok(Some((id, pair_id, config)))
+            Ok(group)
         })?;
-        let Some((id, pair_id, config)) = claimed else {
-            return Ok(None);
-        };
-        let config = serde_json::from_str(&config)
-            .with_context(|| format!("run {id}: stored config is not readable"))?;
-        Ok(Some(RunSpec {
-            id,
-            pair_id,
-            config,
-        }))
+        claimed
+            .into_iter()
+            .map(|(id, pair_id, config)| run_spec(id, pair_id, &config))
+            .collect()
     }
 
     fn record_epoch(&mut self, run_id: &str, w: &WorkerInfo, m: &EpochMetrics) -> Result<()> {
@@ -410,6 +432,7 @@ impl Store for PostgresStore {
                     ],
                 )?;
             }
+            fill_fusion_keys(&mut tx)?;
             tx.commit()?;
             Ok(new)
         })?;

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::SqliteStore;
-use crate::sweep::store::{SCHEMA_VERSION, check_version, schema_version_of};
+use crate::sweep::store::{SCHEMA_VERSION, check_version, schema_version_of, stored_fusion_key};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS shallow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS runs (
     pair_id TEXT NOT NULL,
     sweep TEXT NOT NULL REFERENCES sweeps(name),
     config TEXT NOT NULL,
+    fuse_key TEXT,
     status TEXT NOT NULL DEFAULT 'pending'
         CHECK (status IN ('pending', 'running', 'done', 'diverged', 'failed')),
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -77,8 +78,10 @@ impl SqliteStore {
         if version < SCHEMA_VERSION {
             let tx = conn.unchecked_transaction()?;
             // Version 1 → 2 adds the version record itself; every table of version 1 is kept
-            // as it is, so the statements below are the migration.
+            // as it is, so the statements below are the migration. 2 → 3 adds the runs' fusion
+            // keys, computed from their configs.
             tx.execute_batch(SCHEMA)?;
+            add_fusion_keys(&tx)?;
             tx.execute(
                 "INSERT INTO shallow_meta (key, value) VALUES ('schema_version', ?1)
                  ON CONFLICT (key) DO UPDATE SET value = ?1",
@@ -135,6 +138,38 @@ impl SqliteStore {
         conn.busy_timeout(Duration::from_secs(60))?;
         Ok(SqliteStore { conn })
     }
+}
+
+/// Version 3: the fusion key of every run (runs with equal keys may train as one array), indexed
+/// for claiming a group; added to the runs of an older database.
+fn add_fusion_keys(tx: &rusqlite::Transaction) -> Result<()> {
+    let has_column: bool = tx.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('runs') WHERE name = 'fuse_key'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_column {
+        tx.execute("ALTER TABLE runs ADD COLUMN fuse_key TEXT", [])?;
+    }
+    fill_fusion_keys(tx)?;
+    tx.execute(
+        "CREATE INDEX IF NOT EXISTS runs_fusion ON runs(fuse_key, status, seq)",
+        [],
+    )?;
+    Ok(())
+}
+
+/// Computes the fusion key of every run that has none (migrated or imported).
+pub(super) fn fill_fusion_keys(tx: &rusqlite::Transaction) -> Result<()> {
+    let missing: Vec<(i64, String)> = tx
+        .prepare("SELECT seq, config FROM runs WHERE fuse_key IS NULL")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut update = tx.prepare("UPDATE runs SET fuse_key = ?2 WHERE seq = ?1")?;
+    for (seq, config) in missing {
+        update.execute(rusqlite::params![seq, stored_fusion_key(&config)?])?;
+    }
+    Ok(())
 }
 
 /// The schema version of a database: 0 when it is empty, 1 when it has the tables of a release
