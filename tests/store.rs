@@ -9,8 +9,9 @@ use std::time::Duration;
 use common::stores::{self, TestStore, execute};
 use common::synthetic::{Synthetic, config, result_of};
 use shallow::model::Layout;
-use shallow::sweep::grid::{RunSpec, pair_id, run_id};
+use shallow::sweep::grid::{RunSpec, fusion_key, pair_id, run_id};
 use shallow::sweep::store::{self, Finish, Location, RunStatus, Store, WorkerInfo};
+use shallow::train::RunConfig;
 
 /// `n` pairs of runs, queued in pair order.
 fn specs(n: usize) -> Vec<RunSpec> {
@@ -80,7 +81,106 @@ both_backends!(
     a_renewed_lease_keeps_the_run,
     attempts_cap_marks_failed_and_retry_failed_requeues,
     readers_never_write_and_refuse_foreign_or_future_databases,
+    concurrent_group_claims_take_whole_fusion_groups_once,
 );
+
+/// 4 architectures × 2 layouts × 3 lrs × 2 seeds, queued with lr and seed outermost (so that a
+/// fusion group's runs are far apart in the queue).
+fn fusable_specs() -> Vec<RunSpec> {
+    let mut out = vec![];
+    for seed in [0, 1] {
+        for lr in [1e-3, 2e-3, 3e-3] {
+            for layers in 1..=4 {
+                for layout in [Layout::Sequential, Layout::Parallel] {
+                    let config = RunConfig {
+                        lr,
+                        seed,
+                        ..config("tiny", layout, 4, layers)
+                    };
+                    out.push(RunSpec {
+                        id: run_id(&config),
+                        pair_id: pair_id(&config),
+                        config,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn concurrent_group_claims_take_whole_fusion_groups_once(t: TestStore) {
+    let queued = fusable_specs();
+    store::open(&t.location)
+        .unwrap()
+        .add_runs("s", "", &queued)
+        .unwrap();
+    let groups: Vec<Vec<Vec<RunSpec>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..5)
+            .map(|i| {
+                let location = t.location.clone();
+                scope.spawn(move || {
+                    let mut s = store::open(&location).unwrap();
+                    let w = worker(&format!("g{i}"));
+                    std::iter::from_fn(|| {
+                        // Limit 4: each fusion group of 6 runs is claimed as 4 + 2.
+                        let group = s.claim_group(&w, &|_| 4).unwrap();
+                        for run in &group {
+                            let result = result_of(&synthetic(run));
+                            s.finish(&run.id, &w, Finish::Trained(&result)).unwrap();
+                        }
+                        (!group.is_empty()).then_some(group)
+                    })
+                    .collect()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let groups: Vec<&Vec<RunSpec>> = groups.iter().flatten().collect();
+    let ids: Vec<&str> = groups
+        .iter()
+        .flat_map(|g| g.iter().map(|r| r.id.as_str()))
+        .collect();
+    let distinct: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(
+        (ids.len(), distinct.len()),
+        (48, 48),
+        "each run claimed once"
+    );
+    for group in &groups {
+        let key = fusion_key(&group[0].config);
+        assert!(
+            group.iter().all(|r| fusion_key(&r.config) == key),
+            "a group mixes fusion keys"
+        );
+    }
+    let mut sizes: Vec<usize> = groups.iter().map(|g| g.len()).collect();
+    sizes.sort();
+    assert_eq!(
+        sizes,
+        [[2; 8], [4; 8]].concat(),
+        "8 fusion groups of 6, as 4 + 2"
+    );
+    // A limit of 1 is today's claim: one run, though its whole group is pending.
+    let mut s = store::open(&t.location).unwrap();
+    let more: Vec<RunSpec> = fusable_specs()
+        .into_iter()
+        .map(|r| {
+            let config = RunConfig {
+                filters: 5,
+                ..r.config
+            };
+            RunSpec {
+                id: run_id(&config),
+                pair_id: pair_id(&config),
+                config,
+            }
+        })
+        .collect();
+    s.add_runs("s2", "", &more).unwrap();
+    assert_eq!(s.claim_group(&worker("one"), &|_| 1).unwrap().len(), 1);
+}
 
 fn concurrent_claims_never_overlap_and_follow_queue_order(t: TestStore) {
     let queued = specs(20);

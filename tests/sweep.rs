@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::shallow_bin;
-use common::sweeps::{count, query, run_sweep, setup, sweep_command};
+use common::sweeps::{count, query, run_sweep, setup, sweep_command, sweep_command_fusing};
 use rusqlite::Connection;
 
 fn alive(pid: i64) -> bool {
@@ -35,7 +35,7 @@ fn assert_complete(db: &Path, runs: i64, epochs: i64) {
 #[test]
 fn killed_sweep_resumes_without_losing_or_repeating_anything() {
     let s = setup(
-        "layers = [1, 2, 3]\nfilters = 16\nepochs = 3\nbatch_size = 16\n",
+        "layers = [1, 2, 3]\nseed = [0, 1]\nfilters = 16\nepochs = 3\nbatch_size = 16\n",
         3000,
         16,
     );
@@ -95,7 +95,7 @@ fn killed_sweep_resumes_without_losing_or_repeating_anything() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_complete(&s.db, 6, 3);
+    assert_complete(&s.db, 12, 3);
     let finished_after: Vec<String> = query(
         &s.db,
         "SELECT id || '@' || finished_at FROM runs ORDER BY id",
@@ -106,22 +106,27 @@ fn killed_sweep_resumes_without_losing_or_repeating_anything() {
             "finished run {run} was trained again"
         );
     }
-    // Only interrupted runs were attempted twice; nothing finished was repeated.
+    // Only interrupted runs were attempted twice — both members of the fused group (seeds 0
+    // and 1) in each round; nothing finished was repeated.
     assert_eq!(
         count(&s.db, "SELECT COUNT(*) FROM runs WHERE attempts > 1"),
-        2
+        4
     );
 }
 
 #[test]
 fn two_sweeps_on_one_database_never_train_the_same_run() {
-    let s = setup("layers = [1, 2]\nfilters = [2, 4, 6]\nepochs = 2\n", 300, 8);
+    let s = setup(
+        "layers = [1, 2]\nfilters = [2, 4, 6]\nlr = [1e-3, 2e-3]\nepochs = 2\n",
+        300,
+        8,
+    );
     let a = sweep_command(&s, 1).stdout(Stdio::null()).spawn().unwrap();
     let b = sweep_command(&s, 1).stdout(Stdio::null()).spawn().unwrap();
     for mut child in [a, b] {
         assert!(child.wait().unwrap().success());
     }
-    assert_complete(&s.db, 12, 2);
+    assert_complete(&s.db, 24, 2);
     assert_eq!(
         count(&s.db, "SELECT MAX(attempts) FROM runs"),
         1,
@@ -134,6 +139,7 @@ fn two_sweeps_on_one_database_never_train_the_same_run() {
     );
 }
 
+/// Fused (lr 1e-3 and 1e30 in one array): the diverging member stops alone.
 #[test]
 fn diverging_run_is_recorded_and_the_sweep_completes() {
     let s = setup(
@@ -275,4 +281,45 @@ fn large_grid_is_queued_in_chunks_without_training() {
         runs / 2
     );
     assert_eq!(count(&s.db, "SELECT COUNT(*) FROM epochs"), 0);
+}
+
+#[test]
+fn fused_sweep_records_each_member_as_its_solo_run() {
+    let grid = "layers = 2\nfilters = 4\nlr = [1e-3, 3e-3]\nseed = [0, 1]\nepochs = 2\n";
+    let fused = setup(grid, 300, 8);
+    let solo = setup(grid, 300, 8);
+    assert!(run_sweep(&fused, 1).status.success());
+    let out = sweep_command_fusing(&solo, 1, "1").output().unwrap();
+    assert!(out.status.success());
+    assert_complete(&fused.db, 8, 2);
+    assert_complete(&solo.db, 8, 2);
+    let results = |db: &Path| -> Vec<String> {
+        query(
+            db,
+            "SELECT id || ' ' || final_train_loss || ' ' || final_val_loss || ' ' || final_val_acc
+             FROM runs ORDER BY id",
+        )
+    };
+    for (a, b) in results(&fused.db).iter().zip(results(&solo.db)) {
+        let a: Vec<&str> = a.split(' ').collect();
+        let b: Vec<&str> = b.split(' ').collect();
+        assert_eq!(a[0], b[0], "run ids");
+        for (x, y) in a[1..].iter().zip(&b[1..]) {
+            let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
+            assert!(
+                (x - y).abs() / y.abs().max(1.0) < 1e-3,
+                "run {}: {x} vs {y}",
+                a[0]
+            );
+        }
+    }
+    // Members of one array share each epoch's wall time; runs trained alone do not.
+    let timings = "SELECT COUNT(DISTINCT e.seconds) FROM epochs e JOIN runs r ON r.id = e.run_id
+                   WHERE e.epoch = 1 AND r.config LIKE '%\"layout\":\"parallel\"%'";
+    assert_eq!(
+        count(&fused.db, timings),
+        1,
+        "the four parallel runs trained as one array"
+    );
+    assert_eq!(count(&solo.db, timings), 4);
 }

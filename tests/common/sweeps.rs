@@ -32,7 +32,17 @@ pub fn setup(runs_toml: &str, train: usize, side: usize) -> Setup {
     }
 }
 
+/// Runs that differ only in lr and seed train fused (as one array) in tests' sweeps.
+pub const TEST_FUSE: &str = "4";
+
+/// `shallow sweep` of the setup's grid with `workers` one-thread workers, fusing up to
+/// [`TEST_FUSE`] runs.
 pub fn sweep_command(s: &Setup, workers: usize) -> Command {
+    sweep_command_fusing(s, workers, TEST_FUSE)
+}
+
+/// [`sweep_command`] with `--fuse fuse`.
+pub fn sweep_command_fusing(s: &Setup, workers: usize, fuse: &str) -> Command {
     let mut c = Command::new(shallow_bin());
     c.arg("sweep")
         .arg(&s.config)
@@ -46,6 +56,8 @@ pub fn sweep_command(s: &Setup, workers: usize) -> Command {
             "1",
             "--workers",
             &workers.to_string(),
+            "--fuse",
+            fuse,
         ]);
     c
 }
