@@ -4,7 +4,8 @@ in plain PyTorch, as a researcher would write it. Prints one JSON object per mea
   python bench/reference.py step --net mnist --layout parallel --threads 2 --steps 40
   python bench/reference.py step --net cifar --layout sequential --threads 2 --steps 400 \
       --device cuda --precision bf16
-  python bench/reference.py sweep --data-dir ../shared/data --threads 2
+  python bench/reference.py fused-step --net tiny --layout sequential --members 9 --threads 2
+  python bench/reference.py sweep --data-dir ../shared/data --threads 2 [--grid fused]
   python bench/reference.py train --data-dir ../shared/data --layout sequential --seed 3 ...
   python bench/reference.py replay --trace run.trace --data-dir ../shared/data
 
@@ -190,25 +191,67 @@ def evaluate(net, x, y):
     return loss / len(y), correct / len(y)
 
 
+def fused_step_bench(args):
+    """PyTorch's own way to train an array of same-shaped models: torch.func.stack_module_state +
+    vmap over functional_call, one Adam over the stacked parameters; each member its own batch."""
+    from torch.func import functional_call, stack_module_state
+    c, side, layers, filters, kernel, pool = NETS[args.net]
+    torch.manual_seed(0)
+    m, b = args.members, args.batch
+    models = [Net(args.layout, c, side, layers, filters, kernel, pool).to(args.device) for _ in range(m)]
+    params, buffers = stack_module_state(models)
+    base = Net(args.layout, c, side, layers, filters, kernel, pool).to("meta")
+    ensemble = torch.vmap(lambda p, bufs, x: functional_call(base, (p, bufs), (x,)))
+    opt = torch.optim.Adam(params.values(), lr=1e-3)
+    x = torch.randn(m, b, c, side, side, device=args.device)
+    y = torch.randint(0, 10, (m * b,), device=args.device)
+
+    def step():
+        opt.zero_grad()
+        logits = ensemble(params, buffers, x).reshape(m * b, 10)
+        F.cross_entropy(logits, y, reduction="none").view(m, b).mean(1).sum().backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    synchronize(args.device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    synchronize(args.device)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"images_per_second": args.steps * b * m / seconds,
+                      "seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
+
+
+# The sweep benchmarks' grids: (layout, layers, filters, kernel, lr, seed) of configs/bench-sweep.toml
+# and configs/bench-sweep-fused.toml, in their order.
+SWEEP_GRIDS = {
+    "mini": [(layout, layers, filters, kernel, 1e-3, 0)
+             for layers in (2, 4) for filters in (8, 16) for kernel in (3, 5)
+             for layout in ("sequential", "parallel")],
+    "fused": [(layout, 2, 8, 3, lr, seed)
+              for seed in (0, 1, 2) for lr in (1e-3, 2e-3, 3e-3)
+              for layout in ("sequential", "parallel")],
+}
+
+
 def sweep_bench(args):
     """The loop a researcher would write: for each config, load data, train, evaluate."""
     start = time.perf_counter()
     results = []
-    for layers in (2, 4):
-        for filters in (8, 16):
-            for kernel in (3, 5):
-                for layout in ("sequential", "parallel"):
-                    d = load_data(args.data_dir, "mnist", 5000, 1000, "stratified", args.device)
-                    torch.manual_seed(0)
-                    net = Net(layout, 1, 28, layers, filters, kernel, True).to(args.device)
-                    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-                    perm = torch.randperm(len(d["train_y"]), device=args.device)
-                    for i in range(0, len(perm), 32):
-                        idx = perm[i:i + 32]
-                        opt.zero_grad()
-                        F.cross_entropy(net(d["train_x"][idx]), d["train_y"][idx]).backward()
-                        opt.step()
-                    results.append(evaluate(net, d["val_x"], d["val_y"]) + evaluate(net, d["train_x"], d["train_y"]))
+    for layout, layers, filters, kernel, lr, seed in SWEEP_GRIDS[args.grid]:
+        d = load_data(args.data_dir, "mnist", 5000, 1000, "stratified", args.device)
+        torch.manual_seed(seed)
+        net = Net(layout, 1, 28, layers, filters, kernel, True).to(args.device)
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        perm = torch.randperm(len(d["train_y"]), device=args.device)
+        for i in range(0, len(perm), 32):
+            idx = perm[i:i + 32]
+            opt.zero_grad()
+            F.cross_entropy(net(d["train_x"][idx]), d["train_y"][idx]).backward()
+            opt.step()
+        results.append(evaluate(net, d["val_x"], d["val_y"]) + evaluate(net, d["train_x"], d["train_y"]))
     synchronize(args.device)
     print(json.dumps({"wall_seconds": time.perf_counter() - start, "runs": len(results),
                       "peak_rss_mb": peak_rss_mb()}))
@@ -374,7 +417,19 @@ def main():
     s.add_argument("--threads", type=int, required=True)
     s.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     s.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    w = sub.add_parser("sweep", help="16-run mini grid, one config after another")
+    f = sub.add_parser("fused-step", help="training-step throughput of a vmap ensemble of M nets")
+    f.add_argument("--net", choices=NETS, required=True)
+    f.add_argument("--layout", choices=["sequential", "parallel"], required=True)
+    f.add_argument("--members", type=int, required=True)
+    f.add_argument("--batch", type=int, default=64)
+    f.add_argument("--steps", type=int, default=30)
+    f.add_argument("--warmup", type=int, default=20)
+    f.add_argument("--threads", type=int, required=True)
+    f.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    f.add_argument("--precision", choices=["fp32"], default="fp32")
+    w = sub.add_parser("sweep", help="a sweep benchmark's grid, one config after another")
+    w.add_argument("--grid", choices=SWEEP_GRIDS, default="mini",
+                   help="mini: configs/bench-sweep.toml; fused: configs/bench-sweep-fused.toml")
     w.add_argument("--data-dir", required=True)
     w.add_argument("--threads", type=int, required=True)
     w.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -404,7 +459,7 @@ def main():
     torch.set_num_threads(args.threads)
     if getattr(args, "device", "cpu") == "cuda":
         torch.backends.cudnn.benchmark = True
-    modes = {"step": step_bench, "sweep": sweep_bench, "train": train_mode, "replay": replay_mode}
+    modes = {"step": step_bench, "fused-step": fused_step_bench, "sweep": sweep_bench, "train": train_mode, "replay": replay_mode}
     return modes[args.mode](args)
 
 

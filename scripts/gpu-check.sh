@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU, as one script: the CUDA tests (tests/cuda.rs), one MNIST
-# training per layout with --device cuda, and the benchmark on the GPU in fp32 and bf16.
+# training per layout with --device cuda, the benchmark on the GPU in fp32 and bf16 (with its
+# fused section), the paper grid's time estimate unfused and fused, and the quick grid trained
+# unfused and fused (runs/hour).
 #
 #   SHALLOW_DATA=../shared/data scripts/gpu-check.sh [OUT_DIR]      (default: gpu-check/)
 #
@@ -32,6 +34,12 @@ step cuda-tests "$tests" --ignored --test-threads 1
 for layout in sequential parallel; do
     step "train-$layout" "$bin" train --device cuda --offline --layout "$layout" --epochs 1 \
         --json "$out/train-$layout.json"
+done
+for fuse in 1 auto; do
+    step "dry-run-paper-fuse-$fuse" "$bin" sweep configs/paper.toml --dry-run --device cuda \
+        --fuse "$fuse"
+    step "quick-fuse-$fuse" bash -c "time '$bin' sweep configs/quick.toml --db '$out/quick-$fuse.db' \
+        --device cuda --offline --workers 1 --fuse $fuse"
 done
 step bench "$bin" bench --device cuda --precision fp32,bf16 --repetitions "${REPS:-2}" \
     --python "$python"

@@ -89,7 +89,7 @@ pub enum Command {
     BenchStep {
         #[arg(long)]
         net: String,
-        #[arg(long, value_enum)]
+        #[arg(long)]
         layout: Layout,
         #[arg(long, value_parser = parallelism)]
         threads: usize,
@@ -175,9 +175,13 @@ pub struct BenchArgs {
     /// Nets to measure: mnist, cifar, tiny, deep.
     #[arg(long, value_delimiter = ',', default_value = "mnist,cifar,tiny,deep")]
     pub nets: Vec<String>,
-    /// Skip the 16-run sweep benchmark.
+    /// Skip the sweep benchmarks (the 16-run grid, and the 18-run fused grid).
     #[arg(long)]
     pub no_sweep: bool,
+    /// Skip the fused section: M = 1, 3, 9 nets trained as one array against M solo processes
+    /// and a torch.func vmap ensemble (and the fused sweep benchmark).
+    #[arg(long)]
+    pub no_fused: bool,
     /// Device for both implementations.
     #[arg(long, value_enum, default_value_t)]
     pub device: DeviceChoice,

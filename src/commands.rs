@@ -102,7 +102,14 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
         let data_dir = data::resolve_data_dir(args.runtime.data_dir.as_deref());
         plan::check_inputs(&grid, &data_dir, args.runtime.offline, false)?;
         let (workers, threads) = plan::plan_workers(args.workers, args.runtime.threads);
-        println!("{}", plan::dry_run(&grid, workers, threads)?);
+        let device = device::select_device(args.runtime.device)?;
+        let execution = plan::Execution {
+            workers,
+            threads,
+            device,
+            fuse: args.queue.fuse.cap(device),
+        };
+        println!("{}", plan::dry_run(&grid, &execution)?);
         return Ok(ExitCode::SUCCESS);
     }
     let data_dir = data::resolve_data_dir(args.runtime.data_dir.as_deref());
@@ -372,6 +379,7 @@ fn bench_command(args: BenchArgs) -> Result<ExitCode> {
         repetitions: args.repetitions.max(1),
         nets,
         sweep_data: (!args.no_sweep).then_some(data_dir),
+        fused: !args.no_fused,
     };
     bench::run(&options, &mut std::io::stdout())?;
     Ok(ExitCode::SUCCESS)

@@ -18,8 +18,9 @@ pub struct RunConfig {
     /// laid out as MNIST.
     #[arg(long, default_value = crate::data::MNIST)]
     pub dataset: String,
-    /// sequential = deep residual stack; parallel = the same units side by side.
-    #[arg(long, value_enum)]
+    /// sequential = deep residual stack; parallel = the same units side by side; staged-D = D
+    /// stages in sequence, each of L/D units side by side (D must divide L).
+    #[arg(long)]
     pub layout: Layout,
     /// Number of residual units L.
     #[arg(long, default_value_t = 4)]
@@ -119,6 +120,7 @@ impl RunConfig {
             "layers must be between 1 and {MAX_LAYERS}, got {}",
             self.layers
         );
+        self.layout.check(self.layers)?;
         ensure!(
             (1..=MAX_FILTERS).contains(&self.filters),
             "filters must be between 1 and {MAX_FILTERS}, got {}",

@@ -8,10 +8,14 @@ use shallow::model::{Activation, Head, Layout, Net, Pool};
 use shallow::train::{self, Outcome, RunConfig, RunResult, Silent, cross_entropy};
 use tch::{Device, Kind, Tensor, nn};
 
-/// The four variants every test covers: both layouts, with and without batch norm (one of them
-/// also with tanh, max-pool and the GAP head).
+/// The variants every test covers: both layouts, with and without batch norm (one of them also
+/// with tanh, max-pool and the GAP head), and two stages of two units with batch norm.
 fn variants(base: &RunConfig) -> Vec<RunConfig> {
-    let mut out = vec![];
+    let mut out = vec![RunConfig {
+        layout: Layout::Staged(2),
+        batchnorm: true,
+        ..base.clone()
+    }];
     for layout in [Layout::Sequential, Layout::Parallel] {
         for batchnorm in [false, true] {
             let odd = layout == Layout::Parallel && batchnorm;
@@ -34,7 +38,7 @@ fn variants(base: &RunConfig) -> Vec<RunConfig> {
 
 fn small(layout: Layout) -> RunConfig {
     RunConfig {
-        layers: 3,
+        layers: 4,
         filters: 8,
         train_limit: Some(600),
         val_limit: Some(300),
@@ -146,6 +150,9 @@ fn fused(cfgs: &[RunConfig], data: &Tensors) -> Vec<RunResult> {
 /// small gradients, so over 19 steps they grow: measured ≤ 1.2e-4 (sequential, batch norm, final
 /// validation loss), ≤ 1e-6 without batch norm. The bound leaves 8× room.
 const AFTER_ONE_EPOCH: f64 = 1e-3;
+/// Accuracies agree within this many examples: logits that differ by ~1e-4 can flip the argmax
+/// of an example near a tie (measured: 2 of 600 training images, sequential with batch norm).
+const FLIPPED_EXAMPLES: f64 = 3.0;
 
 fn assert_member_matches(what: &str, got: &RunResult, want: &RunResult, tol: f64) {
     assert_eq!(got.outcome, want.outcome, "{what}: outcome");
@@ -168,19 +175,42 @@ fn assert_member_matches(what: &str, got: &RunResult, want: &RunResult, tol: f64
             );
         }
     }
+    let (n_train, n_val) = (got.train_examples as f64, 300.0);
     let pairs = [
         (
             "final train loss",
             got.final_train_loss,
             want.final_train_loss,
+            tol,
         ),
-        ("final val loss", got.final_val_loss, want.final_val_loss),
-        ("final train acc", got.final_train_acc, want.final_train_acc),
-        ("final val acc", got.final_val_acc, want.final_val_acc),
+        (
+            "final val loss",
+            got.final_val_loss,
+            want.final_val_loss,
+            tol,
+        ),
+        (
+            "truncated val loss",
+            got.truncated_val_loss,
+            want.truncated_val_loss,
+            tol,
+        ),
+        (
+            "final train acc",
+            got.final_train_acc,
+            want.final_train_acc,
+            FLIPPED_EXAMPLES / n_train,
+        ),
+        (
+            "final val acc",
+            got.final_val_acc,
+            want.final_val_acc,
+            FLIPPED_EXAMPLES / n_val,
+        ),
     ];
-    for (name, a, b) in pairs {
+    for (name, a, b, tol) in pairs {
         match (a, b) {
-            (Some(a), Some(b)) => assert!(rel(a, b) < tol, "{what}: {name} {a} vs {b}"),
+            (Some(a), Some(b)) => assert!(rel(a, b) <= tol, "{what}: {name} {a} vs {b}"),
             (a, b) => assert_eq!(a, b, "{what}: {name}"),
         }
     }
@@ -227,13 +257,15 @@ fn one_epoch_of_fused_members_equals_their_solo_runs_and_a_diverging_member_stop
             let want = solo(cfg, &data);
             assert_member_matches(&what, got, &want, AFTER_ONE_EPOCH);
         }
-        // lr = 1e30 diverges except with tanh and the GAP head (bounded), alone and fused alike.
+        // lr = 1e30 diverges, alone and fused alike (checked above), except with tanh and the
+        // GAP head (bounded); in two stages with batch norm it sits on the edge (a huge finite
+        // loss or an infinite one, by the threads' summation order).
         diverged += (results[1].outcome == Outcome::Diverged) as usize;
         assert_eq!(results[0].outcome, Outcome::Done);
     }
-    assert_eq!(
-        diverged, 3,
-        "variants in which the lr = 1e30 member diverged"
+    assert!(
+        diverged >= 3,
+        "variants in which the lr = 1e30 member diverged: {diverged}"
     );
 }
 

@@ -236,3 +236,56 @@ fn peak_rss_bytes() -> u64 {
         .unwrap()
         * 1024
 }
+
+#[test]
+fn staged_layouts_join_their_family_and_leave_sequential_and_parallel_ids_alone() {
+    let base = "name = \"t\"\n[runs]\nlayers = [2, 4]\nfilters = 4\n";
+    let ends = grid::parse(base, "x.toml").unwrap();
+    let text = format!("{base}layout = [\"sequential\", \"staged-2\", \"parallel\"]\n");
+    let g = grid::parse(&text, "x.toml").unwrap();
+    assert_eq!(
+        (g.len(), g.pairs()),
+        (6, 2),
+        "three layouts of two families"
+    );
+    let all = runs(&g);
+    for r in runs(&ends) {
+        assert!(
+            all.iter().any(|t| t.id == r.id),
+            "id of {} kept",
+            r.config.layout
+        );
+    }
+    for staged in all.iter().filter(|r| r.config.layout == Layout::Staged(2)) {
+        let family: Vec<_> = all.iter().filter(|r| r.pair_id == staged.pair_id).collect();
+        assert_eq!(
+            family.len(),
+            3,
+            "a family holds every layout of one configuration"
+        );
+        assert!(
+            family
+                .iter()
+                .all(|r| r.config.layers == staged.config.layers)
+        );
+    }
+}
+
+#[test]
+fn a_number_of_stages_that_does_not_divide_the_layers_is_a_clear_error() {
+    let text = "name = \"t\"\n[runs]\nlayers = [3, 4]\nlayout = \"staged-2\"\n";
+    let err = match grid::parse(text, "grid.toml") {
+        Err(e) => format!("{e:#}"),
+        Ok(g) => format!("{:#}", g.runs().find_map(|r| r.err()).unwrap()),
+    };
+    assert!(
+        err.contains("staged-2 needs a number of layers divisible by 2, got 3"),
+        "{err}"
+    );
+    let err = error_of("[runs]\nlayout = \"staged-0\"\n");
+    assert!(err.contains("grid.toml:2"), "{err}");
+    assert!(
+        err.contains("expected sequential, parallel or staged-D"),
+        "{err}"
+    );
+}

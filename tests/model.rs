@@ -235,10 +235,16 @@ fn forward_by_hand(vs: &nn::VarStore, a: &Architecture, image: &Tensor) -> Vec<f
             &var(vs, "units.bias").narrow(0, i * f, f),
         ))
     };
+    let l = a.layers as i64;
     let out = match a.layout {
-        Layout::Sequential => (0..a.layers as i64).fold(stem, |h, i| add(&h, &unit(i, &h))),
-        Layout::Parallel => {
-            (0..a.layers as i64).fold(stem.clone(), |acc, i| add(&acc, &unit(i, &stem)))
+        Layout::Sequential => (0..l).fold(stem, |h, i| add(&h, &unit(i, &h))),
+        Layout::Parallel => (0..l).fold(stem.clone(), |acc, i| add(&acc, &unit(i, &stem))),
+        // h_s = h_{s-1} + Σ_{i in stage s} F_i(h_{s-1}), stages of l/d consecutive units.
+        Layout::Staged(d) => {
+            let width = l / d as i64;
+            (0..d as i64).fold(stem, |h, s| {
+                (s * width..(s + 1) * width).fold(h.clone(), |acc, i| add(&acc, &unit(i, &h)))
+            })
         }
     };
     let flat: Vec<f64> = out.into_iter().flatten().flatten().collect();
@@ -257,10 +263,17 @@ fn forward_by_hand(vs: &nn::VarStore, a: &Architecture, image: &Tensor) -> Vec<f
 
 #[test]
 fn forward_pass_equals_the_formulas_computed_by_hand() {
-    for layout in [Layout::Sequential, Layout::Parallel] {
+    let layouts = [
+        Layout::Sequential,
+        Layout::Parallel,
+        Layout::Staged(2),
+        Layout::Staged(1),
+        Layout::Staged(4),
+    ];
+    for layout in layouts {
         let a = Architecture {
             input: [2, 5, 4],
-            ..arch(layout, 3, 3, 3)
+            ..arch(layout, 4, 3, 3)
         };
         let (vs, net) = build(a, 21);
         let x = Tensor::randn([1, 2, 5, 4], (Kind::Float, Device::Cpu));
@@ -415,8 +428,108 @@ fn bf16_computes_in_bf16_and_keeps_f32_variables_and_gradients() {
     }
 }
 
+/// Logits and every variable's gradient of one net on a batch.
+fn logits_and_gradients(
+    a: Architecture,
+    x: &Tensor,
+    y: &Tensor,
+) -> (Tensor, Vec<(String, Tensor)>) {
+    let (vs, net) = build(a, 5);
+    let logits = net.forward(x, true);
+    shallow::train::cross_entropy(&logits, y).backward();
+    let mut grads: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .map(|(name, t)| (name, t.grad()))
+        .collect();
+    grads.sort_by(|a, b| a.0.cmp(&b.0));
+    (logits.detach(), grads)
+}
+
+#[test]
+fn staged_ends_are_the_parallel_and_sequential_layouts_in_values_and_gradients() {
+    let x = Tensor::randn([4, 1, 6, 6], (Kind::Float, Device::Cpu));
+    let y = Tensor::from_slice(&[1i64, 7, 3, 0]);
+    for batchnorm in [false, true] {
+        let with = |layout| Architecture {
+            batchnorm,
+            ..arch(layout, 4, 3, 3)
+        };
+        for (staged, end) in [
+            (Layout::Staged(1), Layout::Parallel),
+            (Layout::Staged(4), Layout::Sequential),
+        ] {
+            let (la, ga) = logits_and_gradients(with(staged), &x, &y);
+            let (lb, gb) = logits_and_gradients(with(end), &x, &y);
+            assert!(la.equal(&lb), "{staged} vs {end} (bn {batchnorm}): logits");
+            for ((name, a), (_, b)) in ga.iter().zip(&gb) {
+                assert!(
+                    a.equal(b),
+                    "{staged} vs {end} (bn {batchnorm}): gradient of {name}"
+                );
+            }
+        }
+        let (mid, _) = logits_and_gradients(with(Layout::Staged(2)), &x, &y);
+        for end in [Layout::Parallel, Layout::Sequential] {
+            let (other, _) = logits_and_gradients(with(end), &x, &y);
+            assert!(
+                max_abs_diff(&mid, &other) > 1e-5,
+                "staged-2 differs from {end}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_number_of_stages_has_the_same_parameters_and_initial_weights() {
+    let layouts = [
+        Layout::Sequential,
+        Layout::Staged(2),
+        Layout::Staged(3),
+        Layout::Parallel,
+    ];
+    for batchnorm in [false, true] {
+        let (vs0, _) = build(
+            Architecture {
+                batchnorm,
+                ..arch(Layout::Staged(6), 6, 3, 3)
+            },
+            9,
+        );
+        for layout in layouts {
+            let a = Architecture {
+                batchnorm,
+                ..arch(layout, 6, 3, 3)
+            };
+            let (vs, _) = build(a, 9);
+            assert_eq!(parameter_count(&vs), parameter_count(&vs0), "{layout}");
+            assert_eq!(parameter_count(&vs), expected_params(&a), "{layout}");
+            for (name, t) in vs0.variables() {
+                assert!(t.equal(&var(&vs, &name)), "{layout}: initial {name}");
+            }
+        }
+    }
+}
+
 #[test]
 fn invalid_architectures_are_rejected() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let uneven = arch(Layout::Staged(3), 4, 2, 3);
+    let err = Net::new(&vs.root(), uneven, 0).err().unwrap().to_string();
+    assert!(
+        err.contains("staged-3 needs a number of layers divisible by 3, got 4"),
+        "{err}"
+    );
+    for bad in ["staged-0", "staged", "staged-x", "deep"] {
+        let err = bad.parse::<Layout>().unwrap_err();
+        assert!(
+            err.contains("expected sequential, parallel or staged-D"),
+            "{bad}: {err}"
+        );
+    }
+    assert_eq!("staged-12".parse::<Layout>(), Ok(Layout::Staged(12)));
+    assert_eq!(Layout::Staged(12).to_string(), "staged-12");
     let even = arch(Layout::Parallel, 2, 2, 4);
     let vs = nn::VarStore::new(Device::Cpu);
     let err = Net::new(&vs.root(), even, 0).err().unwrap().to_string();

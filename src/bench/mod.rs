@@ -1,6 +1,7 @@
 //! `shallow bench`: our training step and sweep against the PyTorch reference
 //! (`bench/reference.py`), measured in the same invocation, alternating, repeated; ratios only,
 //! never absolute thresholds.
+pub mod fused;
 pub mod store;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -180,16 +181,9 @@ pub fn measure_fused_step(
     let [c, h, w] = net.input.map(|d| d as i64);
     let (m, b) = (members as i64, BATCH as i64);
     let x = FusedNet::interleave(&Tensor::randn([m, b, c, h, w], (Kind::Float, s.device)));
-    let y = Tensor::randint(10, [m * b], (Kind::Int64, s.device));
+    let y = Tensor::randint(10, [m, b], (Kind::Int64, s.device));
     let mut step = || {
-        let logits = model.forward(&x, true).reshape([m * b, -1]);
-        let losses = logits
-            .cross_entropy_loss::<Tensor>(&y, None, tch::Reduction::None, -100, 0.0)
-            .view([m, b])
-            .mean_dim(1, false, None::<Kind>);
-        adam.zero_grad();
-        losses.sum(Kind::Float).backward();
-        adam.step();
+        let _ = crate::train::fused::step(&model, &mut adam, &x, &y);
     };
     for _ in 0..WARMUP {
         step();
@@ -230,8 +224,10 @@ pub struct BenchOptions {
     pub precisions: Vec<Precision>,
     pub repetitions: usize,
     pub nets: Vec<BenchNet>,
-    /// Runs the sweep bench with the real MNIST from here (None: skip it).
+    /// Runs the sweep benches with the real MNIST from here (None: skip them).
     pub sweep_data: Option<PathBuf>,
+    /// Measures fused arrays (M = 1, 3, 9) against solo processes and a vmap ensemble.
+    pub fused: bool,
 }
 
 fn parse_json_line<T: for<'de> Deserialize<'de>>(
@@ -398,8 +394,14 @@ pub fn run(o: &BenchOptions, out: &mut dyn Write) -> Result<()> {
         }
     }
     writeln!(out, "{}", speedups(o, &ours_median))?;
+    if o.fused {
+        fused::section(o, out)?;
+    }
     if let Some(data) = &o.sweep_data {
         write!(out, "{}", sweep_bench(o, data)?)?;
+        if o.fused {
+            write!(out, "{}", fused::sweep_section(o, data)?)?;
+        }
     }
     Ok(())
 }

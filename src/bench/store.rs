@@ -68,6 +68,8 @@ fn result(run: &RunSpec, epochs: usize) -> RunResult {
         final_train_acc: Some(0.9),
         final_val_loss: Some(0.2),
         final_val_acc: Some(0.8),
+        truncated_val_loss: Some(0.3),
+        truncated_val_acc: Some(0.7),
         train_seconds: 1.0,
         total_seconds: 1.0,
         device: "Cpu".into(),

@@ -7,15 +7,15 @@
 //! `[N, M·C, H, W]`. Each variable keeps an explicit member axis, so that a member's slice can be
 //! read, frozen or given its own learning rate:
 //! - stem `[M, F, C, k, k]`, `[M, F]`; head `[M, classes, D]`, `[M, classes]`;
-//! - units, parallel layout: `[M, L, F, F, k, k]` (one grouped convolution applies every unit of
-//!   every member), sequential: `[L, M, F, F, k, k]` (unit i of every member is one contiguous
-//!   slice); their biases and batch norm `[M, L, F]` or `[L, M, F]` alike.
+//! - units `[D, M, L/D, F, F, k, k]` for D stages of L/D units (sequential: D = L, parallel:
+//!   D = 1): stage s of every member is one contiguous slice, applied as one grouped
+//!   convolution; their biases and batch norm `[D, M, L/D, F]` alike.
 //!
 //! Member m starts from exactly the weights a solo [`Net`](super::Net) of its seed starts from.
 use anyhow::{Result, ensure};
 use tch::{Device, Kind, Tensor};
 
-use super::{Architecture, BN_EPS, BN_MOMENTUM, Head, Init, Layout, Pool, Precision};
+use super::{Architecture, BN_EPS, BN_MOMENTUM, Head, Init, Net, Pool, Precision};
 
 pub struct FusedNet {
     arch: Architecture,
@@ -53,27 +53,27 @@ impl FusedNet {
             .collect::<Result<Vec<_>>>()?;
         let (l, f) = (arch.layers as i64, arch.filters as i64);
         let m = seeds.len() as i64;
-        // The units' member axis: 0 (parallel) or 1 (sequential, unit-major).
-        let unit_axis = units_member_axis(arch.layout) as i64;
+        let d = arch.layout.stages(arch.layers) as i64;
         let stack = |pick: &dyn Fn(&Init) -> Tensor, axis: i64| {
             let parts: Vec<Tensor> = inits.iter().map(pick).collect();
             Tensor::stack(&parts, axis)
                 .to_device(device)
                 .set_requires_grad(true)
         };
-        let unit_shape = |t: &Tensor| {
-            let mut dims = vec![l, f];
+        // A member's [L·F, …] unit tensor as [D, L/D, F, …], stacked on the member axis 1.
+        let staged = |t: &Tensor| {
+            let mut dims = vec![d, l / d, f];
             dims.extend_from_slice(&t.size()[1..]);
             t.view(&dims[..])
         };
-        let units_w = stack(&|i| unit_shape(&i.units_w), unit_axis);
+        let units_w = stack(&|i| staged(&i.units_w), UNIT_MEMBER_AXIS as i64);
         let units_b = (!arch.batchnorm).then(|| {
             stack(
-                &|i| unit_shape(i.units_b.as_ref().expect("no batch norm: a bias")),
-                unit_axis,
+                &|i| staged(i.units_b.as_ref().expect("no batch norm: a bias")),
+                UNIT_MEMBER_AXIS as i64,
             )
         });
-        let bn_shape: [i64; 3] = if unit_axis == 0 { [m, l, f] } else { [l, m, f] };
+        let bn_shape = [d, m, l / d, f];
         let filled = |value: f64, train: bool| {
             Tensor::full(bn_shape, value, (Kind::Float, device)).set_requires_grad(train)
         };
@@ -113,7 +113,7 @@ impl FusedNet {
 
     /// The trainable variables, each with its member axis.
     pub fn trainable(&self) -> Vec<MemberVar<'_>> {
-        let unit_axis = units_member_axis(self.arch.layout);
+        let unit_axis = UNIT_MEMBER_AXIS;
         let mut vars = vec![
             MemberVar {
                 tensor: &self.stem_w,
@@ -153,13 +153,12 @@ impl FusedNet {
         m: usize,
         of: &dyn Fn(&Tensor) -> Tensor,
     ) -> Vec<(&'static str, Tensor)> {
-        let unit_axis = units_member_axis(self.arch.layout) as i64;
         let (l, f) = (self.arch.layers as i64, self.arch.filters as i64);
         let m = m as i64;
         let unit = |t: &Tensor| {
-            let t = of(t).select(unit_axis, m);
+            let t = of(t).select(UNIT_MEMBER_AXIS as i64, m);
             let mut dims = vec![l * f];
-            dims.extend_from_slice(&t.size()[2..]);
+            dims.extend_from_slice(&t.size()[3..]);
             t.reshape(&dims[..])
         };
         let mut vars = vec![
@@ -179,11 +178,34 @@ impl FusedNet {
         vars
     }
 
+    /// Member `m` as a solo [`Net`] of copies of its weights (for evaluation; batch norm's
+    /// running statistics fresh).
+    pub fn member_net(&self, m: usize) -> Net {
+        let vars: std::collections::HashMap<&str, Tensor> = self
+            .member_variables(m, &|t| t.detach().copy())
+            .into_iter()
+            .collect();
+        let take = |name: &str| vars[name].shallow_clone();
+        let weights = Init {
+            stem_w: take("stem.weight"),
+            stem_b: take("stem.bias"),
+            units_w: take("units.weight"),
+            units_b: vars.get("units.bias").map(Tensor::shallow_clone),
+            head_w: take("head.weight"),
+            head_b: take("head.bias"),
+        };
+        let bn = self
+            .bn
+            .as_ref()
+            .map(|_| (take("units.bn.weight"), take("units.bn.bias")));
+        Net::from_weights(self.arch, weights, bn).with_precision(self.precision)
+    }
+
     /// Resets member `m`'s batch-norm running statistics (to a fresh net's), e.g. after its
     /// training diverged and left NaN in them.
     pub fn reset_statistics(&self, m: usize) {
         let Some(bn) = &self.bn else { return };
-        let axis = units_member_axis(self.arch.layout) as i64;
+        let axis = UNIT_MEMBER_AXIS as i64;
         tch::no_grad(|| {
             let _ = bn.running_mean.narrow(axis, m as i64, 1).fill_(0.0);
             let _ = bn.running_var.narrow(axis, m as i64, 1).fill_(1.0);
@@ -194,18 +216,12 @@ impl FusedNet {
     /// m·C..(m+1)·C); `train` selects batch statistics for batch norm.
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let h = self.stem(&self.precision.apply(x));
-        let h = match self.arch.layout {
-            Layout::Sequential => (0..self.arch.layers as i64).fold(h, |h, i| {
-                let select = |t: &Tensor| t.select(0, i);
-                let fi = self.units(&h, &select, 1, train);
-                h + fi
-            }),
-            Layout::Parallel => {
-                let all = |t: &Tensor| t.shallow_clone();
-                let branches = self.units(&h, &all, self.arch.layers as i64, train);
-                h + branches
-            }
-        };
+        let stages = self.arch.layout.stages(self.arch.layers) as i64;
+        let width = self.arch.layers as i64 / stages;
+        let h = (0..stages).fold(h, |h, s| {
+            let fs = self.stage(&h, s, width, train);
+            h + fs
+        });
         let logits = self.head(&h);
         match self.precision {
             Precision::Fp32 => logits,
@@ -249,31 +265,26 @@ impl FusedNet {
         )
     }
 
-    /// `Σ_i F_i(h)` over the `count` units that `pick` selects from the unit variables (all of
-    /// them, or unit i of every member), for every member at once.
-    fn units(
-        &self,
-        h: &Tensor,
-        pick: &dyn Fn(&Tensor) -> Tensor,
-        count: i64,
-        train: bool,
-    ) -> Tensor {
+    /// `Σ_{i in stage s} F_i(h)` for every member at once: the stage's `width` units of every
+    /// member as one grouped convolution, batch norm and activation on all their channels, then
+    /// each member's sum over its units.
+    fn stage(&self, h: &Tensor, s: i64, width: i64, train: bool) -> Tensor {
         let (m, f, k) = (
             self.members,
             self.arch.filters as i64,
             self.arch.kernel as i64,
         );
-        let channels = m * count * f;
-        let flat = |t: &Tensor| pick(t).reshape([channels]);
-        let w = pick(&self.units_w).reshape([channels, f, k, k]);
+        let channels = m * width * f;
+        let flat = |t: &Tensor| t.select(0, s).reshape([channels]);
+        let w = self.units_w.select(0, s).reshape([channels, f, k, k]);
         let bias = self.units_b.as_ref().map(flat);
         let z = self.conv(h, &w, bias.as_ref());
         let z = match &self.bn {
             Some(bn) => z.batch_norm(
                 Some(&flat(&bn.weight)),
                 Some(&flat(&bn.bias)),
-                Some(&pick(&bn.running_mean).view([channels])),
-                Some(&pick(&bn.running_var).view([channels])),
+                Some(&bn.running_mean.select(0, s).view([channels])),
+                Some(&bn.running_var.select(0, s).view([channels])),
                 train,
                 BN_MOMENTUM,
                 BN_EPS,
@@ -282,13 +293,13 @@ impl FusedNet {
             None => z,
         };
         let z = self.arch.activation.apply(z);
-        if count == 1 {
+        if width == 1 {
             return z;
         }
         let [n, _, hh, ww] = z.size()[..] else {
             unreachable!("conv2d output is 4-d")
         };
-        z.view([n, m, count, f, hh, ww])
+        z.view([n, m, width, f, hh, ww])
             .sum_dim_intlist(2, false, None::<Kind>)
             .view([n, m * f, hh, ww])
     }
@@ -309,11 +320,5 @@ impl FusedNet {
     }
 }
 
-/// Where the units' variables keep their member axis: sequential nets are unit-major, so that
-/// unit i of every member is one contiguous slice.
-fn units_member_axis(layout: Layout) -> usize {
-    match layout {
-        Layout::Parallel => 0,
-        Layout::Sequential => 1,
-    }
-}
+/// The member axis of the units' variables `[D, M, L/D, …]`.
+const UNIT_MEMBER_AXIS: usize = 1;

@@ -1,4 +1,4 @@
-//! The two layouts of one residual network.
+//! The layouts of one residual network: sequential, parallel and the staged continuum between.
 //!
 //! Stem: conv k×k (C_in→F, same padding) + φ, optionally a 2×2 max-pool. Then L residual units
 //! `F_i(h) = φ(BN?(conv_i(h)))`, each conv k×k F→F — with a bias, except before batch norm, whose
@@ -6,16 +6,18 @@
 //! on, and Adam does not random-walk a bias whose gradient is rounding noise) — arranged either
 //! - **sequential** (deep): `h_i = h_{i-1} + F_i(h_{i-1})`, or
 //! - **parallel** (shallow): `y = x + Σ_i F_i(x)` — the first-order terms of the expansion of
-//!   `(I+F_L)∘…∘(I+F_1)`.
+//!   `(I+F_L)∘…∘(I+F_1)`, or
+//! - **staged-D** (between): D stages in sequence, each of L/D consecutive units side by side,
+//!   `h_s = h_{s-1} + Σ_{i in stage s} F_i(h_{s-1})` — D = 1 is parallel, D = L sequential.
 //!
 //! Then a head (flatten or global average pool) and a linear layer to the classes.
 //!
 //! Both layouts hold the L unit convolutions in one `[L·F, F, k, k]` weight tensor (and one
-//! `L·F` bias, and batch norm over `L·F` channels). The sequential layout applies unit i through a
-//! slice of it; the parallel layout applies all units at once as one convolution with L·F output
-//! channels, which is the same arithmetic in one large kernel call instead of L small ones. The
-//! layouts therefore have the same variables, shapes and parameter count, and one seed gives them
-//! identical initial weights.
+//! `L·F` bias, and batch norm over `L·F` channels). Every layout applies a stage through a slice
+//! of it, as one convolution with (units in the stage)·F output channels: the sequential layout
+//! unit by unit, the parallel layout all units at once — the same arithmetic in one large kernel
+//! call instead of L small ones. All layouts therefore have the same variables, shapes and
+//! parameter count, and one seed gives them identical initial weights.
 use anyhow::{Result, ensure};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -24,25 +26,72 @@ use tch::{Kind, Tensor, nn};
 
 pub mod fused;
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
+/// How the L residual units are arranged. Written `sequential`, `parallel` or `staged-D`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Layout {
     /// Deep: units stacked one after another.
     Sequential,
     /// Shallow: units side by side, outputs summed.
     Parallel,
+    /// The continuum between them: D stages in sequence, each of L/D units side by side
+    /// (`h_s = h_{s-1} + Σ_{i in stage s} F_i(h_{s-1})`); D = 1 is parallel, D = L sequential.
+    Staged(usize),
+}
+
+impl Layout {
+    /// Refuses a number of stages that does not divide `layers`.
+    pub fn check(self, layers: usize) -> Result<()> {
+        if let Layout::Staged(d) = self {
+            ensure!(
+                d >= 1 && layers.is_multiple_of(d),
+                "layout staged-{d} needs a number of layers divisible by {d}, got {layers}"
+            );
+        }
+        Ok(())
+    }
+
+    /// The number of stages D applied in sequence to `layers` units.
+    pub fn stages(self, layers: usize) -> usize {
+        match self {
+            Layout::Sequential => layers,
+            Layout::Parallel => 1,
+            Layout::Staged(d) => d,
+        }
+    }
+}
+
+impl std::str::FromStr for Layout {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Layout, String> {
+        match text {
+            "sequential" => Ok(Layout::Sequential),
+            "parallel" => Ok(Layout::Parallel),
+            _ => text
+                .strip_prefix("staged-")
+                .and_then(|d| d.parse().ok())
+                .filter(|&d| d >= 1)
+                .map(Layout::Staged)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown layout '{text}': expected sequential, parallel or staged-D \
+                         (D ≥ 1 stages, e.g. staged-2)"
+                    )
+                }),
+        }
+    }
+}
+
+impl Serialize for Layout {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Layout {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Layout, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(
@@ -129,10 +178,11 @@ impl std::fmt::Display for Precision {
 
 impl std::fmt::Display for Layout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Layout::Sequential => "sequential",
-            Layout::Parallel => "parallel",
-        })
+        match self {
+            Layout::Sequential => f.write_str("sequential"),
+            Layout::Parallel => f.write_str("parallel"),
+            Layout::Staged(d) => write!(f, "staged-{d}"),
+        }
     }
 }
 
@@ -155,6 +205,7 @@ pub struct Architecture {
 impl Architecture {
     pub fn validate(&self) -> Result<()> {
         ensure!(self.layers >= 1, "layers must be at least 1");
+        self.layout.check(self.layers)?;
         ensure!(self.filters >= 1, "filters must be at least 1");
         ensure!(
             !self.kernel.is_multiple_of(2),
@@ -291,6 +342,9 @@ pub struct Net {
     head_w: Tensor,
     head_b: Tensor,
     precision: Precision,
+    /// Batch norm's momentum for its running statistics (PyTorch's default, 0.1, except while
+    /// re-estimating them).
+    bn_momentum: f64,
 }
 
 pub(crate) const BN_MOMENTUM: f64 = 0.1;
@@ -330,7 +384,31 @@ impl Net {
             head_w,
             head_b,
             precision: Precision::Fp32,
+            bn_momentum: BN_MOMENTUM,
         })
+    }
+
+    /// A net of these weights (not variables of any store: for evaluation), its batch norm, if
+    /// any, with `bn` = (scale, shift) and fresh running statistics.
+    pub(crate) fn from_weights(arch: Architecture, w: Init, bn: Option<(Tensor, Tensor)>) -> Net {
+        let bn = bn.map(|(weight, bias)| BatchNorm {
+            running_mean: weight.zeros_like(),
+            running_var: weight.ones_like(),
+            weight,
+            bias,
+        });
+        Net {
+            arch,
+            stem_w: w.stem_w,
+            stem_b: w.stem_b,
+            units_w: w.units_w,
+            units_b: w.units_b,
+            bn,
+            head_w: w.head_w,
+            head_b: w.head_b,
+            precision: Precision::Fp32,
+            bn_momentum: BN_MOMENTUM,
+        }
     }
 
     /// Computes in `precision` from now on (the variables stay f32).
@@ -343,19 +421,63 @@ impl Net {
         &self.arch
     }
 
+    /// The same trained units arranged as `layout` (sharing this net's variables), e.g. a
+    /// sequential net's units side by side: its first-order truncation. With batch norm the
+    /// rearranged net gets running statistics of its own, reset; re-estimate them with
+    /// [`Net::reestimate_statistics`] before evaluating it.
+    pub fn rearranged(&self, layout: Layout) -> Result<Net> {
+        let arch = Architecture {
+            layout,
+            ..self.arch
+        };
+        arch.validate()?;
+        let bn = self.bn.as_ref().map(|bn| BatchNorm {
+            weight: bn.weight.shallow_clone(),
+            bias: bn.bias.shallow_clone(),
+            running_mean: bn.running_mean.zeros_like(),
+            running_var: bn.running_var.ones_like(),
+        });
+        Ok(Net {
+            arch,
+            stem_w: self.stem_w.shallow_clone(),
+            stem_b: self.stem_b.shallow_clone(),
+            units_w: self.units_w.shallow_clone(),
+            units_b: self.units_b.as_ref().map(Tensor::shallow_clone),
+            bn,
+            head_w: self.head_w.shallow_clone(),
+            head_b: self.head_b.shallow_clone(),
+            precision: self.precision,
+            bn_momentum: BN_MOMENTUM,
+        })
+    }
+
+    /// Re-estimates batch norm's running statistics from `batches` (in train mode, without
+    /// gradients or any change to the weights) as their plain average over the batches: after
+    /// resetting them, batch t is folded in with momentum 1/(t+1). Does nothing without batch norm.
+    pub fn reestimate_statistics(&mut self, batches: impl Iterator<Item = Tensor>) {
+        {
+            let Some(bn) = &mut self.bn else { return };
+            let _ = bn.running_mean.zero_();
+            let _ = bn.running_var.fill_(1.0);
+        }
+        for (t, x) in batches.enumerate() {
+            self.bn_momentum = 1.0 / (t + 1) as f64;
+            tch::no_grad(|| {
+                let _ = self.forward(&x, true);
+            });
+        }
+        self.bn_momentum = BN_MOMENTUM;
+    }
+
     /// Logits (in the variables' kind) for a batch `[N, C, H, W]`; `train` selects batch statistics for batch norm.
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let h = self.stem(&self.low(x));
-        let h = match self.arch.layout {
-            Layout::Sequential => (0..self.arch.layers).fold(h, |h, i| {
-                let fi = self.unit_group(&h, i..i + 1, train);
-                h + fi
-            }),
-            Layout::Parallel => {
-                let branches = self.unit_group(&h, 0..self.arch.layers, train);
-                h + branches
-            }
-        };
+        let stages = self.arch.layout.stages(self.arch.layers);
+        let width = self.arch.layers / stages;
+        let h = (0..stages).fold(h, |h, s| {
+            let fs = self.unit_group(&h, s * width..(s + 1) * width, train);
+            h + fs
+        });
         let logits = self.head(&h);
         match self.precision {
             Precision::Fp32 => logits,
@@ -394,8 +516,8 @@ impl Net {
 
     /// `Σ_{i ∈ units} F_i(h)` for consecutive units, as one convolution with `units.len()·F`
     /// output channels (a slice of the shared tensors), batch norm and activation on all of them,
-    /// then the sum over the groups of F channels. The sequential layout calls it with one unit,
-    /// the parallel layout with all of them.
+    /// then the sum over the groups of F channels. Each stage calls it with its units: the
+    /// sequential layout with one, the parallel layout with all of them.
     fn unit_group(&self, h: &Tensor, units: std::ops::Range<usize>, train: bool) -> Tensor {
         let f = self.arch.filters as i64;
         let (first, count) = (units.start as i64, units.len() as i64);
@@ -409,7 +531,7 @@ impl Net {
                 Some(&slice(&bn.running_mean)),
                 Some(&slice(&bn.running_var)),
                 train,
-                BN_MOMENTUM,
+                self.bn_momentum,
                 BN_EPS,
                 false,
             ),
@@ -443,4 +565,53 @@ pub fn parameter_count(vs: &nn::VarStore) -> usize {
 /// The determination ratio Q = (training examples × outputs) / parameters.
 pub fn determination_ratio(examples: usize, outputs: usize, params: usize) -> f64 {
     (examples * outputs) as f64 / params as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    /// A sequential net with batch norm rearranged side by side: its re-estimated running
+    /// statistics are the plain averages, over the batches, of each batch's per-channel mean and
+    /// unbiased variance of the (single, parallel) unit convolution — computed here by hand.
+    #[test]
+    fn rearranged_batch_norm_statistics_are_the_batch_averages() {
+        let arch = Architecture {
+            layout: Layout::Sequential,
+            input: [1, 6, 6],
+            classes: 10,
+            layers: 3,
+            filters: 2,
+            kernel: 3,
+            activation: Activation::Relu,
+            pool: Pool::None,
+            batchnorm: true,
+            head: Head::Flatten,
+        };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let deep = Net::new(&vs.root(), arch, 4).unwrap();
+        let mut wide = deep.rearranged(Layout::Parallel).unwrap();
+        let batches: Vec<Tensor> = (0..3)
+            .map(|_| Tensor::randn([5, 1, 6, 6], (Kind::Float, Device::Cpu)))
+            .collect();
+        wide.reestimate_statistics(batches.iter().map(Tensor::shallow_clone));
+        let (mut mean, mut var) = (Tensor::zeros([6], FLOAT), Tensor::zeros([6], FLOAT));
+        for x in &batches {
+            let h = deep.stem(x);
+            let z = h.conv2d(&deep.units_w, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1);
+            let per_channel = z.transpose(0, 1).reshape([6, -1]);
+            mean += per_channel.mean_dim(1, false, None::<Kind>) / 3.0;
+            var += per_channel.var_dim(1, true, false) / 3.0;
+        }
+        let bn = wide.bn.as_ref().unwrap();
+        assert!(bn.running_mean.allclose(&mean, 1e-5, 1e-6, false));
+        assert!(bn.running_var.allclose(&var, 1e-5, 1e-6, false));
+        // The trained net's own statistics are untouched, and its weights shared.
+        let own = deep.bn.as_ref().unwrap();
+        assert!(own.running_mean.equal(&Tensor::zeros([6], FLOAT)));
+        assert!(wide.units_w.equal(&deep.units_w));
+    }
+
+    const FLOAT: (Kind, Device) = (Kind::Float, Device::Cpu);
 }

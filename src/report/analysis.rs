@@ -80,7 +80,7 @@ pub struct Estimate {
 }
 
 impl Estimate {
-    fn of(xs: &[f64]) -> Option<Estimate> {
+    pub fn of(xs: &[f64]) -> Option<Estimate> {
         (!xs.is_empty()).then(|| Estimate {
             mean: stats::mean(xs),
             ci: stats::bootstrap_ci(xs, stats::mean),
@@ -170,7 +170,8 @@ impl Pair<'_> {
     }
 }
 
-/// Pairs whose two runs have both ended (done or diverged), in run order.
+/// Pairs whose sequential and parallel runs have both ended (done or diverged), in run order.
+/// Staged runs of the same family (pair id) are not part of a pair.
 pub fn pairs(runs: &[RunRow]) -> Vec<Pair<'_>> {
     let mut by_pair: BTreeMap<&str, (Option<&RunRow>, Option<&RunRow>)> = BTreeMap::new();
     for r in runs {
@@ -178,6 +179,7 @@ pub fn pairs(runs: &[RunRow]) -> Vec<Pair<'_>> {
         match r.config.layout {
             Layout::Sequential => slot.0 = Some(r),
             Layout::Parallel => slot.1 = Some(r),
+            Layout::Staged(_) => {}
         }
     }
     let mut pairs: Vec<Pair> = by_pair

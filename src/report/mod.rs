@@ -5,8 +5,11 @@ pub mod analysis;
 pub mod equivalence;
 pub mod plots;
 mod render;
+mod speed;
+mod staged;
 pub mod stats;
 mod tables;
+mod truncation;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -40,16 +43,23 @@ pub fn generate(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFi
     let paired = analysis::paired_comparisons(&pairs);
     let diverged = analysis::diverged_counts(&pairs);
     let verdicts = equivalence::equivalence(&pairs, margins);
+    let to_target = speed::time_to_target(&pairs, &epochs);
 
     let mut blocks = vec![Block::Heading(format!("Deep vs shallow: report on {db}"))];
     blocks.extend(verdict_blocks(out, &verdicts, &datasets, margins)?);
     blocks.extend(summary(&runs));
     blocks.extend(table2_blocks(&cells, &datasets));
     blocks.extend(paired_blocks(&paired, &diverged));
+    blocks.extend(speed::blocks(&speed::summaries(&to_target, &datasets)));
+    blocks.extend(truncation::blocks(&truncation::rows(&runs)));
+    let families = staged::families(&runs);
+    blocks.extend(staged::blocks(&staged::cells(&families)));
     blocks.extend(equivalence_table(&verdicts, margins));
     blocks.extend(figures(out, &pairs, &datasets, &epochs)?);
+    blocks.extend(staged_figures(out, &families, &datasets)?);
 
     tables::write_csvs(out, &cells, &paired, &diverged, &verdicts)?;
+    tables::write_time_to_target(out, &to_target)?;
     let markdown = out.join("report.md");
     let text = render::to_markdown(&blocks);
     std::fs::write(&markdown, &text)
@@ -308,6 +318,27 @@ fn figures(
     blocks.push(Block::Figure("learning_curves".into(), "Validation loss per epoch for pairs at the 10th, 50th and 90th percentile of Δ validation loss.".into()));
     plots::epoch_seconds(&dir, "epoch_seconds", pairs, datasets)?;
     blocks.push(Block::Figure("epoch_seconds".into(), "Training seconds per epoch, parallel vs sequential per pair (below the line: parallel faster).".into()));
+    Ok(blocks)
+}
+
+/// Validation loss against D per dataset, where the sweep has staged families.
+fn staged_figures(
+    out: &Path,
+    families: &[staged::Family],
+    datasets: &[String],
+) -> Result<Vec<Block>> {
+    let mut blocks = vec![];
+    for d in datasets
+        .iter()
+        .filter(|d| families.iter().any(|f| &f.dataset == *d))
+    {
+        let name = format!("val_loss_vs_stages_{d}");
+        plots::val_loss_vs_stages(&out.join("plots"), &name, families, d)?;
+        blocks.push(Block::Figure(
+            name,
+            format!("{d}: final validation loss against the number of stages D, one line per family (thin) and the median per L (bold)."),
+        ));
+    }
     Ok(blocks)
 }
 

@@ -449,3 +449,75 @@ where
         .legend(|(x, y)| Cross::new((x + 7, y), 5, PAR_COLOUR.stroke_width(2)));
     draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
 }
+
+/// Final validation loss against the number of stages D for one dataset: one thin line per
+/// family, and per L the median over its families, bold.
+pub fn val_loss_vs_stages(
+    dir: &Path,
+    name: &str,
+    families: &[super::staged::Family],
+    dataset: &str,
+) -> Result<()> {
+    let of: Vec<&super::staged::Family> =
+        families.iter().filter(|f| f.dataset == dataset).collect();
+    let points = || of.iter().flat_map(|f| f.by_stages.iter());
+    let dmax = points().map(|p| p.0).max().unwrap_or(1).max(2) as f64;
+    let (llo, lhi) = log_range(points().map(|p| p.1));
+    let mut depths: Vec<usize> = of.iter().map(|f| f.layers).collect();
+    depths.dedup();
+    depths.sort();
+    depths.dedup();
+    let title = format!("{dataset}: final validation loss vs number of stages D");
+    both_backends!(dir, name, |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(&title, ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d((1.0..dmax * 1.1).log_scale(), (llo..lhi).log_scale())
+            .map_err(plot_error)?;
+        chart
+            .configure_mesh()
+            .x_desc("stages D (1 = parallel, L = sequential)")
+            .y_desc("final validation loss")
+            .draw()
+            .map_err(plot_error)?;
+        for (i, &l) in depths.iter().enumerate() {
+            let colour = DATASET_COLOURS[i % DATASET_COLOURS.len()];
+            let lines = of.iter().filter(|f| f.layers == l);
+            for f in lines.clone() {
+                let line = f.by_stages.iter().map(|&(d, v)| (d as f64, v));
+                chart
+                    .draw_series(LineSeries::new(line, colour.mix(0.25)))
+                    .map_err(plot_error)?;
+            }
+            let mut ds: Vec<usize> = lines
+                .clone()
+                .flat_map(|f| f.by_stages.iter().map(|p| p.0))
+                .collect();
+            ds.sort();
+            ds.dedup();
+            let medians = ds.iter().map(|&d| {
+                let vs: Vec<f64> = lines
+                    .clone()
+                    .flat_map(|f| f.by_stages.iter().filter(|p| p.0 == d).map(|p| p.1))
+                    .collect();
+                (d as f64, super::stats::median(&vs))
+            });
+            chart
+                .draw_series(LineSeries::new(medians, colour.stroke_width(3)))
+                .map_err(plot_error)?
+                .label(format!("L = {l}: median"))
+                .legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 15, y)], colour.stroke_width(3))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(plot_error)?;
+        Ok(())
+    })
+}

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::analysis::{self, Q_BINS};
 use super::equivalence::EquivalenceRow;
+use super::speed::TimeToTarget;
 use crate::model::Layout;
 
 /// Writes table2.csv, paired.csv, diverged.csv and equivalence.csv into `<out>/tables`.
@@ -32,6 +33,35 @@ pub fn write_csvs(
     write_rows(
         &dir.join("equivalence.csv"),
         verdicts.iter().map(EquivalenceCsv::of),
+    )
+}
+
+/// Writes time_to_target.csv into `<out>/tables`: one row per pair.
+pub fn write_time_to_target(out: &Path, rows: &[TimeToTarget]) -> Result<()> {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        dataset: &'a str,
+        pair_id: &'a str,
+        q_bin: &'static str,
+        target_val_loss: f64,
+        sequential_epochs: Option<usize>,
+        sequential_seconds: Option<f64>,
+        parallel_epochs: Option<usize>,
+        parallel_seconds: Option<f64>,
+    }
+    let path = out.join("tables").join("time_to_target.csv");
+    write_rows(
+        &path,
+        rows.iter().map(|r| Row {
+            dataset: &r.dataset,
+            pair_id: &r.pair_id,
+            q_bin: Q_BINS[r.bin],
+            target_val_loss: r.target,
+            sequential_epochs: r.seq.map(|x| x.epochs),
+            sequential_seconds: r.seq.map(|x| x.seconds),
+            parallel_epochs: r.par.map(|x| x.epochs),
+            parallel_seconds: r.par.map(|x| x.seconds),
+        }),
     )
 }
 

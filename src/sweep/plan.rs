@@ -4,13 +4,15 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
+use tch::{Device, Kind, Tensor};
 
 use super::grid::Grid;
 use crate::data::{self, CLASSES};
 use crate::device;
-use crate::model::{Activation, Architecture, Head, Layout, Net, Pool};
-use crate::train::RunConfig;
+use crate::model::fused::FusedNet;
+use crate::model::{Activation, Architecture, Head, Layout, Pool};
+use crate::train::adam::MemberAdam;
+use crate::train::{RunConfig, fused};
 
 /// Workers × threads for this machine: for the small nets of the grid, independent processes use
 /// the cores better than one process's intra-op threads (see README "Performance"), so one
@@ -47,9 +49,9 @@ fn run_macs(cfg: &RunConfig) -> f64 {
     per_image * (cfg.epochs as f64 * (3.0 * train + val) + train)
 }
 
-/// Multiply-adds per second this machine reaches on one training step of a mid-sized net, with
-/// `threads` threads: a rough calibration for estimates.
-fn calibrate_macs_per_second(threads: usize) -> Result<f64> {
+/// Multiply-adds per second this machine reaches training a mid-sized net, `members` of them
+/// fused into one array, on `device` with `threads` threads: a rough calibration for estimates.
+fn calibrate_macs_per_second(threads: usize, device: Device, members: usize) -> Result<f64> {
     device::set_threads(threads);
     let arch = Architecture {
         layout: Layout::Sequential,
@@ -63,19 +65,25 @@ fn calibrate_macs_per_second(threads: usize) -> Result<f64> {
         batchnorm: false,
         head: Head::Flatten,
     };
-    let vs = nn::VarStore::new(Device::Cpu);
-    let net = Net::new(&vs.root(), arch, 0)?;
-    let mut opt = nn::Adam::default().build(&vs, 1e-3)?;
-    let x = Tensor::randn([32, 1, 28, 28], (Kind::Float, Device::Cpu));
-    let y = Tensor::zeros([32], (Kind::Int64, Device::Cpu));
-    let mut step = || opt.backward_step(&crate::train::cross_entropy(&net.forward(&x, true), &y));
+    let seeds: Vec<u64> = (0..members as u64).collect();
+    let net = FusedNet::new(arch, &seeds, device)?;
+    let mut adam = MemberAdam::new(&net, &vec![1e-3; members]);
+    let (m, batch) = (members as i64, 32);
+    let x = FusedNet::interleave(&Tensor::randn([m, batch, 1, 28, 28], (Kind::Float, device)));
+    let y = Tensor::zeros([m, batch], (Kind::Int64, device));
+    let mut step = || {
+        let _ = fused::step(&net, &mut adam, &x, &y);
+    };
     step();
+    device::synchronize(device);
     let started = Instant::now();
     let steps = 10;
     for _ in 0..steps {
         step();
     }
-    Ok(3.0 * arch.forward_macs() * 32.0 * steps as f64 / started.elapsed().as_secs_f64())
+    device::synchronize(device);
+    let macs = 3.0 * arch.forward_macs() * (batch * m * steps) as f64;
+    Ok(macs / started.elapsed().as_secs_f64())
 }
 
 /// Checks, before anything is queued or trained, that every dataset of the grid can be had (with
@@ -105,20 +113,30 @@ pub fn check_inputs(grid: &Grid, data_dir: &Path, offline: bool, fetch: bool) ->
     Ok(())
 }
 
+/// How the sweep would run: workers × threads on a device, fusing up to `fuse` runs.
+pub struct Execution {
+    pub workers: usize,
+    pub threads: usize,
+    pub device: Device,
+    pub fuse: usize,
+}
+
 /// `--dry-run`: what the sweep holds and roughly how long it takes here. Streams the runs.
-pub fn dry_run(grid: &Grid, workers: usize, threads: usize) -> Result<String> {
+pub fn dry_run(grid: &Grid, e: &Execution) -> Result<String> {
+    let (workers, threads) = (e.workers, e.threads);
     let (mut params, mut macs) = (0.0, 0.0);
     for run in grid.runs() {
         let run = run?;
         params += architecture(&run.config).parameter_count() as f64;
         macs += run_macs(&run.config);
     }
-    let rate = calibrate_macs_per_second(threads)? * workers as f64;
+    let rate = calibrate_macs_per_second(threads, e.device, e.fuse)? * workers as f64;
     Ok(format!(
         "sweep '{}': {} runs ({} pairs) on {}\n\
          total parameters: {:.3e} (mean {:.0} per run)\n\
-         estimated time: {} with {workers} worker(s) × {threads} thread(s) \
-         (rough: FLOP count × a rate measured just now on one CPU training step)",
+         estimated time: {} with {workers} worker(s) × {threads} thread(s) on {:?}, up to {} \
+         run(s) fused per array (rough: FLOP count ÷ a rate measured just now on training \
+         steps of that many fused nets)",
         grid.name,
         grid.len(),
         grid.pairs(),
@@ -126,6 +144,8 @@ pub fn dry_run(grid: &Grid, workers: usize, threads: usize) -> Result<String> {
         params,
         params / grid.len() as f64,
         human_duration(macs / rate),
+        e.device,
+        e.fuse,
     ))
 }
 

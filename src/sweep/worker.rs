@@ -84,7 +84,7 @@ impl std::fmt::Display for Fuse {
 
 impl Fuse {
     /// The most runs to claim as one group on `device`.
-    fn cap(self, device: Device) -> usize {
+    pub fn cap(self, device: Device) -> usize {
         match self {
             Fuse::AtMost(n) => n,
             Fuse::Auto if device.is_cuda() => AUTO_MEMBERS,

@@ -14,7 +14,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 use super::adam::MemberAdam;
 use super::{
     CHECK_EVERY, EVAL_BATCH, EpochMetrics, Observer, RunConfig, RunResult, SHUFFLE_STREAM, Stopped,
-    check_fits_within, shuffled_indices, train,
+    check_fits_within, shuffled_indices, train, truncated_evaluation,
 };
 use crate::data::Tensors;
 use crate::model::fused::FusedNet;
@@ -90,7 +90,11 @@ pub fn train_fused(
     for (m, result) in results.iter_mut().enumerate() {
         if array.alive[m] {
             result.conclude(finals[m]);
+            let member = array.net.member_net(m);
+            result.truncated(truncated_evaluation(&member, data, first.batch_size)?);
         }
+    }
+    for result in &mut results {
         result.total_seconds = started.elapsed().as_secs_f64();
     }
     Ok(results)
@@ -162,10 +166,7 @@ impl Array {
             shape.extend_from_slice(&item);
             let x = FusedNet::interleave(&data.train_x.index_select(0, &idx).view(&shape[..]));
             let y = data.train_y.index_select(0, &idx).view([members, len]);
-            let losses = member_losses(&self.net.forward(&x, true), &y, Reduction::Mean);
-            self.adam.zero_grad();
-            losses.sum(Kind::Float).backward();
-            self.adam.step();
+            let losses = self::step(&self.net, &mut self.adam, &x, &y);
             let _ = loss_sums.g_add_(&(losses.detach() * len as f64));
             if step % CHECK_EVERY == CHECK_EVERY - 1 || step + 1 == steps {
                 let now = Vec::<f64>::try_from(losses.to_kind(Kind::Double))?;
@@ -223,6 +224,17 @@ impl Array {
                 .collect()
         })
     }
+}
+
+/// One optimisation step of every member on its own batch (`x` `[N, M·C, H, W]` as
+/// [`FusedNet::interleave`] makes it, `y` `[M, N]`); returns the members' losses `[M]` before
+/// the update.
+pub fn step(net: &FusedNet, adam: &mut MemberAdam, x: &Tensor, y: &Tensor) -> Tensor {
+    let losses = member_losses(&net.forward(x, true), y, Reduction::Mean);
+    adam.zero_grad();
+    losses.sum(Kind::Float).backward();
+    adam.step();
+    losses
 }
 
 /// Each member's cross-entropy `[M]` (mean or sum over its examples) from logits `[M, N, K]`

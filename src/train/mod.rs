@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, Tensor, nn, nn::OptimizerConfig};
 
 use crate::data::{CLASSES, Tensors};
-use crate::model::{Net, determination_ratio, parameter_count};
+use crate::model::{Layout, Net, determination_ratio, parameter_count};
 pub use crate::settings::RunConfig;
 
 pub(crate) mod adam;
-mod fused;
+pub(crate) mod fused;
 pub use fused::train_fused;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +56,13 @@ pub struct RunResult {
     pub final_train_acc: Option<f64>,
     pub final_val_loss: Option<f64>,
     pub final_val_acc: Option<f64>,
+    /// Validation loss and accuracy of the trained units arranged the other way
+    /// ([`truncation_of`]): a sequential net's units side by side (its first-order truncation),
+    /// a parallel net's stacked, a staged net's side by side.
+    #[serde(default)]
+    pub truncated_val_loss: Option<f64>,
+    #[serde(default)]
+    pub truncated_val_acc: Option<f64>,
     /// Sum of the epochs' training time.
     pub train_seconds: f64,
     /// Wall time of the whole run, evaluation included.
@@ -78,6 +85,8 @@ impl RunResult {
             final_train_acc: None,
             final_val_loss: None,
             final_val_acc: None,
+            truncated_val_loss: None,
+            truncated_val_acc: None,
             train_seconds: 0.0,
             total_seconds: 0.0,
             device: format!("{device:?}"),
@@ -100,6 +109,12 @@ impl RunResult {
             self.diverge(epoch);
         }
         finite
+    }
+
+    /// Records the evaluation of the rearranged net ([`truncated_evaluation`]).
+    fn truncated(&mut self, (loss, acc): (f64, f64)) {
+        self.truncated_val_loss = Some(loss);
+        self.truncated_val_acc = Some(acc);
     }
 
     /// The final metrics of a run trained to the end, from its evaluation on the training set.
@@ -300,6 +315,7 @@ pub fn train(
     }
     if result.outcome == Outcome::Done {
         result.conclude(evaluate(&net, &data.train_x, &data.train_y));
+        result.truncated(truncated_evaluation(&net, data, cfg.batch_size)?);
     }
     result.total_seconds = started.elapsed().as_secs_f64();
     Ok(result)
@@ -357,6 +373,37 @@ fn train_epoch(
         seconds,
         images_per_second: n as f64 / seconds,
     }))
+}
+
+/// Batches of training images over which a rearranged net's batch-norm statistics are
+/// re-estimated (all of the training set if it has fewer).
+pub const REESTIMATE_BATCHES: usize = 100;
+
+/// The layout a trained net's units are rearranged into for [`truncated_evaluation`]: a
+/// sequential (or staged) net's units side by side — its first-order truncation — and a
+/// parallel net's units stacked — the higher-order terms added.
+pub fn truncation_of(layout: Layout) -> Layout {
+    match layout {
+        Layout::Parallel => Layout::Sequential,
+        Layout::Sequential | Layout::Staged(_) => Layout::Parallel,
+    }
+}
+
+/// Validation loss and accuracy of `net`'s trained units arranged as [`truncation_of`] its
+/// layout; with batch norm, its running statistics are first re-estimated over the first
+/// [`REESTIMATE_BATCHES`] training batches of `batch_size` images, in file order.
+pub fn truncated_evaluation(net: &Net, data: &Tensors, batch_size: usize) -> Result<(f64, f64)> {
+    let mut other = net.rearranged(truncation_of(net.architecture().layout))?;
+    let n = data.train_len();
+    let batches = (0..n.div_ceil(batch_size))
+        .take(REESTIMATE_BATCHES)
+        .map(|b| {
+            let start = b * batch_size;
+            let len = batch_size.min(n - start);
+            data.train_x.narrow(0, start as i64, len as i64)
+        });
+    other.reestimate_statistics(batches);
+    Ok(evaluate(&other, &data.val_x, &data.val_y))
 }
 
 fn shuffled_indices(n: usize, rng: &mut ChaCha8Rng) -> Tensor {

@@ -57,6 +57,8 @@ pub fn result_of(s: &Synthetic) -> RunResult {
         final_train_acc: (!s.diverged).then_some(0.9),
         final_val_loss: (!s.diverged).then_some(s.val_loss),
         final_val_acc: (!s.diverged).then_some(s.val_acc),
+        truncated_val_loss: (!s.diverged).then_some(1.5 * s.val_loss),
+        truncated_val_acc: (!s.diverged).then_some(s.val_acc - 0.1),
         train_seconds: s.seconds,
         total_seconds: s.seconds,
         device: "Cpu".into(),

@@ -141,6 +141,10 @@ pub struct RunRow {
     pub total_seconds: Option<f64>,
     pub device: Option<String>,
     pub error: Option<String>,
+    /// Validation loss and accuracy of the trained units rearranged (see
+    /// [`crate::train::truncation_of`]).
+    pub truncated_val_loss: Option<f64>,
+    pub truncated_val_acc: Option<f64>,
     pub epochs_recorded: i64,
 }
 
@@ -224,7 +228,7 @@ pub trait Store {
 
 /// The version of the schema this release writes. Version 1 (no `shallow_meta` table) is the
 /// schema of releases before versioning; it is migrated in place when a writer opens it.
-/// Version 2 added the version record, version 3 the runs' fusion keys.
+/// Version 2 added the version record, version 3 the runs' fusion keys and truncated metrics.
 pub const SCHEMA_VERSION: i64 = 3;
 
 /// A claimed run from its stored columns.
@@ -382,7 +386,21 @@ fn worker_gone(
 /// The columns of a [`RunRow`], in its field order, for both backends' queries.
 const RUN_COLUMNS: &str = "id, pair_id, sweep, status, config, attempts, worker, host, claimed_at,
     finished_at, params, q, train_examples, final_train_loss, final_train_acc, final_val_loss,
-    final_val_acc, diverged_epoch, train_seconds, total_seconds, device, error";
+    final_val_acc, diverged_epoch, train_seconds, total_seconds, device, error, truncated_val_loss,
+    truncated_val_acc";
+
+/// The columns of a [`RunRow`] to select from a database of schema `version`: those a reader of
+/// an older schema lacks are read as NULL.
+fn select_run_columns(version: i64) -> String {
+    if version >= 3 {
+        RUN_COLUMNS.to_owned()
+    } else {
+        RUN_COLUMNS.replace(
+            "truncated_val_loss,\n    truncated_val_acc",
+            "NULL AS truncated_val_loss, NULL AS truncated_val_acc",
+        )
+    }
+}
 
 /// A run as another store should receive it: one in progress there is pending here (its worker
 /// belongs to the other store), without its partial epochs.

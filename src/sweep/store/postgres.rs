@@ -14,7 +14,7 @@ use postgres::{Client, GenericClient, NoTls, Row};
 use super::{
     Added, EpochRow, Finish, RUN_COLUMNS, RunRow, RunStatus, Running, SCHEMA_VERSION, Store,
     WorkerInfo, check_version, finite, not_owned, portable, redact, run_spec, schema_version_of,
-    stored_fusion_key,
+    select_run_columns, stored_fusion_key,
 };
 use crate::sweep::grid::RunSpec;
 use crate::sweep::grid::fusion_key;
@@ -57,7 +57,9 @@ CREATE TABLE IF NOT EXISTS runs (
     train_seconds DOUBLE PRECISION,
     total_seconds DOUBLE PRECISION,
     device TEXT,
-    error TEXT
+    error TEXT,
+    truncated_val_loss DOUBLE PRECISION,
+    truncated_val_acc DOUBLE PRECISION
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, seq);
 CREATE TABLE IF NOT EXISTS epochs (
@@ -88,6 +90,8 @@ pub struct PostgresStore {
     client: RefCell<Client>,
     url: String,
     read_only: bool,
+    /// The schema version of the database (older only for a reader, which never migrates).
+    version: std::cell::Cell<i64>,
 }
 
 impl PostgresStore {
@@ -99,6 +103,7 @@ impl PostgresStore {
             client: RefCell::new(client),
             url: url.to_owned(),
             read_only,
+            version: std::cell::Cell::new(SCHEMA_VERSION),
         };
         store.prepare()?;
         Ok(store)
@@ -114,6 +119,7 @@ impl PostgresStore {
             if version == 0 {
                 bail!("{name}: not a shallow results database (it has no tables)");
             }
+            self.version.set(version);
             return Ok(());
         }
         let mut tx = client.transaction()?;
@@ -122,8 +128,12 @@ impl PostgresStore {
         check_version(version, &name)?;
         if version < SCHEMA_VERSION {
             tx.batch_execute(SCHEMA)?;
-            // Version 3: the runs' fusion keys, computed from their configs.
-            tx.batch_execute("ALTER TABLE runs ADD COLUMN IF NOT EXISTS fuse_key TEXT")?;
+            // Version 3: the runs' fusion keys, computed from their configs, and truncated metrics.
+            tx.batch_execute(
+                "ALTER TABLE runs ADD COLUMN IF NOT EXISTS fuse_key TEXT;
+                 ALTER TABLE runs ADD COLUMN IF NOT EXISTS truncated_val_loss DOUBLE PRECISION;
+                 ALTER TABLE runs ADD COLUMN IF NOT EXISTS truncated_val_acc DOUBLE PRECISION;",
+            )?;
             fill_fusion_keys(&mut tx)?;
             tx.batch_execute(
                 "CREATE INDEX IF NOT EXISTS runs_fusion ON runs(fuse_key, status, seq)",
@@ -248,7 +258,9 @@ fn run_row(r: &Row) -> Result<RunRow> {
         total_seconds: r.get(19),
         device: r.get(20),
         error: r.get(21),
-        epochs_recorded: r.get(22),
+        truncated_val_loss: r.get(22),
+        truncated_val_acc: r.get(23),
+        epochs_recorded: r.get(24),
     })
 }
 

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     Added, EpochRow, Finish, RUN_COLUMNS, RunRow, RunStatus, Running, Store, WorkerInfo, finite,
-    not_owned, now, run_spec, worker_gone,
+    not_owned, now, run_spec, select_run_columns, worker_gone,
 };
 use crate::sweep::grid::RunSpec;
 use crate::sweep::grid::fusion_key;
@@ -15,6 +15,8 @@ use crate::train::{EpochMetrics, Outcome, RunConfig};
 
 pub struct SqliteStore {
     conn: Connection,
+    /// The schema version of the database (older only for a reader, which never migrates).
+    version: i64,
 }
 
 mod schema;
@@ -153,7 +155,8 @@ impl Store for SqliteStore {
                     "UPDATE runs SET status = ?2, finished_at = ?3, params = ?4, q = ?5,
                          train_examples = ?6, final_train_loss = ?7, final_train_acc = ?8,
                          final_val_loss = ?9, final_val_acc = ?10, diverged_epoch = ?11,
-                         train_seconds = ?12, total_seconds = ?13, device = ?14
+                         train_seconds = ?12, total_seconds = ?13, device = ?14,
+                         truncated_val_loss = ?15, truncated_val_acc = ?16
                      WHERE id = ?1",
                     params![
                         run_id,
@@ -169,7 +172,9 @@ impl Store for SqliteStore {
                         r.diverged_epoch.map(|e| e as i64),
                         r.train_seconds,
                         r.total_seconds,
-                        r.device
+                        r.device,
+                        r.truncated_val_loss.and_then(finite),
+                        r.truncated_val_acc.and_then(finite)
                     ],
                 )?;
             }
@@ -263,8 +268,9 @@ impl Store for SqliteStore {
 
     fn runs(&self) -> Result<Vec<RunRow>> {
         let mut query = self.conn.prepare(&format!(
-            "SELECT {RUN_COLUMNS}, (SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id)
-             FROM runs ORDER BY seq"
+            "SELECT {}, (SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id)
+             FROM runs ORDER BY seq",
+            select_run_columns(self.version)
         ))?;
         let rows = query.query_map([], |r| {
             let config: String = r.get(4)?;
@@ -300,7 +306,9 @@ impl Store for SqliteStore {
                 total_seconds: r.get(19)?,
                 device: r.get(20)?,
                 error: r.get(21)?,
-                epochs_recorded: r.get(22)?,
+                truncated_val_loss: r.get(22)?,
+                truncated_val_acc: r.get(23)?,
+                epochs_recorded: r.get(24)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -369,7 +377,7 @@ impl Store for SqliteStore {
         {
             let mut insert = tx.prepare(&format!(
                 "INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
-                 ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)
+                 ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)
                  ON CONFLICT (id) DO NOTHING"
             ))?;
             for r in runs.iter().map(super::portable) {
@@ -395,7 +403,9 @@ impl Store for SqliteStore {
                     r.train_seconds,
                     r.total_seconds,
                     r.device,
-                    r.error
+                    r.error,
+                    r.truncated_val_loss,
+                    r.truncated_val_acc
                 ])?;
                 new += n;
                 if n > 0 && r.status.finished() {

@@ -183,7 +183,8 @@ impl Store for PostgresStore {
                                  q = $4, train_examples = $5, final_train_loss = $6,
                                  final_train_acc = $7, final_val_loss = $8, final_val_acc = $9,
                                  diverged_epoch = $10, train_seconds = $11,
-                                 total_seconds = $12, device = $13
+                                 total_seconds = $12, device = $13,
+                                 truncated_val_loss = $14, truncated_val_acc = $15
                              WHERE id = $1"
                         ),
                         &[
@@ -200,6 +201,8 @@ impl Store for PostgresStore {
                             &r.train_seconds,
                             &r.total_seconds,
                             &r.device,
+                            &r.truncated_val_loss.and_then(finite),
+                            &r.truncated_val_acc.and_then(finite),
                         ],
                     )?;
                 }
@@ -265,9 +268,10 @@ impl Store for PostgresStore {
             client
                 .query(
                     &format!(
-                        "SELECT {RUN_COLUMNS},
+                        "SELECT {},
                         (SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id)
-                     FROM runs ORDER BY seq"
+                     FROM runs ORDER BY seq",
+                        select_run_columns(self.version.get())
                     ),
                     &[],
                 )?
@@ -373,7 +377,7 @@ impl Store for PostgresStore {
             }
             let insert = tx.prepare(&format!(
                 "INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                 $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
+                 $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
                  ON CONFLICT (id) DO NOTHING"
             ))?;
             let (mut new, mut inserted) = (0, std::collections::HashSet::new());
@@ -403,6 +407,8 @@ impl Store for PostgresStore {
                         &r.total_seconds,
                         &r.device,
                         &r.error,
+                        &r.truncated_val_loss,
+                        &r.truncated_val_acc,
                     ],
                 )?;
                 new += n as usize;

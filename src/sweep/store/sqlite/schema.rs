@@ -41,7 +41,9 @@ CREATE TABLE IF NOT EXISTS runs (
     train_seconds REAL,
     total_seconds REAL,
     device TEXT,
-    error TEXT
+    error TEXT,
+    truncated_val_loss REAL,
+    truncated_val_acc REAL
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, seq);
 CREATE TABLE IF NOT EXISTS epochs (
@@ -81,7 +83,7 @@ impl SqliteStore {
             // as it is, so the statements below are the migration. 2 → 3 adds the runs' fusion
             // keys, computed from their configs.
             tx.execute_batch(SCHEMA)?;
-            add_fusion_keys(&tx)?;
+            migrate_to_v3(&tx)?;
             tx.execute(
                 "INSERT INTO shallow_meta (key, value) VALUES ('schema_version', ?1)
                  ON CONFLICT (key) DO UPDATE SET value = ?1",
@@ -96,7 +98,10 @@ impl SqliteStore {
                 );
             }
         }
-        Ok(SqliteStore { conn })
+        Ok(SqliteStore {
+            conn,
+            version: SCHEMA_VERSION,
+        })
     }
 
     /// Opens an existing database for reading only: nothing is created or written, not even a
@@ -136,20 +141,26 @@ impl SqliteStore {
             );
         }
         conn.busy_timeout(Duration::from_secs(60))?;
-        Ok(SqliteStore { conn })
+        Ok(SqliteStore { conn, version })
     }
 }
 
 /// Version 3: the fusion key of every run (runs with equal keys may train as one array), indexed
-/// for claiming a group; added to the runs of an older database.
-fn add_fusion_keys(tx: &rusqlite::Transaction) -> Result<()> {
-    let has_column: bool = tx.query_row(
-        "SELECT count(*) > 0 FROM pragma_table_info('runs') WHERE name = 'fuse_key'",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_column {
-        tx.execute("ALTER TABLE runs ADD COLUMN fuse_key TEXT", [])?;
+/// for claiming a group, and the truncated metrics; added to the runs of an older database.
+fn migrate_to_v3(tx: &rusqlite::Transaction) -> Result<()> {
+    for (column, kind) in [
+        ("fuse_key", "TEXT"),
+        ("truncated_val_loss", "REAL"),
+        ("truncated_val_acc", "REAL"),
+    ] {
+        let has_column: bool = tx.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('runs') WHERE name = ?1",
+            [column],
+            |r| r.get(0),
+        )?;
+        if !has_column {
+            tx.execute(&format!("ALTER TABLE runs ADD COLUMN {column} {kind}"), [])?;
+        }
     }
     fill_fusion_keys(tx)?;
     tx.execute(
