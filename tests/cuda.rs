@@ -69,3 +69,38 @@ fn cuda_training_matches_fp32_tolerance_in_bf16() {
     device::load_cuda_backend();
     assert_bf16_within_tolerance_of_fp32(Device::Cuda(0));
 }
+
+/// A fused array of 3 members on the GPU: each member's logits equal its solo net's on the GPU
+/// (both on cuDNN, so up to TF32 rounding of different algorithms), in every layout.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn cuda_fused_members_equal_their_solo_nets() {
+    use shallow::model::fused::FusedNet;
+    device::load_cuda_backend();
+    let gpu = Device::Cuda(0);
+    for layout in [Layout::Sequential, Layout::Staged(2), Layout::Parallel] {
+        let a = Architecture {
+            layout,
+            input: [1, 28, 28],
+            classes: 10,
+            layers: 4,
+            filters: 16,
+            kernel: 3,
+            activation: Activation::Relu,
+            pool: Pool::None,
+            batchnorm: true,
+            head: Head::Flatten,
+        };
+        let seeds = [1u64, 2, 3];
+        let fused = FusedNet::new(a, &seeds, gpu).unwrap();
+        let xs = Tensor::randn([3, 8, 1, 28, 28], (Kind::Float, gpu));
+        let logits = fused.forward(&FusedNet::interleave(&xs), true);
+        for (m, &seed) in seeds.iter().enumerate() {
+            let vs = nn::VarStore::new(gpu);
+            let solo = Net::new(&vs.root(), a, seed).unwrap();
+            let alone = solo.forward(&xs.get(m as i64), true);
+            let d = relative_difference(&logits.get(m as i64).to_device(Device::Cpu), &alone);
+            assert!(d < 1e-2, "{layout} member {m}: {d:e}");
+        }
+    }
+}
