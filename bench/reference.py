@@ -88,6 +88,20 @@ def synchronize(device):
         torch.cuda.synchronize()
 
 
+def timed(step, args, images):
+    """Runs `step` args.warmup times, then times args.steps more and prints the measurement."""
+    for _ in range(args.warmup):
+        step()
+    synchronize(args.device)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    synchronize(args.device)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"images_per_second": args.steps * images / seconds,
+                      "seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
+
+
 def step_bench(args):
     c, side, layers, filters, kernel, pool = NETS[args.net]
     torch.manual_seed(0)
@@ -107,16 +121,7 @@ def step_bench(args):
         loss.backward()
         opt.step()
 
-    for _ in range(args.warmup):
-        step()
-    synchronize(args.device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    synchronize(args.device)
-    seconds = time.perf_counter() - start
-    print(json.dumps({"images_per_second": args.steps * args.batch / seconds,
-                      "seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
+    timed(step, args, args.batch)
 
 
 def read_idx(path):
@@ -212,16 +217,7 @@ def fused_step_bench(args):
         F.cross_entropy(logits, y, reduction="none").view(m, b).mean(1).sum().backward()
         opt.step()
 
-    for _ in range(args.warmup):
-        step()
-    synchronize(args.device)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    synchronize(args.device)
-    seconds = time.perf_counter() - start
-    print(json.dumps({"images_per_second": args.steps * b * m / seconds,
-                      "seconds": seconds, "peak_rss_mb": peak_rss_mb()}))
+    timed(step, args, b * m)
 
 
 # The sweep benchmarks' grids: (layout, layers, filters, kernel, lr, seed) of configs/bench-sweep.toml

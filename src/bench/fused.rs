@@ -4,9 +4,8 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use super::{
     BATCH, BenchNet, BenchOptions, StepMeasurement, StepSettings, device_name, parse_json_line,
@@ -176,22 +175,7 @@ pub fn sweep_section(o: &BenchOptions, data: &Path) -> Result<String> {
     for rep in 0..o.repetitions.min(2) {
         for fuse in ["9", "1"] {
             let db = tmp.join(format!("sweep-{rep}-{fuse}.db"));
-            let started = Instant::now();
-            let status = Command::new(&o.exe)
-                .arg("sweep")
-                .arg(config)
-                .arg("--db")
-                .arg(&db)
-                .arg("--data-dir")
-                .arg(data)
-                .args(["--offline", "--fuse", fuse])
-                .args(["--device", device_name(o.device)])
-                .stdout(Stdio::null())
-                .status()?;
-            if !status.success() {
-                bail!("shallow sweep {} --fuse {fuse} failed", config.display());
-            }
-            let took = started.elapsed().as_secs_f64();
+            let took = super::timed_sweep(o, config, &db, data, &["--fuse", fuse])?;
             if fuse == "9" {
                 &mut fused
             } else {

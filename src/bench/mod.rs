@@ -146,7 +146,12 @@ pub fn measure_step(net: BenchNet, layout: Layout, s: StepSettings) -> Result<St
     let [c, h, w] = net.input.map(|d| d as i64);
     let x = Tensor::randn([BATCH as i64, c, h, w], (Kind::Float, s.device));
     let y = Tensor::randint(10, [BATCH as i64], (Kind::Int64, s.device));
-    let mut step = || opt.backward_step(&cross_entropy(&model.forward(&x, true), &y));
+    let step = || opt.backward_step(&cross_entropy(&model.forward(&x, true), &y));
+    Ok(time_steps(step, s, BATCH))
+}
+
+/// Runs `step` [`WARMUP`] times, then times `s.steps` more; `images` per step.
+fn time_steps(mut step: impl FnMut(), s: StepSettings, images: usize) -> StepMeasurement {
     for _ in 0..WARMUP {
         step();
     }
@@ -157,11 +162,11 @@ pub fn measure_step(net: BenchNet, layout: Layout, s: StepSettings) -> Result<St
     }
     device::synchronize(s.device);
     let seconds = started.elapsed().as_secs_f64();
-    Ok(StepMeasurement {
-        images_per_second: (s.steps * BATCH) as f64 / seconds,
+    StepMeasurement {
+        images_per_second: (s.steps * images) as f64 / seconds,
         seconds,
         peak_rss_mb: peak_rss_mb(),
-    })
+    }
 }
 
 /// Times `s.steps` training steps of `members` nets of one architecture fused into one array
@@ -182,24 +187,10 @@ pub fn measure_fused_step(
     let (m, b) = (members as i64, BATCH as i64);
     let x = FusedNet::interleave(&Tensor::randn([m, b, c, h, w], (Kind::Float, s.device)));
     let y = Tensor::randint(10, [m, b], (Kind::Int64, s.device));
-    let mut step = || {
+    let step = || {
         let _ = crate::train::fused::step(&model, &mut adam, &x, &y);
     };
-    for _ in 0..WARMUP {
-        step();
-    }
-    device::synchronize(s.device);
-    let started = Instant::now();
-    for _ in 0..s.steps {
-        step();
-    }
-    device::synchronize(s.device);
-    let seconds = started.elapsed().as_secs_f64();
-    Ok(StepMeasurement {
-        images_per_second: (s.steps * BATCH * members) as f64 / seconds,
-        seconds,
-        peak_rss_mb: peak_rss_mb(),
-    })
+    Ok(time_steps(step, s, BATCH * members))
 }
 
 /// VmHWM of this process.
@@ -432,6 +423,38 @@ fn speedups(o: &BenchOptions, ours: &OursMedians) -> String {
     text
 }
 
+/// Wall seconds of `shallow sweep CONFIG --db DB --data-dir DATA --offline EXTRA…` on the bench's
+/// device.
+fn timed_sweep(
+    o: &BenchOptions,
+    config: &Path,
+    db: &Path,
+    data: &Path,
+    extra: &[&str],
+) -> Result<f64> {
+    let started = Instant::now();
+    let status = Command::new(&o.exe)
+        .arg("sweep")
+        .arg(config)
+        .arg("--db")
+        .arg(db)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--offline")
+        .args(["--device", device_name(o.device)])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!(
+            "shallow sweep {} {} failed",
+            config.display(),
+            extra.join(" ")
+        );
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
 /// The 16-run mini grid: `shallow sweep configs/bench-sweep.toml` end to end against the
 /// reference script's loop over the same configs.
 fn sweep_bench(o: &BenchOptions, data: &Path) -> Result<String> {
@@ -441,22 +464,7 @@ fn sweep_bench(o: &BenchOptions, data: &Path) -> Result<String> {
     let (mut ours, mut reference) = (Vec::new(), Vec::new());
     for rep in 0..o.repetitions.min(2) {
         let db = tmp.join(format!("sweep-{rep}.db"));
-        let started = Instant::now();
-        let status = Command::new(&o.exe)
-            .arg("sweep")
-            .arg(config)
-            .arg("--db")
-            .arg(&db)
-            .arg("--data-dir")
-            .arg(data)
-            .arg("--offline")
-            .args(["--device", device_name(o.device)])
-            .stdout(std::process::Stdio::null())
-            .status()?;
-        if !status.success() {
-            bail!("shallow sweep {} failed", config.display());
-        }
-        ours.push(started.elapsed().as_secs_f64());
+        ours.push(timed_sweep(o, config, &db, data, &[])?);
         let output = Command::new(&o.python)
             .arg(&o.reference)
             .args(["sweep", "--threads", &o.threads.to_string()])
