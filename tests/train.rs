@@ -112,3 +112,37 @@ fn every_epoch_is_reported_to_the_observer() {
     assert_eq!(recorder.0, vec![1, 2, 3]);
     assert_eq!(r.epochs.len(), 3);
 }
+
+/// The truncated evaluation of a net is the evaluation of a net of the other layout holding the
+/// same weights (one seed gives every layout the same weights), exactly without batch norm; a
+/// trained run records it.
+#[test]
+fn truncated_evaluation_is_the_other_layout_with_the_same_weights() {
+    use shallow::model::Net;
+    let tmp = tempfile::tempdir().unwrap();
+    let tensors = tiny(tmp.path());
+    for (layout, other) in [
+        (Layout::Sequential, Layout::Parallel),
+        (Layout::Parallel, Layout::Sequential),
+        (Layout::Staged(2), Layout::Parallel),
+    ] {
+        let cfg = tiny_config(layout);
+        let arch = |l| cfg.architecture(tensors.shape).with_layout(l);
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let net = Net::new(&vs.root(), arch(layout), 3).unwrap();
+        let vs2 = tch::nn::VarStore::new(Device::Cpu);
+        let twin = Net::new(&vs2.root(), arch(other), 3).unwrap();
+        let got = train::truncated_evaluation(&net, &tensors, cfg.batch_size).unwrap();
+        let want = train::evaluate(&twin, &tensors.val_x, &tensors.val_y);
+        assert_eq!(got, want, "{layout} evaluated as {other}");
+    }
+    let r = train::train(
+        &tiny_config(Layout::Sequential),
+        &tensors,
+        Device::Cpu,
+        &mut Silent,
+    )
+    .unwrap();
+    assert!(r.truncated_val_loss.unwrap().is_finite());
+    assert!((0.0..=1.0).contains(&r.truncated_val_acc.unwrap()));
+}

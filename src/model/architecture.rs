@@ -181,6 +181,11 @@ pub struct Architecture {
 }
 
 impl Architecture {
+    /// The same architecture in another layout.
+    pub fn with_layout(self, layout: Layout) -> Architecture {
+        Architecture { layout, ..self }
+    }
+
     pub fn validate(&self) -> Result<()> {
         ensure!(self.layers >= 1, "layers must be at least 1");
         self.layout.check(self.layers)?;
