@@ -269,11 +269,13 @@ fn report_files_are_complete_and_self_contained() {
     ] {
         assert!(!html.contains(forbidden), "external reference {forbidden}");
     }
-    assert_eq!(html.matches("<svg").count(), 8, "every figure inline");
+    assert_eq!(html.matches("<svg").count(), 9, "every figure inline");
     assert!(html.contains("Partial sweep") && html.contains("4 runs are not finished"));
     assert!(html.contains("0.05201"), "the paper's values are shown");
     let md = std::fs::read_to_string(&files.markdown).unwrap();
     assert!(md.contains("## Table 2") && md.contains("## Paired comparison"));
+    assert!(md.contains("## Time to target") && md.contains("## Truncation"));
+    assert!(out.join("tables/time_to_target.csv").is_file());
     for plot in [
         "forest_val_loss",
         "forest_val_acc",
@@ -283,6 +285,7 @@ fn report_files_are_complete_and_self_contained() {
         "loss_vs_q_cifar10",
         "learning_curves",
         "epoch_seconds",
+        "time_to_target",
     ] {
         for ext in ["svg", "png"] {
             let path = out.join("plots").join(format!("{plot}.{ext}"));

@@ -57,6 +57,13 @@ pub fn generate(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFi
     blocks.extend(equivalence_table(&verdicts, margins));
     blocks.extend(figures(out, &pairs, &datasets, &epochs)?);
     blocks.extend(staged_figures(out, &families, &datasets)?);
+    plots::time_to_target(&out.join("plots"), "time_to_target", &to_target, &datasets)?;
+    blocks.push(Block::Figure(
+        "time_to_target".into(),
+        "Training seconds each layout needed to first reach the better final validation loss + 5 %, \
+         per pair (below the line: parallel faster)."
+            .into(),
+    ));
 
     tables::write_csvs(out, &cells, &paired, &diverged, &verdicts)?;
     tables::write_time_to_target(out, &to_target)?;

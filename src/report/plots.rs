@@ -147,6 +147,32 @@ pub fn epoch_seconds(dir: &Path, name: &str, pairs: &[Pair], datasets: &[String]
     )
 }
 
+/// Seconds to target per pair (both layouts reached it), parallel against sequential.
+pub fn time_to_target(
+    dir: &Path,
+    name: &str,
+    rows: &[super::speed::TimeToTarget],
+    datasets: &[String],
+) -> Result<()> {
+    let points: Vec<(usize, f64, f64)> = rows
+        .iter()
+        .filter_map(|r| {
+            let d = datasets.iter().position(|d| *d == r.dataset)?;
+            Some((d, r.seq?.seconds, r.par?.seconds))
+        })
+        .filter(|(_, s, p)| *s > 0.0 && *p > 0.0)
+        .collect();
+    scatter_pairs(
+        dir,
+        name,
+        "training seconds to the target loss, one point per pair",
+        "sequential seconds",
+        "parallel seconds",
+        &points,
+        datasets,
+    )
+}
+
 /// (dataset index, sequential value, parallel value) of every finished pair.
 fn pair_points(
     pairs: &[Pair],
