@@ -14,10 +14,8 @@ use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
 
 use crate::data::CLASSES;
 use crate::device;
-use crate::model::fused::FusedNet;
 use crate::model::{Activation, Architecture, Head, Layout, Net, Pool, Precision};
 use crate::report::stats::median;
-use crate::train::adam::MemberAdam;
 use crate::train::cross_entropy;
 
 /// A benchmark net (the same table is in bench/reference.py).
@@ -179,17 +177,8 @@ pub fn measure_fused_step(
     s: StepSettings,
 ) -> Result<StepMeasurement> {
     device::set_threads(s.threads);
-    let seeds: Vec<u64> = (0..members as u64).collect();
-    let model =
-        FusedNet::new(net.architecture(layout), &seeds, s.device)?.with_precision(s.precision);
-    let mut adam = MemberAdam::new(&model, &vec![1e-3; members]);
-    let [c, h, w] = net.input.map(|d| d as i64);
-    let (m, b) = (members as i64, BATCH as i64);
-    let x = FusedNet::interleave(&Tensor::randn([m, b, c, h, w], (Kind::Float, s.device)));
-    let y = Tensor::randint(10, [m, b], (Kind::Int64, s.device));
-    let step = || {
-        let _ = crate::train::fused::step(&model, &mut adam, &x, &y);
-    };
+    let arch = net.architecture(layout);
+    let step = crate::train::fused::synthetic_step(arch, members, BATCH, s.device, s.precision)?;
     Ok(time_steps(step, s, BATCH * members))
 }
 

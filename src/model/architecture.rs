@@ -136,6 +136,15 @@ impl Precision {
     }
 }
 
+impl Pool {
+    pub(crate) fn apply(self, h: Tensor) -> Tensor {
+        match self {
+            Pool::None => h,
+            Pool::Max2 => h.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
+        }
+    }
+}
+
 impl Activation {
     pub(crate) fn apply(self, x: Tensor) -> Tensor {
         match self {

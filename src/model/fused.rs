@@ -15,7 +15,7 @@
 use anyhow::{Result, ensure};
 use tch::{Device, Kind, Tensor};
 
-use super::{Architecture, BN_EPS, BN_MOMENTUM, Head, Init, Net, Pool, Precision};
+use super::{Architecture, BN_EPS, BN_MOMENTUM, Head, Init, Net, Precision, same_conv};
 
 pub struct FusedNet {
     arch: Architecture,
@@ -247,22 +247,11 @@ impl FusedNet {
             .arch
             .activation
             .apply(self.conv(x, &w, Some(&self.stem_b.view([m * f]))));
-        match self.arch.pool {
-            Pool::None => h,
-            Pool::Max2 => h.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
-        }
+        self.arch.pool.apply(h)
     }
 
     fn conv(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
-        let pad = (self.arch.kernel / 2) as i64;
-        x.conv2d(
-            &self.precision.apply(w),
-            b.map(|b| self.precision.apply(b)),
-            [1, 1],
-            [pad, pad],
-            [1, 1],
-            self.members,
-        )
+        same_conv(x, w, b, self.precision, self.members)
     }
 
     /// `Σ_{i in stage s} F_i(h)` for every member at once: the stage's `width` units of every

@@ -243,22 +243,11 @@ impl Net {
 
     fn stem(&self, x: &Tensor) -> Tensor {
         let h = self.activate(self.conv(x, &self.stem_w, Some(&self.stem_b)));
-        match self.arch.pool {
-            Pool::None => h,
-            Pool::Max2 => h.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
-        }
+        self.arch.pool.apply(h)
     }
 
     fn conv(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Tensor {
-        let pad = (self.arch.kernel / 2) as i64;
-        x.conv2d(
-            &self.low(w),
-            b.map(|b| self.low(b)),
-            [1, 1],
-            [pad, pad],
-            [1, 1],
-            1,
-        )
+        same_conv(x, w, b, self.precision, 1)
     }
 
     fn activate(&self, x: Tensor) -> Tensor {
@@ -306,6 +295,26 @@ impl Net {
         };
         features.linear(&self.low(&self.head_w), Some(self.low(&self.head_b)))
     }
+}
+
+/// A k×k convolution with same padding (k from `w`), stride 1, over `groups` groups, computed in
+/// `precision`.
+pub(crate) fn same_conv(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    precision: Precision,
+    groups: i64,
+) -> Tensor {
+    let pad = w.size()[3] / 2;
+    x.conv2d(
+        &precision.apply(w),
+        b.map(|b| precision.apply(b)),
+        [1, 1],
+        [pad, pad],
+        [1, 1],
+        groups,
+    )
 }
 
 /// Number of trainable parameters of the variables in `vs`.

@@ -4,14 +4,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use tch::{Device, Kind, Tensor};
+use tch::Device;
 
 use super::grid::Grid;
 use crate::data::{self, CLASSES};
 use crate::device;
-use crate::model::fused::FusedNet;
-use crate::model::{Activation, Architecture, Head, Layout, Pool};
-use crate::train::adam::MemberAdam;
+use crate::model::{Activation, Architecture, Head, Layout, Pool, Precision};
 use crate::train::{RunConfig, fused};
 
 /// Workers × threads for this machine: for the small nets of the grid, independent processes use
@@ -65,15 +63,8 @@ fn calibrate_macs_per_second(threads: usize, device: Device, members: usize) -> 
         batchnorm: false,
         head: Head::Flatten,
     };
-    let seeds: Vec<u64> = (0..members as u64).collect();
-    let net = FusedNet::new(arch, &seeds, device)?;
-    let mut adam = MemberAdam::new(&net, &vec![1e-3; members]);
-    let (m, batch) = (members as i64, 32);
-    let x = FusedNet::interleave(&Tensor::randn([m, batch, 1, 28, 28], (Kind::Float, device)));
-    let y = Tensor::zeros([m, batch], (Kind::Int64, device));
-    let mut step = || {
-        let _ = fused::step(&net, &mut adam, &x, &y);
-    };
+    let batch = 32;
+    let mut step = fused::synthetic_step(arch, members, batch, device, Precision::Fp32)?;
     step();
     device::synchronize(device);
     let started = Instant::now();
@@ -82,7 +73,7 @@ fn calibrate_macs_per_second(threads: usize, device: Device, members: usize) -> 
         step();
     }
     device::synchronize(device);
-    let macs = 3.0 * arch.forward_macs() * (batch * m * steps) as f64;
+    let macs = 3.0 * arch.forward_macs() * (batch * members * steps) as f64;
     Ok(macs / started.elapsed().as_secs_f64())
 }
 

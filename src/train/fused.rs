@@ -14,10 +14,11 @@ use tch::{Device, Kind, Reduction, Tensor};
 use super::adam::MemberAdam;
 use super::{
     CHECK_EVERY, EVAL_BATCH, EpochMetrics, Observer, RunConfig, RunResult, SHUFFLE_STREAM, Stopped,
-    check_fits_within, shuffled_indices, train, truncated_evaluation,
+    check_fits_within, memory_to_check, shuffled_indices, train, truncated_evaluation,
 };
 use crate::data::Tensors;
 use crate::model::fused::FusedNet;
+use crate::model::{Architecture, Precision};
 
 /// Trains `cfgs` (one run each, all of one [`RunConfig::fusion_group`]) together; `observers[m]`
 /// is told member m's epoch orders and metrics, and any of them can stop the whole array. Fused
@@ -103,9 +104,7 @@ pub fn train_fused(
 /// Refuses, before any work, an array whose training step would not fit this machine's memory
 /// (each member needs what it needs alone).
 fn check_members_fit(cfg: &RunConfig, input: [usize; 3], device: Device, m: usize) -> Result<()> {
-    let available = (device == Device::Cpu)
-        .then(crate::device::available_memory)
-        .flatten();
+    let available = memory_to_check(device);
     check_fits_within(cfg, input, available.map(|have| have / m as u64)).map_err(|e| {
         e.context(format!(
             "{m} runs trained together need {m}× one run's memory; train fewer together (--fuse)"
@@ -235,6 +234,27 @@ pub fn step(net: &FusedNet, adam: &mut MemberAdam, x: &Tensor, y: &Tensor) -> Te
     losses.sum(Kind::Float).backward();
     adam.step();
     losses
+}
+
+/// A training step of `members` nets of `arch` fused into one array (seeds 0…M−1, lr 1e-3), each
+/// on a fixed synthetic batch of `batch` images: for timing (the benchmark, sweep estimates).
+pub fn synthetic_step(
+    arch: Architecture,
+    members: usize,
+    batch: usize,
+    device: Device,
+    precision: Precision,
+) -> Result<impl FnMut()> {
+    let seeds: Vec<u64> = (0..members as u64).collect();
+    let net = FusedNet::new(arch, &seeds, device)?.with_precision(precision);
+    let mut adam = MemberAdam::new(&net, &vec![1e-3; members]);
+    let [c, h, w] = arch.input.map(|d| d as i64);
+    let (m, b) = (members as i64, batch as i64);
+    let x = FusedNet::interleave(&Tensor::randn([m, b, c, h, w], (Kind::Float, device)));
+    let y = Tensor::randint(arch.classes as i64, [m, b], (Kind::Int64, device));
+    Ok(move || {
+        let _ = step(&net, &mut adam, &x, &y);
+    })
 }
 
 /// Each member's cross-entropy `[M]` (mean or sum over its examples) from logits `[M, N, K]`

@@ -245,10 +245,15 @@ impl Observer for Bar {
 /// step would not fit the memory this machine has left (checked on the CPU; a GPU's own limit
 /// shows as libtorch's out-of-memory error).
 pub fn check_fits(cfg: &RunConfig, input: [usize; 3], device: Device) -> Result<()> {
-    let available = (device == Device::Cpu)
+    check_fits_within(cfg, input, memory_to_check(device))
+}
+
+/// The memory a run on `device` is checked against: what this machine has left on the CPU,
+/// nothing on a GPU (its own limit shows as libtorch's out-of-memory error).
+fn memory_to_check(device: Device) -> Option<u64> {
+    (device == Device::Cpu)
         .then(crate::device::available_memory)
-        .flatten();
-    check_fits_within(cfg, input, available)
+        .flatten()
 }
 
 /// [`check_fits`] against `available` bytes of memory (`None`: unknown, not checked), for
