@@ -1,4 +1,6 @@
 //! Grid specs: expansion, stable identities, pairing and error messages.
+use std::collections::{BTreeMap, BTreeSet};
+
 use shallow::model::{Layout, Precision};
 use shallow::sweep::grid::{self, Grid, RunSpec};
 
@@ -30,7 +32,7 @@ fn paper_preset_expands_to_6912_runs_in_3456_pairs() {
 fn quick_preset_is_small_and_paired() {
     let g = grid::load(std::path::Path::new("configs/quick.toml")).unwrap();
     assert_eq!((g.len(), g.pairs()), (96, 48));
-    let seeds: std::collections::BTreeSet<u64> = runs(&g).iter().map(|r| r.config.seed).collect();
+    let seeds: BTreeSet<u64> = runs(&g).iter().map(|r| r.config.seed).collect();
     assert_eq!(seeds.len(), 3, "seeds, for the report's seed-noise columns");
 }
 
@@ -190,7 +192,7 @@ fn repeated_values_are_one_run_and_excluded_datasets_are_not_used() {
     let g = grid::parse(&text.replace(", 2.0]", "]"), "x.toml").unwrap();
     assert_eq!((g.len(), g.pairs()), (4, 2));
     assert_eq!(g.datasets(), ["mnist"]);
-    let ids: std::collections::BTreeSet<_> = runs(&g).into_iter().map(|r| r.id).collect();
+    let ids: BTreeSet<_> = runs(&g).into_iter().map(|r| r.id).collect();
     assert_eq!(ids.len(), 4);
 }
 
@@ -288,4 +290,56 @@ fn a_number_of_stages_that_does_not_divide_the_layers_is_a_clear_error() {
         err.contains("expected sequential, parallel or staged-D"),
         "{err}"
     );
+}
+
+/// The study's design promise: every dataset holds at least 10 families (a configuration and
+/// seed, every arrangement present) in each Q bin. Counted here from nets actually built, against
+/// `plan::compared_per_q_bin` (which counts from the architecture's formula).
+#[test]
+fn study_preset_holds_ten_families_per_q_bin_and_dataset() {
+    use std::collections::HashMap;
+    let g = grid::load(std::path::Path::new("configs/study-cpu.toml")).unwrap();
+    let mut families: HashMap<(String, String), (usize, Vec<Layout>)> = HashMap::new();
+    for run in runs(&g) {
+        let cfg = &run.config;
+        let (shape, available) = match cfg.dataset.as_str() {
+            "mnist" => ([1, 28, 28], 60_000),
+            "cifar10" => ([3, 32, 32], 50_000),
+            other => panic!("the study uses mnist and cifar10, not {other}"),
+        };
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        shallow::model::Net::new(&vs.root(), cfg.architecture(shape), cfg.seed).unwrap();
+        let params = shallow::model::parameter_count(&vs);
+        let examples = cfg.train_limit.unwrap_or(available).min(available);
+        let q = (examples * 10) as f64 / params as f64;
+        let bin = [1.0, 3.0, 10.0].iter().filter(|&&edge| q >= edge).count();
+        let family = families
+            .entry((cfg.dataset.clone(), run.pair_id.clone()))
+            .or_insert((bin, Vec::new()));
+        assert_eq!(family.0, bin, "one Q for every arrangement of {cfg:?}");
+        family.1.push(cfg.layout);
+    }
+    let mut counted: BTreeMap<String, [usize; 4]> = BTreeMap::new();
+    for ((dataset, _), (bin, layouts)) in &families {
+        assert!(
+            layouts.len() >= 3,
+            "a family has ≥ 3 arrangements: {layouts:?}"
+        );
+        assert!(layouts.contains(&Layout::Sequential) && layouts.contains(&Layout::Parallel));
+        counted.entry(dataset.clone()).or_default()[*bin] += 1;
+    }
+    assert_eq!(
+        counted.keys().collect::<Vec<_>>(),
+        ["cifar10", "mnist"],
+        "both datasets"
+    );
+    for (dataset, bins) in &counted {
+        assert!(bins.iter().all(|&n| n >= 10), "{dataset}: {bins:?}");
+    }
+    assert_eq!(
+        shallow::sweep::plan::compared_per_q_bin(&g).unwrap(),
+        counted
+    );
+    let seeds: BTreeSet<u64> = runs(&g).iter().map(|r| r.config.seed).collect();
+    assert!(seeds.len() >= 3, "seeds: {seeds:?}");
 }

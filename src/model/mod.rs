@@ -327,6 +327,15 @@ pub fn determination_ratio(examples: usize, outputs: usize, params: usize) -> f6
     (examples * outputs) as f64 / params as f64
 }
 
+/// The paper's bins of the determination ratio Q: [0,1), [1,3), [3,10), [10,∞).
+pub const Q_EDGES: [f64; 3] = [1.0, 3.0, 10.0];
+pub const Q_BINS: [&str; 4] = ["[0,1)", "[1,3)", "[3,10)", "[10,∞)"];
+
+/// Index of the Q bin: lower edge inclusive, upper edge exclusive.
+pub fn q_bin(q: f64) -> usize {
+    Q_EDGES.iter().take_while(|&&edge| q >= edge).count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

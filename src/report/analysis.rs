@@ -4,16 +4,8 @@ use std::collections::BTreeMap;
 
 use super::stats::{self, Wilcoxon};
 use crate::model::Layout;
+pub use crate::model::{Q_BINS, Q_EDGES, q_bin};
 use crate::sweep::store::{RunRow, RunStatus};
-
-/// The paper's bins of the determination ratio Q: [0,1), [1,3), [3,10), [10,∞).
-pub const Q_EDGES: [f64; 3] = [1.0, 3.0, 10.0];
-pub const Q_BINS: [&str; 4] = ["[0,1)", "[1,3)", "[3,10)", "[10,∞)"];
-
-/// Index of the Q bin: lower edge inclusive, upper edge exclusive.
-pub fn q_bin(q: f64) -> usize {
-    Q_EDGES.iter().take_while(|&&edge| q >= edge).count()
-}
 
 /// Table 2 of the paper: mean (training loss, validation loss) per Q bin.
 pub struct PaperRow {

@@ -1,5 +1,6 @@
 //! Planning a sweep before it runs: workers × threads for this machine, the checks of its inputs,
 //! and the `--dry-run` estimate.
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
@@ -9,7 +10,9 @@ use tch::Device;
 use super::grid::Grid;
 use crate::data::{self, CLASSES};
 use crate::device;
-use crate::model::{Activation, Architecture, Head, Layout, Pool, Precision};
+use crate::model::{
+    Activation, Architecture, Head, Layout, Pool, Precision, Q_BINS, determination_ratio, q_bin,
+};
 use crate::train::{RunConfig, fused};
 
 /// Workers × threads for this machine: for the small nets of the grid, independent processes use
@@ -127,7 +130,7 @@ pub fn dry_run(grid: &Grid, e: &Execution) -> Result<String> {
          total parameters: {:.3e} (mean {:.0} per run)\n\
          estimated time: {} with {workers} worker(s) × {threads} thread(s) on {:?}, up to {} \
          run(s) fused per array (rough: FLOP count ÷ a rate measured just now on training \
-         steps of that many fused nets)",
+         steps of that many fused nets)\n{}",
         grid.name,
         grid.len(),
         grid.pairs(),
@@ -137,7 +140,53 @@ pub fn dry_run(grid: &Grid, e: &Execution) -> Result<String> {
         human_duration(macs / rate),
         e.device,
         e.fuse,
+        q_bin_table(&compared_per_q_bin(grid)?),
     ))
+}
+
+/// The configurations a report can compare, per dataset and Q bin (indices of
+/// [`crate::model::Q_BINS`]): pair ids (a configuration and seed) with at least two layouts. Q
+/// depends on the parameters and the training examples, never on the layout, so every run of a
+/// pair id falls in the same bin. Known datasets only: others count with MNIST's size.
+pub fn compared_per_q_bin(grid: &Grid) -> Result<BTreeMap<String, [usize; 4]>> {
+    let mut layouts: HashMap<(String, String), (usize, usize)> = HashMap::new();
+    for run in grid.runs() {
+        let run = run?;
+        let cfg = &run.config;
+        let (_, available, _) = input_shape(&cfg.dataset);
+        let examples = cfg.train_limit.unwrap_or(available).min(available);
+        let params = architecture(cfg).parameter_count();
+        let bin = q_bin(determination_ratio(examples, CLASSES, params));
+        layouts
+            .entry((cfg.dataset.clone(), run.pair_id))
+            .or_insert((bin, 0))
+            .1 += 1;
+    }
+    let mut counts: BTreeMap<String, [usize; 4]> = BTreeMap::new();
+    for ((dataset, _), (bin, runs)) in layouts {
+        let row = counts.entry(dataset).or_default();
+        if runs >= 2 {
+            row[bin] += 1;
+        }
+    }
+    Ok(counts)
+}
+
+fn q_bin_table(counts: &BTreeMap<String, [usize; 4]>) -> String {
+    let mut out = format!(
+        "configurations with ≥ 2 layouts (pairs, or families of staged layouts) per Q bin:\n  {:<10}",
+        "dataset"
+    );
+    for label in Q_BINS {
+        out += &format!("{label:>9}");
+    }
+    for (dataset, row) in counts {
+        out += &format!("\n  {dataset:<10}");
+        for compared in row {
+            out += &format!("{compared:>9}");
+        }
+    }
+    out
 }
 
 pub fn human_duration(seconds: f64) -> String {
