@@ -151,3 +151,29 @@ fn bench_step_prints_a_measurement_in_both_precisions() {
         assert!(m.images_per_second > 0.0 && m.peak_rss_mb > 10.0, "{m:?}");
     }
 }
+
+#[test]
+fn dry_run_prints_an_estimate_and_the_families_per_q_bin() {
+    let out = Command::new(shallow_bin())
+        .args(["sweep", "configs/study-cpu.toml", "--dry-run", "--data-dir"])
+        .arg(common::real_data())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("504 runs") && text.contains("estimated time: "),
+        "{text}"
+    );
+    let grid = shallow::sweep::grid::load(std::path::Path::new("configs/study-cpu.toml")).unwrap();
+    let counts = shallow::sweep::plan::compared_per_q_bin(&grid).unwrap();
+    assert_eq!(counts.len(), 2);
+    for (dataset, bins) in counts {
+        let row: String = bins.iter().map(|n| format!("{n:>9}")).collect();
+        assert!(text.contains(&format!("  {dataset:<10}{row}")), "{text}");
+    }
+}

@@ -174,7 +174,7 @@ impl std::fmt::Display for Layout {
 }
 
 /// Everything that fixes the architecture.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Architecture {
     pub layout: Layout,
     /// Input channels, height, width.

@@ -2,18 +2,15 @@
 //! and the `--dry-run` estimate.
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, Result};
-use tch::Device;
 
+pub use super::estimate::Execution;
+use super::estimate::{self, architecture, input_shape};
 use super::grid::Grid;
 use crate::data::{self, CLASSES};
 use crate::device;
-use crate::model::{
-    Activation, Architecture, Head, Layout, Pool, Precision, Q_BINS, determination_ratio, q_bin,
-};
-use crate::train::{RunConfig, fused};
+use crate::model::{Q_BINS, determination_ratio, q_bin};
 
 /// Workers × threads for this machine: for the small nets of the grid, independent processes use
 /// the cores better than one process's intra-op threads (see README "Performance"), so one
@@ -26,58 +23,6 @@ pub fn plan_workers(workers: Option<usize>, threads: Option<usize>) -> (usize, u
         (None, Some(t)) => ((cores / t.max(1)).max(1), t.max(1)),
         (None, None) => (cores, 1),
     }
-}
-
-/// Known input shapes, for estimates before any data is loaded.
-fn input_shape(dataset: &str) -> ([usize; 3], usize, usize) {
-    match dataset {
-        data::CIFAR10 => ([3, 32, 32], 50_000, 10_000),
-        _ => ([1, 28, 28], 60_000, 10_000),
-    }
-}
-
-fn architecture(cfg: &RunConfig) -> Architecture {
-    cfg.architecture(input_shape(&cfg.dataset).0)
-}
-
-/// Multiply-adds of a whole run: forward + backward (≈ 3 forwards) per training image and epoch,
-/// one forward per validation image and epoch, and the final pass over the training set.
-fn run_macs(cfg: &RunConfig) -> f64 {
-    let (_, train, val) = input_shape(&cfg.dataset);
-    let train = cfg.train_limit.unwrap_or(train).min(train) as f64;
-    let val = cfg.val_limit.unwrap_or(val).min(val) as f64;
-    let per_image = architecture(cfg).forward_macs();
-    per_image * (cfg.epochs as f64 * (3.0 * train + val) + train)
-}
-
-/// Multiply-adds per second this machine reaches training a mid-sized net, `members` of them
-/// fused into one array, on `device` with `threads` threads: a rough calibration for estimates.
-fn calibrate_macs_per_second(threads: usize, device: Device, members: usize) -> Result<f64> {
-    device::set_threads(threads);
-    let arch = Architecture {
-        layout: Layout::Sequential,
-        input: [1, 28, 28],
-        classes: CLASSES,
-        layers: 4,
-        filters: 32,
-        kernel: 3,
-        activation: Activation::Relu,
-        pool: Pool::None,
-        batchnorm: false,
-        head: Head::Flatten,
-    };
-    let batch = 32;
-    let mut step = fused::synthetic_step(arch, members, batch, device, Precision::Fp32)?;
-    step();
-    device::synchronize(device);
-    let started = Instant::now();
-    let steps = 10;
-    for _ in 0..steps {
-        step();
-    }
-    device::synchronize(device);
-    let macs = 3.0 * arch.forward_macs() * (batch * members * steps) as f64;
-    Ok(macs / started.elapsed().as_secs_f64())
 }
 
 /// Checks, before anything is queued or trained, that every dataset of the grid can be had (with
@@ -107,37 +52,28 @@ pub fn check_inputs(grid: &Grid, data_dir: &Path, offline: bool, fetch: bool) ->
     Ok(())
 }
 
-/// How the sweep would run: workers × threads on a device, fusing up to `fuse` runs.
-pub struct Execution {
-    pub workers: usize,
-    pub threads: usize,
-    pub device: Device,
-    pub fuse: usize,
-}
-
 /// `--dry-run`: what the sweep holds and roughly how long it takes here. Streams the runs.
 pub fn dry_run(grid: &Grid, e: &Execution) -> Result<String> {
-    let (workers, threads) = (e.workers, e.threads);
-    let (mut params, mut macs) = (0.0, 0.0);
+    let mut params = 0.0;
     for run in grid.runs() {
-        let run = run?;
-        params += architecture(&run.config).parameter_count() as f64;
-        macs += run_macs(&run.config);
+        params += architecture(&run?.config).parameter_count() as f64;
     }
-    let rate = calibrate_macs_per_second(threads, e.device, e.fuse)? * workers as f64;
+    let (seconds, timed) = estimate::grid_seconds(grid, e)?;
     Ok(format!(
         "sweep '{}': {} runs ({} pairs) on {}\n\
          total parameters: {:.3e} (mean {:.0} per run)\n\
-         estimated time: {} with {workers} worker(s) × {threads} thread(s) on {:?}, up to {} \
-         run(s) fused per array (rough: FLOP count ÷ a rate measured just now on training \
-         steps of that many fused nets)\n{}",
+         estimated time: {} with {} worker(s) × {} thread(s) on {:?}, up to {} run(s) fused per \
+         array (rough: each run's multiply-adds ÷ the rate measured just now on training steps \
+         of {timed} of the grid's architectures, the nearest in size)\n{}",
         grid.name,
         grid.len(),
         grid.pairs(),
         grid.datasets().join(", "),
         params,
         params / grid.len() as f64,
-        human_duration(macs / rate),
+        human_duration(seconds),
+        e.workers,
+        e.threads,
         e.device,
         e.fuse,
         q_bin_table(&compared_per_q_bin(grid)?),
@@ -149,7 +85,8 @@ pub fn dry_run(grid: &Grid, e: &Execution) -> Result<String> {
 /// depends on the parameters and the training examples, never on the layout, so every run of a
 /// pair id falls in the same bin. Known datasets only: others count with MNIST's size.
 pub fn compared_per_q_bin(grid: &Grid) -> Result<BTreeMap<String, [usize; 4]>> {
-    let mut layouts: HashMap<(String, String), (usize, usize)> = HashMap::new();
+    // Keyed by the pair id's 64 bits (its hex), so that a grid of millions of runs stays small.
+    let mut layouts: HashMap<(String, u64), (usize, usize)> = HashMap::new();
     for run in grid.runs() {
         let run = run?;
         let cfg = &run.config;
@@ -157,8 +94,10 @@ pub fn compared_per_q_bin(grid: &Grid) -> Result<BTreeMap<String, [usize; 4]>> {
         let examples = cfg.train_limit.unwrap_or(available).min(available);
         let params = architecture(cfg).parameter_count();
         let bin = q_bin(determination_ratio(examples, CLASSES, params));
+        let pair_bits = u64::from_str_radix(&run.pair_id, 16)
+            .with_context(|| format!("pair id {} is not a 64-bit hex hash", run.pair_id))?;
         layouts
-            .entry((cfg.dataset.clone(), run.pair_id))
+            .entry((cfg.dataset.clone(), pair_bits))
             .or_insert((bin, 0))
             .1 += 1;
     }
