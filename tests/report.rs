@@ -2,6 +2,7 @@
 //! reference values, and the report files themselves.
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::synthetic::{Synthetic, config, fill};
@@ -9,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shallow::model::Layout;
 use shallow::report::equivalence::Margins;
-use shallow::report::{self, analysis, stats};
+use shallow::report::{self, analysis, staged, stats, truncation};
 use shallow::sweep::store::{Location, SqliteStore, Store};
 
 /// 24 pairs on two datasets with Q spread over all bins (edges included) and parallel a known
@@ -276,6 +277,12 @@ fn report_files_are_complete_and_self_contained() {
     assert!(md.contains("## Table 2") && md.contains("## Paired comparison"));
     assert!(md.contains("## Time to target") && md.contains("## Truncation"));
     assert!(out.join("tables/time_to_target.csv").is_file());
+    let truncation = std::fs::read_to_string(out.join("tables/truncation.csv")).unwrap();
+    assert!(truncation.starts_with("dataset,trained_as,evaluated_as,layers,batchnorm,runs,"));
+    assert!(
+        truncation.contains("mnist,sequential,parallel,"),
+        "{truncation}"
+    );
     for plot in [
         "forest_val_loss",
         "forest_val_acc",
@@ -352,4 +359,147 @@ fn report_renders_in_headless_chromium() {
         .unwrap();
     assert!(status.success());
     assert!(std::fs::metadata(&png).unwrap().len() > 10_000);
+}
+
+/// A stage cell's expected losses, and ratios to the family's sequential run.
+type Cell = (Vec<f64>, Vec<f64>);
+
+/// Families of one configuration and seed in sequential, staged and parallel arrangements, with
+/// validation losses drawn here; returns the runs and, per (L, D), the losses and the ratios to the
+/// family's sequential run that the report must find.
+fn staged_families() -> (Vec<Synthetic>, BTreeMap<(usize, usize), Cell>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let mut runs = Vec::new();
+    let mut expected: BTreeMap<(usize, usize), Cell> = BTreeMap::new();
+    for (layers, arrangements) in [
+        (
+            4,
+            vec![Layout::Sequential, Layout::Staged(2), Layout::Parallel],
+        ),
+        (
+            8,
+            vec![Layout::Staged(2), Layout::Staged(4), Layout::Parallel],
+        ),
+    ] {
+        for filters in 3..10 {
+            let losses: Vec<f64> = arrangements
+                .iter()
+                .map(|_| rng.gen_range(0.1..2.0))
+                .collect();
+            let sequential = arrangements
+                .iter()
+                .position(|&l| l == Layout::Sequential)
+                .map(|i| losses[i]);
+            for (&layout, &val_loss) in arrangements.iter().zip(&losses) {
+                let cell = expected.entry((layers, layout.stages(layers))).or_default();
+                cell.0.push(val_loss);
+                cell.1.extend(sequential.map(|s| val_loss / s));
+                runs.push(Synthetic {
+                    config: config("mnist", layout, filters, layers),
+                    q: 2.0,
+                    train_loss: rng.gen_range(0.0..1.0),
+                    val_loss,
+                    val_acc: rng.gen_range(0.5..1.0),
+                    seconds: 1.0,
+                    diverged: false,
+                });
+            }
+        }
+    }
+    // A configuration in two arrangements only is a pair, not a family.
+    for layout in [Layout::Sequential, Layout::Parallel] {
+        runs.push(Synthetic {
+            config: config("mnist", layout, 20, 4),
+            q: 2.0,
+            train_loss: 0.5,
+            val_loss: 0.5,
+            val_acc: 0.9,
+            seconds: 1.0,
+            diverged: false,
+        });
+    }
+    (runs, expected)
+}
+
+fn median_here(xs: &[f64]) -> f64 {
+    let mut s = xs.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+#[test]
+fn stage_cells_match_values_computed_here() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("r.db");
+    let (synthetic, expected) = staged_families();
+    fill(&db, &synthetic, 0);
+    let runs = SqliteStore::open(&db).unwrap().runs().unwrap();
+    let families = staged::families(&runs);
+    assert_eq!(families.len(), 14, "the two-arrangement pair is no family");
+    let cells = staged::cells(&families);
+    assert_eq!(cells.len(), expected.len());
+    for c in &cells {
+        let (losses, ratios) = &expected[&(c.layers, c.stages)];
+        assert_eq!(c.n, losses.len());
+        let mean = losses.iter().sum::<f64>() / losses.len() as f64;
+        assert!((c.val_loss.unwrap().mean - mean).abs() < 1e-12);
+        assert!((c.median - median_here(losses)).abs() < 1e-12);
+        match c.vs_sequential {
+            None => assert!(ratios.is_empty(), "L = 8 has no sequential run"),
+            Some(r) => {
+                assert_eq!(r.n, ratios.len());
+                assert!((r.median - median_here(ratios)).abs() < 1e-12);
+                let (lo, hi) = r.ci.unwrap();
+                let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+                let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                assert!(min <= lo && lo <= r.median && r.median <= hi && hi <= max);
+            }
+        }
+    }
+    let sequential = cells
+        .iter()
+        .find(|c| (c.layers, c.stages) == (4, 4))
+        .unwrap();
+    assert_eq!(sequential.vs_sequential.unwrap().median, 1.0);
+}
+
+#[test]
+fn truncation_rows_match_values_computed_here() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("r.db");
+    let (mut synthetic, _) = staged_families();
+    for (i, s) in synthetic.iter_mut().enumerate() {
+        s.config.batchnorm = i % 2 == 0;
+    }
+    fill(&db, &synthetic, 0);
+    let runs = SqliteStore::open(&db).unwrap().runs().unwrap();
+    let rows = truncation::rows(&runs);
+    let mut groups: BTreeMap<(Layout, usize, bool), Vec<&Synthetic>> = BTreeMap::new();
+    for s in &synthetic {
+        let c = &s.config;
+        groups
+            .entry((c.layout, c.layers, c.batchnorm))
+            .or_default()
+            .push(s);
+    }
+    assert_eq!(rows.len(), groups.len());
+    for r in &rows {
+        let of = &groups[&(r.layout, r.layers, r.batchnorm)];
+        assert_eq!((r.dataset.as_str(), r.n), ("mnist", of.len()));
+        let mean =
+            |f: &dyn Fn(&Synthetic) -> f64| of.iter().map(|s| f(s)).sum::<f64>() / of.len() as f64;
+        assert!((r.mean_val_loss - mean(&|s| s.val_loss)).abs() < 1e-12);
+        let rearranged = mean(&|s| s.val_loss * (1.0 + s.train_loss));
+        assert!((r.mean_truncated_val_loss - rearranged).abs() < 1e-12);
+        assert!((r.mean_truncated_val_acc - (mean(&|s| s.val_acc) - 0.1)).abs() < 1e-12);
+        let ratios: Vec<f64> = of.iter().map(|s| 1.0 + s.train_loss).collect();
+        let ratio = r.loss_ratio.unwrap();
+        assert!((ratio.median - median_here(&ratios)).abs() < 1e-12, "{r:?}");
+        assert_eq!(ratio.n, of.len());
+    }
 }

@@ -80,6 +80,37 @@ impl Estimate {
     }
 }
 
+/// A median with its 95 % bootstrap interval, over n values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MedianEstimate {
+    pub median: f64,
+    pub ci: Option<(f64, f64)>,
+    pub n: usize,
+}
+
+impl MedianEstimate {
+    pub fn of(xs: &[f64]) -> Option<MedianEstimate> {
+        (!xs.is_empty()).then(|| MedianEstimate {
+            median: stats::median(xs),
+            ci: stats::bootstrap_ci(xs, stats::median),
+            n: xs.len(),
+        })
+    }
+
+    /// `1.23 [1.10, 1.40]` with `digits` decimals (no interval for one value); `–` for none.
+    pub fn text(e: Option<MedianEstimate>, digits: usize) -> String {
+        match e {
+            Some(MedianEstimate {
+                median,
+                ci: Some((lo, hi)),
+                ..
+            }) => format!("{median:.digits$} [{lo:.digits$}, {hi:.digits$}]"),
+            Some(e) => format!("{:.digits$}", e.median),
+            None => "–".into(),
+        }
+    }
+}
+
 /// One cell of Table 2: the finished runs of one dataset, layout and Q bin.
 #[derive(Debug, Clone)]
 pub struct Table2Cell {

@@ -6,10 +6,10 @@ pub mod equivalence;
 pub mod plots;
 mod render;
 mod speed;
-mod staged;
+pub mod staged;
 pub mod stats;
 mod tables;
-mod truncation;
+pub mod truncation;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -51,9 +51,11 @@ pub fn generate(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFi
     blocks.extend(table2_blocks(&cells, &datasets));
     blocks.extend(paired_blocks(&paired, &diverged));
     blocks.extend(speed::blocks(&speed::summaries(&to_target, &datasets)));
-    blocks.extend(truncation::blocks(&truncation::rows(&runs)));
+    let truncated = truncation::rows(&runs);
+    blocks.extend(truncation::blocks(&truncated));
     let families = staged::families(&runs);
-    blocks.extend(staged::blocks(&staged::cells(&families)));
+    let stage_cells = staged::cells(&families);
+    blocks.extend(staged::blocks(&stage_cells));
     blocks.extend(equivalence_table(&verdicts, margins));
     blocks.extend(figures(out, &pairs, &datasets, &epochs)?);
     blocks.extend(staged_figures(out, &families, &datasets)?);
@@ -67,6 +69,8 @@ pub fn generate(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFi
 
     tables::write_csvs(out, &cells, &paired, &diverged, &verdicts)?;
     tables::write_time_to_target(out, &to_target)?;
+    tables::write_truncation(out, &truncated)?;
+    tables::write_stages(out, &stage_cells)?;
     let markdown = out.join("report.md");
     let text = render::to_markdown(&blocks);
     std::fs::write(&markdown, &text)

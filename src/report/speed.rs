@@ -4,7 +4,7 @@
 //! it — on the device the runs were trained on.
 use std::collections::HashMap;
 
-use super::analysis::{Pair, q_bin};
+use super::analysis::{MedianEstimate, Pair, q_bin};
 use super::render::Block;
 use super::stats::median;
 use crate::sweep::store::{EpochRow, RunRow};
@@ -83,11 +83,12 @@ pub struct SpeedSummary {
     pub n: usize,
     /// Pairs in which a layout never reached the target: sequential, parallel.
     pub unreached: (usize, usize),
-    /// Medians over the pairs in which both reached it.
-    pub median_epochs: (f64, f64),
-    pub median_seconds: (f64, f64),
-    /// Median over those pairs of parallel seconds / sequential seconds (< 1: parallel faster).
-    pub median_ratio: f64,
+    /// Medians over the pairs in which both reached it (`None` when there are none).
+    pub median_epochs: Option<(f64, f64)>,
+    pub median_seconds: Option<(f64, f64)>,
+    /// Median over those pairs of parallel seconds / sequential seconds (< 1: parallel faster),
+    /// with its 95 % bootstrap interval.
+    pub seconds_ratio: Option<MedianEstimate>,
     /// Pairs in which both reached the target.
     pub both: usize,
 }
@@ -99,10 +100,9 @@ pub fn summarise(group: &str, rows: &[&TimeToTarget]) -> Option<SpeedSummary> {
     }
     let both: Vec<(Reached, Reached)> =
         rows.iter().filter_map(|r| Some((r.seq?, r.par?))).collect();
-    let med = |f: &dyn Fn(&(Reached, Reached)) -> f64| {
-        let xs: Vec<f64> = both.iter().map(f).collect();
-        if xs.is_empty() { f64::NAN } else { median(&xs) }
-    };
+    let column = |f: &dyn Fn(&(Reached, Reached)) -> f64| both.iter().map(f).collect::<Vec<_>>();
+    let medians =
+        |seq: Vec<f64>, par: Vec<f64>| (!both.is_empty()).then(|| (median(&seq), median(&par)));
     Some(SpeedSummary {
         group: group.to_owned(),
         n: rows.len(),
@@ -110,9 +110,12 @@ pub fn summarise(group: &str, rows: &[&TimeToTarget]) -> Option<SpeedSummary> {
             rows.iter().filter(|r| r.seq.is_none()).count(),
             rows.iter().filter(|r| r.par.is_none()).count(),
         ),
-        median_epochs: (med(&|b| b.0.epochs as f64), med(&|b| b.1.epochs as f64)),
-        median_seconds: (med(&|b| b.0.seconds), med(&|b| b.1.seconds)),
-        median_ratio: med(&|b| b.1.seconds / b.0.seconds),
+        median_epochs: medians(
+            column(&|b| b.0.epochs as f64),
+            column(&|b| b.1.epochs as f64),
+        ),
+        median_seconds: medians(column(&|b| b.0.seconds), column(&|b| b.1.seconds)),
+        seconds_ratio: MedianEstimate::of(&column(&|b| b.1.seconds / b.0.seconds)),
         both: both.len(),
     })
 }
@@ -140,7 +143,7 @@ pub fn blocks(summaries: &[SpeedSummary]) -> Vec<Block> {
         "never reached seq / par",
         "median epochs seq / par",
         "median seconds seq / par",
-        "median seconds par ÷ seq (pairs)",
+        "seconds par ÷ seq: median [95% CI] (pairs)",
     ]
     .map(String::from)
     .to_vec();
@@ -151,9 +154,11 @@ pub fn blocks(summaries: &[SpeedSummary]) -> Vec<Block> {
                 s.group.clone(),
                 s.n.to_string(),
                 format!("{} / {}", s.unreached.0, s.unreached.1),
-                format!("{:.1} / {:.1}", s.median_epochs.0, s.median_epochs.1),
-                format!("{:.2} / {:.2}", s.median_seconds.0, s.median_seconds.1),
-                format!("{:.2} ({})", s.median_ratio, s.both),
+                s.median_epochs
+                    .map_or("–".into(), |(a, b)| format!("{a:.1} / {b:.1}")),
+                s.median_seconds
+                    .map_or("–".into(), |(a, b)| format!("{a:.2} / {b:.2}")),
+                format!("{} ({})", MedianEstimate::text(s.seconds_ratio, 2), s.both),
             ]
         })
         .collect();
@@ -221,9 +226,21 @@ mod tests {
         let refs: Vec<&TimeToTarget> = rows.iter().collect();
         let s = summarise("mnist", &refs).unwrap();
         assert_eq!((s.n, s.both, s.unreached), (4, 3, (1, 0)));
-        assert_eq!(s.median_epochs, (3.0, 4.0));
-        assert_eq!(s.median_seconds, (6.0, 3.0));
-        // Ratios 0.25, 1.0, 0.5.
-        assert_eq!(s.median_ratio, 0.5);
+        assert_eq!(s.median_epochs, Some((3.0, 4.0)));
+        assert_eq!(s.median_seconds, Some((6.0, 3.0)));
+        // Ratios 0.25, 1.0, 0.5: every resample's median is one of them.
+        let ratio = s.seconds_ratio.unwrap();
+        assert_eq!((ratio.median, ratio.n), (0.5, 3));
+        let (lo, hi) = ratio.ci.unwrap();
+        assert!([0.25, 0.5, 1.0].contains(&lo) && [0.25, 0.5, 1.0].contains(&hi) && lo <= hi);
+        let unreached = summarise("mnist", &refs[3..]).unwrap();
+        assert_eq!(
+            (unreached.median_epochs, unreached.seconds_ratio),
+            (None, None)
+        );
+        let Block::Table(_, rows) = &blocks(&[unreached])[2] else {
+            panic!("the section ends with its table")
+        };
+        assert_eq!(rows[0][3..], ["–", "–", "– (0)"]);
     }
 }

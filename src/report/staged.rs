@@ -2,7 +2,7 @@
 //! several arrangements — D = 1 (parallel) … D = L (sequential) stages — compared by D.
 use std::collections::BTreeMap;
 
-use super::analysis::{Estimate, is_finished};
+use super::analysis::{Estimate, MedianEstimate, is_finished};
 use super::render::Block;
 use super::stats::median;
 use crate::sweep::store::RunRow;
@@ -52,26 +52,44 @@ pub struct StageCell {
     pub n: usize,
     pub val_loss: Option<Estimate>,
     pub median: f64,
+    /// Paired: per family with a sequential run, this D's loss ÷ the sequential run's.
+    pub vs_sequential: Option<MedianEstimate>,
 }
 
-/// Mean (with its 95 % bootstrap interval) and median final validation loss per dataset, L and D.
+/// Mean (with its 95 % bootstrap interval) and median final validation loss per dataset, L and D,
+/// and the median ratio to the same family's sequential run.
 pub fn cells(families: &[Family]) -> Vec<StageCell> {
-    let mut by: BTreeMap<(&str, usize, usize), Vec<f64>> = BTreeMap::new();
+    // Per cell: the losses, and the ratios to the family's sequential run.
+    type Losses = (Vec<f64>, Vec<f64>);
+    let mut by: BTreeMap<(&str, usize, usize), Losses> = BTreeMap::new();
     for f in families {
+        let sequential = f.by_stages.iter().find(|(d, _)| *d == f.layers);
         for &(d, loss) in &f.by_stages {
-            by.entry((&f.dataset, f.layers, d)).or_default().push(loss);
+            let cell = by.entry((&f.dataset, f.layers, d)).or_default();
+            cell.0.push(loss);
+            cell.1.extend(sequential.map(|(_, seq)| loss / seq));
         }
     }
     by.into_iter()
-        .map(|((dataset, layers, stages), losses)| StageCell {
+        .map(|((dataset, layers, stages), (losses, ratios))| StageCell {
             dataset: dataset.to_owned(),
             layers,
             stages,
             n: losses.len(),
             median: median(&losses),
             val_loss: Estimate::of(&losses),
+            vs_sequential: MedianEstimate::of(&ratios),
         })
         .collect()
+}
+
+/// The name of D stages of `layers` units.
+pub fn arrangement(stages: usize, layers: usize) -> String {
+    match stages {
+        1 => "parallel".to_owned(),
+        d if d == layers => "sequential".to_owned(),
+        d => format!("{d} stages of {}", layers / d),
+    }
 }
 
 /// The report's section (nothing when the sweep has no staged runs).
@@ -87,25 +105,22 @@ pub fn blocks(cells: &[StageCell]) -> Vec<Block> {
         "families",
         "final val loss: mean [95% CI]",
         "median",
+        "÷ sequential, paired: median [95% CI]",
     ]
     .map(String::from)
     .to_vec();
     let rows = cells
         .iter()
         .map(|c| {
-            let arrangement = match c.stages {
-                1 => "parallel".to_owned(),
-                d if d == c.layers => "sequential".to_owned(),
-                d => format!("{d} stages of {}", c.layers / d),
-            };
             vec![
                 c.dataset.clone(),
                 c.layers.to_string(),
                 c.stages.to_string(),
-                arrangement,
+                arrangement(c.stages, c.layers),
                 c.n.to_string(),
                 super::cell_text(c.val_loss),
                 format!("{:.5}", c.median),
+                MedianEstimate::text(c.vs_sequential, 3),
             ]
         })
         .collect();
@@ -115,7 +130,9 @@ pub fn blocks(cells: &[StageCell]) -> Vec<Block> {
             "The same L units in D stages of L/D units side by side (D = 1: parallel, D = L: \
              sequential), per family — one configuration and seed trained in three or more \
              arrangements, with identical initial weights and data order. Means over the \
-             families of each dataset and L, with 95% bootstrap intervals."
+             families of each dataset and L, with 95% bootstrap intervals; the last column \
+             divides each family's loss by its own sequential run's (below 1: fewer stages did \
+             better). Per cell: tables/stages.csv."
                 .into(),
         ),
         Block::Table(headers, rows),

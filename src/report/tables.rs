@@ -7,6 +7,8 @@ use serde::Serialize;
 use super::analysis::{self, Q_BINS};
 use super::equivalence::EquivalenceRow;
 use super::speed::TimeToTarget;
+use super::staged::StageCell;
+use super::truncation::TruncationRow;
 use crate::model::Layout;
 
 /// Writes table2.csv, paired.csv, diverged.csv and equivalence.csv into `<out>/tables`.
@@ -61,6 +63,82 @@ pub fn write_time_to_target(out: &Path, rows: &[TimeToTarget]) -> Result<()> {
             sequential_seconds: r.seq.map(|x| x.seconds),
             parallel_epochs: r.par.map(|x| x.epochs),
             parallel_seconds: r.par.map(|x| x.seconds),
+        }),
+    )
+}
+
+/// Writes truncation.csv into `<out>/tables`: one row per dataset, layout, L and batch norm.
+pub fn write_truncation(out: &Path, rows: &[TruncationRow]) -> Result<()> {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        dataset: &'a str,
+        trained_as: Layout,
+        evaluated_as: Layout,
+        layers: usize,
+        batchnorm: bool,
+        runs: usize,
+        mean_val_loss: f64,
+        mean_rearranged_val_loss: f64,
+        loss_ratio_median: Option<f64>,
+        loss_ratio_ci_low: Option<f64>,
+        loss_ratio_ci_high: Option<f64>,
+        mean_val_acc: f64,
+        mean_rearranged_val_acc: f64,
+    }
+    let path = out.join("tables").join("truncation.csv");
+    write_rows(
+        &path,
+        rows.iter().map(|r| Row {
+            dataset: &r.dataset,
+            trained_as: r.layout,
+            evaluated_as: crate::train::truncation_of(r.layout),
+            layers: r.layers,
+            batchnorm: r.batchnorm,
+            runs: r.n,
+            mean_val_loss: r.mean_val_loss,
+            mean_rearranged_val_loss: r.mean_truncated_val_loss,
+            loss_ratio_median: r.loss_ratio.map(|e| e.median),
+            loss_ratio_ci_low: r.loss_ratio.and_then(|e| e.ci).map(|c| c.0),
+            loss_ratio_ci_high: r.loss_ratio.and_then(|e| e.ci).map(|c| c.1),
+            mean_val_acc: r.mean_val_acc,
+            mean_rearranged_val_acc: r.mean_truncated_val_acc,
+        }),
+    )
+}
+
+/// Writes stages.csv into `<out>/tables`: one row per dataset, L and number of stages D.
+pub fn write_stages(out: &Path, cells: &[StageCell]) -> Result<()> {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        dataset: &'a str,
+        layers: usize,
+        stages: usize,
+        arrangement: String,
+        families: usize,
+        val_loss_mean: Option<f64>,
+        val_loss_ci_low: Option<f64>,
+        val_loss_ci_high: Option<f64>,
+        val_loss_median: f64,
+        vs_sequential_median: Option<f64>,
+        vs_sequential_ci_low: Option<f64>,
+        vs_sequential_ci_high: Option<f64>,
+    }
+    let path = out.join("tables").join("stages.csv");
+    write_rows(
+        &path,
+        cells.iter().map(|c| Row {
+            dataset: &c.dataset,
+            layers: c.layers,
+            stages: c.stages,
+            arrangement: super::staged::arrangement(c.stages, c.layers),
+            families: c.n,
+            val_loss_mean: c.val_loss.map(|e| e.mean),
+            val_loss_ci_low: c.val_loss.and_then(|e| e.ci).map(|c| c.0),
+            val_loss_ci_high: c.val_loss.and_then(|e| e.ci).map(|c| c.1),
+            val_loss_median: c.median,
+            vs_sequential_median: c.vs_sequential.map(|e| e.median),
+            vs_sequential_ci_low: c.vs_sequential.and_then(|e| e.ci).map(|c| c.0),
+            vs_sequential_ci_high: c.vs_sequential.and_then(|e| e.ci).map(|c| c.1),
         }),
     )
 }

@@ -4,41 +4,45 @@
 //! stacked add higher-order terms it was never trained with.
 use std::collections::BTreeMap;
 
-use super::analysis::is_finished;
+use super::analysis::{MedianEstimate, is_finished};
 use super::render::Block;
-use super::stats::{mean, median};
+use super::stats::mean;
 use crate::model::Layout;
 use crate::sweep::store::RunRow;
 use crate::train::truncation_of;
 
-/// The runs of one dataset, layout and depth L that have a truncated evaluation.
+/// The runs of one dataset, layout, depth L and batch-norm setting that have a truncated
+/// evaluation.
 #[derive(Debug, Clone)]
 pub struct TruncationRow {
     pub dataset: String,
     pub layout: Layout,
     pub layers: usize,
+    pub batchnorm: bool,
     pub n: usize,
     pub mean_val_loss: f64,
     pub mean_truncated_val_loss: f64,
-    /// Median over the runs of truncated ÷ trained validation loss.
-    pub median_ratio: f64,
+    /// Median over the runs of truncated ÷ trained validation loss, with its 95 % interval.
+    pub loss_ratio: Option<MedianEstimate>,
     pub mean_val_acc: f64,
     pub mean_truncated_val_acc: f64,
 }
 
-/// Per dataset, layout and L, the finished runs' validation loss and accuracy as trained and
-/// rearranged.
+/// Per dataset, layout, L and batch-norm setting, the finished runs' validation loss and accuracy
+/// as trained and rearranged.
 pub fn rows(runs: &[RunRow]) -> Vec<TruncationRow> {
-    let mut groups: BTreeMap<(String, Layout, usize), Vec<&RunRow>> = BTreeMap::new();
+    type Key = (String, Layout, usize, bool);
+    let mut groups: BTreeMap<Key, Vec<&RunRow>> = BTreeMap::new();
     for r in runs.iter().filter(|r| is_finished(r)) {
         if r.truncated_val_loss.is_some() && r.truncated_val_acc.is_some() {
-            let key = (r.config.dataset.clone(), r.config.layout, r.config.layers);
+            let c = &r.config;
+            let key = (c.dataset.clone(), c.layout, c.layers, c.batchnorm);
             groups.entry(key).or_default().push(r);
         }
     }
     groups
         .into_iter()
-        .map(|((dataset, layout, layers), rs)| {
+        .map(|((dataset, layout, layers, batchnorm), rs)| {
             let col = |f: &dyn Fn(&RunRow) -> Option<f64>| -> Vec<f64> {
                 rs.iter().filter_map(|r| f(r)).collect()
             };
@@ -47,10 +51,11 @@ pub fn rows(runs: &[RunRow]) -> Vec<TruncationRow> {
                 dataset,
                 layout,
                 layers,
+                batchnorm,
                 n: rs.len(),
                 mean_val_loss: mean(&col(&|r| r.final_val_loss)),
                 mean_truncated_val_loss: mean(&col(&|r| r.truncated_val_loss)),
-                median_ratio: median(&ratios),
+                loss_ratio: MedianEstimate::of(&ratios),
                 mean_val_acc: mean(&col(&|r| r.final_val_acc)),
                 mean_truncated_val_acc: mean(&col(&|r| r.truncated_val_acc)),
             }
@@ -65,9 +70,10 @@ pub fn blocks(rows: &[TruncationRow]) -> Vec<Block> {
         "trained as",
         "evaluated as",
         "L",
+        "BN",
         "runs",
         "val loss trained → rearranged (means)",
-        "median ratio",
+        "rearranged ÷ trained val loss: median [95% CI]",
         "val acc trained → rearranged (means)",
     ]
     .map(String::from)
@@ -80,9 +86,10 @@ pub fn blocks(rows: &[TruncationRow]) -> Vec<Block> {
                 r.layout.to_string(),
                 truncation_of(r.layout).to_string(),
                 r.layers.to_string(),
+                if r.batchnorm { "yes" } else { "no" }.into(),
                 r.n.to_string(),
                 format!("{:.4} → {:.4}", r.mean_val_loss, r.mean_truncated_val_loss),
-                format!("{:.2}", r.median_ratio),
+                MedianEstimate::text(r.loss_ratio, 2),
                 format!(
                     "{:.2}% → {:.2}%",
                     100.0 * r.mean_val_acc,
@@ -99,7 +106,7 @@ pub fn blocks(rows: &[TruncationRow]) -> Vec<Block> {
              change in validation loss measures the higher-order terms of a net trained deep — \
              and a parallel net's stacked. With batch norm the running statistics were first \
              re-estimated over the first {} training batches. A ratio near 1 means the other \
-             arrangement computes nearly the same function.",
+             arrangement computes nearly the same function. Per group: tables/truncation.csv.",
             crate::train::REESTIMATE_BATCHES
         )),
         Block::Table(headers, table),
