@@ -95,6 +95,18 @@ macro_rules! both_backends {
     };
 }
 
+/// A log axis's tick label: three significant digits, trailing zeros dropped (0.6, not
+/// 0.6000000000000001).
+fn log_label(v: &f64) -> String {
+    let digits = (2 - v.abs().log10().floor() as i32).max(0) as usize;
+    let text = format!("{v:.digits$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    }
+}
+
 fn log_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values
         .filter(|v| v.is_finite() && *v > 0.0)
@@ -213,6 +225,8 @@ fn scatter_pairs(
             .map_err(plot_error)?;
         chart
             .configure_mesh()
+            .x_label_formatter(&log_label)
+            .y_label_formatter(&log_label)
             .x_desc(x_desc)
             .y_desc(y_desc)
             .draw()
@@ -262,6 +276,8 @@ pub fn loss_vs_q(dir: &Path, name: &str, pairs: &[Pair], dataset: &str) -> Resul
             .map_err(plot_error)?;
         chart
             .configure_mesh()
+            .x_label_formatter(&log_label)
+            .y_label_formatter(&log_label)
             .x_desc("Q = training examples × outputs / parameters")
             .y_desc("final validation loss")
             .draw()
@@ -333,6 +349,7 @@ pub fn learning_curves(
             .map_err(plot_error)?;
         chart
             .configure_mesh()
+            .y_label_formatter(&log_label)
             .x_desc("epoch")
             .y_desc("validation loss")
             .draw()
@@ -504,6 +521,8 @@ pub fn val_loss_vs_stages(
             .map_err(plot_error)?;
         chart
             .configure_mesh()
+            .x_label_formatter(&log_label)
+            .y_label_formatter(&log_label)
             .x_desc("stages D (1 = parallel, L = sequential)")
             .y_desc("final validation loss")
             .draw()
@@ -546,4 +565,23 @@ pub fn val_loss_vs_stages(
             .map_err(plot_error)?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_labels_have_three_significant_digits_at_most() {
+        for (v, text) in [
+            (0.6000000000000001, "0.6"),
+            (0.30000000000000004, "0.3"),
+            (2.0, "2"),
+            (1.0, "1"),
+            (0.05, "0.05"),
+            (0.1234, "0.123"),
+            (12.5, "12.5"),
+            (1000.0, "1000"),
+        ] {
+            assert_eq!(super::log_label(&v), text);
+        }
+    }
 }
