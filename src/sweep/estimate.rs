@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tch::Device;
 
-use super::grid::Grid;
 use crate::data;
 use crate::device;
 use crate::model::{Architecture, Precision};
@@ -56,87 +55,72 @@ fn run_macs(cfg: &RunConfig, arch: &Architecture) -> f64 {
     arch.forward_macs() * forwards
 }
 
-/// The grid's multiply-adds per distinct architecture, batch size and precision.
-struct Work {
-    arch: Architecture,
-    batch: usize,
-    precision: Precision,
-    macs: f64,
-}
+/// The grid's multiply-adds per distinct architecture, batch size and precision, added up run by
+/// run as the grid streams.
+#[derive(Default)]
+pub struct Work(HashMap<(Architecture, usize, Precision), f64>);
 
-/// The grid's work, smallest architecture first.
-fn work_of(grid: &Grid) -> Result<Vec<Work>> {
-    let mut by: HashMap<(Architecture, usize, Precision), f64> = HashMap::new();
-    for run in grid.runs() {
-        let cfg = run?.config;
-        let arch = architecture(&cfg);
-        *by.entry((arch, cfg.batch_size, cfg.precision)).or_default() += run_macs(&cfg, &arch);
+impl Work {
+    pub fn add(&mut self, cfg: &RunConfig, arch: Architecture) {
+        *self
+            .0
+            .entry((arch, cfg.batch_size, cfg.precision))
+            .or_default() += run_macs(cfg, &arch);
     }
-    let mut work: Vec<Work> = by
-        .into_iter()
-        .map(|((arch, batch, precision), macs)| Work {
-            arch,
-            batch,
-            precision,
-            macs,
-        })
-        .collect();
-    work.sort_by(|a, b| a.arch.forward_macs().total_cmp(&b.arch.forward_macs()));
-    Ok(work)
+
+    /// Estimated wall seconds of all the work under `e`, and how many architectures were timed.
+    pub fn seconds(self, e: &Execution) -> Result<(f64, usize)> {
+        device::set_threads(e.threads);
+        let mut work: Vec<_> = self.0.into_iter().collect();
+        work.sort_by(|a, b| a.0.0.forward_macs().total_cmp(&b.0.0.forward_macs()));
+        let total: f64 = work.iter().map(|w| w.1).sum();
+        // The architecture at the middle of each of TIMED_ARCHITECTURES equal shares of the work.
+        let mut picks: Vec<usize> = Vec::new();
+        let mut cumulative = 0.0;
+        for (i, w) in work.iter().enumerate() {
+            cumulative += w.1;
+            while picks.len() < TIMED_ARCHITECTURES
+                && cumulative >= total * (picks.len() as f64 + 0.5) / TIMED_ARCHITECTURES as f64
+            {
+                picks.push(i);
+            }
+        }
+        picks.dedup();
+        let mut timed = Vec::with_capacity(picks.len());
+        for &i in &picks {
+            let ((arch, batch, precision), _) = work[i];
+            let rate = time_rate(arch, batch, precision, e)?;
+            timed.push((arch.forward_macs().ln(), rate));
+        }
+        let rate_near = |macs: f64| {
+            timed
+                .iter()
+                .min_by(|a, b| (a.0 - macs.ln()).abs().total_cmp(&(b.0 - macs.ln()).abs()))
+                .map_or(f64::INFINITY, |t| t.1)
+        };
+        let seconds: f64 = work
+            .iter()
+            .map(|((arch, _, _), macs)| macs / rate_near(arch.forward_macs()))
+            .sum();
+        Ok((seconds / e.workers as f64, timed.len()))
+    }
 }
 
-/// Multiply-adds per second of training steps of `w`'s net, `members` of them fused.
-fn time_rate(w: &Work, device: Device, members: usize) -> Result<f64> {
-    let mut step = fused::synthetic_step(w.arch, members, w.batch, device, w.precision)?;
+/// Multiply-adds per second of training steps of `arch`, `e.fuse` of them fused, on `e.device`.
+fn time_rate(arch: Architecture, batch: usize, precision: Precision, e: &Execution) -> Result<f64> {
+    let mut step = fused::synthetic_step(arch, e.fuse, batch, e.device, precision)?;
     step();
-    device::synchronize(device);
+    device::synchronize(e.device);
     let started = Instant::now();
     let mut steps = 0;
     while steps < 2 || started.elapsed() < TIMING {
         step();
         steps += 1;
         if steps % 2 == 0 {
-            device::synchronize(device);
+            device::synchronize(e.device);
         }
     }
-    device::synchronize(device);
-    let macs = 3.0 * w.arch.forward_macs() * (w.batch * members * steps) as f64;
+    device::synchronize(e.device);
+    let macs = 3.0 * arch.forward_macs() * (batch * e.fuse * steps) as f64;
     Ok(macs / started.elapsed().as_secs_f64())
-}
-
-/// Estimated wall seconds of the whole grid under `e`, and how many architectures were timed.
-pub fn grid_seconds(grid: &Grid, e: &Execution) -> Result<(f64, usize)> {
-    device::set_threads(e.threads);
-    let work = work_of(grid)?;
-    let total: f64 = work.iter().map(|w| w.macs).sum();
-    // The architecture at the middle of each of TIMED_ARCHITECTURES equal shares of the work.
-    let mut picks: Vec<usize> = Vec::new();
-    let mut cumulative = 0.0;
-    for (i, w) in work.iter().enumerate() {
-        cumulative += w.macs;
-        while picks.len() < TIMED_ARCHITECTURES
-            && cumulative >= total * (picks.len() as f64 + 0.5) / TIMED_ARCHITECTURES as f64
-        {
-            picks.push(i);
-        }
-    }
-    picks.dedup();
-    let mut timed = Vec::with_capacity(picks.len());
-    for &i in &picks {
-        timed.push((
-            work[i].arch.forward_macs().ln(),
-            time_rate(&work[i], e.device, e.fuse)?,
-        ));
-    }
-    let rate_near = |macs: f64| {
-        timed
-            .iter()
-            .min_by(|a, b| (a.0 - macs.ln()).abs().total_cmp(&(b.0 - macs.ln()).abs()))
-            .map_or(f64::INFINITY, |t| t.1)
-    };
-    let seconds: f64 = work
-        .iter()
-        .map(|w| w.macs / rate_near(w.arch.forward_macs()))
-        .sum();
-    Ok((seconds / e.workers as f64, timed.len()))
 }

@@ -7,10 +7,10 @@ use anyhow::{Context, Result};
 
 pub use super::estimate::Execution;
 use super::estimate::{self, architecture, input_shape};
-use super::grid::Grid;
+use super::grid::{Grid, RunSpec};
 use crate::data::{self, CLASSES};
 use crate::device;
-use crate::model::{Q_BINS, determination_ratio, q_bin};
+use crate::model::{Architecture, Q_BINS, determination_ratio, q_bin};
 
 /// Workers × threads for this machine: for the small nets of the grid, independent processes use
 /// the cores better than one process's intra-op threads (see README "Performance"), so one
@@ -52,13 +52,19 @@ pub fn check_inputs(grid: &Grid, data_dir: &Path, offline: bool, fetch: bool) ->
     Ok(())
 }
 
-/// `--dry-run`: what the sweep holds and roughly how long it takes here. Streams the runs.
+/// `--dry-run`: what the sweep holds and roughly how long it takes here. Streams the runs, once.
 pub fn dry_run(grid: &Grid, e: &Execution) -> Result<String> {
     let mut params = 0.0;
+    let mut work = estimate::Work::default();
+    let mut compared = Compared::default();
     for run in grid.runs() {
-        params += architecture(&run?.config).parameter_count() as f64;
+        let run = run?;
+        let arch = architecture(&run.config);
+        params += arch.parameter_count() as f64;
+        work.add(&run.config, arch);
+        compared.add(&run, &arch)?;
     }
-    let (seconds, timed) = estimate::grid_seconds(grid, e)?;
+    let (seconds, timed) = work.seconds(e)?;
     Ok(format!(
         "sweep '{}': {} runs ({} pairs) on {}\n\
          total parameters: {:.3e} (mean {:.0} per run)\n\
@@ -76,7 +82,7 @@ pub fn dry_run(grid: &Grid, e: &Execution) -> Result<String> {
         e.threads,
         e.device,
         e.fuse,
-        q_bin_table(&compared_per_q_bin(grid)?),
+        q_bin_table(&compared.per_q_bin()),
     ))
 }
 
@@ -85,30 +91,48 @@ pub fn dry_run(grid: &Grid, e: &Execution) -> Result<String> {
 /// depends on the parameters and the training examples, never on the layout, so every run of a
 /// pair id falls in the same bin. Known datasets only: others count with MNIST's size.
 pub fn compared_per_q_bin(grid: &Grid) -> Result<BTreeMap<String, [usize; 4]>> {
-    // Keyed by the pair id's 64 bits (its hex), so that a grid of millions of runs stays small.
-    let mut layouts: HashMap<(String, u64), (usize, usize)> = HashMap::new();
+    let mut compared = Compared::default();
     for run in grid.runs() {
         let run = run?;
+        compared.add(&run, &architecture(&run.config))?;
+    }
+    Ok(compared.per_q_bin())
+}
+
+/// Per dataset and pair id (its 64 bits, so that a grid of millions of runs stays small): the Q
+/// bin and the number of runs.
+#[derive(Default)]
+struct Compared(HashMap<(String, u64), (usize, usize)>);
+
+impl Compared {
+    fn add(&mut self, run: &RunSpec, arch: &Architecture) -> Result<()> {
         let cfg = &run.config;
         let (_, available, _) = input_shape(&cfg.dataset);
         let examples = cfg.train_limit.unwrap_or(available).min(available);
-        let params = architecture(cfg).parameter_count();
-        let bin = q_bin(determination_ratio(examples, CLASSES, params));
+        let bin = q_bin(determination_ratio(
+            examples,
+            CLASSES,
+            arch.parameter_count(),
+        ));
         let pair_bits = u64::from_str_radix(&run.pair_id, 16)
             .with_context(|| format!("pair id {} is not a 64-bit hex hash", run.pair_id))?;
-        layouts
+        self.0
             .entry((cfg.dataset.clone(), pair_bits))
             .or_insert((bin, 0))
             .1 += 1;
+        Ok(())
     }
-    let mut counts: BTreeMap<String, [usize; 4]> = BTreeMap::new();
-    for ((dataset, _), (bin, runs)) in layouts {
-        let row = counts.entry(dataset).or_default();
-        if runs >= 2 {
-            row[bin] += 1;
+
+    fn per_q_bin(self) -> BTreeMap<String, [usize; 4]> {
+        let mut counts: BTreeMap<String, [usize; 4]> = BTreeMap::new();
+        for ((dataset, _), (bin, runs)) in self.0 {
+            let row = counts.entry(dataset).or_default();
+            if runs >= 2 {
+                row[bin] += 1;
+            }
         }
+        counts
     }
-    Ok(counts)
 }
 
 fn q_bin_table(counts: &BTreeMap<String, [usize; 4]>) -> String {
