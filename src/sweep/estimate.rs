@@ -34,6 +34,12 @@ pub fn input_shape(dataset: &str) -> ([usize; 3], usize, usize) {
     }
 }
 
+/// The training images a run uses: its limit, at most the dataset's known size.
+pub fn train_examples(cfg: &RunConfig) -> usize {
+    let (_, available, _) = input_shape(&cfg.dataset);
+    cfg.train_limit.unwrap_or(available).min(available)
+}
+
 pub fn architecture(cfg: &RunConfig) -> Architecture {
     cfg.architecture(input_shape(&cfg.dataset).0)
 }
@@ -43,8 +49,8 @@ pub fn architecture(cfg: &RunConfig) -> Architecture {
 /// validation set in the other arrangement and, with batch norm, the batches that re-estimate
 /// its statistics.
 fn run_macs(cfg: &RunConfig, arch: &Architecture) -> f64 {
-    let (_, train, val) = input_shape(&cfg.dataset);
-    let train = cfg.train_limit.unwrap_or(train).min(train) as f64;
+    let (_, _, val) = input_shape(&cfg.dataset);
+    let train = train_examples(cfg) as f64;
     let val = cfg.val_limit.unwrap_or(val).min(val) as f64;
     let reestimate = if cfg.batchnorm {
         ((REESTIMATE_BATCHES * cfg.batch_size) as f64).min(train)

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 pub use super::estimate::Execution;
-use super::estimate::{self, architecture, input_shape};
+use super::estimate::{self, architecture, input_shape, train_examples};
 use super::grid::{Grid, RunSpec};
 use crate::data::{self, CLASSES};
 use crate::device;
@@ -107,8 +107,7 @@ struct Compared(HashMap<(String, u64), (usize, usize)>);
 impl Compared {
     fn add(&mut self, run: &RunSpec, arch: &Architecture) -> Result<()> {
         let cfg = &run.config;
-        let (_, available, _) = input_shape(&cfg.dataset);
-        let examples = cfg.train_limit.unwrap_or(available).min(available);
+        let examples = train_examples(cfg);
         let bin = q_bin(determination_ratio(
             examples,
             CLASSES,
