@@ -4,6 +4,7 @@
 //! 1..E exactly once, and with the same final metrics as an undisturbed sweep of the same grid.
 mod common;
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,10 @@ const LEASE: &str = "15";
 /// The chaos test restarts the server: the tests of this file run one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn worker(s: &Setup, url: &str) -> Child {
+/// Starts a worker whose log goes to a new file in `logs`.
+fn worker(s: &Setup, url: &str, logs: &Path) -> Child {
+    let n = std::fs::read_dir(logs).unwrap().count();
+    let log = std::fs::File::create(logs.join(format!("worker-{n:03}.log"))).unwrap();
     Command::new(common::shallow_bin())
         .args([
             "worker",
@@ -30,10 +34,41 @@ fn worker(s: &Setup, url: &str) -> Child {
         .arg("--data-dir")
         .arg(&s.data)
         .env("SHALLOW_DB", url)
+        .env("SHALLOW_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap()
+}
+
+/// What a failed chaos test prints: every run's state and the end of every worker's log.
+fn diagnosis(location: &Location, logs: &Path) -> String {
+    let runs = store::open_reader(location).unwrap().runs().unwrap();
+    let mut out: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {:?} attempts {} epochs {} worker {:?} error {:?}",
+                r.id, r.status, r.attempts, r.epochs_recorded, r.worker, r.error
+            )
+        })
+        .collect();
+    let mut files: Vec<_> = std::fs::read_dir(logs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        out.push(format!("--- {}", file.display()));
+        out.extend(
+            lines[lines.len().saturating_sub(8)..]
+                .iter()
+                .map(|l| l.to_string()),
+        );
+    }
+    out.join("\n")
 }
 
 /// Run id, final validation and training loss, epochs recorded.
@@ -93,23 +128,26 @@ fn killed_workers_and_a_server_restart_lose_nothing_and_repeat_nothing() {
         Location::Postgres(u) => u.clone(),
         Location::Sqlite(_) => unreachable!(),
     };
+    let logs = tempfile::tempdir().unwrap();
+    let logs = logs.path();
     // The undisturbed reference.
     queue(&s, &url(&calm));
-    let mut w = worker(&s, &url(&calm));
+    let mut w = worker(&s, &url(&calm), logs);
     assert!(w.wait().unwrap().success());
     let (reference, statuses) = results(&calm.location);
     assert_eq!(reference.len(), 24);
     assert!(statuses.iter().all(|s| *s == RunStatus::Done));
 
     queue(&s, &url(&chaos));
-    let mut workers: Vec<Child> = (0..4).map(|_| worker(&s, &url(&chaos))).collect();
+    let mut workers: Vec<Child> = (0..4).map(|_| worker(&s, &url(&chaos), logs)).collect();
     let (mut kills, mut restarted) = (0, false);
     let started = Instant::now();
     let mut rng = 0x9e3779b97f4a7c15_u64;
     loop {
         assert!(
             started.elapsed() < Duration::from_secs(600),
-            "the sweep did not finish"
+            "the sweep did not finish in 10 min:\n{}",
+            diagnosis(&chaos.location, logs)
         );
         std::thread::sleep(Duration::from_millis(1500));
         let (_, statuses) = results(&chaos.location);
@@ -117,6 +155,13 @@ fn killed_workers_and_a_server_restart_lose_nothing_and_repeat_nothing() {
         if done == 24 {
             break;
         }
+        assert!(
+            statuses
+                .iter()
+                .all(|s| !s.finished() || *s == RunStatus::Done),
+            "a run ended other than done:\n{}",
+            diagnosis(&chaos.location, logs)
+        );
         if kills < 12 {
             rng ^= rng << 13;
             rng ^= rng >> 7;
@@ -134,7 +179,7 @@ fn killed_workers_and_a_server_restart_lose_nothing_and_repeat_nothing() {
         // runs wait for their lease to lapse) is replaced while runs remain.
         for w in &mut workers {
             if w.try_wait().unwrap().is_some() {
-                *w = worker(&s, &url(&chaos));
+                *w = worker(&s, &url(&chaos), logs);
             }
         }
     }
@@ -149,7 +194,8 @@ fn killed_workers_and_a_server_restart_lose_nothing_and_repeat_nothing() {
     let (metrics, statuses) = results(&chaos.location);
     assert!(
         statuses.iter().all(|s| *s == RunStatus::Done),
-        "{statuses:?}"
+        "{}",
+        diagnosis(&chaos.location, logs)
     );
     assert_eq!(
         metrics, reference,

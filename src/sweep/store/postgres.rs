@@ -156,7 +156,7 @@ impl PostgresStore {
         loop {
             let result = op(&mut self.client.borrow_mut());
             match result {
-                Err(e) if self.client.borrow().is_closed() && started.elapsed() < RECONNECT_FOR => {
+                Err(e) if self.connection_lost(&e) && started.elapsed() < RECONNECT_FOR => {
                     tracing::warn!(
                         "{}: connection lost ({e:#}); reconnecting",
                         redact(&self.url)
@@ -171,6 +171,32 @@ impl PostgresStore {
             }
         }
     }
+
+    /// Whether `error` means the connection is gone: the client saw it close, or the server
+    /// said it is ending this session. A server that shuts down or terminates a backend sends
+    /// a FATAL error first and closes the socket after it; a call can get that error before
+    /// the client has read the close.
+    fn connection_lost(&self, error: &anyhow::Error) -> bool {
+        self.client.borrow().is_closed()
+            || error.chain().any(|cause| {
+                cause
+                    .downcast_ref::<postgres::Error>()
+                    .is_some_and(session_ended)
+            })
+    }
+}
+
+/// A closed connection, a FATAL or PANIC error (the server ends the session after either),
+/// or a connection-exception or shutdown SQLSTATE.
+fn session_ended(error: &postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    let Some(db) = error.as_db_error() else {
+        return false;
+    };
+    let code = db.code().code();
+    matches!(db.severity(), "FATAL" | "PANIC") || code.starts_with("08") || code.starts_with("57P")
 }
 
 fn connect(url: &str) -> Result<Client> {
