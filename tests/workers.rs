@@ -1,6 +1,6 @@
 //! Worker processes that die: a zombie is dead at once, `status` labels its run, the sweep
 //! replaces a killed worker and still ends every run exactly once, and the summary counts only
-//! what this invocation trained.
+//! what this invocation trained; a failed store write puts the run back rather than failing it.
 mod common;
 
 use std::process::{Command, Stdio};
@@ -197,4 +197,41 @@ fn sigterm_hands_the_run_back_and_exits() {
         ),
         0
     );
+}
+
+/// A store write that fails mid-run (a trigger refuses the second epoch of every run's first
+/// attempt) is the store's failure, not the run's: the worker puts the runs back, attempt
+/// counted, and trains them again — alone and as fused arrays.
+#[test]
+fn a_failed_epoch_write_puts_the_run_back_instead_of_failing_it() {
+    for fuse in ["1", "4"] {
+        let s = setup(
+            "layers = 2\nfilters = 4\nlr = [0.001, 0.002]\nseed = [0, 1]\nepochs = 3\nbatch_size = 16\n",
+            300,
+            8,
+        );
+        let queued = sweep_command(&s, 1).arg("--no-train").output().unwrap();
+        assert!(queued.status.success(), "{queued:?}");
+        rusqlite::Connection::open(&s.db)
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER fail_once BEFORE INSERT ON epochs
+                 WHEN NEW.epoch = 2 AND (SELECT attempts FROM runs WHERE id = NEW.run_id) = 1
+                 BEGIN SELECT RAISE(ABORT, 'injected write failure'); END;",
+            )
+            .unwrap();
+        let out = Command::new(common::shallow_bin())
+            .args(["worker", "--db", s.db.to_str().unwrap(), "--threads", "1"])
+            .args(["--offline", "--fuse", fuse, "--data-dir"])
+            .arg(&s.data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let rows: Vec<String> = query(
+            &s.db,
+            "SELECT status || ' ' || attempts || ' ' || COALESCE(error, '-') || ' '
+                 || (SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id) FROM runs",
+        );
+        assert_eq!(rows, vec!["done 2 - 3"; 8], "--fuse {fuse}");
+    }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use tch::Device;
 
 use super::grid::RunSpec;
@@ -166,6 +166,13 @@ pub fn run(opts: &WorkerOptions) -> Result<WorkerSummary> {
                 summary.handed_back += group.len();
                 break;
             }
+            Err(e) if e.is::<StoreWriteFailed>() => {
+                // The store failed, not the training: the runs still ours go back to the queue
+                // (the attempt counted, so a run that always fails so ends failed).
+                let n = store.release_worker(&me.id, opts.max_attempts)?;
+                tracing::warn!("{e:#}: {n} run(s) of {} put back", ids.join(", "));
+                continue;
+            }
             Err(e) => group.iter().map(|_| Err(anyhow!("{e:#}"))).collect(),
             Ok(results) => results,
         };
@@ -256,6 +263,17 @@ impl std::fmt::Display for HandedBack {
 
 impl std::error::Error for HandedBack {}
 
+/// An epoch's metrics could not be written: the store failed (or the run was taken from this
+/// worker), not the training.
+#[derive(Debug)]
+struct StoreWriteFailed;
+
+impl std::fmt::Display for StoreWriteFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an epoch's metrics could not be written to the store")
+    }
+}
+
 /// Writes each epoch's metrics to the store as it ends.
 struct EpochRecorder<'a, 's> {
     /// Shared by the members of a fused group.
@@ -270,6 +288,7 @@ impl Observer for EpochRecorder<'_, '_> {
         self.store
             .borrow_mut()
             .record_epoch(self.run_id, self.worker, m)
+            .context(StoreWriteFailed)
     }
 
     fn should_stop(&self) -> bool {
