@@ -68,6 +68,29 @@ fn claimed(s: &mut dyn Store) -> (WorkerInfo, RunSpec, RunResult) {
     (w, run, result)
 }
 
+/// Trains `run` to the end through every kind of worker call, `cut` before each, and checks
+/// that it ends done with every epoch once.
+fn every_call_after(
+    cut: &mut dyn FnMut(),
+    s: &mut dyn Store,
+    w: &WorkerInfo,
+    run: &RunSpec,
+    result: &RunResult,
+) {
+    for m in &result.epochs {
+        cut();
+        s.record_epoch(&run.id, w, m).unwrap();
+    }
+    cut();
+    s.heartbeat(w).unwrap();
+    cut();
+    assert_eq!(s.requeue_abandoned(Duration::from_secs(60), 3).unwrap(), 0);
+    cut();
+    s.finish(&run.id, w, Finish::Trained(result)).unwrap();
+    cut();
+    assert_done(s, result);
+}
+
 fn assert_done(s: &dyn Store, result: &RunResult) {
     let rows = s.runs().unwrap();
     assert_eq!(
@@ -84,18 +107,7 @@ fn every_call_after_a_cut_connection_reconnects_and_succeeds() {
     let mut s = store::open(&t.location).unwrap();
     let (w, run, result) = claimed(s.as_mut());
     let mut cut = || assert_eq!(cut_connections(&mut admin, "true"), 1);
-    for m in &result.epochs {
-        cut();
-        s.record_epoch(&run.id, &w, m).unwrap();
-    }
-    cut();
-    s.heartbeat(&w).unwrap();
-    cut();
-    assert_eq!(s.requeue_abandoned(Duration::from_secs(60), 3).unwrap(), 0);
-    cut();
-    s.finish(&run.id, &w, Finish::Trained(&result)).unwrap();
-    cut();
-    assert_done(s.as_ref(), &result);
+    every_call_after(&mut cut, s.as_mut(), &w, &run, &result);
 }
 
 /// A connection cut while a call waits for the server's answer: the call gets the server's
@@ -222,17 +234,8 @@ fn a_call_that_gets_the_servers_fatal_error_before_the_close_is_retried() {
     let t = stores::postgres();
     let proxy = proxy(url(&t.location));
     let mut s = store::open(&Location::Postgres(proxy.url.clone())).unwrap();
-    let cut = || proxy.cut.store(true, Ordering::SeqCst);
+    let mut cut = || proxy.cut.store(true, Ordering::SeqCst);
     cut();
     let (w, run, result) = claimed(s.as_mut());
-    for m in &result.epochs {
-        cut();
-        s.record_epoch(&run.id, &w, m).unwrap();
-    }
-    cut();
-    s.heartbeat(&w).unwrap();
-    cut();
-    s.finish(&run.id, &w, Finish::Trained(&result)).unwrap();
-    cut();
-    assert_done(s.as_ref(), &result);
+    every_call_after(&mut cut, s.as_mut(), &w, &run, &result);
 }
