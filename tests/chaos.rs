@@ -124,22 +124,18 @@ fn killed_workers_and_a_server_restart_lose_nothing_and_repeat_nothing() {
     let grid = "layers = [1, 2, 3]\nfilters = [4, 8]\nseed = [0, 1]\nepochs = 3\nbatch_size = 16\n";
     let s = setup(grid, 600, 8);
     let (calm, chaos) = (stores::postgres(), stores::postgres());
-    let url = |t: &stores::TestStore| match &t.location {
-        Location::Postgres(u) => u.clone(),
-        Location::Sqlite(_) => unreachable!(),
-    };
     let logs = tempfile::tempdir().unwrap();
     let logs = logs.path();
     // The undisturbed reference.
-    queue(&s, &url(&calm));
-    let mut w = worker(&s, &url(&calm), logs);
+    queue(&s, calm.url());
+    let mut w = worker(&s, calm.url(), logs);
     assert!(w.wait().unwrap().success());
     let (reference, statuses) = results(&calm.location);
     assert_eq!(reference.len(), 24);
     assert!(statuses.iter().all(|s| *s == RunStatus::Done));
 
-    queue(&s, &url(&chaos));
-    let mut workers: Vec<Child> = (0..4).map(|_| worker(&s, &url(&chaos), logs)).collect();
+    queue(&s, chaos.url());
+    let mut workers: Vec<Child> = (0..4).map(|_| worker(&s, chaos.url(), logs)).collect();
     let (mut kills, mut restarted) = (0, false);
     let started = Instant::now();
     let mut rng = 0x9e3779b97f4a7c15_u64;
@@ -179,7 +175,7 @@ fn killed_workers_and_a_server_restart_lose_nothing_and_repeat_nothing() {
         // runs wait for their lease to lapse) is replaced while runs remain.
         for w in &mut workers {
             if w.try_wait().unwrap().is_some() {
-                *w = worker(&s, &url(&chaos), logs);
+                *w = worker(&s, chaos.url(), logs);
             }
         }
     }
@@ -218,9 +214,7 @@ fn skewed_worker_clocks_neither_requeue_live_runs_nor_lose_their_own() {
         16,
     );
     let t = stores::postgres();
-    let Location::Postgres(url) = &t.location else {
-        unreachable!()
-    };
+    let url = t.url();
     queue(&s, url);
     let skewed = |offset: &str| {
         let mut c = Command::new(common::shallow_bin());

@@ -9,7 +9,6 @@ use std::process::{Command, Output};
 use common::shallow_bin;
 use common::stores;
 use common::sweeps::setup;
-use shallow::sweep::store::Location;
 
 fn shallow(args: &[&str], db: &str) -> Output {
     let out = Command::new(shallow_bin())
@@ -40,9 +39,7 @@ fn sweep_status_report_and_copy_on_postgres() {
         8,
     );
     let t = stores::postgres();
-    let Location::Postgres(url) = &t.location else {
-        unreachable!()
-    };
+    let url = t.url();
     let data = s.data.to_str().unwrap();
     let config = s.config.to_str().unwrap();
     let queued = ok(shallow(

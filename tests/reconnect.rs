@@ -37,13 +37,6 @@ fn admin(url: &str) -> postgres::Client {
     postgres::Client::connect(url, postgres::NoTls).unwrap()
 }
 
-fn url(location: &Location) -> &str {
-    match location {
-        Location::Postgres(url) => url,
-        Location::Sqlite(_) => unreachable!(),
-    }
-}
-
 /// A queued run, claimed by the worker of this process, and a result for it.
 fn claimed(s: &mut dyn Store) -> (WorkerInfo, RunSpec, RunResult) {
     let config = config("tiny", Layout::Sequential, 4, 2);
@@ -103,7 +96,7 @@ fn assert_done(s: &dyn Store, result: &RunResult) {
 #[test]
 fn every_call_after_a_cut_connection_reconnects_and_succeeds() {
     let t = stores::postgres();
-    let mut admin = admin(url(&t.location));
+    let mut admin = admin(t.url());
     let mut s = store::open(&t.location).unwrap();
     let (w, run, result) = claimed(s.as_mut());
     let mut cut = || assert_eq!(cut_connections(&mut admin, "true"), 1);
@@ -120,13 +113,13 @@ fn a_call_in_flight_when_its_connection_is_cut_is_retried() {
     for m in &result.epochs {
         // Hold the run's row, so that the store's write waits on it; then cut the waiting
         // connection and let the row go.
-        let mut holder = admin(url(&t.location));
+        let mut holder = admin(t.url());
         let mut tx = holder.transaction().unwrap();
         tx.execute("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", &[&run.id])
             .unwrap();
-        let location = t.location.clone();
+        let url = t.url().to_owned();
         let cutter = std::thread::spawn(move || {
-            let mut admin = admin(url(&location));
+            let mut admin = admin(&url);
             let started = std::time::Instant::now();
             while cut_connections(&mut admin, "wait_event_type = 'Lock'") == 0 {
                 assert!(
@@ -232,7 +225,7 @@ fn pump_or_cut(mut client: TcpStream, mut server: TcpStream, cut: &AtomicBool) {
 #[test]
 fn a_call_that_gets_the_servers_fatal_error_before_the_close_is_retried() {
     let t = stores::postgres();
-    let proxy = proxy(url(&t.location));
+    let proxy = proxy(t.url());
     let mut s = store::open(&Location::Postgres(proxy.url.clone())).unwrap();
     let mut cut = || proxy.cut.store(true, Ordering::SeqCst);
     cut();

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use common::stores;
 use common::sweeps::{queue_only, setup};
-use shallow::sweep::store::{self, Location, RunStatus};
+use shallow::sweep::store::{self, RunStatus};
 
 #[test]
 fn slurm_job_array_trains_a_sweep_on_postgres() {
@@ -25,9 +25,7 @@ fn slurm_job_array_trains_a_sweep_on_postgres() {
         8,
     );
     let t = stores::postgres();
-    let Location::Postgres(url) = &t.location else {
-        unreachable!()
-    };
+    let url = t.url();
     queue_only(&s, url);
     let logs = tempfile::tempdir().unwrap();
     let job = Command::new("sbatch")

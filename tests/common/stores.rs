@@ -7,6 +7,18 @@ pub struct TestStore {
     _tmp: tempfile::TempDir,
 }
 
+impl TestStore {
+    /// The connection URL of a PostgreSQL test store.
+    pub fn url(&self) -> &str {
+        match &self.location {
+            Location::Postgres(url) => url,
+            Location::Sqlite(path) => {
+                panic!("{} is a SQLite store, not PostgreSQL", path.display())
+            }
+        }
+    }
+}
+
 pub fn sqlite() -> TestStore {
     let tmp = tempfile::tempdir().unwrap();
     TestStore {
