@@ -1,6 +1,7 @@
 //! A sweep on PostgreSQL through the binary, as the README shows it: queue and train with
 //! `--db postgres://…`, read it with `status` and `report`, move it to SQLite with `copy`, and get
-//! the same report. The password never appears in anything printed.
+//! the same report. The password never appears in anything printed, and the workers' log goes to
+//! the current folder, named after the database.
 mod common;
 
 use std::path::Path;
@@ -10,9 +11,10 @@ use common::shallow_bin;
 use common::stores;
 use common::sweeps::setup;
 
-fn shallow(args: &[&str], db: &str) -> Output {
+fn shallow(args: &[&str], db: &str, cwd: &Path) -> Output {
     let out = Command::new(shallow_bin())
         .args(args)
+        .current_dir(cwd)
         .env("SHALLOW_DB", db)
         .output()
         .unwrap();
@@ -42,6 +44,8 @@ fn sweep_status_report_and_copy_on_postgres() {
     let url = t.url();
     let data = s.data.to_str().unwrap();
     let config = s.config.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
     let queued = ok(shallow(
         &[
             "sweep",
@@ -52,6 +56,7 @@ fn sweep_status_report_and_copy_on_postgres() {
             "--no-train",
         ],
         url,
+        cwd,
     ));
     assert!(queued.contains("4 runs in the grid, 4 new"), "{queued}");
     assert!(queued.contains("postgres://shallow:***@"), "{queued}");
@@ -67,18 +72,22 @@ fn sweep_status_report_and_copy_on_postgres() {
             "--offline",
         ],
         url,
+        cwd,
     ));
     assert!(worker.contains("in the database 4 done"), "{worker}");
-    let status = ok(shallow(&["status"], url));
+    let db_name = url.rsplit_once('/').unwrap().1;
+    let log = std::fs::read_to_string(cwd.join(format!("shallow-{db_name}.workers.log"))).unwrap();
+    assert!(log.contains("trains run(s)"), "{log}");
+    let status = ok(shallow(&["status"], url, cwd));
     assert!(status.contains("done      4"), "{status}");
-    let tmp = tempfile::tempdir().unwrap();
-    let copy = tmp.path().join("copy.db");
-    let copied = ok(shallow(&["copy", url, copy.to_str().unwrap()], url));
+    let copy = cwd.join("copy.db");
+    let copied = ok(shallow(&["copy", url, copy.to_str().unwrap()], url, cwd));
     assert!(copied.contains("4 runs copied"), "{copied}");
-    let (pg_report, sqlite_report) = (tmp.path().join("pg"), tmp.path().join("sqlite"));
+    let (pg_report, sqlite_report) = (cwd.join("pg"), cwd.join("sqlite"));
     ok(shallow(
         &["report", "--out", pg_report.to_str().unwrap()],
         url,
+        cwd,
     ));
     ok(shallow(
         &[
@@ -88,6 +97,7 @@ fn sweep_status_report_and_copy_on_postgres() {
             sqlite_report.to_str().unwrap(),
         ],
         url,
+        cwd,
     ));
     for table in [
         "table2.csv",
