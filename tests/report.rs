@@ -322,6 +322,30 @@ fn report_files_are_complete_and_self_contained() {
     );
 }
 
+#[test]
+fn a_dataset_without_finished_pairs_gets_no_verdict_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("r.db");
+    let mut runs = synthetic_runs();
+    for r in runs
+        .iter_mut()
+        .filter(|r| r.config.dataset == "mnist" && r.config.layout == Layout::Parallel)
+    {
+        r.diverged = true;
+    }
+    fill(&db, &runs, 0);
+    let out = tmp.path().join("report");
+    let files = report::generate(&Location::Sqlite(db), &out, &Margins::default()).unwrap();
+    let md = std::fs::read_to_string(&files.markdown).unwrap();
+    let verdicts = md.split("## Sweep").next().unwrap();
+    assert!(
+        verdicts.contains("**mnist**: no verdict — no pair"),
+        "{verdicts}"
+    );
+    assert!(!verdicts.contains("**mnist**, "), "{verdicts}");
+    assert_eq!(verdicts.matches("**cifar10**, ").count(), 2, "{verdicts}");
+}
+
 /// Renders report.html in a real headless Chromium.
 #[test]
 fn report_renders_in_headless_chromium() {

@@ -380,7 +380,14 @@ fn verdict_blocks(
         )),
     ];
     for d in datasets {
-        for row in rows.iter().filter(|r| &r.group == d) {
+        let mut dataset_rows = rows.iter().filter(|r| &r.group == d).peekable();
+        if dataset_rows.peek().is_none() {
+            blocks.push(Block::Paragraph(format!(
+                "**{d}**: no verdict — no pair (one configuration and seed trained in both the \
+                 sequential and the parallel layout) in which both runs finished."
+            )));
+        }
+        for row in dataset_rows {
             blocks.push(Block::Paragraph(format!(
                 "**{d}**, {}",
                 equivalence::sentence(row, margins)
