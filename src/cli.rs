@@ -58,12 +58,13 @@ pub enum Command {
         #[arg(env = "SHALLOW_DB", hide_env_values = true)]
         db: Location,
     },
-    /// Write one CSV row per run: config columns, status, final metrics, timings.
+    /// Write one CSV row per run: config columns, status, final metrics, timings (`--csv -`: to
+    /// standard output).
     Export {
         /// Results database (file or URL, as for `status`) [default: $SHALLOW_DB].
         #[arg(env = "SHALLOW_DB", hide_env_values = true)]
         db: Location,
-        /// Output CSV file.
+        /// Output CSV file; `-` writes to standard output.
         #[arg(long)]
         csv: PathBuf,
     },

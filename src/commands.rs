@@ -28,6 +28,11 @@ pub fn run(command: Command) -> Result<ExitCode> {
             print!("{}", inspect::status_text(&db)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Export { db, csv } if csv.as_os_str() == "-" => {
+            let n = inspect::export_csv_to(&db, std::io::stdout().lock())?;
+            eprintln!("{n} runs written to standard output");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Export { db, csv } => {
             let n = inspect::export_csv(&db, &csv)?;
             println!("{n} runs written to {}", csv.display());

@@ -229,6 +229,18 @@ fn status_and_export_describe_the_results() {
         layouts,
         ["sequential", "parallel", "sequential", "parallel"]
     );
+
+    let piped = Command::new(shallow_bin())
+        .arg("export")
+        .arg(&s.db)
+        .args(["--csv", "-"])
+        .current_dir(s.db.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    assert_eq!(piped.stdout, std::fs::read(&csv_path).unwrap());
+    assert!(String::from_utf8_lossy(&piped.stderr).contains("4 runs written to standard output"));
+    assert!(!s.db.parent().unwrap().join("-").exists());
 }
 
 #[test]

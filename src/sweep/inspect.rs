@@ -1,7 +1,7 @@
 //! `shallow status` and `shallow export`: read-only views of a results store.
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use super::plan::human_duration;
@@ -172,18 +172,29 @@ pub fn export_csv(db: &Location, out: &Path) -> Result<usize> {
     let store = store::open_reader(db)?;
     let runs = store.runs()?;
     let tmp = out.with_extension("csv.tmp");
-    let write = || -> Result<()> {
-        let mut writer = csv::Writer::from_path(&tmp)?;
-        for r in &runs {
-            writer.serialize(ExportRow::of(r))?;
-        }
-        writer.flush()?;
-        Ok(())
-    };
-    let written = write().and_then(|()| Ok(std::fs::rename(&tmp, out)?));
+    let written = std::fs::File::create(&tmp)
+        .map_err(anyhow::Error::from)
+        .and_then(|file| write_rows(&runs, file))
+        .and_then(|()| Ok(std::fs::rename(&tmp, out)?));
     if let Err(e) = written {
         std::fs::remove_file(&tmp).ok();
         return Err(e.context(format!("cannot write {}", out.display())));
     }
     Ok(runs.len())
+}
+
+/// [`export_csv`] to a writer (standard output for `--csv -`).
+pub fn export_csv_to(db: &Location, out: impl std::io::Write) -> Result<usize> {
+    let runs = store::open_reader(db)?.runs()?;
+    write_rows(&runs, out).context("cannot write the CSV")?;
+    Ok(runs.len())
+}
+
+fn write_rows(runs: &[RunRow], out: impl std::io::Write) -> Result<()> {
+    let mut writer = csv::Writer::from_writer(out);
+    for r in runs {
+        writer.serialize(ExportRow::of(r))?;
+    }
+    writer.flush()?;
+    Ok(())
 }
