@@ -33,7 +33,7 @@ fn synthetic_runs() -> Vec<Synthetic> {
                     q,
                     train_loss: base_train + if par { 0.002 * i as f64 } else { 0.0 },
                     val_loss: base_val + if par { delta } else { 0.0 },
-                    val_acc: 0.8 + if par { 0.001 } else { 0.0 },
+                    val_acc: 0.8 + if par { 0.001 * (1 + i % 4) as f64 } else { 0.0 },
                     seconds: if par { 1.0 } else { 2.0 },
                     diverged: false,
                 });
@@ -160,7 +160,8 @@ fn paired_statistics_match_values_computed_here() {
     let time = find("mnist", analysis::Metric::WallTime);
     assert_eq!((time.median, time.win_rate), (-1.0, 1.0));
     let acc = find("cifar10", analysis::Metric::ValAcc);
-    assert!((acc.median - 0.001).abs() < 1e-9 && acc.win_rate == 1.0);
+    // Δ val acc = 0.001 · (1, 2, 3, 4, 1, 2, 3, 4, …): median 0.0025, parallel always better.
+    assert!((acc.median - 0.0025).abs() < 1e-9 && acc.win_rate == 1.0);
     let train = find("mnist", analysis::Metric::TrainLoss);
     assert_eq!(
         train.win_rate, 0.0,
@@ -344,6 +345,29 @@ fn a_dataset_without_finished_pairs_gets_no_verdict_and_says_why() {
     );
     assert!(!verdicts.contains("**mnist**, "), "{verdicts}");
     assert_eq!(verdicts.matches("**cifar10**, ").count(), 2, "{verdicts}");
+    let forest = std::fs::read_to_string(out.join("plots/forest_val_loss.svg")).unwrap();
+    assert!(
+        forest.contains("cifar10 (n=12)") && !forest.contains("mnist"),
+        "only the dataset with pairs is in the forest plot"
+    );
+}
+
+#[test]
+fn a_report_without_any_pair_draws_no_empty_forest_plot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("r.db");
+    let runs: Vec<Synthetic> = synthetic_runs()
+        .into_iter()
+        .filter(|r| r.config.layout == Layout::Sequential)
+        .collect();
+    fill(&db, &runs, 0);
+    let out = tmp.path().join("report");
+    let files = report::generate(&Location::Sqlite(db), &out, &Margins::default()).unwrap();
+    let md = std::fs::read_to_string(&files.markdown).unwrap();
+    assert_eq!(md.matches(": no verdict — no pair").count(), 2, "{md}");
+    assert!(!md.contains("plots/forest_"), "{md}");
+    assert!(!out.join("plots/forest_val_loss.svg").exists());
+    assert!(md.contains("## Table 2"), "{md}");
 }
 
 /// Renders report.html in a real headless Chromium.

@@ -414,6 +414,9 @@ fn verdict_blocks(
                 })
             })
             .collect();
+        if forest.is_empty() {
+            continue;
+        }
         let (name, unit) = match q {
             Quantity::RelValLoss => ("forest_val_loss", "Δ validation loss, % of sequential"),
             Quantity::ValAccPoints => ("forest_val_acc", "Δ validation accuracy, points"),
