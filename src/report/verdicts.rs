@@ -1,0 +1,160 @@
+//! The report's verdicts: one sentence per dataset and quantity, the forest plots, and the
+//! table of equivalence tests behind them.
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::analysis::fmt_p;
+use super::equivalence::{self, EquivalenceRow, Margins, Quantity};
+use super::plots;
+use super::render::Block;
+
+/// The report's opening: one verdict per dataset and quantity, and the forest plots.
+pub fn blocks(
+    out: &Path,
+    rows: &[EquivalenceRow],
+    datasets: &[String],
+    margins: &Margins,
+) -> Result<Vec<Block>> {
+    let mut blocks = vec![
+        Block::Heading("Verdicts".into()),
+        Block::Paragraph(format!(
+            "Is the parallel (shallow) layout as good as the sequential (deep) one? Per pair \
+             (same configuration and seed) Δ = parallel − sequential: the validation loss relative \
+             to the sequential run's, and the validation accuracy in points. *Equivalent* means a \
+             paired TOST (two one-sided t-tests, α = 0.05) places the mean Δ inside the margin \
+             ±{} (loss) or ±{} (accuracy), i.e. its 90 % interval lies inside the margin; \
+             otherwise a two-sided paired t-test at α = 0.05 decides *parallel better* or \
+             *sequential better*, and what neither settles is *inconclusive*. Margins are set \
+             with `shallow report --margin loss=2%,acc=0.5`.",
+            Quantity::RelValLoss
+                .format(margins.val_loss)
+                .trim_start_matches('+'),
+            Quantity::ValAccPoints
+                .format(margins.val_acc_points)
+                .trim_start_matches('+'),
+        )),
+    ];
+    for d in datasets {
+        let mut dataset_rows = rows.iter().filter(|r| &r.group == d).peekable();
+        if dataset_rows.peek().is_none() {
+            blocks.push(Block::Paragraph(format!(
+                "**{d}**: no verdict — no pair (one configuration and seed trained in both the \
+                 sequential and the parallel layout) in which both runs finished."
+            )));
+        }
+        for row in dataset_rows {
+            blocks.push(Block::Paragraph(format!(
+                "**{d}**, {}",
+                equivalence::sentence(row, margins)
+            )));
+        }
+    }
+    let dir = out.join("plots");
+    for q in Quantity::ALL {
+        let scale = if q == Quantity::RelValLoss {
+            100.0
+        } else {
+            1.0
+        };
+        let forest: Vec<plots::ForestRow> = rows
+            .iter()
+            .filter(|r| r.quantity == q)
+            .filter_map(|r| {
+                let t = r.t?;
+                Some(plots::ForestRow {
+                    label: format!("{} (n={})", r.group, r.n),
+                    mean: scale * t.mean,
+                    interval: (scale * t.ci90.0, scale * t.ci90.1),
+                    median: scale * r.median,
+                })
+            })
+            .collect();
+        if forest.is_empty() {
+            continue;
+        }
+        let (name, unit) = match q {
+            Quantity::RelValLoss => ("forest_val_loss", "Δ validation loss, % of sequential"),
+            Quantity::ValAccPoints => ("forest_val_acc", "Δ validation accuracy, points"),
+        };
+        plots::forest(
+            &dir,
+            name,
+            &format!("parallel − sequential: {}", q.name()),
+            unit,
+            &forest,
+            scale * q.margin(margins),
+        )?;
+        blocks.push(Block::Figure(
+            name.into(),
+            format!(
+                "{unit} per group: mean (dot) with its 90 % interval (bar; inside the shaded \
+                 ±margin band = equivalent by TOST) and median (cross)."
+            ),
+        ));
+    }
+    Ok(blocks)
+}
+
+/// Every group's equivalence test, with the seed-to-seed spread beside the layout difference.
+pub fn table(rows: &[EquivalenceRow], margins: &Margins) -> Vec<Block> {
+    let headers = [
+        "group",
+        "Δ of",
+        "pairs",
+        "mean Δ [90% CI]",
+        "TOST p",
+        "t-test p",
+        "verdict",
+        "pairs needed",
+        "median |Δ layout|",
+        "median |Δ seed| seq (n)",
+        "median |Δ seed| par (n)",
+    ]
+    .map(String::from)
+    .to_vec();
+    let spread = |q: Quantity, s: Option<(f64, usize)>| {
+        s.map_or("–".into(), |(m, n)| {
+            format!("{} ({n})", q.format(m).trim_start_matches('+'))
+        })
+    };
+    let table = rows
+        .iter()
+        .map(|r| {
+            let q = r.quantity;
+            vec![
+                r.group.clone(),
+                q.name().into(),
+                r.n.to_string(),
+                r.t.map_or("–".into(), |t| {
+                    format!(
+                        "{} [{}, {}]",
+                        q.format(t.mean),
+                        q.format(t.ci90.0),
+                        q.format(t.ci90.1)
+                    )
+                }),
+                r.tost_p.map_or("–".into(), fmt_p),
+                r.t.map_or("–".into(), |t| fmt_p(t.p_difference)),
+                r.verdict.text(q, margins),
+                r.pairs_needed.map_or("–".into(), |n| n.to_string()),
+                q.format(r.median_abs).trim_start_matches('+').into(),
+                spread(q, r.seeds.sequential),
+                spread(q, r.seeds.parallel),
+            ]
+        })
+        .collect();
+    vec![
+        Block::Heading("Equivalence tests and seed noise".into()),
+        Block::Paragraph(
+            "Per group: the paired TOST and t-test behind the verdicts; *pairs needed*: how many \
+             pairs in all the observed mean and spread would need to settle the question (TOST \
+             while |mean Δ| is inside the margin, else the t-test). With several seeds per \
+             configuration, the seed-to-seed spread — median |Δ| between two seeds of the same \
+             configuration in the same layout — shows whether the layout difference exceeds what \
+             a change of seed alone does."
+                .into(),
+        ),
+        Block::Table(headers, table),
+    ]
+}
