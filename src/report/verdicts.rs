@@ -52,48 +52,59 @@ pub fn blocks(
     }
     let dir = out.join("plots");
     for q in Quantity::ALL {
-        let scale = if q == Quantity::RelValLoss {
-            100.0
-        } else {
-            1.0
-        };
-        let forest: Vec<plots::ForestRow> = rows
-            .iter()
-            .filter(|r| r.quantity == q)
-            .filter_map(|r| {
-                let t = r.t?;
-                Some(plots::ForestRow {
-                    label: format!("{} (n={})", r.group, r.n),
-                    mean: scale * t.mean,
-                    interval: (scale * t.ci90.0, scale * t.ci90.1),
-                    median: scale * r.median,
-                })
-            })
-            .collect();
-        if forest.is_empty() {
-            continue;
-        }
-        let (name, unit) = match q {
-            Quantity::RelValLoss => ("forest_val_loss", "Δ validation loss, % of sequential"),
-            Quantity::ValAccPoints => ("forest_val_acc", "Δ validation accuracy, points"),
-        };
-        plots::forest(
-            &dir,
-            name,
-            &format!("parallel − sequential: {}", q.name()),
-            unit,
-            &forest,
-            scale * q.margin(margins),
-        )?;
-        blocks.push(Block::Figure(
-            name.into(),
-            format!(
-                "{unit} per group: mean (dot) with its 90 % interval (bar; inside the shaded \
-                 ±margin band = equivalent by TOST) and median (cross)."
-            ),
-        ));
+        blocks.extend(forest_figure(&dir, rows, q, margins)?);
     }
     Ok(blocks)
+}
+
+/// The forest plot of quantity `q` over the groups that can be tested, drawn into `dir`; none
+/// when no group can.
+fn forest_figure(
+    dir: &Path,
+    rows: &[EquivalenceRow],
+    q: Quantity,
+    margins: &Margins,
+) -> Result<Option<Block>> {
+    let scale = if q == Quantity::RelValLoss {
+        100.0
+    } else {
+        1.0
+    };
+    let forest: Vec<plots::ForestRow> = rows
+        .iter()
+        .filter(|r| r.quantity == q)
+        .filter_map(|r| {
+            let t = r.t?;
+            Some(plots::ForestRow {
+                label: format!("{} (n={})", r.group, r.n),
+                mean: scale * t.mean,
+                interval: (scale * t.ci90.0, scale * t.ci90.1),
+                median: scale * r.median,
+            })
+        })
+        .collect();
+    if forest.is_empty() {
+        return Ok(None);
+    }
+    let (name, unit) = match q {
+        Quantity::RelValLoss => ("forest_val_loss", "Δ validation loss, % of sequential"),
+        Quantity::ValAccPoints => ("forest_val_acc", "Δ validation accuracy, points"),
+    };
+    plots::forest(
+        dir,
+        name,
+        &format!("parallel − sequential: {}", q.name()),
+        unit,
+        &forest,
+        scale * q.margin(margins),
+    )?;
+    Ok(Some(Block::Figure(
+        name.into(),
+        format!(
+            "{unit} per group: mean (dot) with its 90 % interval (bar; inside the shaded \
+             ±margin band = equivalent by TOST) and median (cross)."
+        ),
+    )))
 }
 
 /// Every group's equivalence test, with the seed-to-seed spread beside the layout difference.

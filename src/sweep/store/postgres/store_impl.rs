@@ -1,5 +1,6 @@
 //! [`Store`] for [`PostgresStore`]: the queue, leases and results in SQL.
 use super::*;
+use std::collections::HashSet;
 
 /// Moves up to `n` pending runs (of fusion key `key`, if given) to running for `w`, skipping
 /// rows other transactions hold.
@@ -375,69 +376,8 @@ impl Store for PostgresStore {
                     &[name, text],
                 )?;
             }
-            let insert = tx.prepare(&format!(
-                "INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                 $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
-                 ON CONFLICT (id) DO NOTHING"
-            ))?;
-            let (mut new, mut inserted) = (0, std::collections::HashSet::new());
-            for (r, config) in runs.iter().zip(&configs) {
-                let n = tx.execute(
-                    &insert,
-                    &[
-                        &r.id,
-                        &r.pair_id,
-                        &r.sweep,
-                        &r.status.as_str(),
-                        config,
-                        &r.attempts,
-                        &r.worker,
-                        &r.host,
-                        &r.claimed_at,
-                        &r.finished_at,
-                        &r.params,
-                        &r.q,
-                        &r.train_examples,
-                        &r.final_train_loss,
-                        &r.final_train_acc,
-                        &r.final_val_loss,
-                        &r.final_val_acc,
-                        &r.diverged_epoch,
-                        &r.train_seconds,
-                        &r.total_seconds,
-                        &r.device,
-                        &r.error,
-                        &r.truncated_val_loss,
-                        &r.truncated_val_acc,
-                    ],
-                )?;
-                new += n as usize;
-                if n > 0 && r.status.finished() {
-                    inserted.insert(r.id.as_str());
-                }
-            }
-            let insert = tx.prepare(
-                "INSERT INTO epochs (run_id, epoch, train_loss, val_loss, val_acc, seconds,
-                     images_per_second) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )?;
-            for e in epochs
-                .iter()
-                .filter(|e| inserted.contains(e.run_id.as_str()))
-            {
-                let m = &e.metrics;
-                tx.execute(
-                    &insert,
-                    &[
-                        &e.run_id,
-                        &(m.epoch as i64),
-                        &finite(m.train_loss),
-                        &finite(m.val_loss),
-                        &finite(m.val_acc),
-                        &m.seconds,
-                        &m.images_per_second,
-                    ],
-                )?;
-            }
+            let (new, inserted) = insert_runs(&mut tx, &runs, &configs)?;
+            insert_epochs(&mut tx, epochs, &inserted)?;
             fill_fusion_keys(&mut tx)?;
             tx.commit()?;
             Ok(new)
@@ -483,4 +423,86 @@ impl PostgresStore {
         })?;
         Ok(n as usize)
     }
+}
+
+/// Inserts the runs this database lacks; returns how many were new and the ids of the new
+/// finished runs (whose epochs are copied too).
+fn insert_runs<'a>(
+    tx: &mut impl GenericClient,
+    runs: &'a [RunRow],
+    configs: &[String],
+) -> Result<(usize, HashSet<&'a str>)> {
+    let insert = tx.prepare(&format!(
+        "INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
+         $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
+         ON CONFLICT (id) DO NOTHING"
+    ))?;
+    let (mut new, mut inserted) = (0, HashSet::new());
+    for (r, config) in runs.iter().zip(configs) {
+        let n = tx.execute(
+            &insert,
+            &[
+                &r.id,
+                &r.pair_id,
+                &r.sweep,
+                &r.status.as_str(),
+                config,
+                &r.attempts,
+                &r.worker,
+                &r.host,
+                &r.claimed_at,
+                &r.finished_at,
+                &r.params,
+                &r.q,
+                &r.train_examples,
+                &r.final_train_loss,
+                &r.final_train_acc,
+                &r.final_val_loss,
+                &r.final_val_acc,
+                &r.diverged_epoch,
+                &r.train_seconds,
+                &r.total_seconds,
+                &r.device,
+                &r.error,
+                &r.truncated_val_loss,
+                &r.truncated_val_acc,
+            ],
+        )?;
+        new += n as usize;
+        if n > 0 && r.status.finished() {
+            inserted.insert(r.id.as_str());
+        }
+    }
+    Ok((new, inserted))
+}
+
+/// Inserts the epochs of the runs `inserted` has just added.
+fn insert_epochs(
+    tx: &mut impl GenericClient,
+    epochs: &[EpochRow],
+    inserted: &HashSet<&str>,
+) -> Result<()> {
+    let insert = tx.prepare(
+        "INSERT INTO epochs (run_id, epoch, train_loss, val_loss, val_acc, seconds,
+             images_per_second) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )?;
+    for e in epochs
+        .iter()
+        .filter(|e| inserted.contains(e.run_id.as_str()))
+    {
+        let m = &e.metrics;
+        tx.execute(
+            &insert,
+            &[
+                &e.run_id,
+                &(m.epoch as i64),
+                &finite(m.train_loss),
+                &finite(m.val_loss),
+                &finite(m.val_acc),
+                &m.seconds,
+                &m.images_per_second,
+            ],
+        )?;
+    }
+    Ok(())
 }
