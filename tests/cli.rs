@@ -152,6 +152,30 @@ fn bench_step_prints_a_measurement_in_both_precisions() {
     }
 }
 
+/// Configurations count as comparable only with two different networks: at L = 1 sequential
+/// and parallel are the same network, and so are staged-L and sequential.
+#[test]
+fn the_families_per_q_bin_count_only_different_networks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("grid.toml");
+    let count = |runs: &str| {
+        std::fs::write(&path, format!("[runs]\ndataset = \"mnist\"\n{runs}")).unwrap();
+        let grid = shallow::sweep::grid::load(&path).unwrap();
+        let counts = shallow::sweep::plan::compared_per_q_bin(&grid).unwrap();
+        counts["mnist"].iter().sum::<usize>()
+    };
+    assert_eq!(count("layers = [1, 2, 4]\nseed = [0, 1]"), 4);
+    assert_eq!(count("layers = 1\nseed = [0, 1]"), 0);
+    assert_eq!(
+        count("layers = 4\nlayout = [\"sequential\", \"staged-4\"]"),
+        0
+    );
+    assert_eq!(
+        count("layers = 4\nlayout = [\"staged-4\", \"staged-2\"]"),
+        1
+    );
+}
+
 #[test]
 fn dry_run_prints_an_estimate_and_the_families_per_q_bin() {
     let out = Command::new(shallow_bin())

@@ -370,6 +370,48 @@ fn a_report_without_any_pair_draws_no_empty_forest_plot() {
     assert!(md.contains("## Table 2"), "{md}");
 }
 
+/// Pairs with L = 1 (one network in both layouts, Δ = 0) are left out of every comparison and
+/// counted in the report; the verdicts equal those on the same store without them.
+#[test]
+fn pairs_of_one_unit_are_left_out_of_the_comparisons() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (with, without) = (tmp.path().join("with.db"), tmp.path().join("without.db"));
+    let mut runs = synthetic_runs();
+    fill(&without, &runs, 0);
+    for seed in 0..5 {
+        for layout in [Layout::Sequential, Layout::Parallel] {
+            let mut config = config("mnist", layout, 4, 1);
+            config.seed = seed;
+            runs.push(Synthetic {
+                config,
+                q: 2.0,
+                train_loss: 0.3,
+                val_loss: 0.5,
+                val_acc: 0.8,
+                seconds: 1.0,
+                diverged: false,
+            });
+        }
+    }
+    fill(&with, &runs, 0);
+    let rows = SqliteStore::open(&with).unwrap().runs().unwrap();
+    assert_eq!(analysis::pairs(&rows).len(), 24);
+    assert_eq!(analysis::same_network_pairs(&rows), 5);
+    let report = |db: &Path, name: &str| {
+        let out = tmp.path().join(name);
+        let files = report::generate(&Location::Sqlite(db.into()), &out, &Margins::default());
+        let md = std::fs::read_to_string(files.unwrap().markdown).unwrap();
+        let tables = std::fs::read_to_string(out.join("tables/equivalence.csv")).unwrap();
+        (md, tables)
+    };
+    let (md, tables) = report(&with, "with");
+    let (md_without, tables_without) = report(&without, "without");
+    assert_eq!(tables, tables_without);
+    assert!(md.contains("5 pair(s) with L = 1 are left out"), "{md}");
+    assert!(!md_without.contains("with L = 1 are left out"));
+    assert!(!md.contains("L=1"), "no group of L = 1 pairs: {md}");
+}
+
 /// Renders report.html in a real headless Chromium.
 #[test]
 fn report_renders_in_headless_chromium() {

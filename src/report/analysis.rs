@@ -191,11 +191,35 @@ impl Pair<'_> {
     pub fn both_finished(&self) -> bool {
         is_finished(self.seq) && is_finished(self.par)
     }
+    /// Whether both layouts are one network: the same number of stages (only at L = 1).
+    pub fn same_network(&self) -> bool {
+        let stages = |r: &RunRow| r.config.layout.stages(r.config.layers);
+        stages(self.seq) == stages(self.par)
+    }
 }
 
 /// Pairs whose sequential and parallel runs have both ended (done or diverged), in run order.
 /// Staged runs of the same family (pair id) are not part of a pair.
+/// The ended sequential/parallel pairs that compare two different networks. With one unit
+/// (L = 1) both layouts are the same network, `x + F₁(x)`, trained identically, so Δ = 0 by
+/// construction: such pairs say nothing about the layouts and are left out (counted by
+/// [`same_network_pairs`]).
 pub fn pairs(runs: &[RunRow]) -> Vec<Pair<'_>> {
+    ended_pairs(runs)
+        .into_iter()
+        .filter(|p| !p.same_network())
+        .collect()
+}
+
+/// How many ended pairs [`pairs`] leaves out because both layouts are the same network.
+pub fn same_network_pairs(runs: &[RunRow]) -> usize {
+    ended_pairs(runs)
+        .iter()
+        .filter(|p| p.same_network())
+        .count()
+}
+
+fn ended_pairs(runs: &[RunRow]) -> Vec<Pair<'_>> {
     let mut by_pair: BTreeMap<&str, (Option<&RunRow>, Option<&RunRow>)> = BTreeMap::new();
     for r in runs {
         let slot = by_pair.entry(&r.pair_id).or_default();

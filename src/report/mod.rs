@@ -40,6 +40,7 @@ pub fn generate(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFi
     }
     let datasets = analysis::datasets(&runs);
     let pairs = analysis::pairs(&runs);
+    let same_network = analysis::same_network_pairs(&runs);
     let cells = analysis::table2(&runs);
     let paired = analysis::paired_comparisons(&pairs);
     let diverged = analysis::diverged_counts(&pairs);
@@ -47,7 +48,13 @@ pub fn generate(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFi
     let to_target = speed::time_to_target(&pairs, &epochs);
 
     let mut blocks = vec![Block::Heading(format!("Deep vs shallow: report on {db}"))];
-    blocks.extend(verdicts::blocks(out, &verdicts, &datasets, margins)?);
+    blocks.extend(verdicts::blocks(
+        out,
+        &verdicts,
+        &datasets,
+        margins,
+        same_network,
+    )?);
     blocks.extend(summary(&runs));
     blocks.extend(table2_blocks(&cells, &datasets));
     blocks.extend(paired_blocks(&paired, &diverged));

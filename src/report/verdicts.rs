@@ -15,6 +15,7 @@ pub fn blocks(
     rows: &[EquivalenceRow],
     datasets: &[String],
     margins: &Margins,
+    same_network: usize,
 ) -> Result<Vec<Block>> {
     let mut blocks = vec![
         Block::Heading("Verdicts".into()),
@@ -35,6 +36,13 @@ pub fn blocks(
                 .trim_start_matches('+'),
         )),
     ];
+    if same_network > 0 {
+        blocks.push(Block::Paragraph(format!(
+            "{same_network} pair(s) with L = 1 are left out of every comparison in this report: \
+             with one unit both layouts are the same network, x + F₁(x), trained identically, \
+             so their Δ is 0 by construction and says nothing about depth against width."
+        )));
+    }
     for d in datasets {
         let mut dataset_rows = rows.iter().filter(|r| &r.group == d).peekable();
         if dataset_rows.peek().is_none() {

@@ -87,7 +87,8 @@ pub fn dry_run(grid: &Grid, e: &Execution) -> Result<String> {
 }
 
 /// The configurations a report can compare, per dataset and Q bin (indices of
-/// [`crate::model::Q_BINS`]): pair ids (a configuration and seed) with at least two layouts. Q
+/// [`crate::model::Q_BINS`]): pair ids (a configuration and seed) with at least two different
+/// networks (numbers of stages D; at L = 1 sequential and parallel are one network). Q
 /// depends on the parameters and the training examples, never on the layout, so every run of a
 /// pair id falls in the same bin. Known datasets only: others count with MNIST's size.
 pub fn compared_per_q_bin(grid: &Grid) -> Result<BTreeMap<String, [usize; 4]>> {
@@ -100,9 +101,10 @@ pub fn compared_per_q_bin(grid: &Grid) -> Result<BTreeMap<String, [usize; 4]>> {
 }
 
 /// Per dataset and pair id (its 64 bits, so that a grid of millions of runs stays small): the Q
-/// bin and the number of runs.
+/// bin, the first run's number of stages D, and whether a run with another D is there too (runs
+/// of one D are the same network: sequential and parallel at L = 1, say).
 #[derive(Default)]
-struct Compared(HashMap<(String, u64), (usize, usize)>);
+struct Compared(HashMap<(String, u64), (usize, usize, bool)>);
 
 impl Compared {
     fn add(&mut self, run: &RunSpec, arch: &Architecture) -> Result<()> {
@@ -115,18 +117,20 @@ impl Compared {
         ));
         let pair_bits = u64::from_str_radix(&run.pair_id, 16)
             .with_context(|| format!("pair id {} is not a 64-bit hex hash", run.pair_id))?;
-        self.0
+        let stages = cfg.layout.stages(cfg.layers);
+        let entry = self
+            .0
             .entry((cfg.dataset.clone(), pair_bits))
-            .or_insert((bin, 0))
-            .1 += 1;
+            .or_insert((bin, stages, false));
+        entry.2 |= entry.1 != stages;
         Ok(())
     }
 
     fn per_q_bin(self) -> BTreeMap<String, [usize; 4]> {
         let mut counts: BTreeMap<String, [usize; 4]> = BTreeMap::new();
-        for ((dataset, _), (bin, runs)) in self.0 {
+        for ((dataset, _), (bin, _, several)) in self.0 {
             let row = counts.entry(dataset).or_default();
-            if runs >= 2 {
+            if several {
                 row[bin] += 1;
             }
         }
