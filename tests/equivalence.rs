@@ -155,7 +155,7 @@ fn report_opens_with_verdicts_on_equivalent_different_and_too_few_pairs() {
     );
     let kmnist = find("kmnist", Quantity::RelValLoss);
     assert_eq!(
-        (kmnist.verdict, kmnist.pairs_needed),
+        (kmnist.verdict, kmnist.n_needed),
         (Verdict::Inconclusive, Some(7))
     );
     let sentence = equivalence::sentence(kmnist, &margins);
@@ -174,7 +174,7 @@ fn report_opens_with_verdicts_on_equivalent_different_and_too_few_pairs() {
     );
     let csv = std::fs::read_to_string(out.join("tables/equivalence.csv")).unwrap();
     assert!(
-        csv.starts_with("group,quantity,margin,n,mean_delta"),
+        csv.starts_with("group,quantity,margin,n,pairs,mean_delta"),
         "{csv}"
     );
     assert!(csv.contains("kmnist,val loss (relative),0.02,3,"), "{csv}");
@@ -223,6 +223,62 @@ fn seed_noise_is_the_median_difference_between_seeds_of_one_configuration() {
         assert!((median - 0.15).abs() < 1e-12, "{median}");
     }
     assert!((row.median_abs - 0.05).abs() < 1e-12);
+}
+
+/// Seeds of one configuration are not independent evidence: the tests take one Δ per
+/// configuration, the mean of its seeds' pairs. Four configurations × three seeds whose Δ differ
+/// much between configurations and little between seeds: as 12 independent pairs the TOST would
+/// call it equivalent (p = 0.0075), as 4 configurations it cannot (scipy 1.17 on the four means).
+#[test]
+fn the_tests_take_one_difference_per_configuration() {
+    let means = [0.02, -0.015, 0.025, -0.02];
+    let mut runs = Vec::new();
+    for (c, mean) in means.into_iter().enumerate() {
+        for (seed, jitter) in [-0.001, 0.0, 0.001].into_iter().enumerate() {
+            for layout in [Layout::Sequential, Layout::Parallel] {
+                let par = layout == Layout::Parallel;
+                runs.push(Synthetic {
+                    config: shallow::train::RunConfig {
+                        seed: seed as u64,
+                        ..config("mnist", layout, 4 + c, 2)
+                    },
+                    q: 2.0,
+                    train_loss: 0.1,
+                    val_loss: if par {
+                        0.5 * (1.0 + mean + jitter)
+                    } else {
+                        0.5
+                    },
+                    val_acc: 0.9,
+                    seconds: 1.0,
+                    diverged: false,
+                });
+            }
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("r.db");
+    fill(&db, &runs, 0);
+    let rows = SqliteStore::open(&db).unwrap().runs().unwrap();
+    let margins = Margins::default();
+    let verdicts = equivalence::equivalence(&analysis::pairs(&rows), &margins);
+    let row = verdicts
+        .iter()
+        .find(|r| r.group == "mnist" && r.quantity == Quantity::RelValLoss)
+        .unwrap();
+    assert_eq!((row.n, row.pairs), (4, 12));
+    let t = row.t.unwrap();
+    assert!(close(t.mean, 0.0025, 1e-9), "{t:?}");
+    assert!(close(t.p_difference, 0.8436717205313303, 1e-6), "{t:?}");
+    assert!(close(t.ci90.0, -0.024885776594834364, 1e-6), "{t:?}");
+    assert!(close(t.ci90.1, 0.02988577659483437, 1e-6), "{t:?}");
+    assert!(close(row.tost_p.unwrap(), 0.11483192895876748, 1e-6));
+    assert_eq!(row.verdict, Verdict::Inconclusive);
+    let sentence = equivalence::sentence(row, &margins);
+    assert!(
+        sentence.contains("n = 4 configurations (12 pairs)"),
+        "{sentence}"
+    );
 }
 
 #[test]

@@ -152,15 +152,21 @@ pub struct EquivalenceRow {
     pub group: String,
     pub quantity: Quantity,
     pub margin: f64,
+    /// The unit of the tests: configurations, each one Δ (the mean over its seeds' pairs), so
+    /// that seeds of one configuration do not count as independent evidence.
     pub n: usize,
+    /// The pairs behind them (one per configuration and seed).
+    pub pairs: usize,
+    /// Median of the configurations' Δ.
     pub median: f64,
-    /// Median |Δ(layout)|, to set beside the seed spread.
+    /// Median |Δ(layout)| of the pairs, to set beside the seed spread.
     pub median_abs: f64,
     pub t: Option<PairedT>,
     pub tost_p: Option<f64>,
     pub verdict: Verdict,
-    /// Pairs in all that the observed mean and spread would need to settle the question.
-    pub pairs_needed: Option<usize>,
+    /// Configurations in all (with as many seeds) that the observed mean and spread would need to
+    /// settle the question.
+    pub n_needed: Option<usize>,
     pub seeds: SeedSpread,
 }
 
@@ -218,31 +224,36 @@ fn seed_spread(pairs: &[&Pair], q: Quantity, layout: Layout) -> Option<(f64, usi
     (!diffs.is_empty()).then(|| (stats::median(&diffs), diffs.len()))
 }
 
-/// The equivalence rows of every group and quantity that has finished pairs.
+/// The equivalence rows of every group and quantity that has finished pairs. The tests run on
+/// configurations: a configuration's Δ is the mean of its seeds' pairs (with one seed per
+/// configuration, the pairs themselves).
 pub fn equivalence(pairs: &[Pair], margins: &Margins) -> Vec<EquivalenceRow> {
     let mut rows = Vec::new();
     for (group, members) in analysis::groups(pairs) {
         for q in Quantity::ALL {
-            let d: Vec<f64> = members
-                .iter()
-                .filter(|p| p.both_finished())
-                .filter_map(|p| q.between(p.seq, p.par))
-                .collect();
-            if d.is_empty() {
+            let mut by_config: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            for p in members.iter().filter(|p| p.both_finished()) {
+                if let Some(x) = q.between(p.seq, p.par) {
+                    by_config.entry(seedless_key(p.seq)).or_default().push(x);
+                }
+            }
+            if by_config.is_empty() {
                 continue;
             }
+            let d: Vec<f64> = by_config.values().map(|xs| stats::mean(xs)).collect();
+            let abs: Vec<f64> = by_config.values().flatten().map(|x| x.abs()).collect();
             let margin = q.margin(margins);
             let t = stats::paired_t(&d);
             let (verdict, tost_p) = verdict(t.as_ref(), margin, q.lower_is_better());
-            let abs: Vec<f64> = d.iter().map(|x| x.abs()).collect();
             rows.push(EquivalenceRow {
                 group: group.clone(),
                 quantity: q,
                 margin,
                 n: d.len(),
+                pairs: abs.len(),
                 median: stats::median(&d),
                 median_abs: stats::median(&abs),
-                pairs_needed: t.as_ref().and_then(|t| stats::pairs_needed(t, margin)),
+                n_needed: t.as_ref().and_then(|t| stats::pairs_needed(t, margin)),
                 t,
                 tost_p,
                 verdict,
@@ -256,6 +267,26 @@ pub fn equivalence(pairs: &[Pair], margins: &Margins) -> Vec<EquivalenceRow> {
     rows
 }
 
+impl EquivalenceRow {
+    /// What n counts: "pairs" when every configuration has one seed, else "configurations".
+    pub fn unit(&self) -> &'static str {
+        if self.n == self.pairs {
+            "pairs"
+        } else {
+            "configurations"
+        }
+    }
+
+    /// n, and the pairs behind it where they differ: "12 pairs", "24 configurations (72 pairs)".
+    pub fn count(&self) -> String {
+        if self.n == self.pairs {
+            format!("{} pairs", self.n)
+        } else {
+            format!("{} configurations ({} pairs)", self.n, self.pairs)
+        }
+    }
+}
+
 /// The sentence on one row: the verdict and the numbers it rests on.
 pub fn sentence(row: &EquivalenceRow, margins: &Margins) -> String {
     let q = row.quantity;
@@ -267,31 +298,34 @@ pub fn sentence(row: &EquivalenceRow, margins: &Margins) -> String {
     match &row.t {
         Some(t) => {
             text += &format!(
-                " — mean Δ {} (90 % CI {} to {}; median {}), n = {} pairs, margin ±{}, TOST p = {}, \
+                " — mean Δ {} (90 % CI {} to {}; median {}), n = {}, margin ±{}, TOST p = {}, \
                  t-test for a difference p = {}",
                 q.format(t.mean),
                 q.format(t.ci90.0),
                 q.format(t.ci90.1),
                 q.format(row.median),
-                row.n,
+                row.count(),
                 q.format(row.margin).trim_start_matches('+'),
                 row.tost_p.map_or("–".into(), fmt_p),
                 fmt_p(t.p_difference)
             );
             if row.verdict == Verdict::Inconclusive {
-                text += &match row.pairs_needed {
+                let unit = row.unit();
+                text += &match row.n_needed {
                     Some(need) if need > row.n => format!(
-                        "; at the observed mean and spread about {need} pairs ({} more) would settle it",
+                        "; at the observed mean and spread about {need} {unit} ({} more) would settle it",
                         need - row.n
                     ),
-                    _ => "; at the observed mean and spread no feasible number of pairs would settle it".into(),
+                    _ => format!(
+                        "; at the observed mean and spread no feasible number of {unit} would settle it"
+                    ),
                 };
             }
         }
         None => {
             text += &format!(
-                " — {} pair(s) without spread: too few to test (median Δ {})",
-                row.n,
+                " — {} without spread: too few to test (median Δ {})",
+                row.count(),
                 q.format(row.median)
             )
         }

@@ -22,7 +22,9 @@ pub fn blocks(
         Block::Paragraph(format!(
             "Is the parallel (shallow) layout as good as the sequential (deep) one? Per pair \
              (same configuration and seed) Δ = parallel − sequential: the validation loss relative \
-             to the sequential run's, and the validation accuracy in points. *Equivalent* means a \
+             to the sequential run's, and the validation accuracy in points; the tests take one Δ \
+             per configuration, the mean over its seeds, as seeds of one configuration are not \
+             independent evidence about the layouts. *Equivalent* means a \
              paired TOST (two one-sided t-tests, α = 0.05) places the mean Δ inside the margin \
              ±{} (loss) or ±{} (accuracy), i.e. its 90 % interval lies inside the margin; \
              otherwise a two-sided paired t-test at α = 0.05 decides *parallel better* or \
@@ -120,12 +122,12 @@ pub fn table(rows: &[EquivalenceRow], margins: &Margins) -> Vec<Block> {
     let headers = [
         "group",
         "Δ of",
-        "pairs",
+        "n (pairs)",
         "mean Δ [90% CI]",
         "TOST p",
         "t-test p",
         "verdict",
-        "pairs needed",
+        "n needed",
         "median |Δ layout|",
         "median |Δ seed| seq (n)",
         "median |Δ seed| par (n)",
@@ -144,7 +146,7 @@ pub fn table(rows: &[EquivalenceRow], margins: &Margins) -> Vec<Block> {
             vec![
                 r.group.clone(),
                 q.name().into(),
-                r.n.to_string(),
+                format!("{} ({})", r.n, r.pairs),
                 r.t.map_or("–".into(), |t| {
                     format!(
                         "{} [{}, {}]",
@@ -156,7 +158,7 @@ pub fn table(rows: &[EquivalenceRow], margins: &Margins) -> Vec<Block> {
                 r.tost_p.map_or("–".into(), fmt_p),
                 r.t.map_or("–".into(), |t| fmt_p(t.p_difference)),
                 r.verdict.text(q, margins),
-                r.pairs_needed.map_or("–".into(), |n| n.to_string()),
+                r.n_needed.map_or("–".into(), |n| n.to_string()),
                 q.format(r.median_abs).trim_start_matches('+').into(),
                 spread(q, r.seeds.sequential),
                 spread(q, r.seeds.parallel),
@@ -166,9 +168,11 @@ pub fn table(rows: &[EquivalenceRow], margins: &Margins) -> Vec<Block> {
     vec![
         Block::Heading("Equivalence tests and seed noise".into()),
         Block::Paragraph(
-            "Per group: the paired TOST and t-test behind the verdicts; *pairs needed*: how many \
-             pairs in all the observed mean and spread would need to settle the question (TOST \
-             while |mean Δ| is inside the margin, else the t-test). With several seeds per \
+            "Per group: the paired TOST and t-test behind the verdicts, on n configurations \
+             (one Δ each: the mean over its seeds' pairs, so that seeds of one configuration do \
+             not count as independent evidence); *n needed*: how many configurations in all the \
+             observed mean and spread would need to settle the question (TOST while |mean Δ| is \
+             inside the margin, else the t-test). With several seeds per \
              configuration, the seed-to-seed spread — median |Δ| between two seeds of the same \
              configuration in the same layout — shows whether the layout difference exceeds what \
              a change of seed alone does."
