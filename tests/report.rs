@@ -250,6 +250,75 @@ fn bootstrap_interval_of_the_mean_matches_the_normal_theory_width() {
     assert!(stats::bootstrap_ci(&[1.0], stats::mean).is_none());
 }
 
+/// Seeds of one configuration are resampled together: when every configuration's three seeds
+/// give the same value, the interval is the ordinary bootstrap's over the 100 configurations,
+/// draw for draw, not the √3 narrower one of 300 independent values.
+#[test]
+fn cluster_bootstrap_resamples_configurations_whole() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let per_configuration: Vec<f64> = (0..100).map(|_| rng.r#gen::<f64>()).collect();
+    let (mut xs, mut clusters) = (Vec::new(), Vec::new());
+    for (c, &x) in per_configuration.iter().enumerate() {
+        for _ in 0..3 {
+            xs.push(x);
+            clusters.push(format!("config {c}"));
+        }
+    }
+    let clustered = stats::cluster_bootstrap_ci(&xs, &clusters, stats::mean).unwrap();
+    let of_means = stats::bootstrap_ci(&per_configuration, stats::mean).unwrap();
+    assert!(
+        (clustered.0 - of_means.0).abs() < 1e-12 && (clustered.1 - of_means.1).abs() < 1e-12,
+        "{clustered:?} vs {of_means:?} (the same draws; only the summation order differs)"
+    );
+    let naive = stats::bootstrap_ci(&xs, stats::mean).unwrap();
+    let ratio = (clustered.1 - clustered.0) / (naive.1 - naive.0);
+    assert!((ratio - 3f64.sqrt()).abs() < 0.25, "width ratio {ratio}");
+    assert!(stats::cluster_bootstrap_ci(&xs[..3], &clusters[..3], stats::mean).is_none());
+}
+
+/// The paired comparison's Wilcoxon test takes one Δ per configuration (the mean of its seeds'
+/// pairs); its median and win rate stay over the pairs.
+#[test]
+fn paired_wilcoxon_takes_one_difference_per_configuration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("r.db");
+    let mut runs = Vec::new();
+    let mut means = Vec::new();
+    for c in 0..7 {
+        let deltas = [-0.01 * (c as f64 + 1.0), 0.002 * c as f64, 0.005];
+        means.push(deltas.iter().sum::<f64>() / 3.0);
+        for (seed, delta) in deltas.into_iter().enumerate() {
+            for layout in [Layout::Sequential, Layout::Parallel] {
+                let mut config = config("mnist", layout, 4 + c, 2);
+                config.seed = seed as u64;
+                let par = layout == Layout::Parallel;
+                runs.push(Synthetic {
+                    config,
+                    q: 2.0,
+                    train_loss: 0.2,
+                    val_loss: 0.5 + if par { delta } else { 0.0 },
+                    val_acc: 0.8,
+                    seconds: 1.0,
+                    diverged: false,
+                });
+            }
+        }
+    }
+    fill(&db, &runs, 0);
+    let rows = SqliteStore::open(&db).unwrap().runs().unwrap();
+    let stats = analysis::paired_comparisons(&analysis::pairs(&rows));
+    let val = stats
+        .iter()
+        .find(|s| s.group == "mnist" && s.metric == analysis::Metric::ValLoss)
+        .unwrap();
+    assert_eq!((val.n, val.configurations), (21, 7));
+    let w = val.wilcoxon.unwrap();
+    let expected = stats::wilcoxon(&means).unwrap();
+    assert_eq!(w.n, 7);
+    assert!((w.p_value - expected.p_value).abs() < 1e-12);
+    assert!((w.statistic - expected.statistic).abs() < 1e-9);
+}
+
 #[test]
 fn report_files_are_complete_and_self_contained() {
     let tmp = tempfile::tempdir().unwrap();

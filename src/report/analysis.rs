@@ -1,6 +1,6 @@
 //! What the report computes from the runs: the paper's Table 2 per Q bin, paired comparisons of
 //! the layouts, diverged counts and the plain-words conclusion.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::stats::{self, Wilcoxon};
 use crate::model::Layout;
@@ -64,7 +64,24 @@ pub fn paper_value(dataset: &str, layout: Layout, bin: usize) -> Option<(f64, f6
         .map(|r| r.bins[bin])
 }
 
-/// A mean with its 95% bootstrap interval.
+/// A run's configuration without its seed and layout. The seeds of one configuration are not
+/// independent evidence, so the report's intervals resample configurations and its tests take
+/// one value per configuration.
+pub fn configuration_key(r: &RunRow) -> String {
+    let mut c = r.config.clone();
+    c.seed = 0;
+    c.layout = Layout::Sequential;
+    serde_json::to_string(&c).unwrap_or_default()
+}
+
+/// Values, each with the configuration (a [`configuration_key`]) it came from.
+pub type ByConfiguration = [(String, f64)];
+
+fn split(xs: &ByConfiguration) -> (Vec<f64>, Vec<&str>) {
+    xs.iter().map(|(k, x)| (*x, k.as_str())).unzip()
+}
+
+/// A mean with its 95% bootstrap interval (resampling configurations).
 #[derive(Debug, Clone, Copy)]
 pub struct Estimate {
     pub mean: f64,
@@ -72,15 +89,16 @@ pub struct Estimate {
 }
 
 impl Estimate {
-    pub fn of(xs: &[f64]) -> Option<Estimate> {
+    pub fn of(xs: &ByConfiguration) -> Option<Estimate> {
+        let (values, clusters) = split(xs);
         (!xs.is_empty()).then(|| Estimate {
-            mean: stats::mean(xs),
-            ci: stats::bootstrap_ci(xs, stats::mean),
+            mean: stats::mean(&values),
+            ci: stats::cluster_bootstrap_ci(&values, &clusters, stats::mean),
         })
     }
 }
 
-/// A median with its 95 % bootstrap interval, over n values.
+/// A median with its 95 % bootstrap interval (resampling configurations), over n values.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MedianEstimate {
     pub median: f64,
@@ -89,10 +107,11 @@ pub struct MedianEstimate {
 }
 
 impl MedianEstimate {
-    pub fn of(xs: &[f64]) -> Option<MedianEstimate> {
+    pub fn of(xs: &ByConfiguration) -> Option<MedianEstimate> {
+        let (values, clusters) = split(xs);
         (!xs.is_empty()).then(|| MedianEstimate {
-            median: stats::median(xs),
-            ci: stats::bootstrap_ci(xs, stats::median),
+            median: stats::median(&values),
+            ci: stats::cluster_bootstrap_ci(&values, &clusters, stats::median),
             n: xs.len(),
         })
     }
@@ -157,8 +176,13 @@ pub fn table2(runs: &[RunRow]) -> Vec<Table2Cell> {
                     .filter(in_cell)
                     .filter(|r| r.status == RunStatus::Diverged)
                     .count();
-                let train: Vec<f64> = done.iter().filter_map(|r| r.final_train_loss).collect();
-                let val: Vec<f64> = done.iter().filter_map(|r| r.final_val_loss).collect();
+                let keyed = |f: fn(&RunRow) -> Option<f64>| -> Vec<(String, f64)> {
+                    done.iter()
+                        .filter_map(|r| Some((configuration_key(r), f(r)?)))
+                        .collect()
+                };
+                let train = keyed(|r| r.final_train_loss);
+                let val = keyed(|r| r.final_val_loss);
                 cells.push(Table2Cell {
                     dataset: dataset.clone(),
                     layout,
@@ -294,29 +318,52 @@ impl Metric {
 pub struct PairedStat {
     pub group: String,
     pub metric: Metric,
+    /// Pairs.
     pub n: usize,
+    /// Configurations the pairs belong to (one per pair with one seed each).
+    pub configurations: usize,
     pub median: f64,
     pub mean: f64,
-    /// 95% bootstrap interval of the median.
+    /// 95% bootstrap interval of the median, resampling configurations.
     pub ci_median: Option<(f64, f64)>,
     /// Fraction of pairs in which the parallel layout is better.
     pub win_rate: f64,
+    /// On the configurations' mean Δ.
     pub wilcoxon: Option<Wilcoxon>,
 }
 
-pub fn deltas(pairs: &[&Pair], metric: Metric) -> Vec<f64> {
+/// Per finished pair, its configuration and Δ = parallel − sequential of `metric`.
+pub fn deltas(pairs: &[&Pair], metric: Metric) -> Vec<(String, f64)> {
     pairs
         .iter()
         .filter(|p| p.both_finished())
-        .filter_map(|p| Some(metric.value(p.par)? - metric.value(p.seq)?))
+        .filter_map(|p| {
+            let d = metric.value(p.par)? - metric.value(p.seq)?;
+            Some((configuration_key(p.seq), d))
+        })
         .collect()
 }
 
+/// The mean of each configuration's values, configurations in order of first appearance.
+pub fn configuration_means(xs: &ByConfiguration) -> Vec<f64> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut sums: HashMap<&str, (f64, usize)> = HashMap::new();
+    for (k, x) in xs {
+        let entry = sums.entry(k).or_insert_with(|| {
+            order.push(k);
+            (0.0, 0)
+        });
+        *entry = (entry.0 + x, entry.1 + 1);
+    }
+    order.iter().map(|k| sums[k].0 / sums[k].1 as f64).collect()
+}
+
 pub fn paired_stat(group: &str, pairs: &[&Pair], metric: Metric) -> Option<PairedStat> {
-    let d = deltas(pairs, metric);
-    if d.is_empty() {
+    let keyed = deltas(pairs, metric);
+    if keyed.is_empty() {
         return None;
     }
+    let (d, clusters) = split(&keyed);
     let wins = d
         .iter()
         .filter(|&&x| {
@@ -327,15 +374,17 @@ pub fn paired_stat(group: &str, pairs: &[&Pair], metric: Metric) -> Option<Paire
             }
         })
         .count();
+    let per_configuration = configuration_means(&keyed);
     Some(PairedStat {
         group: group.to_owned(),
         metric,
         n: d.len(),
+        configurations: per_configuration.len(),
         median: stats::median(&d),
         mean: stats::mean(&d),
-        ci_median: stats::bootstrap_ci(&d, stats::median),
+        ci_median: stats::cluster_bootstrap_ci(&d, &clusters, stats::median),
         win_rate: wins as f64 / d.len() as f64,
-        wilcoxon: stats::wilcoxon(&d),
+        wilcoxon: stats::wilcoxon(&per_configuration),
     })
 }
 

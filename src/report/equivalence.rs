@@ -191,14 +191,6 @@ pub fn verdict(t: Option<&PairedT>, margin: f64, lower_is_better: bool) -> (Verd
     (v, Some(tost))
 }
 
-/// A configuration without its seed and layout: the runs of one family of seeds.
-fn seedless_key(r: &RunRow) -> String {
-    let mut c = r.config.clone();
-    c.seed = 0;
-    c.layout = Layout::Sequential;
-    serde_json::to_string(&c).unwrap_or_default()
-}
-
 /// Median |Δ| between any two seeds of one configuration and layout, over the runs of `pairs`
 /// (the run of the higher seed against the lower one's, as Δ(layout) is parallel against
 /// sequential).
@@ -210,7 +202,10 @@ fn seed_spread(pairs: &[&Pair], q: Quantity, layout: Layout) -> Option<(f64, usi
         } else {
             p.par
         };
-        families.entry(seedless_key(r)).or_default().push(r);
+        families
+            .entry(analysis::configuration_key(r))
+            .or_default()
+            .push(r);
     }
     let mut diffs = Vec::new();
     for runs in families.values_mut() {
@@ -234,7 +229,10 @@ pub fn equivalence(pairs: &[Pair], margins: &Margins) -> Vec<EquivalenceRow> {
             let mut by_config: BTreeMap<String, Vec<f64>> = BTreeMap::new();
             for p in members.iter().filter(|p| p.both_finished()) {
                 if let Some(x) = q.between(p.seq, p.par) {
-                    by_config.entry(seedless_key(p.seq)).or_default().push(x);
+                    by_config
+                        .entry(analysis::configuration_key(p.seq))
+                        .or_default()
+                        .push(x);
                 }
             }
             if by_config.is_empty() {

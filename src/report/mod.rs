@@ -155,7 +155,9 @@ fn table2_blocks(cells: &[analysis::Table2Cell], datasets: &[String]) -> Vec<Blo
         Block::Heading("Table 2: mean final losses per Q bin".into()),
         Block::Paragraph(
             "Mean final training loss (whole training set, eval mode) and validation loss of the \
-             finished runs, with 95% bootstrap intervals of the mean and the number of runs n \
+             finished runs, with 95% bootstrap intervals of the mean (as every interval in this \
+             report, resampling configurations: the seeds of one configuration are drawn \
+             together, as they are not independent) and the number of runs n \
              (diverged runs counted apart). Bins: Q in [0,1), [1,3), [3,10), [10,∞), lower edge \
              inclusive. The columns marked *paper* are the values published in Bermeitinger et \
              al. (2023), Table 2, for comparison."
@@ -203,7 +205,7 @@ fn paired_blocks(
     let headers = [
         "group",
         "Δ (parallel − sequential) of",
-        "pairs",
+        "pairs (configurations)",
         "median Δ [95% CI]",
         "mean Δ",
         "parallel better in",
@@ -217,7 +219,7 @@ fn paired_blocks(
             vec![
                 s.group.clone(),
                 s.metric.name().into(),
-                s.n.to_string(),
+                format!("{} ({})", s.n, s.configurations),
                 format!("{} {}", fmt_signed(s.median), fmt_interval(s.ci_median)),
                 fmt_signed(s.mean),
                 format!("{:.0}%", 100.0 * s.win_rate),
@@ -243,7 +245,8 @@ fn paired_blocks(
             "Each configuration was trained in both layouts with the same seed, data order and \
              initial weights; Δ = parallel − sequential per pair (negative Δ loss: the shallow \
              layout is better). Intervals: 95% bootstrap of the median; p: two-sided Wilcoxon \
-             signed-rank test for a difference (a large p is no evidence of equality: the \
+             signed-rank test for a difference, on one Δ per configuration (the mean over its \
+             seeds' pairs), as the verdicts' tests (a large p is no evidence of equality: the \
              verdicts above rest on equivalence tests). Pairs with a diverged run are left out of \
              Δ and counted below."
                 .into(),

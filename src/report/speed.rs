@@ -4,7 +4,7 @@
 //! it — on the device the runs were trained on.
 use std::collections::HashMap;
 
-use super::analysis::{MedianEstimate, Pair, q_bin};
+use super::analysis::{MedianEstimate, Pair, configuration_key, q_bin};
 use super::render::Block;
 use super::stats::median;
 use crate::sweep::store::{EpochRow, RunRow};
@@ -25,6 +25,8 @@ pub struct Reached {
 pub struct TimeToTarget {
     pub dataset: String,
     pub pair_id: String,
+    /// The pair's configuration ([`configuration_key`]).
+    pub configuration: String,
     pub bin: usize,
     pub target: f64,
     /// `None`: never reached in the epochs trained.
@@ -67,6 +69,7 @@ pub fn time_to_target(pairs: &[Pair], epochs: &[EpochRow]) -> Vec<TimeToTarget> 
             Some(TimeToTarget {
                 dataset: p.dataset().to_owned(),
                 pair_id: p.seq.pair_id.clone(),
+                configuration: configuration_key(p.seq),
                 bin: q_bin(p.q()),
                 target,
                 seq: reach(&curve(p.seq), target),
@@ -98,9 +101,21 @@ pub fn summarise(group: &str, rows: &[&TimeToTarget]) -> Option<SpeedSummary> {
     if rows.is_empty() {
         return None;
     }
-    let both: Vec<(Reached, Reached)> =
-        rows.iter().filter_map(|r| Some((r.seq?, r.par?))).collect();
+    let reached: Vec<&TimeToTarget> = rows
+        .iter()
+        .copied()
+        .filter(|r| r.seq.is_some() && r.par.is_some())
+        .collect();
+    let both: Vec<(Reached, Reached)> = reached
+        .iter()
+        .filter_map(|r| Some((r.seq?, r.par?)))
+        .collect();
     let column = |f: &dyn Fn(&(Reached, Reached)) -> f64| both.iter().map(f).collect::<Vec<_>>();
+    let ratios: Vec<(String, f64)> = reached
+        .iter()
+        .zip(&both)
+        .map(|(r, b)| (r.configuration.clone(), b.1.seconds / b.0.seconds))
+        .collect();
     let medians =
         |seq: Vec<f64>, par: Vec<f64>| (!both.is_empty()).then(|| (median(&seq), median(&par)));
     Some(SpeedSummary {
@@ -115,7 +130,7 @@ pub fn summarise(group: &str, rows: &[&TimeToTarget]) -> Option<SpeedSummary> {
             column(&|b| b.1.epochs as f64),
         ),
         median_seconds: medians(column(&|b| b.0.seconds), column(&|b| b.1.seconds)),
-        seconds_ratio: MedianEstimate::of(&column(&|b| b.1.seconds / b.0.seconds)),
+        seconds_ratio: MedianEstimate::of(&ratios),
         both: both.len(),
     })
 }
@@ -212,6 +227,7 @@ mod tests {
         let row = |s: Option<(usize, f64)>, p: Option<(usize, f64)>| TimeToTarget {
             dataset: "mnist".into(),
             pair_id: "x".into(),
+            configuration: format!("{s:?} {p:?}"),
             bin: 0,
             target: 1.0,
             seq: s.map(|(epochs, seconds)| Reached { epochs, seconds }),

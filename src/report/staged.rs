@@ -2,7 +2,7 @@
 //! several arrangements — D = 1 (parallel) … D = L (sequential) stages — compared by D.
 use std::collections::BTreeMap;
 
-use super::analysis::{Estimate, MedianEstimate, is_finished};
+use super::analysis::{Estimate, MedianEstimate, configuration_key, is_finished};
 use super::render::Block;
 use super::stats::median;
 use crate::sweep::store::RunRow;
@@ -13,6 +13,8 @@ pub struct Family {
     pub dataset: String,
     pub layers: usize,
     pub pair_id: String,
+    /// The family's configuration without its seed ([`configuration_key`]).
+    pub configuration: String,
     /// (D, final validation loss), D ascending.
     pub by_stages: Vec<(usize, f64)>,
 }
@@ -20,7 +22,8 @@ pub struct Family {
 /// Families with finished runs in at least three arrangements (so at least one staged one
 /// beside the two ends, or several staged ones), by dataset, L and pair id.
 pub fn families(runs: &[RunRow]) -> Vec<Family> {
-    let mut groups: BTreeMap<(&str, usize, &str), BTreeMap<usize, f64>> = BTreeMap::new();
+    type Runs<'a> = (&'a RunRow, BTreeMap<usize, f64>);
+    let mut groups: BTreeMap<(&str, usize, &str), Runs> = BTreeMap::new();
     for r in runs.iter().filter(|r| is_finished(r)) {
         let Some(loss) = r.final_val_loss else {
             continue;
@@ -28,16 +31,18 @@ pub fn families(runs: &[RunRow]) -> Vec<Family> {
         let d = r.config.layout.stages(r.config.layers);
         groups
             .entry((&r.config.dataset, r.config.layers, &r.pair_id))
-            .or_default()
+            .or_insert_with(|| (r, BTreeMap::new()))
+            .1
             .insert(d, loss);
     }
     groups
         .into_iter()
-        .filter(|(_, by)| by.len() >= 3)
-        .map(|((dataset, layers, pair_id), by)| Family {
+        .filter(|(_, (_, by))| by.len() >= 3)
+        .map(|((dataset, layers, pair_id), (run, by))| Family {
             dataset: dataset.to_owned(),
             layers,
             pair_id: pair_id.to_owned(),
+            configuration: configuration_key(run),
             by_stages: by.into_iter().collect(),
         })
         .collect()
@@ -60,14 +65,15 @@ pub struct StageCell {
 /// and the median ratio to the same family's sequential run.
 pub fn cells(families: &[Family]) -> Vec<StageCell> {
     // Per cell: the losses, and the ratios to the family's sequential run.
-    type Losses = (Vec<f64>, Vec<f64>);
+    type Losses = (Vec<(String, f64)>, Vec<(String, f64)>);
     let mut by: BTreeMap<(&str, usize, usize), Losses> = BTreeMap::new();
     for f in families {
         let sequential = f.by_stages.iter().find(|(d, _)| *d == f.layers);
         for &(d, loss) in &f.by_stages {
             let cell = by.entry((&f.dataset, f.layers, d)).or_default();
-            cell.0.push(loss);
-            cell.1.extend(sequential.map(|(_, seq)| loss / seq));
+            cell.0.push((f.configuration.clone(), loss));
+            cell.1
+                .extend(sequential.map(|(_, seq)| (f.configuration.clone(), loss / seq)));
         }
     }
     by.into_iter()
@@ -76,7 +82,7 @@ pub fn cells(families: &[Family]) -> Vec<StageCell> {
             layers,
             stages,
             n: losses.len(),
-            median: median(&losses),
+            median: median(&losses.iter().map(|l| l.1).collect::<Vec<_>>()),
             val_loss: Estimate::of(&losses),
             vs_sequential: MedianEstimate::of(&ratios),
         })
@@ -130,7 +136,7 @@ pub fn blocks(cells: &[StageCell]) -> Vec<Block> {
             "The same L units in D stages of L/D units side by side (D = 1: parallel, D = L: \
              sequential), per family — one configuration and seed trained in three or more \
              arrangements, with identical initial weights and data order. Means over the \
-             families of each dataset and L, with 95% bootstrap intervals; the last column \
+             families of each dataset and L, with 95% bootstrap intervals (resampling configurations); the last column \
              divides each family's loss by its own sequential run's (below 1: fewer stages did \
              better). Per cell: tables/stages.csv."
                 .into(),

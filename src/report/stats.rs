@@ -1,5 +1,8 @@
 //! Statistics for comparing the layouts: means, medians, seeded bootstrap confidence intervals,
 //! the Wilcoxon signed-rank test, and the paired t-test and TOST equivalence test.
+use std::collections::HashMap;
+use std::hash::Hash;
+
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use statrs::distribution::{ContinuousCDF, StudentsT};
@@ -36,15 +39,40 @@ pub const BOOTSTRAP_SEED: u64 = 2023;
 
 /// 95% percentile-bootstrap interval of `statistic` over `xs`; `None` for fewer than 2 values.
 pub fn bootstrap_ci(xs: &[f64], statistic: fn(&[f64]) -> f64) -> Option<(f64, f64)> {
-    if xs.len() < 2 {
+    let singletons: Vec<usize> = (0..xs.len()).collect();
+    cluster_bootstrap_ci(xs, &singletons, statistic)
+}
+
+/// 95% percentile-bootstrap interval of `statistic` over `xs`, resampling whole clusters
+/// (`clusters[i]` is the cluster of `xs[i]`): values of one cluster — the seeds of one
+/// configuration, say — are not independent, and resampling them one by one would make the
+/// interval too narrow. `None` for fewer than 2 clusters. With one value per cluster it is
+/// [`bootstrap_ci`], draw for draw.
+pub fn cluster_bootstrap_ci<K: Hash + Eq>(
+    xs: &[f64],
+    clusters: &[K],
+    statistic: fn(&[f64]) -> f64,
+) -> Option<(f64, f64)> {
+    assert_eq!(xs.len(), clusters.len(), "one cluster per value");
+    let mut index: HashMap<&K, usize> = HashMap::new();
+    let mut groups: Vec<Vec<f64>> = Vec::new();
+    for (&x, k) in xs.iter().zip(clusters) {
+        let i = *index.entry(k).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[i].push(x);
+    }
+    if groups.len() < 2 {
         return None;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(BOOTSTRAP_SEED);
-    let mut resample = vec![0.0; xs.len()];
+    let mut resample = Vec::with_capacity(xs.len());
     let mut stats: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
         .map(|_| {
-            for slot in resample.iter_mut() {
-                *slot = xs[rng.gen_range(0..xs.len())];
+            resample.clear();
+            for _ in 0..groups.len() {
+                resample.extend_from_slice(&groups[rng.gen_range(0..groups.len())]);
             }
             statistic(&resample)
         })
