@@ -3,7 +3,7 @@
 //! synthetic pairs built to be equivalent, different and too few, and the seed-noise columns.
 mod common;
 
-use common::synthetic::{Synthetic, config, fill};
+use common::synthetic::{Synthetic, config, fill, seeded_pair};
 use shallow::model::Layout;
 use shallow::report::equivalence::{self, Margins, Quantity, Verdict};
 use shallow::report::{self, analysis, stats};
@@ -187,21 +187,12 @@ fn seed_noise_is_the_median_difference_between_seeds_of_one_configuration() {
     let mut runs = Vec::new();
     for (filters, losses) in [(4, [1.0, 1.1, 1.2]), (8, [2.0, 2.0, 2.4])] {
         for (seed, loss) in losses.into_iter().enumerate() {
-            for layout in [Layout::Sequential, Layout::Parallel] {
-                let par = layout == Layout::Parallel;
-                runs.push(Synthetic {
-                    config: shallow::train::RunConfig {
-                        seed: seed as u64,
-                        ..config("mnist", layout, filters, 2)
-                    },
-                    q: 2.0,
-                    train_loss: 0.1,
-                    val_loss: if par { loss * 1.05 } else { loss },
-                    val_acc: 0.9,
-                    seconds: 1.0,
-                    diverged: false,
-                });
-            }
+            runs.extend(seeded_pair(
+                "mnist",
+                filters,
+                seed as u64,
+                (loss, loss * 1.05),
+            ));
         }
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -235,25 +226,8 @@ fn the_tests_take_one_difference_per_configuration() {
     let mut runs = Vec::new();
     for (c, mean) in means.into_iter().enumerate() {
         for (seed, jitter) in [-0.001, 0.0, 0.001].into_iter().enumerate() {
-            for layout in [Layout::Sequential, Layout::Parallel] {
-                let par = layout == Layout::Parallel;
-                runs.push(Synthetic {
-                    config: shallow::train::RunConfig {
-                        seed: seed as u64,
-                        ..config("mnist", layout, 4 + c, 2)
-                    },
-                    q: 2.0,
-                    train_loss: 0.1,
-                    val_loss: if par {
-                        0.5 * (1.0 + mean + jitter)
-                    } else {
-                        0.5
-                    },
-                    val_acc: 0.9,
-                    seconds: 1.0,
-                    diverged: false,
-                });
-            }
+            let losses = (0.5, 0.5 * (1.0 + mean + jitter));
+            runs.extend(seeded_pair("mnist", 4 + c, seed as u64, losses));
         }
     }
     let tmp = tempfile::tempdir().unwrap();

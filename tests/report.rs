@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::synthetic::{Synthetic, config, fill};
+use common::synthetic::{Synthetic, config, fill, seeded_pair};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shallow::model::Layout;
@@ -288,20 +288,7 @@ fn paired_wilcoxon_takes_one_difference_per_configuration() {
         let deltas = [-0.01 * (c as f64 + 1.0), 0.002 * c as f64, 0.005];
         means.push(deltas.iter().sum::<f64>() / 3.0);
         for (seed, delta) in deltas.into_iter().enumerate() {
-            for layout in [Layout::Sequential, Layout::Parallel] {
-                let mut config = config("mnist", layout, 4 + c, 2);
-                config.seed = seed as u64;
-                let par = layout == Layout::Parallel;
-                runs.push(Synthetic {
-                    config,
-                    q: 2.0,
-                    train_loss: 0.2,
-                    val_loss: 0.5 + if par { delta } else { 0.0 },
-                    val_acc: 0.8,
-                    seconds: 1.0,
-                    diverged: false,
-                });
-            }
+            runs.extend(seeded_pair("mnist", 4 + c, seed as u64, (0.5, 0.5 + delta)));
         }
     }
     fill(&db, &runs, 0);

@@ -32,6 +32,32 @@ pub struct Synthetic {
     pub diverged: bool,
 }
 
+/// The sequential and parallel runs of one configuration (told apart by `filters`) and seed, with
+/// the given validation losses; Q 2, training loss 0.1, accuracy 0.9, one second each.
+pub fn seeded_pair(
+    dataset: &str,
+    filters: usize,
+    seed: u64,
+    val_loss: (f64, f64),
+) -> [Synthetic; 2] {
+    [
+        (Layout::Sequential, val_loss.0),
+        (Layout::Parallel, val_loss.1),
+    ]
+    .map(|(layout, loss)| Synthetic {
+        config: RunConfig {
+            seed,
+            ..config(dataset, layout, filters, 2)
+        },
+        q: 2.0,
+        train_loss: 0.1,
+        val_loss: loss,
+        val_acc: 0.9,
+        seconds: 1.0,
+        diverged: false,
+    })
+}
+
 pub fn result_of(s: &Synthetic) -> RunResult {
     let epochs = (1..=2)
         .map(|epoch| EpochMetrics {
