@@ -176,6 +176,33 @@ fn the_families_per_q_bin_count_only_different_networks() {
     );
 }
 
+/// The dry-run points out runs that repeat a network of their family (L = 1 in both layouts),
+/// and says nothing of the kind for a grid without them.
+#[test]
+fn dry_run_notes_runs_that_train_the_same_network_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_idx_dataset(&tmp.path().join("tiny"), 40, 20, 6, false);
+    let dry_run = |layers: &str| {
+        let grid = tmp.path().join("grid.toml");
+        let text = format!("[runs]\ndataset = \"tiny\"\nfilters = 2\nseed = [0, 1, 2]\n{layers}");
+        std::fs::write(&grid, text).unwrap();
+        let out = Command::new(shallow_bin())
+            .args(["sweep", "--dry-run", "--data-dir"])
+            .arg(tmp.path())
+            .arg(&grid)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = dry_run("layers = [1, 2]");
+    assert!(
+        text.contains("note: 3 run(s) train the same network as another run"),
+        "{text}"
+    );
+    assert!(!dry_run("layers = 2").contains("note:"));
+}
+
 #[test]
 fn dry_run_prints_an_estimate_and_the_families_per_q_bin() {
     let out = Command::new(shallow_bin())

@@ -70,7 +70,7 @@ pub fn dry_run(grid: &Grid, e: &Execution) -> Result<String> {
          total parameters: {:.3e} (mean {:.0} per run)\n\
          estimated time: {} with {} worker(s) × {} thread(s) on {:?}, up to {} run(s) fused per \
          array (rough: each run's multiply-adds ÷ the rate measured just now on training steps \
-         of {timed} of the grid's architectures, the nearest in size)\n{}",
+         of {timed} of the grid's architectures, the nearest in size)\n{}{}",
         grid.name,
         grid.len(),
         grid.pairs(),
@@ -83,6 +83,7 @@ pub fn dry_run(grid: &Grid, e: &Execution) -> Result<String> {
         e.device,
         e.fuse,
         q_bin_table(&compared.per_q_bin()),
+        compared.same_network_note(),
     ))
 }
 
@@ -101,10 +102,14 @@ pub fn compared_per_q_bin(grid: &Grid) -> Result<BTreeMap<String, [usize; 4]>> {
 }
 
 /// Per dataset and pair id (its 64 bits, so that a grid of millions of runs stays small): the Q
-/// bin, the first run's number of stages D, and whether a run with another D is there too (runs
-/// of one D are the same network: sequential and parallel at L = 1, say).
+/// bin and the numbers of stages D of its runs — runs of one D are the same network (sequential
+/// and parallel at L = 1, staged-L and sequential) — and how many runs repeat a network already
+/// in their family.
 #[derive(Default)]
-struct Compared(HashMap<(String, u64), (usize, usize, bool)>);
+struct Compared {
+    families: HashMap<(String, u64), (usize, Vec<usize>)>,
+    same_network: usize,
+}
 
 impl Compared {
     fn add(&mut self, run: &RunSpec, arch: &Architecture) -> Result<()> {
@@ -118,29 +123,46 @@ impl Compared {
         let pair_bits = u64::from_str_radix(&run.pair_id, 16)
             .with_context(|| format!("pair id {} is not a 64-bit hex hash", run.pair_id))?;
         let stages = cfg.layout.stages(cfg.layers);
-        let entry = self
-            .0
+        let (_, seen) = self
+            .families
             .entry((cfg.dataset.clone(), pair_bits))
-            .or_insert((bin, stages, false));
-        entry.2 |= entry.1 != stages;
+            .or_insert((bin, Vec::new()));
+        if seen.contains(&stages) {
+            self.same_network += 1;
+        } else {
+            seen.push(stages);
+        }
         Ok(())
     }
 
-    fn per_q_bin(self) -> BTreeMap<String, [usize; 4]> {
+    fn per_q_bin(&self) -> BTreeMap<String, [usize; 4]> {
         let mut counts: BTreeMap<String, [usize; 4]> = BTreeMap::new();
-        for ((dataset, _), (bin, _, several)) in self.0 {
-            let row = counts.entry(dataset).or_default();
-            if several {
-                row[bin] += 1;
+        for ((dataset, _), (bin, stages)) in &self.families {
+            let row = counts.entry(dataset.clone()).or_default();
+            if stages.len() >= 2 {
+                row[*bin] += 1;
             }
         }
         counts
+    }
+
+    /// A note on runs that train a network their family already has, if there are any.
+    fn same_network_note(&self) -> String {
+        match self.same_network {
+            0 => String::new(),
+            n => format!(
+                "\nnote: {n} run(s) train the same network as another run of their configuration and \
+                 seed (at L = 1 sequential and parallel are one network; staged-1 is parallel, \
+                 staged-L sequential): the report leaves such pairs out; an [[exclude]] in the grid \
+                 saves their compute"
+            ),
+        }
     }
 }
 
 fn q_bin_table(counts: &BTreeMap<String, [usize; 4]>) -> String {
     let mut out = format!(
-        "configurations with ≥ 2 layouts (pairs, or families of staged layouts) per Q bin:\n  {:<10}",
+        "configurations in ≥ 2 different arrangements (pairs, or families of staged layouts) per Q bin:\n  {:<10}",
         "dataset"
     );
     for label in Q_BINS {
