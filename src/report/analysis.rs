@@ -222,8 +222,6 @@ impl Pair<'_> {
     }
 }
 
-/// Pairs whose sequential and parallel runs have both ended (done or diverged), in run order.
-/// Staged runs of the same family (pair id) are not part of a pair.
 /// The ended sequential/parallel pairs that compare two different networks. With one unit
 /// (L = 1) both layouts are the same network, `x + F₁(x)`, trained identically, so Δ = 0 by
 /// construction: such pairs say nothing about the layouts and are left out (counted by
@@ -243,6 +241,8 @@ pub fn same_network_pairs(runs: &[RunRow]) -> usize {
         .count()
 }
 
+/// Pairs whose sequential and parallel runs have both ended (done or diverged), in run order.
+/// Staged runs of the same family (pair id) are not part of a pair.
 fn ended_pairs(runs: &[RunRow]) -> Vec<Pair<'_>> {
     let mut by_pair: BTreeMap<&str, (Option<&RunRow>, Option<&RunRow>)> = BTreeMap::new();
     for r in runs {

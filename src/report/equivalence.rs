@@ -226,20 +226,18 @@ pub fn equivalence(pairs: &[Pair], margins: &Margins) -> Vec<EquivalenceRow> {
     let mut rows = Vec::new();
     for (group, members) in analysis::groups(pairs) {
         for q in Quantity::ALL {
-            let mut by_config: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-            for p in members.iter().filter(|p| p.both_finished()) {
-                if let Some(x) = q.between(p.seq, p.par) {
-                    by_config
-                        .entry(analysis::configuration_key(p.seq))
-                        .or_default()
-                        .push(x);
-                }
-            }
-            if by_config.is_empty() {
+            let keyed: Vec<(String, f64)> = members
+                .iter()
+                .filter(|p| p.both_finished())
+                .filter_map(|p| {
+                    Some((analysis::configuration_key(p.seq), q.between(p.seq, p.par)?))
+                })
+                .collect();
+            if keyed.is_empty() {
                 continue;
             }
-            let d: Vec<f64> = by_config.values().map(|xs| stats::mean(xs)).collect();
-            let abs: Vec<f64> = by_config.values().flatten().map(|x| x.abs()).collect();
+            let d = analysis::configuration_means(&keyed);
+            let abs: Vec<f64> = keyed.iter().map(|(_, x)| x.abs()).collect();
             let margin = q.margin(margins);
             let t = stats::paired_t(&d);
             let (verdict, tost_p) = verdict(t.as_ref(), margin, q.lower_is_better());
