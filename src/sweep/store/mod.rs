@@ -418,6 +418,35 @@ pub fn not_owned(run_id: &str, w: &WorkerInfo) -> anyhow::Error {
     anyhow::anyhow!("run {run_id} is no longer assigned to worker {}", w.id)
 }
 
+/// The columns of an epoch row, in the order both backends bind [`EpochValues`].
+const EPOCH_COLUMNS: &str =
+    "epochs (run_id, epoch, train_loss, val_loss, val_acc, seconds, images_per_second)";
+
+/// One epoch as the epochs table stores it: losses and accuracy through [`finite`].
+struct EpochValues<'a> {
+    run_id: &'a str,
+    epoch: i64,
+    train_loss: Option<f64>,
+    val_loss: Option<f64>,
+    val_acc: Option<f64>,
+    seconds: f64,
+    images_per_second: f64,
+}
+
+impl<'a> EpochValues<'a> {
+    fn new(run_id: &'a str, m: &EpochMetrics) -> EpochValues<'a> {
+        EpochValues {
+            run_id,
+            epoch: m.epoch as i64,
+            train_loss: finite(m.train_loss),
+            val_loss: finite(m.val_loss),
+            val_acc: finite(m.val_acc),
+            seconds: m.seconds,
+            images_per_second: m.images_per_second,
+        }
+    }
+}
+
 /// Stores NaN/inf as NULL (SQLite has no NaN), so a diverged epoch is still recorded.
 fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)

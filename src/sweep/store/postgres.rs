@@ -12,9 +12,9 @@ use anyhow::{Context, Result, bail};
 use postgres::{Client, GenericClient, NoTls, Row};
 
 use super::{
-    Added, EpochRow, Finish, RUN_COLUMNS, RunRow, RunStatus, Running, SCHEMA_VERSION, Store,
-    WorkerInfo, check_version, finite, not_owned, portable, redact, run_spec, schema_version_of,
-    select_run_columns, stored_fusion_key,
+    Added, EPOCH_COLUMNS, EpochRow, EpochValues, Finish, RUN_COLUMNS, RunRow, RunStatus, Running,
+    SCHEMA_VERSION, Store, WorkerInfo, check_version, finite, not_owned, portable, redact,
+    run_spec, schema_version_of, select_run_columns, stored_fusion_key,
 };
 use crate::sweep::grid::RunSpec;
 use crate::sweep::grid::fusion_key;

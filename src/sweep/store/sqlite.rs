@@ -6,8 +6,8 @@ use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    Added, EpochRow, Finish, RUN_COLUMNS, RunRow, RunStatus, Running, Store, WorkerInfo, finite,
-    not_owned, now, run_spec, select_run_columns, worker_gone,
+    Added, EPOCH_COLUMNS, EpochRow, EpochValues, Finish, RUN_COLUMNS, RunRow, RunStatus, Running,
+    Store, WorkerInfo, finite, not_owned, now, run_spec, select_run_columns, worker_gone,
 };
 use crate::sweep::grid::RunSpec;
 use crate::sweep::grid::fusion_key;
@@ -118,19 +118,7 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         ensure_owned(&tx, run_id, w)?;
-        tx.execute(
-            "INSERT INTO epochs (run_id, epoch, train_loss, val_loss, val_acc, seconds, images_per_second)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                run_id,
-                m.epoch as i64,
-                finite(m.train_loss),
-                finite(m.val_loss),
-                finite(m.val_acc),
-                m.seconds,
-                m.images_per_second
-            ],
-        )?;
+        tx.execute(&insert_epoch(), epoch_params(&EpochValues::new(run_id, m)))?;
         tx.execute(
             "UPDATE workers SET heartbeat_at = ?2 WHERE id = ?1",
             params![w.id, now()],
@@ -412,21 +400,9 @@ impl Store for SqliteStore {
                     inserted.insert(r.id.clone());
                 }
             }
-            let mut insert = tx.prepare(
-                "INSERT INTO epochs (run_id, epoch, train_loss, val_loss, val_acc, seconds,
-                     images_per_second) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
+            let mut insert = tx.prepare(&insert_epoch())?;
             for e in epochs.iter().filter(|e| inserted.contains(&e.run_id)) {
-                let m = &e.metrics;
-                insert.execute(params![
-                    e.run_id,
-                    m.epoch as i64,
-                    finite(m.train_loss),
-                    finite(m.val_loss),
-                    finite(m.val_acc),
-                    m.seconds,
-                    m.images_per_second
-                ])?;
+                insert.execute(epoch_params(&EpochValues::new(&e.run_id, &e.metrics)))?;
             }
         }
         schema::fill_fusion_keys(&tx)?;
@@ -495,3 +471,21 @@ const REQUEUE: &str = "UPDATE runs SET
     finished_at = CASE WHEN attempts >= ?2 THEN unixepoch('subsec') ELSE NULL END,
     worker = NULL, claimed_at = NULL
     WHERE id = ?1";
+
+/// The INSERT of one epoch row, bound by [`epoch_params`].
+fn insert_epoch() -> String {
+    format!("INSERT INTO {EPOCH_COLUMNS} VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+}
+
+/// One epoch's values, in the order of [`EPOCH_COLUMNS`].
+fn epoch_params<'a>(e: &'a EpochValues) -> [&'a dyn rusqlite::ToSql; 7] {
+    [
+        &e.run_id,
+        &e.epoch,
+        &e.train_loss,
+        &e.val_loss,
+        &e.val_acc,
+        &e.seconds,
+        &e.images_per_second,
+    ]
+}

@@ -142,19 +142,12 @@ impl Store for PostgresStore {
             let mut tx = client.transaction()?;
             ensure_owned(&mut tx, run_id, w, false)?;
             tx.execute(
-                "INSERT INTO epochs (run_id, epoch, train_loss, val_loss, val_acc, seconds,
-                     images_per_second) VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (run_id, epoch) DO UPDATE SET train_loss = $3, val_loss = $4,
-                     val_acc = $5, seconds = $6, images_per_second = $7",
-                &[
-                    &run_id,
-                    &(m.epoch as i64),
-                    &finite(m.train_loss),
-                    &finite(m.val_loss),
-                    &finite(m.val_acc),
-                    &m.seconds,
-                    &m.images_per_second,
-                ],
+                &format!(
+                    "{} ON CONFLICT (run_id, epoch) DO UPDATE SET train_loss = $3, val_loss = $4,
+                         val_acc = $5, seconds = $6, images_per_second = $7",
+                    insert_epoch()
+                ),
+                &epoch_params(&EpochValues::new(run_id, m)),
             )?;
             tx.execute(
                 &format!("UPDATE runs SET lease_renewed_at = {NOW} WHERE id = $1"),
@@ -482,27 +475,33 @@ fn insert_epochs(
     epochs: &[EpochRow],
     inserted: &HashSet<&str>,
 ) -> Result<()> {
-    let insert = tx.prepare(
-        "INSERT INTO epochs (run_id, epoch, train_loss, val_loss, val_acc, seconds,
-             images_per_second) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )?;
+    let insert = tx.prepare(&insert_epoch())?;
     for e in epochs
         .iter()
         .filter(|e| inserted.contains(e.run_id.as_str()))
     {
-        let m = &e.metrics;
         tx.execute(
             &insert,
-            &[
-                &e.run_id,
-                &(m.epoch as i64),
-                &finite(m.train_loss),
-                &finite(m.val_loss),
-                &finite(m.val_acc),
-                &m.seconds,
-                &m.images_per_second,
-            ],
+            &epoch_params(&EpochValues::new(&e.run_id, &e.metrics)),
         )?;
     }
     Ok(())
+}
+
+/// The INSERT of one epoch row, bound by [`epoch_params`].
+fn insert_epoch() -> String {
+    format!("INSERT INTO {EPOCH_COLUMNS} VALUES ($1, $2, $3, $4, $5, $6, $7)")
+}
+
+/// One epoch's values, in the order of [`EPOCH_COLUMNS`].
+fn epoch_params<'a>(e: &'a EpochValues) -> [&'a (dyn postgres::types::ToSql + Sync); 7] {
+    [
+        &e.run_id,
+        &e.epoch,
+        &e.train_loss,
+        &e.val_loss,
+        &e.val_acc,
+        &e.seconds,
+        &e.images_per_second,
+    ]
 }
