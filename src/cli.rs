@@ -275,8 +275,9 @@ pub struct TrainArgs {
     pub config: RunConfig,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
-    /// Write the full result (config, P, Q, per-epoch and final metrics, timings) as JSON.
-    #[arg(long)]
+    /// Write the full result (config, P, Q, per-epoch and final metrics, timings) as JSON to
+    /// this file; - writes it to standard output, and the lines for people to standard error.
+    #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Record the run into this folder for `bench/reference.py replay`: data, initial weights and
     /// batch order (trace.npz), every step's loss and variable checksums (trace.json).

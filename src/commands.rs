@@ -1,5 +1,6 @@
 //! What each subcommand does: the glue from parsed arguments to the library, and everything the
 //! command line prints.
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -243,9 +244,16 @@ fn run_pool_and_summarise(
 fn train_command(args: &TrainArgs) -> Result<ExitCode> {
     let cfg = args.config.clone();
     cfg.validate()?;
-    if let Some(path) = &args.json {
+    let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
+    if let Some(path) = args.json.as_deref().filter(|_| !json_to_stdout) {
         check_writable(path).context("--json")?;
     }
+    // With the JSON on standard output, the lines for people go to standard error.
+    let mut human: Box<dyn Write> = if json_to_stdout {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
     let rt = &args.runtime;
     let data_dir = data::resolve_data_dir(rt.data_dir.as_deref());
     data::ensure_available(&data_dir, &cfg.dataset, rt.offline)?;
@@ -254,7 +262,8 @@ fn train_command(args: &TrainArgs) -> Result<ExitCode> {
     device::set_threads(rt.threads.unwrap_or_else(device::available_cores));
     train::check_fits(&cfg, raw.train.shape, device)?;
     let tensors = data::prepare(&raw, cfg.train_limit, cfg.val_limit, cfg.subset, device);
-    println!(
+    writeln!(
+        human,
         "{} {} L={} F={} k={} on {} training / {} validation images, {device:?}",
         cfg.dataset,
         cfg.layout,
@@ -263,7 +272,7 @@ fn train_command(args: &TrainArgs) -> Result<ExitCode> {
         cfg.kernel,
         tensors.train_len(),
         tensors.val_y.size()[0]
-    );
+    )?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template(
             "{prefix} [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta} {msg}",
@@ -287,10 +296,14 @@ fn train_command(args: &TrainArgs) -> Result<ExitCode> {
         None => train::train(&cfg, &tensors, device, &mut progress)?,
     };
     bar.finish_and_clear();
-    print_summary(&result);
-    if let Some(path) = &args.json {
-        write_json(path, &result)?;
-        println!("result written to {}", path.display());
+    print_summary(&mut human, &result)?;
+    match &args.json {
+        Some(_) if json_to_stdout => println!("{}", serde_json::to_string_pretty(&result)?),
+        Some(path) => {
+            write_json(path, &result)?;
+            writeln!(human, "result written to {}", path.display())?;
+        }
+        None => {}
     }
     Ok(match result.outcome {
         Outcome::Done => ExitCode::SUCCESS,
@@ -298,29 +311,30 @@ fn train_command(args: &TrainArgs) -> Result<ExitCode> {
     })
 }
 
-fn print_summary(r: &RunResult) {
-    println!("parameters P = {}   Q = {:.3}", r.params, r.q);
+fn print_summary(out: &mut dyn Write, r: &RunResult) -> std::io::Result<()> {
+    writeln!(out, "parameters P = {}   Q = {:.3}", r.params, r.q)?;
     match (r.outcome, r.final_train_loss, r.final_train_acc) {
-        (Outcome::Done, Some(loss), Some(acc)) => {
-            println!(
-                "final train loss {loss:.5}  train acc {:.2}%  val loss {:.5}  val acc {:.2}%",
-                100.0 * acc,
-                r.final_val_loss.unwrap_or(f64::NAN),
-                100.0 * r.final_val_acc.unwrap_or(f64::NAN)
-            );
-        }
-        _ => println!(
+        (Outcome::Done, Some(loss), Some(acc)) => writeln!(
+            out,
+            "final train loss {loss:.5}  train acc {:.2}%  val loss {:.5}  val acc {:.2}%",
+            100.0 * acc,
+            r.final_val_loss.unwrap_or(f64::NAN),
+            100.0 * r.final_val_acc.unwrap_or(f64::NAN)
+        )?,
+        _ => writeln!(
+            out,
             "DIVERGED in epoch {} (non-finite loss)",
             r.diverged_epoch.unwrap_or(0)
-        ),
+        )?,
     }
     let images: usize = r.epochs.len() * r.train_examples;
-    println!(
+    writeln!(
+        out,
         "time: {:.1}s training ({:.0} img/s), {:.1}s total",
         r.train_seconds,
         images as f64 / r.train_seconds.max(1e-9),
         r.total_seconds
-    );
+    )
 }
 
 /// Fails, before any work, when `path` cannot be written as a file: a folder, or a place where

@@ -1,6 +1,7 @@
 //! The command line as a user meets it: help, bad input, offline errors, JSON results.
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::{shallow_bin, write_idx_dataset};
@@ -53,41 +54,30 @@ fn invalid_values_are_rejected_before_training() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("kernel must be odd"));
 }
 
+/// `shallow train` on the generated "tiny" IDX dataset in `dir`, its result as JSON to `json`.
+fn train_tiny(dir: &Path, json: &str) -> std::process::Output {
+    Command::new(shallow_bin())
+        .current_dir(dir)
+        .args(["train", "--dataset", "tiny", "--layout", "sequential"])
+        .args(["--layers", "2", "--filters", "3", "--epochs", "2"])
+        .args(["--threads", "1", "--offline", "--data-dir"])
+        .arg(dir)
+        .args(["--json", json])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn any_idx_dataset_trains_and_writes_a_json_result() {
     let tmp = tempfile::tempdir().unwrap();
     write_idx_dataset(&tmp.path().join("tiny"), 40, 20, 6, false);
-    let json = tmp.path().join("result.json");
-    let out = Command::new(shallow_bin())
-        .args([
-            "train",
-            "--dataset",
-            "tiny",
-            "--layout",
-            "sequential",
-            "--layers",
-            "2",
-        ])
-        .args([
-            "--filters",
-            "3",
-            "--epochs",
-            "2",
-            "--threads",
-            "1",
-            "--offline",
-            "--data-dir",
-        ])
-        .arg(tmp.path())
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
+    let out = train_tiny(tmp.path(), "result.json");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let json = tmp.path().join("result.json");
     let result: RunResult = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(result.epochs.len(), 2);
     assert_eq!(result.train_examples, 40);
@@ -96,6 +86,17 @@ fn any_idx_dataset_trains_and_writes_a_json_result() {
     assert_eq!(result.params, p);
     assert!((result.q - 400.0 / p as f64).abs() < 1e-12);
     assert!(result.final_train_loss.is_some());
+
+    // `--json -`: standard output is the JSON alone (the same run: same losses), the lines for
+    // people are on standard error, and no file named '-' is written.
+    let out = train_tiny(tmp.path(), "-");
+    assert!(out.status.success());
+    let piped: RunResult = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(piped.config, result.config);
+    assert_eq!(piped.final_train_loss, result.final_train_loss);
+    assert_eq!(piped.final_val_loss, result.final_val_loss);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("final train loss"));
+    assert!(!tmp.path().join("-").exists());
 }
 
 #[test]

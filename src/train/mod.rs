@@ -231,9 +231,10 @@ impl Observer for Bar {
             m.seconds,
             m.images_per_second
         );
-        // A hidden bar (no terminal) swallows println.
+        // A hidden bar (no terminal) swallows println; the line goes where the bar would have
+        // drawn it, standard error, so standard output stays the result's alone.
         if self.0.is_hidden() {
-            println!("{line}");
+            eprintln!("{line}");
         } else {
             self.0.println(line);
         }
