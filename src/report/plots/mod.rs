@@ -79,6 +79,38 @@ where
         .map_err(plot_error)
 }
 
+/// The coordinates of a [`log_log_chart`].
+type LogLog = Cartesian2d<LogCoord<f64>, LogCoord<f64>>;
+
+/// A log-log chart as the report draws them: caption, margins, axis descriptions and three-digit
+/// tick labels; `x` and `y` are each a range and its description.
+fn log_log_chart<'a, DB: DrawingBackend + 'a>(
+    root: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    x: (std::ops::Range<f64>, &str),
+    y: (std::ops::Range<f64>, &str),
+) -> Result<ChartContext<'a, DB, LogLog>>
+where
+    DB::ErrorType: 'static,
+{
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x.0.log_scale(), y.0.log_scale())
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_label_formatter(&log_label)
+        .y_label_formatter(&log_label)
+        .x_desc(x.1)
+        .y_desc(y.1)
+        .draw()
+        .map_err(plot_error)?;
+    Ok(chart)
+}
+
 /// Calls `$body` with the drawing area for both backends (plotters' backends are distinct types).
 macro_rules! both_backends {
     ($dir:expr, $name:expr, |$root:ident| $body:expr) => {
@@ -222,21 +254,7 @@ fn scatter_pairs(
 ) -> Result<()> {
     let (lo, hi) = log_range(points.iter().flat_map(|(_, s, q)| [*s, *q]));
     both_backends!(dir, name, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, ("sans-serif", 20))
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(60)
-            .build_cartesian_2d((lo..hi).log_scale(), (lo..hi).log_scale())
-            .map_err(plot_error)?;
-        chart
-            .configure_mesh()
-            .x_label_formatter(&log_label)
-            .y_label_formatter(&log_label)
-            .x_desc(x_desc)
-            .y_desc(y_desc)
-            .draw()
-            .map_err(plot_error)?;
+        let mut chart = log_log_chart(root, title, (lo..hi, x_desc), (lo..hi, y_desc))?;
         chart
             .draw_series(LineSeries::new([(lo, lo), (hi, hi)], BLACK.mix(0.5)))
             .map_err(plot_error)?
@@ -273,21 +291,12 @@ pub fn loss_vs_q(dir: &Path, name: &str, pairs: &[Pair], dataset: &str) -> Resul
     let (llo, lhi) = log_range(runs.iter().map(|r| r.2));
     let title = format!("{dataset}: final validation loss vs Q");
     both_backends!(dir, name, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(&title, ("sans-serif", 20))
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(60)
-            .build_cartesian_2d((qlo..qhi).log_scale(), (llo..lhi).log_scale())
-            .map_err(plot_error)?;
-        chart
-            .configure_mesh()
-            .x_label_formatter(&log_label)
-            .y_label_formatter(&log_label)
-            .x_desc("Q = training examples × outputs / parameters")
-            .y_desc("final validation loss")
-            .draw()
-            .map_err(plot_error)?;
+        let mut chart = log_log_chart(
+            root,
+            &title,
+            (qlo..qhi, "Q = training examples × outputs / parameters"),
+            (llo..lhi, "final validation loss"),
+        )?;
         for edge in Q_EDGES {
             chart
                 .draw_series(LineSeries::new([(edge, llo), (edge, lhi)], BLACK.mix(0.3)))
@@ -379,4 +388,23 @@ pub fn learning_curves(
         draw_legend(&mut chart, SeriesLabelPosition::MiddleRight)?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_labels_have_three_significant_digits_at_most() {
+        for (v, text) in [
+            (0.6000000000000001, "0.6"),
+            (0.30000000000000004, "0.3"),
+            (2.0, "2"),
+            (1.0, "1"),
+            (0.05, "0.05"),
+            (0.1234, "0.123"),
+            (12.5, "12.5"),
+            (1000.0, "1000"),
+        ] {
+            assert_eq!(super::log_label(&v), text);
+        }
+    }
 }

@@ -5,7 +5,7 @@ use anyhow::Result;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::{DATASET_COLOURS, SIZE, log_label, log_range, plot_error, render};
+use super::{DATASET_COLOURS, SIZE, log_log_chart, log_range, plot_error, render};
 use crate::report::staged::Family;
 use crate::report::stats;
 
@@ -22,26 +22,16 @@ pub fn val_loss_vs_stages(
     let dmax = points().map(|p| p.0).max().unwrap_or(1).max(2) as f64;
     let (llo, lhi) = log_range(points().map(|p| p.1));
     let mut depths: Vec<usize> = of.iter().map(|f| f.layers).collect();
-    depths.dedup();
     depths.sort();
     depths.dedup();
     let title = format!("{dataset}: final validation loss vs number of stages D");
     both_backends!(dir, name, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(&title, ("sans-serif", 20))
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(60)
-            .build_cartesian_2d((1.0..dmax * 1.1).log_scale(), (llo..lhi).log_scale())
-            .map_err(plot_error)?;
-        chart
-            .configure_mesh()
-            .x_label_formatter(&log_label)
-            .y_label_formatter(&log_label)
-            .x_desc("stages D (1 = parallel, L = sequential)")
-            .y_desc("final validation loss")
-            .draw()
-            .map_err(plot_error)?;
+        let mut chart = log_log_chart(
+            root,
+            &title,
+            (1.0..dmax * 1.1, "stages D (1 = parallel, L = sequential)"),
+            (llo..lhi, "final validation loss"),
+        )?;
         for (i, &l) in depths.iter().enumerate() {
             let colour = DATASET_COLOURS[i % DATASET_COLOURS.len()];
             let lines = of.iter().filter(|f| f.layers == l);
@@ -80,23 +70,4 @@ pub fn val_loss_vs_stages(
             .map_err(plot_error)?;
         Ok(())
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn log_labels_have_three_significant_digits_at_most() {
-        for (v, text) in [
-            (0.6000000000000001, "0.6"),
-            (0.30000000000000004, "0.3"),
-            (2.0, "2"),
-            (1.0, "1"),
-            (0.05, "0.05"),
-            (0.1234, "0.123"),
-            (12.5, "12.5"),
-            (1000.0, "1000"),
-        ] {
-            assert_eq!(super::log_label(&v), text);
-        }
-    }
 }
