@@ -451,8 +451,9 @@ fn pairs_of_one_unit_are_left_out_of_the_comparisons() {
     }
     fill(&with, &runs, 0);
     let rows = SqliteStore::open(&with).unwrap().runs().unwrap();
-    assert_eq!(analysis::pairs(&rows).len(), 24);
-    assert_eq!(analysis::same_network_pairs(&rows), 5);
+    let (pairs, same_network) = analysis::compared_pairs(&rows);
+    assert_eq!(pairs.len(), 24);
+    assert_eq!(same_network, 5);
     let report = |db: &Path, name: &str| {
         let out = tmp.path().join(name);
         let files = report::generate(&Location::Sqlite(db.into()), &out, &Margins::default());

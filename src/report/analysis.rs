@@ -1,6 +1,6 @@
 //! What the report computes from the runs: the paper's Table 2 per Q bin, paired comparisons of
 //! the layouts, diverged counts and the plain-words conclusion.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use super::stats::{self, Wilcoxon};
 use crate::model::Layout;
@@ -225,20 +225,16 @@ impl Pair<'_> {
 /// The ended sequential/parallel pairs that compare two different networks. With one unit
 /// (L = 1) both layouts are the same network, `x + F₁(x)`, trained identically, so Δ = 0 by
 /// construction: such pairs say nothing about the layouts and are left out (counted by
-/// [`same_network_pairs`]).
+/// [`compared_pairs`]).
 pub fn pairs(runs: &[RunRow]) -> Vec<Pair<'_>> {
-    ended_pairs(runs)
-        .into_iter()
-        .filter(|p| !p.same_network())
-        .collect()
+    compared_pairs(runs).0
 }
 
-/// How many ended pairs [`pairs`] leaves out because both layouts are the same network.
-pub fn same_network_pairs(runs: &[RunRow]) -> usize {
-    ended_pairs(runs)
-        .iter()
-        .filter(|p| p.same_network())
-        .count()
+/// [`pairs`], and how many ended pairs it leaves out because both layouts are the same network.
+pub fn compared_pairs(runs: &[RunRow]) -> (Vec<Pair<'_>>, usize) {
+    let (same, different): (Vec<Pair>, Vec<Pair>) =
+        ended_pairs(runs).into_iter().partition(Pair::same_network);
+    (different, same.len())
 }
 
 /// Pairs whose sequential and parallel runs have both ended (done or diverged), in run order.
@@ -346,16 +342,11 @@ pub fn deltas(pairs: &[&Pair], metric: Metric) -> Vec<(String, f64)> {
 
 /// The mean of each configuration's values, configurations in order of first appearance.
 pub fn configuration_means(xs: &ByConfiguration) -> Vec<f64> {
-    let mut order: Vec<&str> = Vec::new();
-    let mut sums: HashMap<&str, (f64, usize)> = HashMap::new();
-    for (k, x) in xs {
-        let entry = sums.entry(k).or_insert_with(|| {
-            order.push(k);
-            (0.0, 0)
-        });
-        *entry = (entry.0 + x, entry.1 + 1);
-    }
-    order.iter().map(|k| sums[k].0 / sums[k].1 as f64).collect()
+    let (values, clusters) = split(xs);
+    stats::grouped(&values, &clusters)
+        .iter()
+        .map(|g| stats::mean(g))
+        .collect()
 }
 
 pub fn paired_stat(group: &str, pairs: &[&Pair], metric: Metric) -> Option<PairedStat> {

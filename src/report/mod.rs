@@ -39,8 +39,7 @@ pub fn generate(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFi
             .with_context(|| format!("cannot create {}", out.join(sub).display()))?;
     }
     let datasets = analysis::datasets(&runs);
-    let pairs = analysis::pairs(&runs);
-    let same_network = analysis::same_network_pairs(&runs);
+    let (pairs, same_network) = analysis::compared_pairs(&runs);
     let cells = analysis::table2(&runs);
     let paired = analysis::paired_comparisons(&pairs);
     let diverged = analysis::diverged_counts(&pairs);

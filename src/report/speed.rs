@@ -101,20 +101,15 @@ pub fn summarise(group: &str, rows: &[&TimeToTarget]) -> Option<SpeedSummary> {
     if rows.is_empty() {
         return None;
     }
-    let reached: Vec<&TimeToTarget> = rows
+    let reached: Vec<(&str, Reached, Reached)> = rows
         .iter()
-        .copied()
-        .filter(|r| r.seq.is_some() && r.par.is_some())
+        .filter_map(|r| Some((r.configuration.as_str(), r.seq?, r.par?)))
         .collect();
-    let both: Vec<(Reached, Reached)> = reached
-        .iter()
-        .filter_map(|r| Some((r.seq?, r.par?)))
-        .collect();
+    let both: Vec<(Reached, Reached)> = reached.iter().map(|&(_, s, p)| (s, p)).collect();
     let column = |f: &dyn Fn(&(Reached, Reached)) -> f64| both.iter().map(f).collect::<Vec<_>>();
     let ratios: Vec<(String, f64)> = reached
         .iter()
-        .zip(&both)
-        .map(|(r, b)| (r.configuration.clone(), b.1.seconds / b.0.seconds))
+        .map(|&(c, s, p)| (c.to_owned(), p.seconds / s.seconds))
         .collect();
     let medians =
         |seq: Vec<f64>, par: Vec<f64>| (!both.is_empty()).then(|| (median(&seq), median(&par)));

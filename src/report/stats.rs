@@ -53,16 +53,7 @@ pub fn cluster_bootstrap_ci<K: Hash + Eq>(
     clusters: &[K],
     statistic: fn(&[f64]) -> f64,
 ) -> Option<(f64, f64)> {
-    assert_eq!(xs.len(), clusters.len(), "one cluster per value");
-    let mut index: HashMap<&K, usize> = HashMap::new();
-    let mut groups: Vec<Vec<f64>> = Vec::new();
-    for (&x, k) in xs.iter().zip(clusters) {
-        let i = *index.entry(k).or_insert_with(|| {
-            groups.push(Vec::new());
-            groups.len() - 1
-        });
-        groups[i].push(x);
-    }
+    let groups = grouped(xs, clusters);
     if groups.len() < 2 {
         return None;
     }
@@ -82,6 +73,22 @@ pub fn cluster_bootstrap_ci<K: Hash + Eq>(
         quantile_sorted(&stats, 0.025),
         quantile_sorted(&stats, 0.975),
     ))
+}
+
+/// The values of `xs` grouped by their cluster (`clusters[i]` is the cluster of `xs[i]`), clusters
+/// in order of first appearance.
+pub fn grouped<K: Hash + Eq>(xs: &[f64], clusters: &[K]) -> Vec<Vec<f64>> {
+    assert_eq!(xs.len(), clusters.len(), "one cluster per value");
+    let mut index: HashMap<&K, usize> = HashMap::new();
+    let mut groups: Vec<Vec<f64>> = Vec::new();
+    for (&x, k) in xs.iter().zip(clusters) {
+        let i = *index.entry(k).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[i].push(x);
+    }
+    groups
 }
 
 /// Result of a two-sided Wilcoxon signed-rank test.
