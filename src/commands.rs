@@ -261,16 +261,23 @@ fn train_command(args: &TrainArgs) -> Result<ExitCode> {
     let device = device::select_device(rt.device)?;
     device::set_threads(rt.threads.unwrap_or_else(device::available_cores));
     train::check_fits(&cfg, raw.train.shape, device)?;
-    let tensors = data::prepare(&raw, cfg.train_limit, cfg.val_limit, cfg.subset, device);
+    let tensors = data::prepare(&raw, &cfg.selection(), device)?;
     writeln!(
         human,
-        "{} {} L={} F={} k={} on {} training / {} validation images, {device:?}",
+        "{} {} L={} F={} k={} on {} training / {}{} test images, {device:?}",
         cfg.dataset,
         cfg.layout,
         cfg.layers,
         cfg.filters,
         cfg.kernel,
         tensors.train_len(),
+        tensors
+            .holdout
+            .as_ref()
+            .map_or(String::new(), |(_, y)| format!(
+                "{} held-out / ",
+                y.size()[0]
+            )),
         tensors.val_y.size()[0]
     )?;
     let bar = ProgressBar::new(0).with_style(
@@ -326,6 +333,26 @@ fn print_summary(out: &mut dyn Write, r: &RunResult) -> std::io::Result<()> {
             "DIVERGED in epoch {} (non-finite loss)",
             r.diverged_epoch.unwrap_or(0)
         )?,
+    }
+    if let Some(c) = &r.convergence {
+        writeln!(
+            out,
+            "stopped by {} after {} epochs; best held-out epoch {} (held-out loss {:.5}){}{}",
+            c.stop_reason.as_str(),
+            r.epochs.len(),
+            c.best_epoch,
+            c.best_holdout_loss,
+            if c.restored {
+                ", its weights restored"
+            } else {
+                ""
+            },
+            if c.still_improving {
+                "; STILL IMPROVING at the cap: raise epochs"
+            } else {
+                ""
+            }
+        )?;
     }
     let images: usize = r.epochs.len() * r.train_examples;
     writeln!(

@@ -4,8 +4,10 @@
 use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{CLASSES, Subset};
+use crate::data::{CLASSES, Holdout, Selection, Subset};
 use crate::model::{Activation, Architecture, Head, Layout, Pool, Precision};
+use crate::train::optim::{Optimizer, Schedule};
+use crate::train::stopping::StopRule;
 
 /// Everything that determines a run's result (and so its identity in a sweep): every run
 /// setting once — its name (the `shallow train` flag and the grid key), default, help text and,
@@ -43,13 +45,13 @@ pub struct RunConfig {
     /// The head before the linear layer.
     #[arg(long, value_enum, default_value_t)]
     pub head: Head,
-    /// Adam's learning rate.
+    /// Learning rate (the base rate of the schedule).
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     /// Minibatch size.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
-    /// Passes over the training set.
+    /// Passes over the training set; with a stopping rule, the most it may take (the cap).
     #[arg(long, default_value_t = 1)]
     pub epochs: usize,
     /// Seeds the initial weights and the data order; both layouts of a configuration share it.
@@ -71,6 +73,138 @@ pub struct RunConfig {
     #[arg(long, value_enum, default_value_t)]
     #[serde(default, skip_serializing_if = "Precision::is_fp32")]
     pub precision: Precision,
+    /// Training examples held out (a count, or a fraction of the training set) as the split that
+    /// drives stopping and model selection: stratified, drawn with `data_seed`, carved before
+    /// `train_limit` picks the examples trained on. The test set is then only reported.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout: Option<Holdout>,
+    /// Seeds the held-out split (the same for every layout and seed of a configuration).
+    #[arg(long, default_value_t = 0)]
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub data_seed: u64,
+    /// Stopping rule on the held-out loss: none = train `epochs` epochs; plateau = stop when it
+    /// has not improved by a relative `min_delta` for `patience` epochs; target = stop once it is
+    /// at most `target_loss`. A rule restores the best held-out epoch's weights at the end.
+    #[arg(long, value_enum, default_value_t)]
+    #[serde(default, skip_serializing_if = "StopRule::is_none")]
+    pub stop: StopRule,
+    /// Epochs without a relative improvement of `min_delta` after which `plateau` stops (and
+    /// beyond which a run at its cap counts as no longer improving).
+    #[arg(long, default_value_t = DEFAULT_PATIENCE)]
+    #[serde(
+        default = "default_patience",
+        skip_serializing_if = "is_default_patience"
+    )]
+    pub patience: usize,
+    /// Relative improvement of the held-out loss that resets the patience.
+    #[arg(long, default_value_t = DEFAULT_MIN_DELTA)]
+    #[serde(
+        default = "default_min_delta",
+        skip_serializing_if = "is_default_min_delta"
+    )]
+    pub min_delta: f64,
+    /// The held-out loss at which `target` stops.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_loss: Option<f64>,
+    /// The optimizer.
+    #[arg(long, value_enum, default_value_t)]
+    #[serde(default, skip_serializing_if = "Optimizer::is_adam")]
+    pub optimizer: Optimizer,
+    /// Weight decay (default: PyTorch's for the optimizer: 0.01 for adamw, else 0).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
+    /// Momentum of sgd.
+    #[arg(long, default_value_t = 0.0)]
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub momentum: f64,
+    /// Nesterov momentum for sgd.
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nesterov: bool,
+    /// Learning-rate schedule, stepped once per epoch after the warm-up.
+    #[arg(long, value_enum, default_value_t)]
+    #[serde(default, skip_serializing_if = "Schedule::is_constant")]
+    pub schedule: Schedule,
+    /// Epochs of linear warm-up (rate lr·e/(warmup+1) in epoch e) before the schedule.
+    #[arg(long, default_value_t = 0)]
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub warmup: usize,
+    /// Epochs between two reductions of the `step` schedule.
+    #[arg(long, default_value_t = DEFAULT_LR_STEP)]
+    #[serde(
+        default = "default_lr_step",
+        skip_serializing_if = "is_default_lr_step"
+    )]
+    pub lr_step: usize,
+    /// Factor by which `step` and `plateau` schedules multiply the rate.
+    #[arg(long, default_value_t = DEFAULT_LR_FACTOR)]
+    #[serde(
+        default = "default_lr_factor",
+        skip_serializing_if = "is_default_lr_factor"
+    )]
+    pub lr_factor: f64,
+    /// Epochs without improvement that the `plateau` schedule tolerates before reducing.
+    #[arg(long, default_value_t = DEFAULT_LR_PATIENCE)]
+    #[serde(
+        default = "default_lr_patience",
+        skip_serializing_if = "is_default_lr_patience"
+    )]
+    pub lr_patience: usize,
+}
+
+/// Plateau stopping's defaults: 10 epochs and a relative 1e-4, the patience and threshold of
+/// PyTorch's `ReduceLROnPlateau`, a rule its users know. A longer patience costs at most that
+/// many epochs per run; stopping on a noisy plateau too soon is the worse error for a verdict
+/// about converged nets.
+pub const DEFAULT_PATIENCE: usize = 10;
+pub const DEFAULT_MIN_DELTA: f64 = 1e-4;
+/// Step schedule: ×0.1 every 10 epochs; plateau schedule: ×0.1 after 5 bad epochs, half the
+/// stopping patience, so the rate can drop before the run stops.
+pub const DEFAULT_LR_STEP: usize = 10;
+pub const DEFAULT_LR_FACTOR: f64 = 0.1;
+pub const DEFAULT_LR_PATIENCE: usize = 5;
+
+fn default_patience() -> usize {
+    DEFAULT_PATIENCE
+}
+fn is_default_patience(v: &usize) -> bool {
+    *v == DEFAULT_PATIENCE
+}
+fn default_min_delta() -> f64 {
+    DEFAULT_MIN_DELTA
+}
+fn is_default_min_delta(v: &f64) -> bool {
+    *v == DEFAULT_MIN_DELTA
+}
+fn default_lr_step() -> usize {
+    DEFAULT_LR_STEP
+}
+fn is_default_lr_step(v: &usize) -> bool {
+    *v == DEFAULT_LR_STEP
+}
+fn default_lr_factor() -> f64 {
+    DEFAULT_LR_FACTOR
+}
+fn is_default_lr_factor(v: &f64) -> bool {
+    *v == DEFAULT_LR_FACTOR
+}
+fn default_lr_patience() -> usize {
+    DEFAULT_LR_PATIENCE
+}
+fn is_default_lr_patience(v: &usize) -> bool {
+    *v == DEFAULT_LR_PATIENCE
+}
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+fn is_zero_usize(v: &usize) -> bool {
+    *v == 0
+}
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// The defaults of every setting, with `layout` (which has none: `shallow train` asks for it)
@@ -101,8 +235,35 @@ impl RunConfig {
         }
     }
 
+    /// Whether runs of this configuration can train as members of a fused array: fused arrays
+    /// train with Adam at a constant rate (each member's own [`crate::train::adam`] state).
+    pub fn fusable(&self) -> bool {
+        self.optimizer == Optimizer::Adam
+            && self.weight_decay.unwrap_or(0.0) == 0.0
+            && self.schedule == Schedule::Constant
+            && self.warmup == 0
+    }
+
+    /// The weight decay in force: the setting, else the optimizer's PyTorch default.
+    pub fn weight_decay(&self) -> f64 {
+        self.weight_decay
+            .unwrap_or_else(|| self.optimizer.default_weight_decay())
+    }
+
+    /// The examples this run uses.
+    pub fn selection(&self) -> Selection {
+        Selection {
+            train_limit: self.train_limit,
+            val_limit: self.val_limit,
+            subset: self.subset,
+            holdout: self.holdout,
+            data_seed: self.data_seed,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         ensure!(!self.dataset.is_empty(), "dataset must not be empty");
+        self.validate_training()?;
         ensure!(
             self.lr.is_finite() && self.lr > 0.0,
             "lr must be a positive number, got {}",
@@ -135,6 +296,67 @@ impl RunConfig {
             !self.kernel.is_multiple_of(2),
             "kernel must be odd (same padding), got {}",
             self.kernel
+        );
+        Ok(())
+    }
+
+    /// The checks of the training procedure: held-out split, stopping rule, optimizer, schedule.
+    fn validate_training(&self) -> Result<()> {
+        if let Some(h) = self.holdout {
+            h.validate()?;
+        }
+        ensure!(
+            self.holdout.is_some() || (self.stop.is_none() && self.schedule != Schedule::Plateau),
+            "stop = {:?} and schedule = {:?} decide on the held-out loss: set holdout (e.g. \
+             holdout = 5000) — the test set is never used for a decision",
+            self.stop,
+            self.schedule
+        );
+        ensure!(self.patience >= 1, "patience must be at least 1 epoch");
+        ensure!(
+            self.min_delta.is_finite() && (0.0..1.0).contains(&self.min_delta),
+            "min_delta must be a relative improvement in [0, 1), got {}",
+            self.min_delta
+        );
+        match (self.stop, self.target_loss) {
+            (StopRule::Target, None) => anyhow::bail!("stop = target needs target_loss"),
+            (StopRule::Target, Some(t)) => ensure!(
+                t.is_finite() && t > 0.0,
+                "target_loss must be a positive loss, got {t}"
+            ),
+            (_, Some(_)) => anyhow::bail!("target_loss is used only with stop = target"),
+            _ => {}
+        }
+        if let Some(wd) = self.weight_decay {
+            ensure!(
+                wd.is_finite() && wd >= 0.0,
+                "weight_decay must be a non-negative number, got {wd}"
+            );
+        }
+        ensure!(
+            self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum),
+            "momentum must be in [0, 1), got {}",
+            self.momentum
+        );
+        ensure!(
+            self.optimizer == Optimizer::Sgd || (self.momentum == 0.0 && !self.nesterov),
+            "momentum and nesterov are settings of optimizer = sgd"
+        );
+        ensure!(
+            !self.nesterov || self.momentum > 0.0,
+            "nesterov needs a momentum above 0"
+        );
+        ensure!(
+            self.warmup < self.epochs,
+            "warmup ({}) must be shorter than epochs ({})",
+            self.warmup,
+            self.epochs
+        );
+        ensure!(self.lr_step >= 1, "lr_step must be at least 1 epoch");
+        ensure!(
+            self.lr_factor.is_finite() && self.lr_factor > 0.0 && self.lr_factor < 1.0,
+            "lr_factor must be in (0, 1), got {}",
+            self.lr_factor
         );
         Ok(())
     }

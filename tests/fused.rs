@@ -48,13 +48,7 @@ fn small(layout: Layout) -> RunConfig {
 
 fn mnist(cfg: &RunConfig) -> Tensors {
     let raw = data::load(&real_data(), data::MNIST).unwrap();
-    data::prepare(
-        &raw,
-        cfg.train_limit,
-        cfg.val_limit,
-        cfg.subset,
-        Device::Cpu,
-    )
+    data::prepare(&raw, &cfg.selection(), Device::Cpu).unwrap()
 }
 
 fn rel(a: f64, b: f64) -> f64 {

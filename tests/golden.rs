@@ -115,7 +115,7 @@ fn first_losses_of_a_fixed_run_are_pinned() {
     let tmp = tempfile::tempdir().unwrap();
     write_idx_dataset(&tmp.path().join("golden"), 64, 16, 8, true);
     let raw = data::load(tmp.path(), "golden").unwrap();
-    let tensors = data::prepare(&raw, None, None, Subset::Stratified, Device::Cpu);
+    let tensors = data::prepare(&raw, &data::Selection::all(), Device::Cpu).unwrap();
     let cfg = RunConfig {
         layers: 2,
         filters: 3,

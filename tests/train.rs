@@ -15,13 +15,7 @@ fn one_epoch_on_5k_mnist_exceeds_90_percent_in_both_layouts() {
             pool: Pool::Max2,
             ..run_config(data::MNIST, layout)
         };
-        let tensors = data::prepare(
-            &raw,
-            cfg.train_limit,
-            cfg.val_limit,
-            cfg.subset,
-            Device::Cpu,
-        );
+        let tensors = data::prepare(&raw, &cfg.selection(), Device::Cpu).unwrap();
         let r = train::train(&cfg, &tensors, Device::Cpu, &mut Silent).unwrap();
         assert_eq!(r.outcome, Outcome::Done);
         let acc = r.final_val_acc.unwrap();
@@ -41,7 +35,11 @@ fn bf16_final_losses_stay_within_tolerance_of_fp32() {
 fn tiny(dir: &std::path::Path) -> data::Tensors {
     write_idx_dataset(&dir.join("tiny"), 60, 20, 6, false);
     let raw = data::load(dir, "tiny").unwrap();
-    data::prepare(&raw, None, None, Subset::First, Device::Cpu)
+    let selection = data::Selection {
+        subset: Subset::First,
+        ..data::Selection::all()
+    };
+    data::prepare(&raw, &selection, Device::Cpu).unwrap()
 }
 
 fn tiny_config(layout: Layout) -> RunConfig {

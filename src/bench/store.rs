@@ -54,6 +54,8 @@ fn result(run: &RunSpec, epochs: usize) -> RunResult {
             val_acc: 0.5,
             seconds: 1.0,
             images_per_second: 1000.0,
+            holdout_loss: None,
+            holdout_acc: None,
         })
         .collect();
     RunResult {
@@ -70,6 +72,7 @@ fn result(run: &RunSpec, epochs: usize) -> RunResult {
         final_val_acc: Some(0.8),
         truncated_val_loss: Some(0.3),
         truncated_val_acc: Some(0.7),
+        convergence: None,
         train_seconds: 1.0,
         total_seconds: 1.0,
         device: "Cpu".into(),

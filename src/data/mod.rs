@@ -2,7 +2,10 @@
 //! tensors ready for training.
 pub mod cifar;
 pub mod download;
+pub mod holdout;
 pub mod idx;
+
+pub use holdout::Holdout;
 
 use std::path::{Path, PathBuf};
 
@@ -266,12 +269,63 @@ pub fn subset_indices(labels: &[u8], limit: Option<usize>, how: Subset) -> Vec<u
     chosen
 }
 
+/// Which examples of a dataset a run uses: everything that decides its tensors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    pub train_limit: Option<usize>,
+    pub val_limit: Option<usize>,
+    pub subset: Subset,
+    /// Training examples held out for stopping and model selection ([`holdout`]).
+    pub holdout: Option<Holdout>,
+    /// Seeds the held-out split.
+    pub data_seed: u64,
+}
+
+impl Selection {
+    /// The whole training set for training, the whole test set for validation.
+    pub fn all() -> Selection {
+        Selection {
+            train_limit: None,
+            val_limit: None,
+            subset: Subset::Stratified,
+            holdout: None,
+            data_seed: 0,
+        }
+    }
+
+    /// Indices (ascending) of the held-out examples and of the examples trained on, in the
+    /// official training split: the held-out split is carved first, then the training subset is
+    /// taken from what remains.
+    pub fn training_indices(&self, train_labels: &[u8]) -> Result<(Vec<usize>, Vec<usize>)> {
+        let held = match self.holdout {
+            Some(h) => {
+                holdout::holdout_indices(train_labels, h.size(train_labels.len()), self.data_seed)?
+            }
+            None => Vec::new(),
+        };
+        let mut is_held = vec![false; train_labels.len()];
+        for &i in &held {
+            is_held[i] = true;
+        }
+        let pool: Vec<usize> = (0..train_labels.len()).filter(|&i| !is_held[i]).collect();
+        let pool_labels: Vec<u8> = pool.iter().map(|&i| train_labels[i]).collect();
+        let train = subset_indices(&pool_labels, self.train_limit, self.subset)
+            .into_iter()
+            .map(|i| pool[i])
+            .collect();
+        Ok((held, train))
+    }
+}
+
 /// Normalised tensors of one dataset configuration, on the training device.
 pub struct Tensors {
     pub train_x: Tensor,
     pub train_y: Tensor,
+    /// The official test set (or its `val_limit` subset): reported, never used for a decision.
     pub val_x: Tensor,
     pub val_y: Tensor,
+    /// The held-out split of the training set, when the run has one.
+    pub holdout: Option<(Tensor, Tensor)>,
     /// Channels, height, width.
     pub shape: [usize; 3],
 }
@@ -282,36 +336,38 @@ impl Tensors {
     }
 }
 
-/// Selects the subsets and normalises every channel with the mean and standard deviation of the
-/// selected training images (the validation set never leaks into the statistics).
-pub fn prepare(
-    raw: &RawDataset,
-    train_limit: Option<usize>,
-    val_limit: Option<usize>,
-    subset: Subset,
-    device: Device,
-) -> Tensors {
-    let (train_x, train_y) = select(&raw.train, train_limit, subset);
-    let (val_x, val_y) = select(&raw.test, val_limit, subset);
+/// Selects the examples and normalises every channel with the mean and standard deviation of the
+/// selected training images (neither the held-out nor the test images leak into the statistics).
+pub fn prepare(raw: &RawDataset, selection: &Selection, device: Device) -> Result<Tensors> {
+    let (held, train) = selection
+        .training_indices(&raw.train.labels)
+        .map_err(|e| e.context(format!("dataset '{}'", raw.name)))?;
+    let (train_x, train_y) = gather(&raw.train, &train);
+    let test = subset_indices(&raw.test.labels, selection.val_limit, selection.subset);
+    let (val_x, val_y) = gather(&raw.test, &test);
     let mean = train_x.mean_dim(&[0i64, 2, 3][..], true, Kind::Float);
     let std = train_x.std_dim(&[0i64, 2, 3][..], false, true);
     let normalise = |x: Tensor| ((x - &mean) / &std).to_device(device);
-    Tensors {
+    let holdout = (!held.is_empty()).then(|| {
+        let (x, y) = gather(&raw.train, &held);
+        (normalise(x), y.to_device(device))
+    });
+    Ok(Tensors {
         train_x: normalise(train_x),
         train_y: train_y.to_device(device),
         val_x: normalise(val_x),
         val_y: val_y.to_device(device),
+        holdout,
         shape: raw.train.shape,
-    }
+    })
 }
 
-/// Images in [0, 1] as float NCHW and labels as int64, for the chosen subset.
-fn select(split: &Split, limit: Option<usize>, how: Subset) -> (Tensor, Tensor) {
+/// Images in [0, 1] as float NCHW and labels as int64, of the examples at `keep`.
+fn gather(split: &Split, keep: &[usize]) -> (Tensor, Tensor) {
     let [c, h, w] = split.shape;
     let per_image = c * h * w;
-    let keep = subset_indices(&split.labels, limit, how);
     let mut images = Vec::with_capacity(keep.len() * per_image);
-    for &i in &keep {
+    for &i in keep {
         images.extend_from_slice(&split.images[i * per_image..(i + 1) * per_image]);
     }
     let labels: Vec<i64> = keep.iter().map(|&i| split.labels[i] as i64).collect();
@@ -373,7 +429,11 @@ mod tests {
             train: split.clone(),
             test: split,
         };
-        let t = prepare(&raw, None, None, Subset::First, Device::Cpu);
+        let selection = Selection {
+            subset: Subset::First,
+            ..Selection::all()
+        };
+        let t = prepare(&raw, &selection, Device::Cpu).unwrap();
         let mean = t.train_x.mean(Kind::Float).double_value(&[]);
         let std = t.train_x.std(false).double_value(&[]);
         assert!(

@@ -201,6 +201,23 @@ impl FusedNet {
         Net::from_weights(self.arch, weights, bn).with_precision(self.precision)
     }
 
+    /// Views of member `m`'s slice of every variable, batch-norm statistics included (writing
+    /// into a view writes into the array).
+    pub fn member_slices(&self, m: usize) -> Vec<Tensor> {
+        let m = m as i64;
+        let mut slices: Vec<Tensor> = self
+            .trainable()
+            .into_iter()
+            .map(|v| v.tensor.narrow(v.member_axis as i64, m, 1))
+            .collect();
+        if let Some(bn) = &self.bn {
+            let axis = UNIT_MEMBER_AXIS as i64;
+            slices.push(bn.running_mean.narrow(axis, m, 1));
+            slices.push(bn.running_var.narrow(axis, m, 1));
+        }
+        slices
+    }
+
     /// Resets member `m`'s batch-norm running statistics (to a fresh net's), e.g. after its
     /// training diverged and left NaN in them.
     pub fn reset_statistics(&self, m: usize) {

@@ -199,6 +199,8 @@ mod tests {
             val_acc: 0.5,
             seconds,
             images_per_second: 1.0,
+            holdout_loss: None,
+            holdout_acc: None,
         }
     }
 

@@ -144,7 +144,7 @@ pub fn write_stages(out: &Path, cells: &[StageCell]) -> Result<()> {
 }
 
 /// One CSV file of serde rows; the header is derived from the field names.
-fn write_rows<T: Serialize>(path: &Path, rows: impl Iterator<Item = T>) -> Result<()> {
+pub(super) fn write_rows<T: Serialize>(path: &Path, rows: impl Iterator<Item = T>) -> Result<()> {
     let mut w =
         csv::Writer::from_path(path).with_context(|| format!("cannot write {}", path.display()))?;
     for row in rows {

@@ -37,7 +37,14 @@ pub fn input_shape(dataset: &str) -> ([usize; 3], usize, usize) {
 /// The training images a run uses: its limit, at most the dataset's known size.
 pub fn train_examples(cfg: &RunConfig) -> usize {
     let (_, available, _) = input_shape(&cfg.dataset);
+    let available = available - held_out(cfg).min(available);
     cfg.train_limit.unwrap_or(available).min(available)
+}
+
+/// The training examples a run holds out.
+fn held_out(cfg: &RunConfig) -> usize {
+    let (_, available, _) = input_shape(&cfg.dataset);
+    cfg.holdout.map_or(0, |h| h.size(available))
 }
 
 pub fn architecture(cfg: &RunConfig) -> Architecture {
@@ -45,7 +52,8 @@ pub fn architecture(cfg: &RunConfig) -> Architecture {
 }
 
 /// Multiply-adds of a whole run: forward + backward (≈ 3 forwards) per training image and epoch,
-/// one forward per validation image and epoch; after training, the training set once, the
+/// one forward per validation and held-out image and epoch (every epoch up to the cap: a stopping
+/// rule may end it sooner); after training, the training set once, the
 /// validation set in the other arrangement and, with batch norm, the batches that re-estimate
 /// its statistics.
 fn run_macs(cfg: &RunConfig, arch: &Architecture) -> f64 {
@@ -57,7 +65,8 @@ fn run_macs(cfg: &RunConfig, arch: &Architecture) -> f64 {
     } else {
         0.0
     };
-    let forwards = cfg.epochs as f64 * (3.0 * train + val) + train + val + reestimate;
+    let evaluated = val + held_out(cfg) as f64;
+    let forwards = cfg.epochs as f64 * (3.0 * train + evaluated) + train + val + reestimate;
     arch.forward_macs() * forwards
 }
 

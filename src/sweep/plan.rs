@@ -1,6 +1,6 @@
 //! Planning a sweep before it runs: workers × threads for this machine, the checks of its inputs,
 //! and the `--dry-run` estimate.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -31,23 +31,40 @@ pub fn plan_workers(workers: Option<usize>, threads: Option<usize>) -> (usize, u
 /// `fetch`; its runs are checked against its known shape.
 pub fn check_inputs(grid: &Grid, data_dir: &Path, offline: bool, fetch: bool) -> Result<()> {
     let mut shapes = std::collections::BTreeMap::new();
+    let mut labels = std::collections::BTreeMap::new();
     for dataset in grid.datasets() {
-        let shape = if fetch {
+        let raw = if fetch {
             data::ensure_available(data_dir, dataset, offline)?;
-            data::load(data_dir, dataset)?.train.shape
+            Some(data::load(data_dir, dataset)?)
         } else if data::needs_download(data_dir, dataset, offline)?.is_some() {
-            input_shape(dataset).0
+            None
         } else {
-            data::load(data_dir, dataset)?.train.shape
+            Some(data::load(data_dir, dataset)?)
         };
+        let shape = raw
+            .as_ref()
+            .map_or(input_shape(dataset).0, |r| r.train.shape);
         shapes.insert(dataset.as_str(), shape);
+        if let Some(raw) = raw {
+            labels.insert(dataset.as_str(), raw.train.labels);
+        }
     }
     let available = device::available_memory();
+    let mut splits_checked = HashSet::new();
     for run in grid.runs() {
         let run = run?;
-        let dataset = run.config.dataset.as_str();
-        crate::train::check_fits_within(&run.config, shapes[dataset], available)
-            .with_context(|| format!("run {} of the grid ({dataset})", run.id))?;
+        let cfg = &run.config;
+        let dataset = cfg.dataset.as_str();
+        let place = || format!("run {} of the grid ({dataset})", run.id);
+        crate::train::check_fits_within(cfg, shapes[dataset], available).with_context(place)?;
+        if let (Some(h), Some(labels)) = (cfg.holdout, labels.get(dataset))
+            && splits_checked.insert((dataset.to_owned(), h.to_string(), cfg.data_seed))
+        {
+            cfg.selection()
+                .training_indices(labels)
+                .with_context(|| format!("holdout = {h}"))
+                .with_context(place)?;
+        }
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use tch::Device;
 
 use super::grid::RunSpec;
 use super::store::{self, Finish, Location, Store, WorkerInfo};
-use crate::data::{self, RawDataset, Subset, Tensors};
+use crate::data::{self, RawDataset, Selection, Tensors};
 use crate::device::{self, DeviceChoice};
 use crate::train::{self, EpochMetrics, Observer, RunResult, Stopped};
 
@@ -132,7 +132,7 @@ pub fn run(opts: &WorkerOptions) -> Result<WorkerSummary> {
     while !stop.load(Ordering::Relaxed) {
         store.requeue_abandoned(opts.lease, opts.max_attempts)?;
         let cap = opts.fuse.cap(device);
-        let group = store.claim_group(&me, &|_| cap)?;
+        let group = store.claim_group(&me, &|cfg| if cfg.fusable() { cap } else { 1 })?;
         if group.is_empty() {
             if !opts.forever {
                 break;
@@ -221,7 +221,7 @@ fn train_group(
     stop: &AtomicBool,
 ) -> Result<Vec<Result<RunResult>>> {
     let cfg = &group[0].config;
-    let tensors = cache.tensors(&cfg.dataset, cfg.train_limit, cfg.val_limit, cfg.subset)?;
+    let tensors = cache.tensors(&cfg.dataset, &cfg.selection())?;
     let fits = group.len().min(fuse.fitting(cfg, tensors.shape, device));
     let (members, excess) = group.split_at(fits);
     for run in excess {
@@ -304,8 +304,8 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// Dataset, train limit, validation limit, subset rule.
-type SubsetKey = (String, Option<usize>, Option<usize>, Subset);
+/// A dataset and which of its examples a run uses.
+type SubsetKey = (String, Selection);
 
 /// Datasets decoded once per process; the tensors of the latest subset kept on the device (runs
 /// are ordered so that consecutive ones share their data).
@@ -328,14 +328,8 @@ impl DataCache {
         }
     }
 
-    fn tensors(
-        &mut self,
-        dataset: &str,
-        train_limit: Option<usize>,
-        val_limit: Option<usize>,
-        subset: Subset,
-    ) -> Result<&Tensors> {
-        let key = (dataset.to_owned(), train_limit, val_limit, subset);
+    fn tensors(&mut self, dataset: &str, selection: &Selection) -> Result<&Tensors> {
+        let key = (dataset.to_owned(), selection.clone());
         if self.tensors.as_ref().is_none_or(|(k, _)| *k != key) {
             self.tensors = None;
             if !self.raw.contains_key(dataset) {
@@ -344,7 +338,7 @@ impl DataCache {
                 self.raw.insert(dataset.to_owned(), raw);
             }
             let raw = &self.raw[dataset];
-            let tensors = data::prepare(raw, train_limit, val_limit, subset, self.device);
+            let tensors = data::prepare(raw, selection, self.device)?;
             self.tensors = Some((key, tensors));
         }
         Ok(&self.tensors.as_ref().expect("just filled").1)

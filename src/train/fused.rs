@@ -12,9 +12,10 @@ use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use super::adam::MemberAdam;
+use super::stopping::{Monitor, Snapshot};
 use super::{
-    CHECK_EVERY, EVAL_BATCH, EpochMetrics, Observer, RunConfig, RunResult, SHUFFLE_STREAM, Stopped,
-    check_fits_within, memory_to_check, shuffled_indices, train, truncated_evaluation,
+    CHECK_EVERY, EVAL_BATCH, EpochMetrics, Observer, Outcome, RunConfig, RunResult, SHUFFLE_STREAM,
+    Stopped, check_fits_within, memory_to_check, shuffled_indices, train, truncated_evaluation,
 };
 use crate::data::Tensors;
 use crate::model::fused::FusedNet;
@@ -45,6 +46,11 @@ pub fn train_fused(
             "runs trained together may differ only in lr and seed"
         );
     }
+    ensure!(
+        first.fusable(),
+        "runs trained together train with Adam at a constant rate, without weight decay"
+    );
+    super::check_holdout(first, data)?;
     check_members_fit(first, data.shape, device, cfgs.len())?;
     crate::device::warn_if_bf16_is_slow(device, first.precision);
     let started = Instant::now();
@@ -67,6 +73,8 @@ pub fn train_fused(
         .iter()
         .map(|c| RunResult::begin(c, params, n, device))
         .collect();
+    let mut monitors: Vec<Monitor> = cfgs.iter().map(Monitor::new).collect();
+    let mut best: Vec<Option<Snapshot>> = cfgs.iter().map(|_| None).collect();
     for epoch in 1..=first.epochs {
         if !array.alive.contains(&true) {
             break;
@@ -82,15 +90,33 @@ pub fn train_fused(
                 continue;
             };
             observers[m].epoch(&metrics)?;
+            let holdout_loss = metrics.holdout_loss;
             if !results[m].push_epoch(metrics) {
+                array.freeze(m);
+                continue;
+            }
+            let monitor = &mut monitors[m];
+            if let Some(loss) = holdout_loss
+                && monitor.observe(epoch, loss)
+                && monitor.restores()
+            {
+                best[m] = Some(Snapshot::take(&array.net.member_slices(m)));
+            }
+            if monitor.stopped() {
+                // Stopped members are frozen like diverged ones; their best weights come back
+                // from the snapshot before the final evaluation.
                 array.freeze(m);
             }
         }
     }
+    for snapshot in best.iter().flatten() {
+        snapshot.restore();
+    }
     let finals = array.evaluate(&data.train_x, &data.train_y);
+    let tests = array.evaluate(&data.val_x, &data.val_y);
     for (m, result) in results.iter_mut().enumerate() {
-        if array.alive[m] {
-            result.conclude(finals[m]);
+        if result.outcome == Outcome::Done {
+            result.conclude(finals[m], tests[m], &monitors[m]);
             let member = array.net.member_net(m);
             result.truncated(truncated_evaluation(&member, data, first.batch_size)?);
         }
@@ -179,6 +205,7 @@ impl Array {
         }
         let seconds = started.elapsed().as_secs_f64();
         let val = self.evaluate(&data.val_x, &data.val_y);
+        let holdout = data.holdout.as_ref().map(|(x, y)| self.evaluate(x, y));
         let sums = Vec::<f64>::try_from(loss_sums.to_kind(Kind::Double))?;
         Ok((0..members as usize)
             .map(|m| {
@@ -187,6 +214,8 @@ impl Array {
                     train_loss: sums[m] / n as f64,
                     val_loss: val[m].0,
                     val_acc: val[m].1,
+                    holdout_loss: holdout.as_ref().map(|h| h[m].0),
+                    holdout_acc: holdout.as_ref().map(|h| h[m].1),
                     seconds,
                     images_per_second: n as f64 / seconds,
                 })

@@ -9,14 +9,18 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Reduction, Tensor, nn, nn::OptimizerConfig};
+use tch::{Device, Kind, Reduction, Tensor, nn};
 
 use crate::data::{CLASSES, Tensors};
 use crate::model::{Layout, Net, determination_ratio, parameter_count};
 pub use crate::settings::RunConfig;
+use optim::LrSchedule;
+use stopping::{Convergence, Monitor, Snapshot};
 
 pub(crate) mod adam;
 pub(crate) mod fused;
+pub mod optim;
+pub mod stopping;
 pub use fused::train_fused;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,8 +29,14 @@ pub struct EpochMetrics {
     pub epoch: usize,
     /// Mean of the minibatch losses seen during the epoch (train mode).
     pub train_loss: f64,
+    /// Loss and accuracy on the official test set (or its `val_limit` subset).
     pub val_loss: f64,
     pub val_acc: f64,
+    /// Loss and accuracy on the held-out split, when the run has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout_acc: Option<f64>,
     /// Wall time of the epoch's training steps (without validation).
     pub seconds: f64,
     pub images_per_second: f64,
@@ -63,6 +73,11 @@ pub struct RunResult {
     pub truncated_val_loss: Option<f64>,
     #[serde(default)]
     pub truncated_val_acc: Option<f64>,
+    /// Stop reason, best held-out epoch and its losses, for a run with a held-out split that
+    /// ended without diverging. With a stopping rule the final metrics are those of the best
+    /// epoch's weights, restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub convergence: Option<Convergence>,
     /// Sum of the epochs' training time.
     pub train_seconds: f64,
     /// Wall time of the whole run, evaluation included.
@@ -87,6 +102,7 @@ impl RunResult {
             final_val_acc: None,
             truncated_val_loss: None,
             truncated_val_acc: None,
+            convergence: None,
             train_seconds: 0.0,
             total_seconds: 0.0,
             device: format!("{device:?}"),
@@ -101,7 +117,9 @@ impl RunResult {
 
     /// Records an epoch that ended; false (and the run diverged) if its losses are not finite.
     fn push_epoch(&mut self, m: EpochMetrics) -> bool {
-        let finite = m.train_loss.is_finite() && m.val_loss.is_finite();
+        let finite = m.train_loss.is_finite()
+            && m.val_loss.is_finite()
+            && m.holdout_loss.is_none_or(f64::is_finite);
         self.train_seconds += m.seconds;
         let epoch = m.epoch;
         self.epochs.push(m);
@@ -117,15 +135,19 @@ impl RunResult {
         self.truncated_val_acc = Some(acc);
     }
 
-    /// The final metrics of a run trained to the end, from its evaluation on the training set.
-    fn conclude(&mut self, (train_loss, train_acc): (f64, f64)) {
-        let last = self.epochs.last().expect("at least one epoch");
+    /// The final metrics of a run trained to the end, from the evaluation of its final weights
+    /// (the last epoch's, or the best held-out epoch's when a stopping rule restored them) on the
+    /// training and the test set.
+    fn conclude(&mut self, train: (f64, f64), (val_loss, val_acc): (f64, f64), monitor: &Monitor) {
+        let (train_loss, train_acc) = train;
+        let last_epoch = self.epochs.last().expect("at least one epoch").epoch;
+        self.convergence = monitor.conclusion(&self.epochs);
         self.final_train_loss = Some(train_loss);
         self.final_train_acc = Some(train_acc);
-        self.final_val_loss = Some(last.val_loss);
-        self.final_val_acc = Some(last.val_acc);
+        self.final_val_loss = Some(val_loss);
+        self.final_val_acc = Some(val_acc);
         if !train_loss.is_finite() {
-            self.diverge(self.config.epochs);
+            self.diverge(last_epoch);
         }
     }
 }
@@ -222,11 +244,22 @@ impl Observer for Bar {
         }
     }
     fn epoch(&mut self, m: &EpochMetrics) -> Result<()> {
+        let holdout = match (m.holdout_loss, m.holdout_acc) {
+            (Some(loss), Some(acc)) => {
+                format!(
+                    "held-out loss {loss:.4}  held-out acc {:.2}%  ",
+                    100.0 * acc
+                )
+            }
+            _ => String::new(),
+        };
         let line = format!(
-            "epoch {:>3}: train loss {:.4}  val loss {:.4}  val acc {:.2}%  {:.1}s  {:.0} img/s",
+            "epoch {:>3}: train loss {:.4}  {holdout}{} loss {:.4}  {} acc {:.2}%  {:.1}s  {:.0} img/s",
             m.epoch,
             m.train_loss,
+            if holdout.is_empty() { "val" } else { "test" },
             m.val_loss,
+            if holdout.is_empty() { "val" } else { "test" },
             100.0 * m.val_acc,
             m.seconds,
             m.images_per_second
@@ -280,6 +313,21 @@ pub fn check_fits_within(cfg: &RunConfig, input: [usize; 3], available: Option<u
     Ok(())
 }
 
+/// The data must hold the held-out split the run asks for (see [`RunConfig::selection`]).
+fn check_holdout(cfg: &RunConfig, data: &Tensors) -> Result<()> {
+    ensure!(
+        cfg.holdout.is_some() == data.holdout.is_some(),
+        "the run's holdout setting ({:?}) does not match its data (prepared {} a held-out split)",
+        cfg.holdout,
+        if data.holdout.is_some() {
+            "with"
+        } else {
+            "without"
+        }
+    );
+    Ok(())
+}
+
 /// Trains one network on `data` and evaluates it.
 pub fn train(
     cfg: &RunConfig,
@@ -288,6 +336,7 @@ pub fn train(
     observer: &mut dyn Observer,
 ) -> Result<RunResult> {
     cfg.validate()?;
+    check_holdout(cfg, data)?;
     check_fits(cfg, data.shape, device)?;
     crate::device::warn_if_bf16_is_slow(device, cfg.precision);
     let started = Instant::now();
@@ -296,11 +345,16 @@ pub fn train(
         Net::new(&vs.root(), cfg.architecture(data.shape), cfg.seed)?.with_precision(cfg.precision);
     let params = parameter_count(&vs);
     let n = data.train_len();
-    let mut opt = nn::Adam::default().build(&vs, cfg.lr)?;
+    let mut opt = optim::build(cfg, &vs)?;
+    let mut schedule = LrSchedule::new(cfg);
+    let mut monitor = Monitor::new(cfg);
+    let variables: Vec<Tensor> = vs.variables().into_values().collect();
+    let mut best: Option<Snapshot> = None;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ SHUFFLE_STREAM);
     observer.start(&vs)?;
     let mut result = RunResult::begin(cfg, params, n, device);
     for epoch in 1..=cfg.epochs {
+        opt.set_lr(schedule.rate(epoch));
         let Some(m) = train_epoch(
             (&net, &vs),
             &mut opt,
@@ -315,12 +369,30 @@ pub fn train(
             break;
         };
         observer.epoch(&m)?;
+        let holdout_loss = m.holdout_loss;
         if !result.push_epoch(m) {
+            break;
+        }
+        schedule.observe(epoch, holdout_loss);
+        if let Some(loss) = holdout_loss
+            && monitor.observe(epoch, loss)
+            && monitor.restores()
+        {
+            best = Some(Snapshot::take(&variables));
+        }
+        if monitor.stopped() {
             break;
         }
     }
     if result.outcome == Outcome::Done {
-        result.conclude(evaluate(&net, &data.train_x, &data.train_y));
+        if let Some(best) = &best {
+            best.restore();
+        }
+        result.conclude(
+            evaluate(&net, &data.train_x, &data.train_y),
+            evaluate(&net, &data.val_x, &data.val_y),
+            &monitor,
+        );
         result.truncated(truncated_evaluation(&net, data, cfg.batch_size)?);
     }
     result.total_seconds = started.elapsed().as_secs_f64();
@@ -371,11 +443,14 @@ fn train_epoch(
     }
     let seconds = started.elapsed().as_secs_f64();
     let (val_loss, val_acc) = evaluate(net, &data.val_x, &data.val_y);
+    let holdout = data.holdout.as_ref().map(|(x, y)| evaluate(net, x, y));
     Ok(Some(EpochMetrics {
         epoch,
         train_loss: loss_sum.double_value(&[]) / n as f64,
         val_loss,
         val_acc,
+        holdout_loss: holdout.map(|h| h.0),
+        holdout_acc: holdout.map(|h| h.1),
         seconds,
         images_per_second: n as f64 / seconds,
     }))

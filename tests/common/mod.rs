@@ -125,7 +125,7 @@ pub fn assert_bf16_within_tolerance_of_fp32(device: Device) {
             val_limit: Some(1000),
             ..run_config(data::MNIST, layout)
         };
-        let tensors = data::prepare(&raw, cfg.train_limit, cfg.val_limit, cfg.subset, device);
+        let tensors = data::prepare(&raw, &cfg.selection(), device).unwrap();
         let run = |precision| {
             let cfg = RunConfig {
                 precision,

@@ -67,6 +67,8 @@ pub fn result_of(s: &Synthetic) -> RunResult {
             val_acc: s.val_acc,
             seconds: s.seconds / 2.0,
             images_per_second: 1000.0,
+            holdout_loss: None,
+            holdout_acc: None,
         })
         .collect();
     RunResult {
@@ -87,6 +89,7 @@ pub fn result_of(s: &Synthetic) -> RunResult {
         final_val_acc: (!s.diverged).then_some(s.val_acc),
         truncated_val_loss: (!s.diverged).then_some(s.val_loss * (1.0 + s.train_loss)),
         truncated_val_acc: (!s.diverged).then_some(s.val_acc - 0.1),
+        convergence: None,
         train_seconds: s.seconds,
         total_seconds: s.seconds,
         device: "Cpu".into(),

@@ -127,9 +127,11 @@ macro_rules! both_backends {
     };
 }
 
+mod budget;
 mod forest;
 mod stages;
 
+pub use budget::budget_curve;
 pub use forest::{ForestRow, forest};
 pub use stages::val_loss_vs_stages;
 

@@ -110,8 +110,10 @@ pub fn default_settings() -> toml::Table {
 
 /// Axes are expanded in this order, the last one innermost, so that the two layouts of a pair are
 /// neighbours and a partly finished sweep holds complete pairs.
-const AXIS_ORDER: [&str; 17] = [
+const AXIS_ORDER: [&str; 32] = [
     "dataset",
+    "holdout",
+    "data_seed",
     "seed",
     "epochs",
     "batch_size",
@@ -119,6 +121,19 @@ const AXIS_ORDER: [&str; 17] = [
     "val_limit",
     "subset",
     "precision",
+    "optimizer",
+    "weight_decay",
+    "momentum",
+    "nesterov",
+    "schedule",
+    "warmup",
+    "lr_step",
+    "lr_factor",
+    "lr_patience",
+    "stop",
+    "patience",
+    "min_delta",
+    "target_loss",
     "lr",
     "batchnorm",
     "pool",

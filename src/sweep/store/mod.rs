@@ -14,6 +14,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::grid::RunSpec;
+use crate::train::stopping::Convergence;
 use crate::train::{EpochMetrics, RunConfig, RunResult};
 
 /// Where a run stands: `pending → running → done | diverged | failed`.
@@ -145,6 +146,8 @@ pub struct RunRow {
     /// [`crate::train::truncation_of`]).
     pub truncated_val_loss: Option<f64>,
     pub truncated_val_acc: Option<f64>,
+    /// Stop reason and best held-out epoch, for runs with a held-out split.
+    pub convergence: Option<Convergence>,
     pub epochs_recorded: i64,
 }
 
@@ -228,8 +231,9 @@ pub trait Store {
 
 /// The version of the schema this release writes. Version 1 (no `shallow_meta` table) is the
 /// schema of releases before versioning; it is migrated in place when a writer opens it.
-/// Version 2 added the version record, version 3 the runs' fusion keys and truncated metrics.
-pub const SCHEMA_VERSION: i64 = 3;
+/// Version 2 added the version record, version 3 the runs' fusion keys and truncated metrics,
+/// version 4 the runs' convergence records and the epochs' held-out metrics.
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// A claimed run from its stored columns.
 fn run_spec(id: String, pair_id: String, config: &str) -> Result<RunSpec> {
@@ -383,23 +387,95 @@ fn worker_gone(
     }
 }
 
-/// The columns of a [`RunRow`], in its field order, for both backends' queries.
-const RUN_COLUMNS: &str = "id, pair_id, sweep, status, config, attempts, worker, host, claimed_at,
-    finished_at, params, q, train_examples, final_train_loss, final_train_acc, final_val_loss,
-    final_val_acc, diverged_epoch, train_seconds, total_seconds, device, error, truncated_val_loss,
-    truncated_val_acc";
+/// A stored column: its name, the schema version that added it, and (for columns added after
+/// version 1) its type, in which an older database is read as NULL.
+type Column = (&'static str, i64, &'static str);
 
-/// The columns of a [`RunRow`] to select from a database of schema `version`: those a reader of
-/// an older schema lacks are read as NULL.
-fn select_run_columns(version: i64) -> String {
-    if version >= 3 {
-        RUN_COLUMNS.to_owned()
-    } else {
-        RUN_COLUMNS.replace(
-            "truncated_val_loss,\n    truncated_val_acc",
-            "NULL AS truncated_val_loss, NULL AS truncated_val_acc",
-        )
-    }
+/// The columns of a [`RunRow`], in its field order, for both backends' queries.
+const RUN_COLUMNS: [Column; 25] = [
+    ("id", 1, ""),
+    ("pair_id", 1, ""),
+    ("sweep", 1, ""),
+    ("status", 1, ""),
+    ("config", 1, ""),
+    ("attempts", 1, ""),
+    ("worker", 1, ""),
+    ("host", 1, ""),
+    ("claimed_at", 1, ""),
+    ("finished_at", 1, ""),
+    ("params", 1, ""),
+    ("q", 1, ""),
+    ("train_examples", 1, ""),
+    ("final_train_loss", 1, ""),
+    ("final_train_acc", 1, ""),
+    ("final_val_loss", 1, ""),
+    ("final_val_acc", 1, ""),
+    ("diverged_epoch", 1, ""),
+    ("train_seconds", 1, ""),
+    ("total_seconds", 1, ""),
+    ("device", 1, ""),
+    ("error", 1, ""),
+    ("truncated_val_loss", 3, "DOUBLE PRECISION"),
+    ("truncated_val_acc", 3, "DOUBLE PRECISION"),
+    ("convergence", 4, "TEXT"),
+];
+
+/// The columns of an epoch row, in the order both backends bind [`EpochValues`].
+const EPOCH_COLUMNS: [Column; 9] = [
+    ("run_id", 1, ""),
+    ("epoch", 1, ""),
+    ("train_loss", 1, ""),
+    ("val_loss", 1, ""),
+    ("val_acc", 1, ""),
+    ("seconds", 1, ""),
+    ("images_per_second", 1, ""),
+    ("holdout_loss", 4, "DOUBLE PRECISION"),
+    ("holdout_acc", 4, "DOUBLE PRECISION"),
+];
+
+/// The names of `columns`, comma-separated (for INSERTs into the current schema).
+fn column_list(columns: &[Column]) -> String {
+    columns
+        .iter()
+        .map(|(name, _, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `columns` to select from a database of schema `version`: those it lacks are read as NULL.
+fn select_columns(columns: &[Column], version: i64) -> String {
+    columns
+        .iter()
+        .map(|&(name, since, kind)| {
+            if since <= version {
+                name.to_owned()
+            } else {
+                format!("CAST(NULL AS {kind}) AS {name}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Placeholders `?1, …` (SQLite) or `$1, …` (PostgreSQL) for `n` values.
+fn placeholders(sigil: char, n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("{sigil}{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A run's convergence record as stored (JSON), and back.
+fn convergence_text(c: Option<&Convergence>) -> Option<String> {
+    c.map(|c| serde_json::to_string(c).expect("a convergence record serialises"))
+}
+
+fn convergence_of(text: Option<String>) -> Result<Option<Convergence>> {
+    text.map(|t| {
+        serde_json::from_str(&t)
+            .map_err(|e| anyhow::anyhow!("a stored convergence record is not readable: {e}"))
+    })
+    .transpose()
 }
 
 /// A run as another store should receive it: one in progress there is pending here (its worker
@@ -418,10 +494,6 @@ pub fn not_owned(run_id: &str, w: &WorkerInfo) -> anyhow::Error {
     anyhow::anyhow!("run {run_id} is no longer assigned to worker {}", w.id)
 }
 
-/// The columns of an epoch row, in the order both backends bind [`EpochValues`].
-const EPOCH_COLUMNS: &str =
-    "epochs (run_id, epoch, train_loss, val_loss, val_acc, seconds, images_per_second)";
-
 /// One epoch as the epochs table stores it: losses and accuracy through [`finite`].
 struct EpochValues<'a> {
     run_id: &'a str,
@@ -431,6 +503,8 @@ struct EpochValues<'a> {
     val_acc: Option<f64>,
     seconds: f64,
     images_per_second: f64,
+    holdout_loss: Option<f64>,
+    holdout_acc: Option<f64>,
 }
 
 impl<'a> EpochValues<'a> {
@@ -443,6 +517,8 @@ impl<'a> EpochValues<'a> {
             val_acc: finite(m.val_acc),
             seconds: m.seconds,
             images_per_second: m.images_per_second,
+            holdout_loss: m.holdout_loss.and_then(finite),
+            holdout_acc: m.holdout_acc.and_then(finite),
         }
     }
 }

@@ -13,8 +13,9 @@ use postgres::{Client, GenericClient, NoTls, Row};
 
 use super::{
     Added, EPOCH_COLUMNS, EpochRow, EpochValues, Finish, RUN_COLUMNS, RunRow, RunStatus, Running,
-    SCHEMA_VERSION, Store, WorkerInfo, check_version, finite, not_owned, portable, redact,
-    run_spec, schema_version_of, select_run_columns, stored_fusion_key,
+    SCHEMA_VERSION, Store, WorkerInfo, check_version, column_list, convergence_of,
+    convergence_text, finite, not_owned, placeholders, portable, redact, run_spec,
+    schema_version_of, select_columns, stored_fusion_key,
 };
 use crate::sweep::grid::RunSpec;
 use crate::sweep::grid::fusion_key;
@@ -59,7 +60,8 @@ CREATE TABLE IF NOT EXISTS runs (
     device TEXT,
     error TEXT,
     truncated_val_loss DOUBLE PRECISION,
-    truncated_val_acc DOUBLE PRECISION
+    truncated_val_acc DOUBLE PRECISION,
+    convergence TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, seq);
 CREATE TABLE IF NOT EXISTS epochs (
@@ -70,6 +72,8 @@ CREATE TABLE IF NOT EXISTS epochs (
     val_acc DOUBLE PRECISION,
     seconds DOUBLE PRECISION NOT NULL,
     images_per_second DOUBLE PRECISION NOT NULL,
+    holdout_loss DOUBLE PRECISION,
+    holdout_acc DOUBLE PRECISION,
     PRIMARY KEY (run_id, epoch)
 );
 CREATE TABLE IF NOT EXISTS workers (
@@ -133,6 +137,12 @@ impl PostgresStore {
                 "ALTER TABLE runs ADD COLUMN IF NOT EXISTS fuse_key TEXT;
                  ALTER TABLE runs ADD COLUMN IF NOT EXISTS truncated_val_loss DOUBLE PRECISION;
                  ALTER TABLE runs ADD COLUMN IF NOT EXISTS truncated_val_acc DOUBLE PRECISION;",
+            )?;
+            // Version 4: the runs' convergence records, the epochs' held-out metrics.
+            tx.batch_execute(
+                "ALTER TABLE runs ADD COLUMN IF NOT EXISTS convergence TEXT;
+                 ALTER TABLE epochs ADD COLUMN IF NOT EXISTS holdout_loss DOUBLE PRECISION;
+                 ALTER TABLE epochs ADD COLUMN IF NOT EXISTS holdout_acc DOUBLE PRECISION;",
             )?;
             fill_fusion_keys(&mut tx)?;
             tx.batch_execute(
@@ -286,7 +296,8 @@ fn run_row(r: &Row) -> Result<RunRow> {
         error: r.get(21),
         truncated_val_loss: r.get(22),
         truncated_val_acc: r.get(23),
-        epochs_recorded: r.get(24),
+        convergence: convergence_of(r.get(24))?,
+        epochs_recorded: r.get(25),
     })
 }
 

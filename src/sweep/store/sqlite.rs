@@ -7,7 +7,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
     Added, EPOCH_COLUMNS, EpochRow, EpochValues, Finish, RUN_COLUMNS, RunRow, RunStatus, Running,
-    Store, WorkerInfo, finite, not_owned, now, run_spec, select_run_columns, worker_gone,
+    Store, WorkerInfo, column_list, convergence_of, convergence_text, finite, not_owned, now,
+    placeholders, run_spec, select_columns, worker_gone,
 };
 use crate::sweep::grid::RunSpec;
 use crate::sweep::grid::fusion_key;
@@ -144,7 +145,7 @@ impl Store for SqliteStore {
                          train_examples = ?6, final_train_loss = ?7, final_train_acc = ?8,
                          final_val_loss = ?9, final_val_acc = ?10, diverged_epoch = ?11,
                          train_seconds = ?12, total_seconds = ?13, device = ?14,
-                         truncated_val_loss = ?15, truncated_val_acc = ?16
+                         truncated_val_loss = ?15, truncated_val_acc = ?16, convergence = ?17
                      WHERE id = ?1",
                     params![
                         run_id,
@@ -162,7 +163,8 @@ impl Store for SqliteStore {
                         r.total_seconds,
                         r.device,
                         r.truncated_val_loss.and_then(finite),
-                        r.truncated_val_acc.and_then(finite)
+                        r.truncated_val_acc.and_then(finite),
+                        convergence_text(r.convergence.as_ref())
                     ],
                 )?;
             }
@@ -258,7 +260,7 @@ impl Store for SqliteStore {
         let mut query = self.conn.prepare(&format!(
             "SELECT {}, (SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id)
              FROM runs ORDER BY seq",
-            select_run_columns(self.version)
+            select_columns(&RUN_COLUMNS, self.version)
         ))?;
         let rows = query.query_map([], |r| {
             let config: String = r.get(4)?;
@@ -296,17 +298,24 @@ impl Store for SqliteStore {
                 error: r.get(21)?,
                 truncated_val_loss: r.get(22)?,
                 truncated_val_acc: r.get(23)?,
-                epochs_recorded: r.get(24)?,
+                convergence: convergence_of(r.get(24)?).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        24,
+                        rusqlite::types::Type::Text,
+                        e.into(),
+                    )
+                })?,
+                epochs_recorded: r.get(25)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn epochs(&self) -> Result<Vec<EpochRow>> {
-        let mut query = self.conn.prepare(
-            "SELECT run_id, epoch, train_loss, val_loss, val_acc, seconds, images_per_second
-             FROM epochs ORDER BY run_id, epoch",
-        )?;
+        let mut query = self.conn.prepare(&format!(
+            "SELECT {} FROM epochs ORDER BY run_id, epoch",
+            select_columns(&EPOCH_COLUMNS, self.version)
+        ))?;
         let rows = query.query_map([], |r| {
             Ok(EpochRow {
                 run_id: r.get(0)?,
@@ -317,6 +326,8 @@ impl Store for SqliteStore {
                     val_acc: r.get::<_, Option<f64>>(4)?.unwrap_or(f64::NAN),
                     seconds: r.get(5)?,
                     images_per_second: r.get(6)?,
+                    holdout_loss: r.get(7)?,
+                    holdout_acc: r.get(8)?,
                 },
             })
         })?;
@@ -364,9 +375,9 @@ impl Store for SqliteStore {
         let (mut new, mut inserted) = (0, std::collections::HashSet::new());
         {
             let mut insert = tx.prepare(&format!(
-                "INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,
-                 ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)
-                 ON CONFLICT (id) DO NOTHING"
+                "INSERT INTO runs ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING",
+                column_list(&RUN_COLUMNS),
+                placeholders('?', RUN_COLUMNS.len())
             ))?;
             for r in runs.iter().map(super::portable) {
                 let n = insert.execute(params![
@@ -393,7 +404,8 @@ impl Store for SqliteStore {
                     r.device,
                     r.error,
                     r.truncated_val_loss,
-                    r.truncated_val_acc
+                    r.truncated_val_acc,
+                    convergence_text(r.convergence.as_ref())
                 ])?;
                 new += n;
                 if n > 0 && r.status.finished() {
@@ -474,11 +486,15 @@ const REQUEUE: &str = "UPDATE runs SET
 
 /// The INSERT of one epoch row, bound by [`epoch_params`].
 fn insert_epoch() -> String {
-    format!("INSERT INTO {EPOCH_COLUMNS} VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+    format!(
+        "INSERT INTO epochs ({}) VALUES ({})",
+        column_list(&EPOCH_COLUMNS),
+        placeholders('?', EPOCH_COLUMNS.len())
+    )
 }
 
 /// One epoch's values, in the order of [`EPOCH_COLUMNS`].
-fn epoch_params<'a>(e: &'a EpochValues) -> [&'a dyn rusqlite::ToSql; 7] {
+fn epoch_params<'a>(e: &'a EpochValues) -> [&'a dyn rusqlite::ToSql; EPOCH_COLUMNS.len()] {
     [
         &e.run_id,
         &e.epoch,
@@ -487,5 +503,7 @@ fn epoch_params<'a>(e: &'a EpochValues) -> [&'a dyn rusqlite::ToSql; 7] {
         &e.val_acc,
         &e.seconds,
         &e.images_per_second,
+        &e.holdout_loss,
+        &e.holdout_acc,
     ]
 }

@@ -178,7 +178,8 @@ impl Store for PostgresStore {
                                  final_train_acc = $7, final_val_loss = $8, final_val_acc = $9,
                                  diverged_epoch = $10, train_seconds = $11,
                                  total_seconds = $12, device = $13,
-                                 truncated_val_loss = $14, truncated_val_acc = $15
+                                 truncated_val_loss = $14, truncated_val_acc = $15,
+                                 convergence = $16
                              WHERE id = $1"
                         ),
                         &[
@@ -197,6 +198,7 @@ impl Store for PostgresStore {
                             &r.device,
                             &r.truncated_val_loss.and_then(finite),
                             &r.truncated_val_acc.and_then(finite),
+                            &convergence_text(r.convergence.as_ref()),
                         ],
                     )?;
                 }
@@ -265,7 +267,7 @@ impl Store for PostgresStore {
                         "SELECT {},
                         (SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id)
                      FROM runs ORDER BY seq",
-                        select_run_columns(self.version.get())
+                        select_columns(&RUN_COLUMNS, self.version.get())
                     ),
                     &[],
                 )?
@@ -278,8 +280,10 @@ impl Store for PostgresStore {
     fn epochs(&self) -> Result<Vec<EpochRow>> {
         let rows = self.with(|client| {
             Ok(client.query(
-                "SELECT run_id, epoch, train_loss, val_loss, val_acc, seconds, images_per_second
-             FROM epochs ORDER BY run_id, epoch",
+                &format!(
+                    "SELECT {} FROM epochs ORDER BY run_id, epoch",
+                    select_columns(&EPOCH_COLUMNS, self.version.get())
+                ),
                 &[],
             )?)
         })?;
@@ -294,6 +298,8 @@ impl Store for PostgresStore {
                     val_acc: r.get::<_, Option<f64>>(4).unwrap_or(f64::NAN),
                     seconds: r.get(5),
                     images_per_second: r.get(6),
+                    holdout_loss: r.get(7),
+                    holdout_acc: r.get(8),
                 },
             })
             .collect())
@@ -426,12 +432,13 @@ fn insert_runs<'a>(
     configs: &[String],
 ) -> Result<(usize, HashSet<&'a str>)> {
     let insert = tx.prepare(&format!(
-        "INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-         $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
-         ON CONFLICT (id) DO NOTHING"
+        "INSERT INTO runs ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING",
+        column_list(&RUN_COLUMNS),
+        placeholders('$', RUN_COLUMNS.len())
     ))?;
     let (mut new, mut inserted) = (0, HashSet::new());
     for (r, config) in runs.iter().zip(configs) {
+        let convergence = convergence_text(r.convergence.as_ref());
         let n = tx.execute(
             &insert,
             &[
@@ -459,6 +466,7 @@ fn insert_runs<'a>(
                 &r.error,
                 &r.truncated_val_loss,
                 &r.truncated_val_acc,
+                &convergence,
             ],
         )?;
         new += n as usize;
@@ -490,11 +498,17 @@ fn insert_epochs(
 
 /// The INSERT of one epoch row, bound by [`epoch_params`].
 fn insert_epoch() -> String {
-    format!("INSERT INTO {EPOCH_COLUMNS} VALUES ($1, $2, $3, $4, $5, $6, $7)")
+    format!(
+        "INSERT INTO epochs ({}) VALUES ({})",
+        column_list(&EPOCH_COLUMNS),
+        placeholders('$', EPOCH_COLUMNS.len())
+    )
 }
 
 /// One epoch's values, in the order of [`EPOCH_COLUMNS`].
-fn epoch_params<'a>(e: &'a EpochValues) -> [&'a (dyn postgres::types::ToSql + Sync); 7] {
+fn epoch_params<'a>(
+    e: &'a EpochValues,
+) -> [&'a (dyn postgres::types::ToSql + Sync); EPOCH_COLUMNS.len()] {
     [
         &e.run_id,
         &e.epoch,
@@ -503,5 +517,7 @@ fn epoch_params<'a>(e: &'a EpochValues) -> [&'a (dyn postgres::types::ToSql + Sy
         &e.val_acc,
         &e.seconds,
         &e.images_per_second,
+        &e.holdout_loss,
+        &e.holdout_acc,
     ]
 }

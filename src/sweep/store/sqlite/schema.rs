@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS runs (
     device TEXT,
     error TEXT,
     truncated_val_loss REAL,
-    truncated_val_acc REAL
+    truncated_val_acc REAL,
+    convergence TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status, seq);
 CREATE TABLE IF NOT EXISTS epochs (
@@ -54,6 +55,8 @@ CREATE TABLE IF NOT EXISTS epochs (
     val_acc REAL,
     seconds REAL NOT NULL,
     images_per_second REAL NOT NULL,
+    holdout_loss REAL,
+    holdout_acc REAL,
     PRIMARY KEY (run_id, epoch)
 );
 CREATE TABLE IF NOT EXISTS workers (
@@ -84,6 +87,7 @@ impl SqliteStore {
             // keys, computed from their configs.
             tx.execute_batch(SCHEMA)?;
             migrate_to_v3(&tx)?;
+            migrate_to_v4(&tx)?;
             tx.execute(
                 "INSERT INTO shallow_meta (key, value) VALUES ('schema_version', ?1)
                  ON CONFLICT (key) DO UPDATE SET value = ?1",
@@ -145,6 +149,29 @@ impl SqliteStore {
     }
 }
 
+/// Adds `column` of `kind` to `table` unless it has it.
+fn add_column(tx: &rusqlite::Transaction, table: &str, column: &str, kind: &str) -> Result<()> {
+    let has_column: bool = tx.query_row(
+        &format!("SELECT count(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+        [column],
+        |r| r.get(0),
+    )?;
+    if !has_column {
+        tx.execute(
+            &format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"),
+            [],
+        )?;
+    }
+    Ok(())
+}
+
+/// Version 4: the runs' convergence records, the epochs' held-out metrics.
+fn migrate_to_v4(tx: &rusqlite::Transaction) -> Result<()> {
+    add_column(tx, "runs", "convergence", "TEXT")?;
+    add_column(tx, "epochs", "holdout_loss", "REAL")?;
+    add_column(tx, "epochs", "holdout_acc", "REAL")
+}
+
 /// Version 3: the fusion key of every run (runs with equal keys may train as one array), indexed
 /// for claiming a group, and the truncated metrics; added to the runs of an older database.
 fn migrate_to_v3(tx: &rusqlite::Transaction) -> Result<()> {
@@ -153,14 +180,7 @@ fn migrate_to_v3(tx: &rusqlite::Transaction) -> Result<()> {
         ("truncated_val_loss", "REAL"),
         ("truncated_val_acc", "REAL"),
     ] {
-        let has_column: bool = tx.query_row(
-            "SELECT count(*) > 0 FROM pragma_table_info('runs') WHERE name = ?1",
-            [column],
-            |r| r.get(0),
-        )?;
-        if !has_column {
-            tx.execute(&format!("ALTER TABLE runs ADD COLUMN {column} {kind}"), [])?;
-        }
+        add_column(tx, "runs", column, kind)?;
     }
     fill_fusion_keys(tx)?;
     tx.execute(
