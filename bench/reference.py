@@ -283,12 +283,89 @@ def load_initial(net, arrays):
                 p.copy_(v.reshape(p.shape))
 
 
+def make_optimizer(net, cfg):
+    """torch.optim's optimizer for a shallow run config (keys absent from the config take
+    shallow's defaults, which are PyTorch's)."""
+    name, lr = cfg.get("optimizer", "adam"), cfg["lr"]
+    default_wd = 0.01 if name == "adamw" else 0.0
+    wd = cfg.get("weight_decay")
+    wd = default_wd if wd is None else wd
+    if name == "adam":
+        return torch.optim.Adam(net.parameters(), lr=lr, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=wd)
+    if name == "sgd":
+        return torch.optim.SGD(net.parameters(), lr=lr, momentum=cfg.get("momentum", 0.0),
+                               nesterov=cfg.get("nesterov", False), weight_decay=wd)
+    raise ValueError(f"unknown optimizer {name}")
+
+
+class Schedule:
+    """torch.optim.lr_scheduler for a shallow run config, stepped once per epoch: LinearLR warm-up
+    then CosineAnnealingLR or StepLR (joined by SequentialLR), or ReduceLROnPlateau on the
+    held-out loss after the warm-up."""
+
+    def __init__(self, opt, cfg):
+        sched, warmup = cfg.get("schedule", "constant"), cfg.get("warmup", 0)
+        factor = cfg.get("lr_factor", 0.1)
+        lr_sched = torch.optim.lr_scheduler
+        main = {
+            "cosine": lambda: lr_sched.CosineAnnealingLR(opt, T_max=max(cfg["epochs"] - warmup, 1)),
+            "step": lambda: lr_sched.StepLR(opt, step_size=cfg.get("lr_step", 10), gamma=factor),
+        }.get(sched, lambda: None)()
+        warm = lr_sched.LinearLR(opt, start_factor=1.0 / (warmup + 1), end_factor=1.0,
+                                 total_iters=warmup) if warmup else None
+        self.warmup, self.epoch = warmup, 0
+        if warm and main:
+            self.stepper = lr_sched.SequentialLR(opt, [warm, main], milestones=[warmup])
+        else:
+            self.stepper = warm or main
+        self.plateau = lr_sched.ReduceLROnPlateau(
+            opt, mode="min", factor=factor, patience=cfg.get("lr_patience", 5), threshold=1e-4
+        ) if sched == "plateau" else None
+
+    def step(self, holdout_loss):
+        self.epoch += 1
+        if self.plateau is not None and self.epoch > self.warmup:
+            self.plateau.step(holdout_loss)
+        elif self.stepper is not None and (self.plateau is None or self.epoch <= self.warmup):
+            self.stepper.step()
+
+
+class Monitor:
+    """shallow's stopping rules (train/stopping.rs): the best held-out epoch, and whether the rule
+    (plateau: no relative improvement above min_delta for patience epochs; target: loss at most
+    target_loss) ends the run."""
+
+    def __init__(self, cfg):
+        self.rule, self.patience = cfg.get("stop", "none"), cfg.get("patience", 10)
+        self.min_delta, self.target = cfg.get("min_delta", 1e-4), cfg.get("target_loss")
+        self.reference, self.since, self.best, self.stop_reason = float("inf"), 0, None, None
+
+    def observe(self, epoch, loss):
+        if loss < self.reference * (1 - self.min_delta):
+            self.reference, self.since = loss, 0
+        else:
+            self.since += 1
+        best = self.best is None or loss < self.best[1]
+        if best:
+            self.best = (epoch, loss)
+        if self.rule == "plateau" and self.since >= self.patience:
+            self.stop_reason = "plateau"
+        elif self.rule == "target" and loss <= self.target:
+            self.stop_reason = "target"
+        return best
+
+
 def fit(net, cfg, data, order_of_epoch, on_step=None):
-    """Adam on softmax cross-entropy over `epochs` passes in the given example orders, then the
-    final evaluation: shallow's train::train."""
-    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
+    """The optimizer and schedule of `cfg` on softmax cross-entropy, one pass per epoch in the given
+    example orders, validation (and held-out evaluation) after each, the stopping rule with the
+    best held-out epoch's weights restored, then the final evaluation: shallow's train::train."""
+    opt = make_optimizer(net, cfg)
+    schedule, monitor = Schedule(opt, cfg), Monitor(cfg)
+    holdout = (data["holdout_x"], data["holdout_y"]) if "holdout_x" in data else None
     batch, n = cfg["batch_size"], len(data["train_y"])
-    epochs = []
+    epochs, best_state = [], None
     for epoch in range(1, cfg["epochs"] + 1):
         order = order_of_epoch(epoch)
         net.train()
@@ -300,10 +377,23 @@ def fit(net, cfg, data, order_of_epoch, on_step=None):
             opt.step()
             if on_step:
                 on_step(epoch, step, loss.item())
-        epochs.append(evaluate(net, data["val_x"], data["val_y"]))
+        val = evaluate(net, data["val_x"], data["val_y"])
+        held = evaluate(net, *holdout) if holdout else None
+        epochs.append(val + (held or ()))
+        schedule.step(held[0] if held else None)
+        if held and monitor.observe(epoch, held[0]) and monitor.rule != "none":
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        if monitor.stop_reason:
+            break
+    if best_state is not None:
+        net.load_state_dict(best_state)
     train_loss, train_acc = evaluate(net, data["train_x"], data["train_y"])
-    return {"epochs": epochs, "final_train_loss": train_loss, "final_train_acc": train_acc,
-            "final_val_loss": epochs[-1][0], "final_val_acc": epochs[-1][1]}
+    val_loss, val_acc = evaluate(net, data["val_x"], data["val_y"])
+    out = {"epochs": epochs, "final_train_loss": train_loss, "final_train_acc": train_acc,
+           "final_val_loss": val_loss, "final_val_acc": val_acc}
+    if holdout:
+        out["convergence"] = {"stop_reason": monitor.stop_reason or "cap", "best_epoch": monitor.best[0]}
+    return out
 
 
 def train_mode(args):
@@ -360,11 +450,15 @@ def replay_mode(args):
     arrays = np.load(os.path.join(args.trace, "trace.npz"))
     result, records = trace["result"], iter(trace["steps"])
     cfg = result["config"]
-    data = {k: torch.from_numpy(arrays[k]) for k in ("train_x", "train_y", "val_x", "val_y")}
+    data = {k: torch.from_numpy(arrays[k]) for k in ("train_x", "train_y", "val_x", "val_y", "holdout_x",
+                                                      "holdout_y") if k in arrays}
     worst = {"loss": 0.0, "checksum": 0.0}
     loss_rtol, checksum_rtol = TOLERANCES["batchnorm" if cfg["batchnorm"] else "plain"]
     try:
-        if args.data_dir:  # PyTorch's own loading of the same subset must give the same tensors
+        # PyTorch's own loading of the same subset must give the same tensors (a held-out split is
+        # drawn with shallow's ChaCha8 stream, which this script does not reproduce: then the
+        # traced tensors are used as they are).
+        if args.data_dir and cfg.get("holdout") is None:
             own = load_data(args.data_dir, cfg["dataset"], cfg["train_limit"], cfg["val_limit"], cfg["subset"])
             for k, t in data.items():
                 if own[k].shape != t.shape or (own[k].double() - t.double()).abs().max() > 1e-5:
@@ -387,8 +481,19 @@ def replay_mode(args):
                         check(f"{where}: {name} (sum)", t.sum().item(), s, scale * t.numel() ** 0.5, checksum_rtol))
 
         out = fit(net, cfg, data, lambda e: torch.from_numpy(arrays[f"order.{e}"]), on_step)
-        for epoch, (val_loss, _) in zip(result["epochs"], out["epochs"]):
+        if len(out["epochs"]) != len(result["epochs"]):
+            raise Mismatch(f"epochs trained: shallow {len(result['epochs'])}, PyTorch {len(out['epochs'])}")
+        for epoch, theirs in zip(result["epochs"], out["epochs"]):
+            val_loss = theirs[0]
             check(f"epoch {epoch['epoch']}: validation loss", val_loss, epoch["val_loss"], max(1.0, val_loss), loss_rtol)
+            if len(theirs) > 2:
+                check(f"epoch {epoch['epoch']}: held-out loss", theirs[2], epoch["holdout_loss"],
+                      max(1.0, theirs[2]), loss_rtol)
+        if "convergence" in out:
+            for key in ("stop_reason", "best_epoch"):
+                if out["convergence"][key] != result["convergence"][key]:
+                    raise Mismatch(f"{key}: shallow {result['convergence'][key]!r}, PyTorch "
+                                   f"{out['convergence'][key]!r}")
         for key in ("final_train_loss", "final_val_loss"):
             check(key, out[key], result[key], max(1.0, out[key]), loss_rtol)
         for key, n in (("final_train_acc", len(data["train_y"])), ("final_val_acc", len(data["val_y"]))):
@@ -396,7 +501,8 @@ def replay_mode(args):
     except Mismatch as e:
         print(json.dumps({"match": False, "first_mismatch": str(e)}))
         return 1
-    print(json.dumps({"match": True, "steps": len(trace["steps"]), "max_loss_rel_diff": worst["loss"],
+    print(json.dumps({"match": True, "steps": len(trace["steps"]), "epochs": len(trace["result"]["epochs"]),
+                      "max_loss_rel_diff": worst["loss"],
                       "max_checksum_rel_diff": worst["checksum"]}))
     return 0
 

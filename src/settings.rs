@@ -155,6 +155,14 @@ pub struct RunConfig {
     pub lr_patience: usize,
 }
 
+/// A setting's value as a grid file writes it (`plateau`, not `Plateau`).
+fn serde_name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 /// Plateau stopping's defaults: 10 epochs and a relative 1e-4, the patience and threshold of
 /// PyTorch's `ReduceLROnPlateau`, a rule its users know. A longer patience costs at most that
 /// many epochs per run; stopping on a noisy plateau too soon is the worse error for a verdict
@@ -261,7 +269,16 @@ impl RunConfig {
         }
     }
 
+    /// Every check: each setting's own, then those between settings
+    /// ([`RunConfig::validate_combination`]).
     pub fn validate(&self) -> Result<()> {
+        self.validate_settings()?;
+        self.validate_combination()
+    }
+
+    /// The checks of each setting on its own (a grid checks each of its values this way, against
+    /// the defaults of the other settings).
+    pub fn validate_settings(&self) -> Result<()> {
         ensure!(!self.dataset.is_empty(), "dataset must not be empty");
         self.validate_training()?;
         ensure!(
@@ -300,32 +317,22 @@ impl RunConfig {
         Ok(())
     }
 
-    /// The checks of the training procedure: held-out split, stopping rule, optimizer, schedule.
+    /// The checks of the training procedure's settings, each on its own.
     fn validate_training(&self) -> Result<()> {
         if let Some(h) = self.holdout {
             h.validate()?;
         }
-        ensure!(
-            self.holdout.is_some() || (self.stop.is_none() && self.schedule != Schedule::Plateau),
-            "stop = {:?} and schedule = {:?} decide on the held-out loss: set holdout (e.g. \
-             holdout = 5000) — the test set is never used for a decision",
-            self.stop,
-            self.schedule
-        );
         ensure!(self.patience >= 1, "patience must be at least 1 epoch");
         ensure!(
             self.min_delta.is_finite() && (0.0..1.0).contains(&self.min_delta),
             "min_delta must be a relative improvement in [0, 1), got {}",
             self.min_delta
         );
-        match (self.stop, self.target_loss) {
-            (StopRule::Target, None) => anyhow::bail!("stop = target needs target_loss"),
-            (StopRule::Target, Some(t)) => ensure!(
+        if let Some(t) = self.target_loss {
+            ensure!(
                 t.is_finite() && t > 0.0,
                 "target_loss must be a positive loss, got {t}"
-            ),
-            (_, Some(_)) => anyhow::bail!("target_loss is used only with stop = target"),
-            _ => {}
+            );
         }
         if let Some(wd) = self.weight_decay {
             ensure!(
@@ -338,9 +345,34 @@ impl RunConfig {
             "momentum must be in [0, 1), got {}",
             self.momentum
         );
+        ensure!(self.lr_step >= 1, "lr_step must be at least 1 epoch");
+        ensure!(
+            self.lr_factor.is_finite() && self.lr_factor > 0.0 && self.lr_factor < 1.0,
+            "lr_factor must be in (0, 1), got {}",
+            self.lr_factor
+        );
+        Ok(())
+    }
+
+    /// The checks between settings: what a stopping rule or schedule needs, which settings
+    /// belong to which optimizer, warm-up within the epochs.
+    pub fn validate_combination(&self) -> Result<()> {
+        ensure!(
+            self.holdout.is_some() || (self.stop.is_none() && self.schedule != Schedule::Plateau),
+            "stop = {} and schedule = {} decide on the held-out loss: set holdout (e.g. \
+             holdout = 5000); the test set is never used for a decision",
+            serde_name(&self.stop),
+            serde_name(&self.schedule)
+        );
+        match (self.stop, self.target_loss) {
+            (StopRule::Target, None) => anyhow::bail!("stop = target needs target_loss"),
+            (StopRule::Target, Some(_)) | (_, None) => {}
+            (_, Some(_)) => anyhow::bail!("target_loss is used only with stop = target"),
+        }
         ensure!(
             self.optimizer == Optimizer::Sgd || (self.momentum == 0.0 && !self.nesterov),
-            "momentum and nesterov are settings of optimizer = sgd"
+            "momentum and nesterov are settings of optimizer = sgd (optimizer is {})",
+            serde_name(&self.optimizer)
         );
         ensure!(
             !self.nesterov || self.momentum > 0.0,
@@ -351,12 +383,6 @@ impl RunConfig {
             "warmup ({}) must be shorter than epochs ({})",
             self.warmup,
             self.epochs
-        );
-        ensure!(self.lr_step >= 1, "lr_step must be at least 1 epoch");
-        ensure!(
-            self.lr_factor.is_finite() && self.lr_factor > 0.0 && self.lr_factor < 1.0,
-            "lr_factor must be in (0, 1), got {}",
-            self.lr_factor
         );
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! A training trace: everything `bench/reference.py replay` needs to train the same run in plain
-//! PyTorch and compare the two step by step — the normalised data, the initial variables, every
-//! epoch's example order (`trace.npz`) — and what this run did with them: each step's loss and
+//! PyTorch and compare the two step by step — the normalised data (with the held-out split, when
+//! the run has one), the initial variables, every epoch's example order (`trace.npz`) — and what this run did with them: each step's loss and
 //! checksums of every variable after the update, per epoch and final metrics (`trace.json`).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,12 +52,16 @@ impl Trace {
             .with_context(|| format!("cannot write into the trace folder {}", dir.display()))?;
         std::fs::remove_file(&probe).ok();
         let cpu = |t: &Tensor| t.to_device(Device::Cpu);
-        let arrays = vec![
+        let mut arrays = vec![
             ("train_x".to_owned(), cpu(&data.train_x)),
             ("train_y".to_owned(), cpu(&data.train_y)),
             ("val_x".to_owned(), cpu(&data.val_x)),
             ("val_y".to_owned(), cpu(&data.val_y)),
         ];
+        if let Some((x, y)) = &data.holdout {
+            arrays.push(("holdout_x".to_owned(), cpu(x)));
+            arrays.push(("holdout_y".to_owned(), cpu(y)));
+        }
         Ok(Trace {
             dir: dir.to_path_buf(),
             arrays,

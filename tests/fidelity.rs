@@ -27,6 +27,19 @@ fn python() -> PathBuf {
 
 /// One epoch of a small subset, traced by shallow and replayed by the reference.
 fn assert_replay_matches(dataset: &str, layout: &str, batchnorm: bool, arch: &[&str]) {
+    let mut extra = arch.to_vec();
+    if batchnorm {
+        extra.push("--batchnorm");
+    }
+    let report = replay(dataset, layout, &extra);
+    // 600 examples in batches of 32: 18 full batches and a last one of 24.
+    assert_eq!(report["steps"], 19, "{report}");
+}
+
+/// A run of 600 MNIST or CIFAR-10 training images (3 units of 8 filters, lr 3e-4, one epoch
+/// unless `extra` says otherwise), traced by shallow and replayed by the reference, which must
+/// match it step by step; returns the reference's report.
+fn replay(dataset: &str, layout: &str, extra: &[&str]) -> serde_json::Value {
     let tmp = tempfile::tempdir().unwrap();
     let trace = tmp.path().join("trace");
     let data = real_data();
@@ -56,10 +69,7 @@ fn assert_replay_matches(dataset: &str, layout: &str, batchnorm: bool, arch: &[&
         "1",
         "--offline",
     ];
-    args.extend_from_slice(arch);
-    if batchnorm {
-        args.push("--batchnorm");
-    }
+    args.extend_from_slice(extra);
     let out = Command::new(shallow_bin())
         .args(&args)
         .arg("--data-dir")
@@ -68,9 +78,10 @@ fn assert_replay_matches(dataset: &str, layout: &str, batchnorm: bool, arch: &[&
         .arg(&trace)
         .output()
         .unwrap();
+    let what = format!("{dataset} {layout} {}", extra.join(" "));
     assert!(
         out.status.success(),
-        "shallow train failed: {}",
+        "{what}: shallow train failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let out = Command::new(python())
@@ -82,7 +93,6 @@ fn assert_replay_matches(dataset: &str, layout: &str, batchnorm: bool, arch: &[&
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let what = format!("{dataset} {layout} batchnorm={batchnorm}");
     assert!(
         out.status.success(),
         "{what}: PyTorch parts from shallow: {stdout}{}",
@@ -90,9 +100,8 @@ fn assert_replay_matches(dataset: &str, layout: &str, batchnorm: bool, arch: &[&
     );
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(report["match"], true, "{what}: {report}");
-    // 600 examples in batches of 32: 18 full batches and a last one of 24.
-    assert_eq!(report["steps"], 19, "{what}: {report}");
     eprintln!("{what}: {report}");
+    report
 }
 
 #[test]
@@ -113,6 +122,61 @@ fn cifar10_trains_as_pytorch_does_step_by_step() {
             assert_replay_matches("cifar10", layout, batchnorm, &arch);
         }
     }
+}
+
+/// Every optimizer and schedule, checked step by step against `torch.optim` and
+/// `torch.optim.lr_scheduler`: later epochs run at the scheduled rates, so a wrong rate in any
+/// epoch parts at its first step.
+#[test]
+fn optimizers_and_schedules_train_as_torch_optim_does() {
+    let cases: [&[&str]; 5] = [
+        &["--optimizer", "adam", "--weight-decay", "0.01", "--epochs", "2"],
+        &[
+            "--optimizer", "adamw", "--schedule", "cosine", "--warmup", "1", "--epochs", "3",
+        ],
+        &[
+            "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9", "--nesterov",
+            "--weight-decay", "1e-3", "--schedule", "step", "--lr-step", "1", "--lr-factor",
+            "0.5", "--epochs", "3",
+        ],
+        &["--optimizer", "sgd", "--lr", "0.05", "--warmup", "2", "--epochs", "3"],
+        &[
+            "--optimizer", "adamw", "--weight-decay", "0.1", "--schedule", "cosine", "--epochs",
+            "3", "--batchnorm",
+        ],
+    ];
+    for extra in cases {
+        let epochs: u64 = extra[extra.iter().position(|a| *a == "--epochs").unwrap() + 1]
+            .parse()
+            .unwrap();
+        let report = replay("mnist", "sequential", extra);
+        assert_eq!(report["steps"], 19 * epochs, "{report}");
+    }
+}
+
+/// The stopping rules on a held-out split, with the plateau schedule: the same epochs, held-out
+/// losses, stop reason and best epoch in PyTorch, and the same final metrics after the best
+/// epoch's weights (batch-norm statistics included) are restored.
+#[test]
+fn stopping_rules_and_the_plateau_schedule_train_as_pytorch_does() {
+    let plateau = replay(
+        "mnist",
+        "parallel",
+        &[
+            "--holdout", "300", "--stop", "plateau", "--patience", "2", "--min-delta", "0.05",
+            "--schedule", "plateau", "--lr-patience", "0", "--lr", "3e-3", "--epochs", "12",
+            "--batchnorm",
+        ],
+    );
+    assert!(plateau["epochs"].as_u64().unwrap() < 12, "{plateau}");
+    let target = replay(
+        "cifar10",
+        "sequential",
+        &[
+            "--holdout", "0.1", "--stop", "target", "--target-loss", "5", "--epochs", "3",
+        ],
+    );
+    assert_eq!(target["epochs"], 1, "{target}");
 }
 
 /// A replay that parts from the trace must say where: here the trace's third step loss is

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::stores::{self, TestStore, execute};
 use common::synthetic::{Synthetic, config, result_of};
+use shallow::data::Holdout;
 use shallow::model::Layout;
 use shallow::sweep::grid::{RunSpec, fusion_key, pair_id, run_id};
 use shallow::sweep::store::{self, Finish, Location, RunStatus, Store, WorkerInfo};
@@ -15,8 +16,14 @@ use shallow::train::RunConfig;
 
 /// `n` pairs of runs, queued in pair order.
 fn specs(n: usize) -> Vec<RunSpec> {
+    specs_with(n, None)
+}
+
+/// `n` pairs of runs holding out `holdout` training examples.
+fn specs_with(n: usize, holdout: Option<Holdout>) -> Vec<RunSpec> {
     (0..n)
         .flat_map(|i| [Layout::Sequential, Layout::Parallel].map(|l| config("tiny", l, 4, i + 1)))
+        .map(|config| RunConfig { holdout, ..config })
         .map(|config| RunSpec {
             id: run_id(&config),
             pair_id: pair_id(&config),
@@ -418,13 +425,15 @@ fn snapshot_tables(location: &Location) -> Vec<String> {
     }
 }
 
-/// SQLite → PostgreSQL → SQLite keeps every id, metric and epoch; copying twice adds nothing.
+/// SQLite → PostgreSQL → SQLite keeps every id, metric, convergence record and epoch (held-out
+/// metrics included); copying twice adds nothing.
 #[test]
 fn copy_round_trips_between_backends() {
     let (a, b, c) = (stores::sqlite(), stores::postgres(), stores::sqlite());
     let mut s = store::open(&a.location).unwrap();
-    s.add_runs("copied", "[runs]\nlayers = 1\n", &specs(3))
-        .unwrap();
+    let mut runs = specs_with(1, Some(Holdout::Count(10)));
+    runs.extend(specs(2));
+    s.add_runs("copied", "[runs]\nlayers = 1\n", &runs).unwrap();
     let w = worker("w");
     for _ in 0..4 {
         train_one(s.as_mut(), &w);
@@ -449,6 +458,7 @@ fn copy_round_trips_between_backends() {
             r.params,
             r.q,
             r.epochs_recorded,
+            r.convergence.clone(),
         )
     };
     let (from, to) = (src.runs().unwrap(), dst.runs().unwrap());
@@ -478,11 +488,22 @@ fn copy_round_trips_between_backends() {
                     e.metrics.epoch,
                     e.metrics.train_loss.to_bits(),
                     e.metrics.val_acc.to_bits(),
+                    e.metrics.holdout_loss.map(f64::to_bits),
+                    e.metrics.holdout_acc.map(f64::to_bits),
                 )
             })
             .collect::<Vec<_>>()
     };
     assert_eq!(epochs(src.as_ref()), epochs(dst.as_ref()));
+    let held_out = |s: &dyn Store| {
+        let with = |e: &&store::EpochRow| e.metrics.holdout_loss.is_some();
+        s.epochs().unwrap().iter().filter(with).count()
+    };
+    assert!(held_out(dst.as_ref()) > 0, "held-out epochs copied");
+    assert!(
+        to.iter().any(|r| r.convergence.is_some()),
+        "convergence records copied"
+    );
     assert_eq!(
         dst.sweeps().unwrap(),
         vec![("copied".into(), "[runs]\nlayers = 1\n".into())]

@@ -8,6 +8,8 @@ use super::plan::human_duration;
 use super::store::{self, Location, RunRow, RunStatus};
 use crate::data::Subset;
 use crate::model::{Activation, Head, Layout, Pool, Precision};
+use crate::train::optim::{Optimizer, Schedule};
+use crate::train::stopping::StopRule;
 
 /// `shallow status`: counts by status, throughput, ETA, runs in progress, last errors.
 pub fn status_text(db: &Location) -> Result<String> {
@@ -114,11 +116,35 @@ struct ExportRow<'a> {
     host: Option<&'a str>,
     worker: Option<&'a str>,
     error: Option<&'a str>,
+    holdout: Option<String>,
+    data_seed: u64,
+    optimizer: Optimizer,
+    weight_decay: f64,
+    momentum: f64,
+    nesterov: bool,
+    schedule: Schedule,
+    warmup: usize,
+    lr_step: usize,
+    lr_factor: f64,
+    lr_patience: usize,
+    stop: StopRule,
+    patience: usize,
+    min_delta: f64,
+    target_loss: Option<f64>,
+    stop_reason: Option<&'static str>,
+    best_epoch: Option<usize>,
+    best_holdout_loss: Option<f64>,
+    best_holdout_acc: Option<f64>,
+    best_test_loss: Option<f64>,
+    best_test_acc: Option<f64>,
+    still_improving: Option<bool>,
+    seconds_to_best: Option<f64>,
 }
 
 impl<'a> ExportRow<'a> {
     fn of(r: &'a RunRow) -> ExportRow<'a> {
         let c = &r.config;
+        let conv = r.convergence.as_ref();
         ExportRow {
             id: &r.id,
             pair_id: &r.pair_id,
@@ -159,6 +185,29 @@ impl<'a> ExportRow<'a> {
             host: r.host.as_deref(),
             worker: r.worker.as_deref(),
             error: r.error.as_deref(),
+            holdout: c.holdout.map(|h| h.to_string()),
+            data_seed: c.data_seed,
+            optimizer: c.optimizer,
+            weight_decay: c.weight_decay(),
+            momentum: c.momentum,
+            nesterov: c.nesterov,
+            schedule: c.schedule,
+            warmup: c.warmup,
+            lr_step: c.lr_step,
+            lr_factor: c.lr_factor,
+            lr_patience: c.lr_patience,
+            stop: c.stop,
+            patience: c.patience,
+            min_delta: c.min_delta,
+            target_loss: c.target_loss,
+            stop_reason: conv.map(|v| v.stop_reason.as_str()),
+            best_epoch: conv.map(|v| v.best_epoch),
+            best_holdout_loss: conv.map(|v| v.best_holdout_loss),
+            best_holdout_acc: conv.map(|v| v.best_holdout_acc),
+            best_test_loss: conv.map(|v| v.best_val_loss),
+            best_test_acc: conv.map(|v| v.best_val_acc),
+            still_improving: conv.map(|v| v.still_improving),
+            seconds_to_best: conv.map(|v| v.seconds_to_best),
         }
     }
 }

@@ -55,7 +55,7 @@ pub fn check_inputs(grid: &Grid, data_dir: &Path, offline: bool, fetch: bool) ->
         let run = run?;
         let cfg = &run.config;
         let dataset = cfg.dataset.as_str();
-        let place = || format!("run {} of the grid ({dataset})", run.id);
+        let place = || format!("{}: run {} of the grid ({dataset})", grid.origin(), run.id);
         crate::train::check_fits_within(cfg, shapes[dataset], available).with_context(place)?;
         if let (Some(h), Some(labels)) = (cfg.holdout, labels.get(dataset))
             && splits_checked.insert((dataset.to_owned(), h.to_string(), cfg.data_seed))

@@ -108,6 +108,7 @@ pub fn run_config(dataset: &str, layout: Layout) -> RunConfig {
         val_limit: Some(2000),
         subset: Subset::Stratified,
         precision: Precision::Fp32,
+        ..shallow::settings::defaults(layout)
     }
 }
 

@@ -4,6 +4,7 @@ use std::path::Path;
 use shallow::model::Layout;
 use shallow::sweep::grid::{RunSpec, pair_id, run_id};
 use shallow::sweep::store::{Finish, SqliteStore, Store, WorkerInfo};
+use shallow::train::stopping::{Convergence, StopReason};
 use shallow::train::{EpochMetrics, Outcome, RunConfig, RunResult};
 
 use super::run_config;
@@ -89,7 +90,17 @@ pub fn result_of(s: &Synthetic) -> RunResult {
         final_val_acc: (!s.diverged).then_some(s.val_acc),
         truncated_val_loss: (!s.diverged).then_some(s.val_loss * (1.0 + s.train_loss)),
         truncated_val_acc: (!s.diverged).then_some(s.val_acc - 0.1),
-        convergence: None,
+        convergence: (held && !s.diverged).then(|| Convergence {
+            stop_reason: StopReason::Plateau,
+            best_epoch: 2,
+            best_holdout_loss: 1.1 * s.val_loss,
+            best_holdout_acc: s.val_acc - 0.05,
+            best_val_loss: s.val_loss,
+            best_val_acc: s.val_acc,
+            still_improving: false,
+            restored: true,
+            seconds_to_best: s.seconds,
+        }),
         train_seconds: s.seconds,
         total_seconds: s.seconds,
         device: "Cpu".into(),
@@ -98,6 +109,16 @@ pub fn result_of(s: &Synthetic) -> RunResult {
 
 /// Fills a store through its public interface: add, claim, record epochs, finish.
 pub fn fill(db: &Path, runs: &[Synthetic], leave_pending: usize) {
+    fill_with(db, runs, leave_pending, &|_| {});
+}
+
+/// [`fill`], with each result passed through `edit` before it is recorded.
+pub fn fill_with(
+    db: &Path,
+    runs: &[Synthetic],
+    leave_pending: usize,
+    edit: &dyn Fn(&mut RunResult),
+) {
     let mut store = SqliteStore::open(db).unwrap();
     let specs: Vec<RunSpec> = runs
         .iter()
@@ -116,7 +137,8 @@ pub fn fill(db: &Path, runs: &[Synthetic], leave_pending: usize) {
             .iter()
             .find(|s| run_id(&s.config) == claimed.id)
             .unwrap();
-        let result = result_of(s);
+        let mut result = result_of(s);
+        edit(&mut result);
         for m in &result.epochs {
             store.record_epoch(&claimed.id, &me, m).unwrap();
         }

@@ -74,6 +74,11 @@ impl Grid {
         Runs::new(&self.axes, &self.masks, &self.origin)
     }
 
+    /// The file the grid was read from.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
     pub fn summary(&self) -> &Summary {
         &self.summary
     }
@@ -250,11 +255,14 @@ fn values_of(value: Value) -> Vec<Value> {
     }
 }
 
-/// Checks one value of one setting on its own, against the defaults for everything else.
+/// Checks one value of one setting on its own, against the defaults for everything else (what a
+/// value needs of other settings is checked per combination, as the grid streams).
 fn check_value(name: &str, value: &Value) -> Result<RunConfig> {
     let mut table = first_of_each(&default_settings());
     table.insert(name.to_owned(), value.clone());
-    to_config(&table)
+    let config = parse_config(&table)?;
+    config.validate_settings()?;
+    Ok(config)
 }
 
 fn first_of_each(table: &toml::Table) -> toml::Table {
@@ -265,11 +273,15 @@ fn first_of_each(table: &toml::Table) -> toml::Table {
 }
 
 pub(super) fn to_config(table: &toml::Table) -> Result<RunConfig> {
-    let config: RunConfig = toml::Value::Table(table.clone())
-        .try_into()
-        .map_err(|e: toml::de::Error| anyhow!("{}", e.message()))?;
+    let config = parse_config(table)?;
     config.validate()?;
     Ok(config)
+}
+
+fn parse_config(table: &toml::Table) -> Result<RunConfig> {
+    toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| anyhow!("{}", e.message()))
 }
 
 type Rule = Vec<(String, Vec<Value>)>;
