@@ -297,6 +297,10 @@ def make_optimizer(net, cfg):
     if name == "sgd":
         return torch.optim.SGD(net.parameters(), lr=lr, momentum=cfg.get("momentum", 0.0),
                                nesterov=cfg.get("nesterov", False), weight_decay=wd)
+    if name == "lbfgs":
+        line_search = {"strong-wolfe": "strong_wolfe", "none": None}[cfg.get("line_search", "strong-wolfe")]
+        return torch.optim.LBFGS(net.parameters(), lr=lr, max_iter=cfg.get("lbfgs_iterations", 20),
+                                 history_size=cfg.get("lbfgs_history", 100), line_search_fn=line_search)
     raise ValueError(f"unknown optimizer {name}")
 
 
@@ -371,10 +375,18 @@ def fit(net, cfg, data, order_of_epoch, on_step=None):
         net.train()
         for step, start in enumerate(range(0, n, batch)):
             idx = order[start:start + batch]
-            opt.zero_grad()
-            loss = F.cross_entropy(net(data["train_x"][idx]), data["train_y"][idx])
-            loss.backward()
-            opt.step()
+            x, y = data["train_x"][idx], data["train_y"][idx]
+
+            def closure():
+                opt.zero_grad()
+                loss = F.cross_entropy(net(x), y)
+                loss.backward()
+                return loss
+
+            loss = opt.step(closure) if isinstance(opt, torch.optim.LBFGS) else None
+            if loss is None:
+                loss = closure()
+                opt.step()
             if on_step:
                 on_step(epoch, step, loss.item())
         val = evaluate(net, data["val_x"], data["val_y"])

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{CLASSES, Holdout, Selection, Subset};
 use crate::model::{Activation, Architecture, Head, Layout, Pool, Precision};
-use crate::train::optim::{Optimizer, Schedule};
+use crate::train::optim::{LBFGS_MIN_BATCH, LineSearch, Optimizer, Schedule};
 use crate::train::stopping::StopRule;
 
 /// Everything that determines a run's result (and so its identity in a sweep): every run
@@ -124,6 +124,24 @@ pub struct RunConfig {
     #[arg(long)]
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub nesterov: bool,
+    /// L-BFGS iterations per batch (PyTorch's max_iter).
+    #[arg(long, default_value_t = DEFAULT_LBFGS_ITERATIONS)]
+    #[serde(
+        default = "default_lbfgs_iterations",
+        skip_serializing_if = "is_default_lbfgs_iterations"
+    )]
+    pub lbfgs_iterations: usize,
+    /// Curvature pairs L-BFGS keeps (PyTorch's history_size).
+    #[arg(long, default_value_t = DEFAULT_LBFGS_HISTORY)]
+    #[serde(
+        default = "default_lbfgs_history",
+        skip_serializing_if = "is_default_lbfgs_history"
+    )]
+    pub lbfgs_history: usize,
+    /// L-BFGS's line search.
+    #[arg(long, value_enum, default_value_t)]
+    #[serde(default, skip_serializing_if = "LineSearch::is_strong_wolfe")]
+    pub line_search: LineSearch,
     /// Learning-rate schedule, stepped once per epoch after the warm-up.
     #[arg(long, value_enum, default_value_t)]
     #[serde(default, skip_serializing_if = "Schedule::is_constant")]
@@ -174,6 +192,22 @@ pub const DEFAULT_MIN_DELTA: f64 = 1e-4;
 pub const DEFAULT_LR_STEP: usize = 10;
 pub const DEFAULT_LR_FACTOR: f64 = 0.1;
 pub const DEFAULT_LR_PATIENCE: usize = 5;
+/// L-BFGS: PyTorch's defaults.
+pub const DEFAULT_LBFGS_ITERATIONS: usize = 20;
+pub const DEFAULT_LBFGS_HISTORY: usize = 100;
+
+fn default_lbfgs_iterations() -> usize {
+    DEFAULT_LBFGS_ITERATIONS
+}
+fn is_default_lbfgs_iterations(v: &usize) -> bool {
+    *v == DEFAULT_LBFGS_ITERATIONS
+}
+fn default_lbfgs_history() -> usize {
+    DEFAULT_LBFGS_HISTORY
+}
+fn is_default_lbfgs_history(v: &usize) -> bool {
+    *v == DEFAULT_LBFGS_HISTORY
+}
 
 fn default_patience() -> usize {
     DEFAULT_PATIENCE
@@ -347,6 +381,11 @@ impl RunConfig {
         );
         ensure!(self.lr_step >= 1, "lr_step must be at least 1 epoch");
         ensure!(
+            self.lbfgs_iterations >= 1,
+            "lbfgs_iterations must be at least 1"
+        );
+        ensure!(self.lbfgs_history >= 1, "lbfgs_history must be at least 1");
+        ensure!(
             self.lr_factor.is_finite() && self.lr_factor > 0.0 && self.lr_factor < 1.0,
             "lr_factor must be in (0, 1), got {}",
             self.lr_factor
@@ -383,6 +422,15 @@ impl RunConfig {
             "warmup ({}) must be shorter than epochs ({})",
             self.warmup,
             self.epochs
+        );
+        ensure!(
+            self.optimizer != Optimizer::Lbfgs
+                || self.batch_size >= LBFGS_MIN_BATCH
+                || self.train_limit.is_some_and(|n| self.batch_size >= n),
+            "optimizer = lbfgs needs batch_size of at least {LBFGS_MIN_BATCH} (or the whole \
+             training set: batch_size ≥ train_limit), got {}: its curvature pairs are \
+             differences of gradients of different batches, which small batches drown in noise",
+            self.batch_size
         );
         Ok(())
     }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{run_config, write_idx_dataset};
-use shallow::data::{self, Subset};
+use shallow::data;
 use shallow::model::{Activation, Architecture, Head, Layout, Net, Pool};
 use shallow::sweep::grid::{pair_id, run_id};
 use shallow::train::{self, Observer, RunConfig, Step};

@@ -29,7 +29,11 @@ fn held_out_runs(stop: StopRule) -> Vec<Synthetic> {
                 config: cfg,
                 q: 2.0,
                 train_loss: 0.1,
-                val_loss: if layout == Layout::Parallel { par_loss } else { 1.0 },
+                val_loss: if layout == Layout::Parallel {
+                    par_loss
+                } else {
+                    1.0
+                },
                 val_acc: 0.9,
                 seconds: 1.0,
                 diverged: false,
@@ -63,12 +67,18 @@ fn budget_curve_and_best_epoch_verdicts_match_values_computed_here() {
     for row in &budget {
         assert_eq!(&row[0], "mnist");
         assert_eq!((&row[3], &row[4]), ("3", "3"), "configurations, pairs");
-        assert!(close(&row[5], mean) && close(&row[6], lo) && close(&row[7], hi), "{row:?}");
+        assert!(
+            close(&row[5], mean) && close(&row[6], lo) && close(&row[7], hi),
+            "{row:?}"
+        );
         // t = 3.46 on 2 degrees of freedom: p = 0.074, neither equivalent nor different.
         assert_eq!(&row[8], "inconclusive");
     }
     let best = csv_rows(&out.join("tables/best_epoch.csv"));
-    let test_loss = best.iter().find(|r| &r[1] == "test loss (relative)").unwrap();
+    let test_loss = best
+        .iter()
+        .find(|r| &r[1] == "test loss (relative)")
+        .unwrap();
     assert!(close(&test_loss[5], mean), "{test_loss:?}");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("## Converged nets"));
@@ -92,8 +102,14 @@ fn runs_still_improving_at_the_cap_put_a_warning_above_the_verdicts() {
     report::generate(&Location::Sqlite(db), &out, &Margins::default()).unwrap();
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     let warning = md.find("Warning: 3 of 6 runs (50 %)").expect("a warning");
-    assert!(warning < md.find("## Verdicts").unwrap(), "above the verdicts");
-    assert!(md.contains("| mnist | sequential | 3 | 3 | 0 | 0 | 3 (100 %) |"), "{md}");
+    assert!(
+        warning < md.find("## Verdicts").unwrap(),
+        "above the verdicts"
+    );
+    assert!(
+        md.contains("| mnist | sequential | 3 | 3 | 0 | 0 | 3 (100 %) |"),
+        "{md}"
+    );
     // Pairs with a stopping rule are not drawn as a budget curve.
     assert!(!out.join("plots/budget_mnist.svg").exists());
 }

@@ -19,6 +19,7 @@ use stopping::{Convergence, Monitor, Snapshot};
 
 pub(crate) mod adam;
 pub(crate) mod fused;
+pub mod lbfgs;
 pub mod optim;
 pub mod stopping;
 pub use fused::train_fused;
@@ -403,7 +404,7 @@ pub fn train(
 /// error [`Stopped`] if the observer asked to stop.
 fn train_epoch(
     (net, vars): (&Net, &nn::VarStore),
-    opt: &mut nn::Optimizer,
+    opt: &mut optim::Stepper,
     data: &Tensors,
     batch_size: usize,
     epoch: usize,
@@ -426,9 +427,8 @@ fn train_epoch(
         }
         let start = (step * batch_size) as i64;
         let len = batch_size.min(n - step * batch_size) as i64;
-        let y = ys.narrow(0, start, len);
-        let loss = cross_entropy(&net.forward(&xs.narrow(0, start, len), true), &y);
-        opt.backward_step(&loss);
+        let (x, y) = (xs.narrow(0, start, len), ys.narrow(0, start, len));
+        let loss = opt.step(&mut || cross_entropy(&net.forward(&x, true), &y));
         let _ = loss_sum.g_add_(&(loss.detach() * len as f64));
         let running = (step % CHECK_EVERY == CHECK_EVERY - 1 || step + 1 == steps)
             .then(|| loss.double_value(&[]));

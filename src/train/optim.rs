@@ -1,12 +1,14 @@
 //! Optimizers and learning-rate schedules: libtorch's own optimizers (the same C++ updates as
-//! `torch.optim.Adam`, `AdamW` and `SGD`) and the schedules of `torch.optim.lr_scheduler`
+//! `torch.optim.Adam`, `AdamW` and `SGD`), L-BFGS ([`super::lbfgs`]) and the schedules of `torch.optim.lr_scheduler`
 //! (`LinearLR` warm-up, then `CosineAnnealingLR`, `StepLR` or `ReduceLROnPlateau`), stepped once
 //! per epoch as PyTorch users do.
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
+use tch::Tensor;
 use tch::nn::{self, OptimizerConfig};
 
 use super::RunConfig;
+use super::lbfgs::Lbfgs;
 
 /// The optimizer of a run.
 #[derive(
@@ -21,6 +23,10 @@ pub enum Optimizer {
     Adamw,
     /// Stochastic gradient descent with optional `momentum` and `nesterov`.
     Sgd,
+    /// L-BFGS (`lbfgs_iterations` iterations per batch, `lbfgs_history` curvature pairs,
+    /// `line_search`), the quasi-Newton method the paper proposes; PyTorch's default rate is
+    /// lr = 1. Needs large batches (at least 256 examples, or the whole training set).
+    Lbfgs,
 }
 
 impl Optimizer {
@@ -32,7 +38,7 @@ impl Optimizer {
     pub fn default_weight_decay(self) -> f64 {
         match self {
             Optimizer::Adamw => 0.01,
-            Optimizer::Adam | Optimizer::Sgd => 0.0,
+            Optimizer::Adam | Optimizer::Sgd | Optimizer::Lbfgs => 0.0,
         }
     }
 }
@@ -61,8 +67,60 @@ impl Schedule {
     }
 }
 
+/// L-BFGS's line search.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum LineSearch {
+    /// Bracketing and cubic interpolation to a step that satisfies the strong Wolfe conditions.
+    #[default]
+    StrongWolfe,
+    /// Steps of length lr along the quasi-Newton direction.
+    None,
+}
+
+impl LineSearch {
+    pub fn is_strong_wolfe(&self) -> bool {
+        *self == LineSearch::StrongWolfe
+    }
+}
+
+/// The smallest batch L-BFGS accepts (unless the batch is the whole training set): its curvature
+/// pairs are differences of gradients of different batches, whose noise swamps the curvature of
+/// small ones.
+pub const LBFGS_MIN_BATCH: usize = 256;
+
+/// A run's optimizer: one of libtorch's, or L-BFGS, which takes several evaluations per batch.
+pub enum Stepper {
+    Torch(nn::Optimizer),
+    Lbfgs(Lbfgs),
+}
+
+impl Stepper {
+    pub fn set_lr(&mut self, lr: f64) {
+        match self {
+            Stepper::Torch(opt) => opt.set_lr(lr),
+            Stepper::Lbfgs(opt) => opt.set_lr(lr),
+        }
+    }
+
+    /// One optimisation step on the batch whose loss `closure` computes; returns that loss
+    /// before the update.
+    pub fn step(&mut self, closure: &mut dyn FnMut() -> Tensor) -> Tensor {
+        match self {
+            Stepper::Torch(opt) => {
+                let loss = closure();
+                opt.backward_step(&loss);
+                loss
+            }
+            Stepper::Lbfgs(opt) => opt.step(closure),
+        }
+    }
+}
+
 /// Builds the run's optimizer over every trainable variable of `vars`.
-pub fn build(cfg: &RunConfig, vars: &nn::VarStore) -> Result<nn::Optimizer> {
+pub fn build(cfg: &RunConfig, vars: &nn::VarStore) -> Result<Stepper> {
     let wd = cfg.weight_decay();
     let opt = match cfg.optimizer {
         Optimizer::Adam => nn::Adam {
@@ -82,8 +140,17 @@ pub fn build(cfg: &RunConfig, vars: &nn::VarStore) -> Result<nn::Optimizer> {
             nesterov: cfg.nesterov,
         }
         .build(vars, cfg.lr)?,
+        Optimizer::Lbfgs => {
+            return Ok(Stepper::Lbfgs(Lbfgs::new(
+                vars.trainable_variables(),
+                cfg.lr,
+                cfg.lbfgs_iterations,
+                cfg.lbfgs_history,
+                cfg.line_search.is_strong_wolfe(),
+            )));
+        }
     };
-    Ok(opt)
+    Ok(Stepper::Torch(opt))
 }
 
 /// `ReduceLROnPlateau`'s relative threshold and the smallest change of rate it applies.

@@ -115,7 +115,7 @@ pub fn default_settings() -> toml::Table {
 
 /// Axes are expanded in this order, the last one innermost, so that the two layouts of a pair are
 /// neighbours and a partly finished sweep holds complete pairs.
-const AXIS_ORDER: [&str; 32] = [
+const AXIS_ORDER: [&str; 35] = [
     "dataset",
     "holdout",
     "data_seed",
@@ -130,6 +130,9 @@ const AXIS_ORDER: [&str; 32] = [
     "weight_decay",
     "momentum",
     "nesterov",
+    "lbfgs_iterations",
+    "lbfgs_history",
+    "line_search",
     "schedule",
     "warmup",
     "lr_step",
