@@ -181,6 +181,19 @@ fn serde_name<T: Serialize>(value: &T) -> String {
         .unwrap_or_default()
 }
 
+/// The serde default of a setting whose default is the constant `$value`, and the test that
+/// leaves it out of the serialised form (so that run ids recorded before it existed stay valid).
+macro_rules! serde_default {
+    ($value:ident: $ty:ty, $default:ident, $is_default:ident) => {
+        fn $default() -> $ty {
+            $value
+        }
+        fn $is_default(v: &$ty) -> bool {
+            *v == $value
+        }
+    };
+}
+
 /// Plateau stopping's defaults: 10 epochs and a relative 1e-4, the patience and threshold of
 /// PyTorch's `ReduceLROnPlateau`, a rule its users know. A longer patience costs at most that
 /// many epochs per run; stopping on a noisy plateau too soon is the worse error for a verdict
@@ -196,49 +209,14 @@ pub const DEFAULT_LR_PATIENCE: usize = 5;
 pub const DEFAULT_LBFGS_ITERATIONS: usize = 20;
 pub const DEFAULT_LBFGS_HISTORY: usize = 100;
 
-fn default_lbfgs_iterations() -> usize {
-    DEFAULT_LBFGS_ITERATIONS
-}
-fn is_default_lbfgs_iterations(v: &usize) -> bool {
-    *v == DEFAULT_LBFGS_ITERATIONS
-}
-fn default_lbfgs_history() -> usize {
-    DEFAULT_LBFGS_HISTORY
-}
-fn is_default_lbfgs_history(v: &usize) -> bool {
-    *v == DEFAULT_LBFGS_HISTORY
-}
+serde_default!(DEFAULT_PATIENCE: usize, default_patience, is_default_patience);
+serde_default!(DEFAULT_MIN_DELTA: f64, default_min_delta, is_default_min_delta);
+serde_default!(DEFAULT_LR_STEP: usize, default_lr_step, is_default_lr_step);
+serde_default!(DEFAULT_LR_FACTOR: f64, default_lr_factor, is_default_lr_factor);
+serde_default!(DEFAULT_LR_PATIENCE: usize, default_lr_patience, is_default_lr_patience);
+serde_default!(DEFAULT_LBFGS_ITERATIONS: usize, default_lbfgs_iterations, is_default_lbfgs_iterations);
+serde_default!(DEFAULT_LBFGS_HISTORY: usize, default_lbfgs_history, is_default_lbfgs_history);
 
-fn default_patience() -> usize {
-    DEFAULT_PATIENCE
-}
-fn is_default_patience(v: &usize) -> bool {
-    *v == DEFAULT_PATIENCE
-}
-fn default_min_delta() -> f64 {
-    DEFAULT_MIN_DELTA
-}
-fn is_default_min_delta(v: &f64) -> bool {
-    *v == DEFAULT_MIN_DELTA
-}
-fn default_lr_step() -> usize {
-    DEFAULT_LR_STEP
-}
-fn is_default_lr_step(v: &usize) -> bool {
-    *v == DEFAULT_LR_STEP
-}
-fn default_lr_factor() -> f64 {
-    DEFAULT_LR_FACTOR
-}
-fn is_default_lr_factor(v: &f64) -> bool {
-    *v == DEFAULT_LR_FACTOR
-}
-fn default_lr_patience() -> usize {
-    DEFAULT_LR_PATIENCE
-}
-fn is_default_lr_patience(v: &usize) -> bool {
-    *v == DEFAULT_LR_PATIENCE
-}
 fn is_zero(v: &u64) -> bool {
     *v == 0
 }

@@ -251,66 +251,100 @@ impl Lbfgs {
         (f, g): (f64, &Tensor),
         gtd: f64,
     ) -> (f64, Tensor, f64, usize) {
-        let mut t = self.t;
-        let d_norm = max_abs(d);
-        let (mut f_new, mut g_new) = self.directional(closure, x, t, d);
-        let mut evals = 1;
-        let mut gtd_new = dot(&g_new, d);
-        let (mut t_prev, mut f_prev, mut g_prev, mut gtd_prev) = (0.0, f, g.copy(), gtd);
-        let mut done = false;
-        let mut ls_iter = 0;
-        let mut bracket: Vec<Point> = Vec::new();
-        while ls_iter < MAX_LS {
-            if f_new > f + C1 * t * gtd || (ls_iter > 1 && f_new >= f_prev) {
-                bracket = vec![
-                    Point::new(t_prev, f_prev, g_prev.copy(), gtd_prev),
-                    Point::new(t, f_new, g_new.copy(), gtd_new),
-                ];
-                break;
+        let start = Point::new(0.0, f, g.copy(), gtd);
+        let mut search = Search {
+            closure,
+            x,
+            d,
+            start: &start,
+            evals: 0,
+            iterations: 0,
+        };
+        let (mut bracket, done) = search.bracket(self, self.t);
+        if !done {
+            search.zoom(self, &mut bracket);
+        }
+        let (low, _) = order(&bracket);
+        let best = &bracket[low];
+        (best.f, best.g.shallow_clone(), best.t, search.evals)
+    }
+}
+
+/// One line search along `d` from the parameters `x`, whose loss, gradient and directional
+/// derivative are `start`.
+struct Search<'a> {
+    closure: &'a mut dyn FnMut() -> Tensor,
+    x: &'a [Tensor],
+    d: &'a Tensor,
+    start: &'a Point,
+    evals: usize,
+    iterations: usize,
+}
+
+impl Search<'_> {
+    /// The trial step of length `t`.
+    fn try_step(&mut self, opt: &Lbfgs, t: f64) -> Point {
+        let (f, g) = opt.directional(self.closure, self.x, t, self.d);
+        self.evals += 1;
+        let gtd = dot(&g, self.d);
+        Point::new(t, f, g, gtd)
+    }
+
+    /// Whether a trial step fails to decrease the loss enough (the Armijo condition).
+    fn overshoots(&self, p: &Point) -> bool {
+        p.f > self.start.f + C1 * p.t * self.start.gtd
+    }
+
+    /// Whether a trial step's slope is small enough (the strong curvature condition).
+    fn flat(&self, p: &Point) -> bool {
+        p.gtd.abs() <= -C2 * self.start.gtd
+    }
+
+    /// Grows the step from `t` until the Wolfe conditions hold (`done`) or an interval that
+    /// holds such a step is bracketed.
+    fn bracket(&mut self, opt: &Lbfgs, t: f64) -> (Vec<Point>, bool) {
+        let mut new = self.try_step(opt, t);
+        let mut prev = Point::new(0.0, self.start.f, self.start.g.copy(), self.start.gtd);
+        while self.iterations < MAX_LS {
+            if self.overshoots(&new) || (self.iterations > 1 && new.f >= prev.f) {
+                return (vec![prev, new.copied()], false);
             }
-            if gtd_new.abs() <= -C2 * gtd {
-                bracket = vec![Point::new(t, f_new, g_new.shallow_clone(), gtd_new)];
-                done = true;
-                break;
+            if self.flat(&new) {
+                return (vec![new], true);
             }
-            if gtd_new >= 0.0 {
-                bracket = vec![
-                    Point::new(t_prev, f_prev, g_prev.copy(), gtd_prev),
-                    Point::new(t, f_new, g_new.copy(), gtd_new),
-                ];
-                break;
+            if new.gtd >= 0.0 {
+                return (vec![prev, new.copied()], false);
             }
-            let (min_step, max_step) = (t + 0.01 * (t - t_prev), t * 10.0);
-            let tmp = t;
-            t = cubic_interpolate(
-                (t_prev, f_prev, gtd_prev),
-                (t, f_new, gtd_new),
+            let (min_step, max_step) = (new.t + 0.01 * (new.t - prev.t), new.t * 10.0);
+            let t = cubic_interpolate(
+                (prev.t, prev.f, prev.gtd),
+                (new.t, new.f, new.gtd),
                 Some((min_step, max_step)),
             );
-            (t_prev, f_prev, g_prev, gtd_prev) = (tmp, f_new, g_new.copy(), gtd_new);
-            (f_new, g_new) = self.directional(closure, x, t, d);
-            evals += 1;
-            gtd_new = dot(&g_new, d);
-            ls_iter += 1;
+            prev = new.copied();
+            new = self.try_step(opt, t);
+            self.iterations += 1;
         }
-        if ls_iter == MAX_LS {
-            bracket = vec![
-                Point::new(0.0, f, g.copy(), f64::NAN),
-                Point::new(t, f_new, g_new.copy(), f64::NAN),
-            ];
-        }
-        let (mut low, mut high) = order(&bracket);
+        let start = Point::new(0.0, self.start.f, self.start.g.copy(), f64::NAN);
+        (vec![start, new.copied()], false)
+    }
+
+    /// Shrinks a bracket by cubic interpolation (with safeguards against steps too close to its
+    /// ends) until a step satisfies the Wolfe conditions or the bracket is too small.
+    fn zoom(&mut self, opt: &Lbfgs, bracket: &mut [Point]) {
+        let (mut low, mut high) = order(bracket);
         let mut insufficient_progress = false;
-        while !done && ls_iter < MAX_LS {
+        let d_norm = max_abs(self.d);
+        while self.iterations < MAX_LS {
             let (lo_t, hi_t) = (
                 bracket[0].t.min(bracket[1].t),
                 bracket[0].t.max(bracket[1].t),
             );
             if (bracket[1].t - bracket[0].t).abs() * d_norm < TOLERANCE_CHANGE {
-                break;
+                return;
             }
             let (b0, b1) = (&bracket[0], &bracket[1]);
-            t = cubic_interpolate((b0.t, b0.f, b0.gtd), (b1.t, b1.f, b1.gtd), None);
+            let mut t = cubic_interpolate((b0.t, b0.f, b0.gtd), (b1.t, b1.f, b1.gtd), None);
             let eps = 0.1 * (hi_t - lo_t);
             if (hi_t - t).min(t - lo_t) < eps {
                 if insufficient_progress || t >= hi_t || t <= lo_t {
@@ -326,24 +360,22 @@ impl Lbfgs {
             } else {
                 insufficient_progress = false;
             }
-            (f_new, g_new) = self.directional(closure, x, t, d);
-            evals += 1;
-            gtd_new = dot(&g_new, d);
-            ls_iter += 1;
-            if f_new > f + C1 * t * gtd || f_new >= bracket[low].f {
-                bracket[high] = Point::new(t, f_new, g_new.copy(), gtd_new);
-                (low, high) = order(&bracket);
-            } else {
-                if gtd_new.abs() <= -C2 * gtd {
-                    done = true;
-                } else if gtd_new * (bracket[high].t - bracket[low].t) >= 0.0 {
-                    bracket[high] = bracket[low].clone();
-                }
-                bracket[low] = Point::new(t, f_new, g_new.copy(), gtd_new);
+            let new = self.try_step(opt, t);
+            self.iterations += 1;
+            if self.overshoots(&new) || new.f >= bracket[low].f {
+                bracket[high] = new.copied();
+                (low, high) = order(bracket);
+                continue;
+            }
+            let done = self.flat(&new);
+            if !done && new.gtd * (bracket[high].t - bracket[low].t) >= 0.0 {
+                bracket[high] = bracket[low].clone();
+            }
+            bracket[low] = new.copied();
+            if done {
+                return;
             }
         }
-        let best = &bracket[low];
-        (best.f, best.g.shallow_clone(), best.t, evals)
     }
 }
 
@@ -358,6 +390,13 @@ struct Point {
 impl Point {
     fn new(t: f64, f: f64, g: Tensor, gtd: f64) -> Point {
         Point { t, f, g, gtd }
+    }
+}
+
+impl Point {
+    /// With a copy of its gradient (PyTorch's `clone()` where it keeps a gradient).
+    fn copied(&self) -> Point {
+        Point::new(self.t, self.f, self.g.copy(), self.gtd)
     }
 }
 

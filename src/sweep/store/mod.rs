@@ -317,11 +317,16 @@ fn check_version(version: i64, location: &str) -> Result<()> {
     Ok(())
 }
 
+mod columns;
 mod location;
 mod named;
 mod postgres;
 mod sqlite;
 
+use columns::{
+    EPOCH_COLUMNS, EpochValues, RUN_COLUMNS, column_list, convergence_of, convergence_text, finite,
+    placeholders, select_columns,
+};
 pub use location::{Location, redact};
 use named::Named;
 pub use postgres::PostgresStore;
@@ -387,97 +392,6 @@ fn worker_gone(
     }
 }
 
-/// A stored column: its name, the schema version that added it, and (for columns added after
-/// version 1) its type, in which an older database is read as NULL.
-type Column = (&'static str, i64, &'static str);
-
-/// The columns of a [`RunRow`], in its field order, for both backends' queries.
-const RUN_COLUMNS: [Column; 25] = [
-    ("id", 1, ""),
-    ("pair_id", 1, ""),
-    ("sweep", 1, ""),
-    ("status", 1, ""),
-    ("config", 1, ""),
-    ("attempts", 1, ""),
-    ("worker", 1, ""),
-    ("host", 1, ""),
-    ("claimed_at", 1, ""),
-    ("finished_at", 1, ""),
-    ("params", 1, ""),
-    ("q", 1, ""),
-    ("train_examples", 1, ""),
-    ("final_train_loss", 1, ""),
-    ("final_train_acc", 1, ""),
-    ("final_val_loss", 1, ""),
-    ("final_val_acc", 1, ""),
-    ("diverged_epoch", 1, ""),
-    ("train_seconds", 1, ""),
-    ("total_seconds", 1, ""),
-    ("device", 1, ""),
-    ("error", 1, ""),
-    ("truncated_val_loss", 3, "DOUBLE PRECISION"),
-    ("truncated_val_acc", 3, "DOUBLE PRECISION"),
-    ("convergence", 4, "TEXT"),
-];
-
-/// The columns of an epoch row, in the order both backends bind [`EpochValues`].
-const EPOCH_COLUMNS: [Column; 9] = [
-    ("run_id", 1, ""),
-    ("epoch", 1, ""),
-    ("train_loss", 1, ""),
-    ("val_loss", 1, ""),
-    ("val_acc", 1, ""),
-    ("seconds", 1, ""),
-    ("images_per_second", 1, ""),
-    ("holdout_loss", 4, "DOUBLE PRECISION"),
-    ("holdout_acc", 4, "DOUBLE PRECISION"),
-];
-
-/// The names of `columns`, comma-separated (for INSERTs into the current schema).
-fn column_list(columns: &[Column]) -> String {
-    columns
-        .iter()
-        .map(|(name, _, _)| *name)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// `columns` to select from a database of schema `version`: those it lacks are read as NULL.
-fn select_columns(columns: &[Column], version: i64) -> String {
-    columns
-        .iter()
-        .map(|&(name, since, kind)| {
-            if since <= version {
-                name.to_owned()
-            } else {
-                format!("CAST(NULL AS {kind}) AS {name}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Placeholders `?1, …` (SQLite) or `$1, …` (PostgreSQL) for `n` values.
-fn placeholders(sigil: char, n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("{sigil}{i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// A run's convergence record as stored (JSON), and back.
-fn convergence_text(c: Option<&Convergence>) -> Option<String> {
-    c.map(|c| serde_json::to_string(c).expect("a convergence record serialises"))
-}
-
-fn convergence_of(text: Option<String>) -> Result<Option<Convergence>> {
-    text.map(|t| {
-        serde_json::from_str(&t)
-            .map_err(|e| anyhow::anyhow!("a stored convergence record is not readable: {e}"))
-    })
-    .transpose()
-}
-
 /// A run as another store should receive it: one in progress there is pending here (its worker
 /// belongs to the other store), without its partial epochs.
 fn portable(run: &RunRow) -> RunRow {
@@ -492,38 +406,4 @@ fn portable(run: &RunRow) -> RunRow {
 /// The error a run's worker gets once its run was given to another worker: it must stop.
 pub fn not_owned(run_id: &str, w: &WorkerInfo) -> anyhow::Error {
     anyhow::anyhow!("run {run_id} is no longer assigned to worker {}", w.id)
-}
-
-/// One epoch as the epochs table stores it: losses and accuracy through [`finite`].
-struct EpochValues<'a> {
-    run_id: &'a str,
-    epoch: i64,
-    train_loss: Option<f64>,
-    val_loss: Option<f64>,
-    val_acc: Option<f64>,
-    seconds: f64,
-    images_per_second: f64,
-    holdout_loss: Option<f64>,
-    holdout_acc: Option<f64>,
-}
-
-impl<'a> EpochValues<'a> {
-    fn new(run_id: &'a str, m: &EpochMetrics) -> EpochValues<'a> {
-        EpochValues {
-            run_id,
-            epoch: m.epoch as i64,
-            train_loss: finite(m.train_loss),
-            val_loss: finite(m.val_loss),
-            val_acc: finite(m.val_acc),
-            seconds: m.seconds,
-            images_per_second: m.images_per_second,
-            holdout_loss: m.holdout_loss.and_then(finite),
-            holdout_acc: m.holdout_acc.and_then(finite),
-        }
-    }
-}
-
-/// Stores NaN/inf as NULL (SQLite has no NaN), so a diverged epoch is still recorded.
-fn finite(x: f64) -> Option<f64> {
-    x.is_finite().then_some(x)
 }

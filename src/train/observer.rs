@@ -1,0 +1,122 @@
+//! What a run tells while it trains: the [`Observer`] interface, and the observers every caller
+//! shares (none, two at once, a progress bar).
+use anyhow::Result;
+use indicatif::ProgressBar;
+use tch::{Tensor, nn};
+
+use super::EpochMetrics;
+
+/// One optimisation step, as an observer sees it after the update.
+pub struct Step<'a> {
+    /// The minibatch loss (before the update), a scalar tensor on the training device.
+    pub loss: &'a Tensor,
+    /// The loss read back to the host every [`super::CHECK_EVERY`] steps and at an epoch's last step.
+    pub running_loss: Option<f64>,
+    /// The net's variables after the update.
+    pub vars: &'a nn::VarStore,
+}
+
+/// Receives progress: `start` with the initial variables, `start_epoch` with the epoch's example
+/// order, `step` after each optimisation step, `epoch` after each epoch (an error from `start` or
+/// `epoch` aborts the run, e.g. when the results store is gone).
+pub trait Observer {
+    fn start(&mut self, _vars: &nn::VarStore) -> Result<()> {
+        Ok(())
+    }
+    /// `order` holds the indices of the training examples in the order the epoch visits them.
+    fn start_epoch(&mut self, _epoch: usize, _steps: usize, _order: &Tensor) {}
+    fn step(&mut self, _step: &Step) {}
+    fn epoch(&mut self, _metrics: &EpochMetrics) -> Result<()> {
+        Ok(())
+    }
+    /// Asked before every step: `true` stops training with the error [`Stopped`].
+    fn should_stop(&self) -> bool {
+        false
+    }
+}
+
+/// Training was stopped on request ([`Observer::should_stop`]), e.g. by SIGTERM.
+#[derive(Debug)]
+pub struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("training stopped on request")
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// Two observers, both told everything (`first` first).
+pub struct Both<'a>(pub &'a mut dyn Observer, pub &'a mut dyn Observer);
+impl Observer for Both<'_> {
+    fn start(&mut self, vars: &nn::VarStore) -> Result<()> {
+        self.0.start(vars)?;
+        self.1.start(vars)
+    }
+    fn start_epoch(&mut self, epoch: usize, steps: usize, order: &Tensor) {
+        self.0.start_epoch(epoch, steps, order);
+        self.1.start_epoch(epoch, steps, order);
+    }
+    fn step(&mut self, step: &Step) {
+        self.0.step(step);
+        self.1.step(step);
+    }
+    fn epoch(&mut self, metrics: &EpochMetrics) -> Result<()> {
+        self.0.epoch(metrics)?;
+        self.1.epoch(metrics)
+    }
+    fn should_stop(&self) -> bool {
+        self.0.should_stop() || self.1.should_stop()
+    }
+}
+
+/// Observes nothing.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// A progress bar per epoch with ETA.
+pub struct Bar(pub ProgressBar);
+impl Observer for Bar {
+    fn start_epoch(&mut self, epoch: usize, steps: usize, _order: &Tensor) {
+        self.0.reset();
+        self.0.set_length(steps as u64);
+        self.0.set_prefix(format!("epoch {epoch}"));
+    }
+    fn step(&mut self, step: &Step) {
+        self.0.inc(1);
+        if let Some(loss) = step.running_loss {
+            self.0.set_message(format!("loss {loss:.4}"));
+        }
+    }
+    fn epoch(&mut self, m: &EpochMetrics) -> Result<()> {
+        let holdout = match (m.holdout_loss, m.holdout_acc) {
+            (Some(loss), Some(acc)) => {
+                format!(
+                    "held-out loss {loss:.4}  held-out acc {:.2}%  ",
+                    100.0 * acc
+                )
+            }
+            _ => String::new(),
+        };
+        let line = format!(
+            "epoch {:>3}: train loss {:.4}  {holdout}{} loss {:.4}  {} acc {:.2}%  {:.1}s  {:.0} img/s",
+            m.epoch,
+            m.train_loss,
+            if holdout.is_empty() { "val" } else { "test" },
+            m.val_loss,
+            if holdout.is_empty() { "val" } else { "test" },
+            100.0 * m.val_acc,
+            m.seconds,
+            m.images_per_second
+        );
+        // A hidden bar (no terminal) swallows println; the line goes where the bar would have
+        // drawn it, standard error, so standard output stays the result's alone.
+        if self.0.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.0.println(line);
+        }
+        Ok(())
+    }
+}
