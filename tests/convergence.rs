@@ -284,3 +284,44 @@ fn a_grid_that_cannot_work_is_refused_before_anything_is_queued() {
         assert!(!db.exists(), "{extra}: nothing queued");
     }
 }
+
+/// `--dry-run` estimates runs with a stopping rule at their cap, and says so.
+#[test]
+fn the_dry_run_says_its_estimate_trains_to_the_cap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let grid = tmp.path().join("g.toml");
+    std::fs::write(
+        &grid,
+        "[runs]\ndataset = \"mnist\"\nlayers = 2\nfilters = 4\ntrain_limit = 500\n\
+         holdout = 500\nstop = [\"none\", \"plateau\"]\nepochs = 20\n",
+    )
+    .unwrap();
+    let out = Command::new(shallow_bin())
+        .args([
+            "sweep",
+            "--dry-run",
+            "--offline",
+            "--threads",
+            "1",
+            "--workers",
+            "1",
+        ])
+        .arg(&grid)
+        .arg("--db")
+        .arg(tmp.path().join("g.db"))
+        .arg("--data-dir")
+        .arg(real_data())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout
+            .contains("2 run(s) have a stopping rule: the estimate trains them to their epoch cap"),
+        "{stdout}"
+    );
+}

@@ -74,20 +74,30 @@ pub fn dry_run(grid: &Grid, e: &Execution) -> Result<String> {
     let mut params = 0.0;
     let mut work = estimate::Work::default();
     let mut compared = Compared::default();
+    let mut stopping = 0;
     for run in grid.runs() {
         let run = run?;
+        stopping += usize::from(!run.config.stop.is_none());
         let arch = architecture(&run.config);
         params += arch.parameter_count() as f64;
         work.add(&run.config, arch);
         compared.add(&run, &arch)?;
     }
     let (seconds, timed) = work.seconds(e)?;
+    let cap_note = if stopping > 0 {
+        format!(
+            "{stopping} run(s) have a stopping rule: the estimate trains them to their epoch cap, \
+             they may end sooner\n"
+        )
+    } else {
+        String::new()
+    };
     Ok(format!(
         "sweep '{}': {} runs ({} pairs) on {}\n\
          total parameters: {:.3e} (mean {:.0} per run)\n\
          estimated time: {} with {} worker(s) × {} thread(s) on {:?}, up to {} run(s) fused per \
          array (rough: each run's multiply-adds ÷ the rate measured just now on training steps \
-         of {timed} of the grid's architectures, the nearest in size)\n{}{}",
+         of {timed} of the grid's architectures, the nearest in size)\n{cap_note}{}{}",
         grid.name,
         grid.len(),
         grid.pairs(),
