@@ -239,6 +239,10 @@ fn settings_that_cannot_work_are_refused_before_any_training() {
             &["--optimizer", "sgd", "--nesterov"],
             "nesterov needs a momentum",
         ),
+        (
+            &["--optimizer", "lbfgs", "--batch-size", "64"],
+            "lbfgs needs batch_size",
+        ),
     ];
     for (extra, expected) in cases {
         let (ok, stderr) = train_cli(extra);
