@@ -54,12 +54,6 @@ fn assert_restored(r: &RunResult) {
         best.val_loss
     );
     assert!((r.final_val_acc.unwrap() - best.val_acc).abs() < 1e-9);
-    if c.stop_reason == StopReason::Plateau {
-        assert!(
-            r.epochs.len() > c.best_epoch,
-            "plateau stops after its best"
-        );
-    }
 }
 
 #[test]

@@ -327,7 +327,8 @@ fn report_files_are_complete_and_self_contained() {
     ] {
         assert!(!html.contains(forbidden), "external reference {forbidden}");
     }
-    assert_eq!(html.matches("<svg").count(), 9, "every figure inline");
+    // 9 figures, and the budget curve of each dataset (its runs trained a fixed 2 epochs).
+    assert_eq!(html.matches("<svg").count(), 11, "every figure inline");
     assert!(html.contains("Partial sweep") && html.contains("4 runs are not finished"));
     assert!(html.contains("0.05201"), "the paper's values are shown");
     let md = std::fs::read_to_string(&files.markdown).unwrap();

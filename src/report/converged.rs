@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::analysis::Pair;
 use super::convergence::{
-    self, AtBest, BestRow, BudgetPoint, STILL_IMPROVING_WARNING, StopRow, Test,
+    self, AtBest, BestRow, BudgetPoint, Ratio, STILL_IMPROVING_WARNING, StopRow, Test,
 };
 use super::equivalence::{Margins, Verdict};
 use super::plots;
@@ -21,7 +21,7 @@ pub struct Section<'a> {
     pub budget: Vec<BudgetPoint>,
     pub best: Vec<BestRow>,
     pub stops: Vec<StopRow>,
-    pub seconds_ratio: Vec<(String, f64, Option<(f64, f64)>, usize)>,
+    pub seconds_ratio: Vec<Ratio>,
     pairs: &'a [Pair<'a>],
 }
 
@@ -69,6 +69,13 @@ impl<'a> Section<'a> {
     pub fn blocks(&self, out: &Path, datasets: &[String], margins: &Margins) -> Result<Vec<Block>> {
         if self.is_empty() {
             return Ok(Vec::new());
+        }
+        if self.stops.is_empty() {
+            let mut blocks = vec![Block::Heading(
+                "The verdict against the training budget".into(),
+            )];
+            blocks.extend(self.budget_blocks(out, datasets, margins)?);
+            return Ok(blocks);
         }
         let mut blocks = vec![
             Block::Heading("Converged nets".into()),
@@ -141,9 +148,10 @@ impl<'a> Section<'a> {
             let lines: Vec<String> = self
                 .seconds_ratio
                 .iter()
-                .map(|(d, median, ci, n)| {
-                    let ci = ci.map_or("–".into(), |(lo, hi)| format!("[{lo:.2}, {hi:.2}]"));
-                    format!("{d} {median:.2} {ci} (n = {n} pairs)")
+                .map(|r| {
+                    let ci =
+                        r.ci.map_or("–".into(), |(lo, hi)| format!("[{lo:.2}, {hi:.2}]"));
+                    format!("{} {:.2} {ci} (n = {} pairs)", r.dataset, r.median, r.n)
                 })
                 .collect();
             blocks.push(Block::Paragraph(format!(

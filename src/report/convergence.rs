@@ -256,9 +256,12 @@ impl StopRow {
     }
 }
 
+/// Runs of one dataset and layout with their convergence records.
+type StopGroup<'a> = ((String, Layout), Vec<(&'a RunRow, &'a Convergence)>);
+
 /// Per dataset and layout, how the runs with a held-out split stopped.
 pub fn stops(runs: &[RunRow]) -> Vec<StopRow> {
-    let mut groups: Vec<((String, Layout), Vec<(&RunRow, &Convergence)>)> = Vec::new();
+    let mut groups: Vec<StopGroup> = Vec::new();
     for r in runs.iter().filter(|r| analysis::is_finished(r)) {
         let Some(c) = &r.convergence else { continue };
         let key = (r.config.dataset.clone(), r.config.layout);
@@ -291,9 +294,18 @@ pub fn stops(runs: &[RunRow]) -> Vec<StopRow> {
         .collect()
 }
 
+/// A dataset's paired ratio parallel ÷ sequential: median, its 95 % interval, n pairs.
+#[derive(Debug, Clone)]
+pub struct Ratio {
+    pub dataset: String,
+    pub median: f64,
+    pub ci: Option<(f64, f64)>,
+    pub n: usize,
+}
+
 /// Per dataset, the paired ratio parallel ÷ sequential of the training seconds to the best
 /// held-out epoch: median with its 95 % interval (resampling configurations), and n pairs.
-pub fn seconds_to_best_ratio(pairs: &[Pair]) -> Vec<(String, f64, Option<(f64, f64)>, usize)> {
+pub fn seconds_to_best_ratio(pairs: &[Pair]) -> Vec<Ratio> {
     analysis::groups(pairs)
         .into_iter()
         .filter(|(g, _)| !g.contains(' '))
@@ -309,9 +321,11 @@ pub fn seconds_to_best_ratio(pairs: &[Pair]) -> Vec<(String, f64, Option<(f64, f
                         .then(|| (ratio, analysis::configuration_key(p.seq)))
                 })
                 .unzip();
-            (!ratios.is_empty()).then(|| {
-                let ci = stats::cluster_bootstrap_ci(&ratios, &keys, stats::median);
-                (dataset, stats::median(&ratios), ci, ratios.len())
+            (!ratios.is_empty()).then(|| Ratio {
+                ci: stats::cluster_bootstrap_ci(&ratios, &keys, stats::median),
+                median: stats::median(&ratios),
+                n: ratios.len(),
+                dataset,
             })
         })
         .collect()

@@ -217,11 +217,10 @@ impl Lbfgs {
             let _ = q.shallow_clone().g_add_(&(&self.old_dirs[i] * -al[i]));
         }
         let r = q * self.h_diag;
-        for i in 0..n {
-            let be_i = dot(&self.old_dirs[i], &r) * self.ro[i];
-            let _ = r
-                .shallow_clone()
-                .g_add_(&(&self.old_stps[i] * (al[i] - be_i)));
+        let pairs = self.old_dirs.iter().zip(&self.old_stps).zip(&self.ro);
+        for (((y, s), ro), al_i) in pairs.zip(&al) {
+            let be_i = dot(y, &r) * ro;
+            let _ = r.shallow_clone().g_add_(&(s * (al_i - be_i)));
         }
         r
     }

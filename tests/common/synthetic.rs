@@ -93,7 +93,7 @@ pub fn result_of(s: &Synthetic) -> RunResult {
         final_val_acc: (!s.diverged).then_some(s.val_acc),
         truncated_val_loss: (!s.diverged).then_some(s.val_loss * (1.0 + s.train_loss)),
         truncated_val_acc: (!s.diverged).then_some(s.val_acc - 0.1),
-        convergence: (held && !s.diverged).then(|| Convergence {
+        convergence: (held && !s.diverged).then_some(Convergence {
             stop_reason: StopReason::Plateau,
             best_epoch: 2,
             best_holdout_loss: 1.1 * s.val_loss,
