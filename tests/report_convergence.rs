@@ -110,6 +110,10 @@ fn runs_still_improving_at_the_cap_put_a_warning_above_the_verdicts() {
         md.contains("| mnist | sequential | 3 | 3 | 0 | 0 | 3 (100 %) |"),
         "{md}"
     );
-    // Pairs with a stopping rule are not drawn as a budget curve.
-    assert!(!out.join("plots/budget_mnist.svg").exists());
+    // The budget curve of a grid with a stopping rule: the pairs that trained each epoch.
+    assert!(out.join("plots/budget_mnist.svg").exists());
+    assert!(
+        md.contains("held-out loss (relative)"),
+        "verdicts at the best epoch"
+    );
 }

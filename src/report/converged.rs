@@ -217,9 +217,11 @@ impl<'a> Section<'a> {
             return Ok(Vec::new());
         }
         let mut blocks = vec![Block::Paragraph(format!(
-            "**The verdict as a function of the training budget** (pairs trained a fixed number \
-             of epochs): after every epoch, the mean relative Δ of the loss with its 90 % \
-             interval, on the test set and on the held-out split, against the ±{} margin. \
+            "**The verdict as a function of the training budget**: after every epoch, the mean \
+             relative Δ of the loss with its 90 % interval, on the test set (and the held-out \
+             split, where runs have one), against the ±{} margin, over the pairs whose runs both \
+             trained that epoch — with a stopping rule, fewer and fewer as runs stop (see the \
+             number of configurations), so late epochs describe the pairs still training. \
              Selected epochs below; every epoch in `tables/budget.csv`.",
             AtBest::TestLoss
                 .format(margins.val_loss)

@@ -95,9 +95,10 @@ pub fn epochs_by_run(epochs: &[EpochRow]) -> HashMap<&str, Vec<&EpochMetrics>> {
     by_run
 }
 
-/// The budget curves of the pairs trained a fixed number of epochs (no stopping rule): per
-/// dataset and split, the verdict on the relative Δ of the loss after every epoch that both runs
-/// of at least two configurations reached.
+/// The budget curves: per dataset and split, the verdict on the relative Δ of the loss after
+/// every epoch, over the pairs whose runs both trained that epoch (with a stopping rule, fewer
+/// and fewer: the curve then describes the pairs still training), as long as at least two
+/// configurations have it.
 pub fn budget_curve(
     pairs: &[Pair],
     epochs: &HashMap<&str, Vec<&EpochMetrics>>,
@@ -105,7 +106,7 @@ pub fn budget_curve(
 ) -> Vec<BudgetPoint> {
     let fixed: Vec<Pair> = pairs
         .iter()
-        .filter(|p| p.both_finished() && p.seq.config.stop.is_none())
+        .filter(|p| p.both_finished())
         .cloned()
         .collect();
     let mut points = Vec::new();
