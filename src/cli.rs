@@ -7,7 +7,7 @@ use shallow::device::DeviceChoice;
 use shallow::model::{Layout, Precision};
 use shallow::report::equivalence::Margins;
 use shallow::sweep::grid;
-use shallow::sweep::store::Location;
+use shallow::sweep::store::{DEFAULT_LEASE, Location};
 use shallow::sweep::worker::Fuse;
 use shallow::train::RunConfig;
 /// Most threads or worker processes one command may ask for.
@@ -57,6 +57,10 @@ pub enum Command {
         /// [default: $SHALLOW_DB].
         #[arg(env = "SHALLOW_DB", hide_env_values = true)]
         db: Location,
+        /// The lease the workers run with (`--lease` of sweep and worker): a run whose worker
+        /// has been silent this long is shown as abandoned.
+        #[arg(long, default_value_t = DEFAULT_LEASE.as_secs(), value_name = "SECONDS")]
+        lease: u64,
     },
     /// Write one CSV row per run: config columns, status, final metrics, timings (`--csv -`: to
     /// standard output).
@@ -113,6 +117,10 @@ pub enum Command {
     /// for more): the unit a cluster job runs. Queue the runs first with
     /// `shallow sweep GRID --db URL --no-train`; start workers on any number of machines.
     Worker(WorkerArgs),
+    /// A worker process started by `sweep` or `worker --workers N`: its settings arrive as JSON
+    /// on standard input.
+    #[command(hide = true)]
+    WorkerChild,
     /// Copy every sweep, run and epoch of one results database into another (SQLite ↔
     /// PostgreSQL): a sweep started on a laptop continues on a cluster. Runs the target already
     /// has are left alone, so copying twice changes nothing; runs in progress arrive pending.
@@ -157,7 +165,7 @@ pub struct QueueArgs {
     /// Seconds without a heartbeat (sent every 5 s) after which a worker's run is given to
     /// another worker. Shorter recovers faster from killed workers; it must outlast pauses of
     /// the network or the database.
-    #[arg(long, default_value_t = 120, value_name = "SECONDS",
+    #[arg(long, default_value_t = DEFAULT_LEASE.as_secs(), value_name = "SECONDS",
           value_parser = clap::value_parser!(u64).range(15..=86_400))]
     pub lease: u64,
 }

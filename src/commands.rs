@@ -12,7 +12,7 @@ use shallow::data;
 use shallow::device;
 use shallow::report;
 use shallow::sweep::store::{self, RunStatus};
-use shallow::sweep::{coordinator, grid, inspect, plan, worker};
+use shallow::sweep::{coordinator, fault, grid, inspect, plan, worker};
 use shallow::trace::Trace;
 use shallow::train::{self, Outcome, RunResult};
 
@@ -25,8 +25,8 @@ pub fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Train(args) => train_command(&args),
         Command::Sweep(args) => sweep_command(&args),
-        Command::Status { db } => {
-            print!("{}", inspect::status_text(&db)?);
+        Command::Status { db, lease } => {
+            print!("{}", inspect::status_text(&db, Duration::from_secs(lease))?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Export { db, csv } if csv.as_os_str() == "-" => {
@@ -77,6 +77,11 @@ pub fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker(args) => worker_command(&args),
+        Command::WorkerChild => {
+            let settings: worker::WorkerSettings = serde_json::from_reader(std::io::stdin())
+                .context("worker-child: no worker settings on standard input")?;
+            run_worker(&settings)
+        }
         Command::Copy { from, to } => {
             let copied = store::copy(&from, &to)?;
             println!(
@@ -143,17 +148,19 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let pool = coordinator::PoolOptions {
-        db: args.db.clone(),
+        worker: worker::WorkerSettings {
+            db: args.db.clone(),
+            threads: queued.threads,
+            data_dir,
+            // Every dataset was checked, and fetched if needed, while queueing.
+            offline: true,
+            device: args.runtime.device,
+            max_attempts: args.queue.max_attempts,
+            lease: Duration::from_secs(args.queue.lease),
+            fuse: args.queue.fuse,
+            forever: false,
+        },
         workers: queued.workers,
-        threads: queued.threads,
-        data_dir,
-        // Every dataset was checked, and fetched if needed, while queueing.
-        offline: true,
-        device: args.runtime.device,
-        max_attempts: args.queue.max_attempts,
-        lease: Duration::from_secs(args.queue.lease),
-        fuse: args.queue.fuse,
-        forever: false,
         log_path: queued.log_path.clone(),
     };
     run_pool_and_summarise(&pool, false)
@@ -161,39 +168,51 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
 
 /// `shallow worker`: one worker in this process, or a pool of worker processes.
 fn worker_command(args: &WorkerArgs) -> Result<ExitCode> {
-    let data_dir = data::resolve_data_dir(args.runtime.data_dir.as_deref());
-    let threads = args.runtime.threads.unwrap_or(1);
-    if args.workers > 1 {
-        return run_pool_and_summarise(
-            &coordinator::PoolOptions {
-                db: args.db.clone(),
-                workers: args.workers,
-                threads,
-                data_dir,
-                offline: args.runtime.offline,
-                device: args.runtime.device,
-                max_attempts: args.queue.max_attempts,
-                lease: Duration::from_secs(args.queue.lease),
-                fuse: args.queue.fuse,
-                forever: args.forever,
-                log_path: args.db.worker_log(),
-            },
-            true,
-        );
-    }
-    let summary = worker::run(&worker::WorkerOptions {
+    let settings = worker::WorkerSettings {
         db: args.db.clone(),
-        threads,
-        data_dir,
+        threads: args.runtime.threads.unwrap_or(1),
+        data_dir: data::resolve_data_dir(args.runtime.data_dir.as_deref()),
         offline: args.runtime.offline,
         device: args.runtime.device,
         max_attempts: args.queue.max_attempts,
         lease: Duration::from_secs(args.queue.lease),
         forever: args.forever,
         fuse: args.queue.fuse,
-    })?;
-    tracing::info!("worker done: {summary:?}");
-    Ok(ExitCode::SUCCESS)
+    };
+    if args.workers > 1 {
+        let pool = coordinator::PoolOptions {
+            log_path: args.db.worker_log(),
+            worker: settings,
+            workers: args.workers,
+        };
+        return run_pool_and_summarise(&pool, true);
+    }
+    run_worker(&settings)
+}
+
+/// One worker in this process. A fault of its environment (its runs handed back untouched) is
+/// said on standard error, written to the fault file of a sweep that started it, and ends it
+/// with [`fault::EXIT_ENVIRONMENT`].
+fn run_worker(settings: &worker::WorkerSettings) -> Result<ExitCode> {
+    match worker::run(settings) {
+        Ok(summary) => {
+            tracing::info!("worker done: {summary:?}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if fault::environment_fault(&e).is_some() => {
+            let text = format!("{e:#}");
+            if let Some(path) = std::env::var_os(fault::FAULT_FILE_ENV) {
+                // Best effort: the sweep falls back to pointing at the log.
+                let _ = std::fs::write(path, &text);
+            }
+            eprintln!(
+                "error: {text}\nthis worker stopped and left its runs pending, attempts unchanged; \
+                 fix its environment and start it again"
+            );
+            Ok(ExitCode::from(fault::EXIT_ENVIRONMENT))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `stop_is_success`: a SIGTERM that stopped the pool ends it with exit code 0 (a worker pool
@@ -205,7 +224,7 @@ fn run_pool_and_summarise(
     println!(
         "{} worker(s) × {} thread(s); worker logs: {}",
         pool.workers,
-        pool.threads,
+        pool.worker.threads,
         pool.log_path.display()
     );
     let exe = std::env::current_exe().context("cannot find the shallow binary")?;
@@ -231,12 +250,18 @@ fn run_pool_and_summarise(
     if outcome.stopped {
         eprintln!("stopped by SIGTERM: the workers handed their runs back");
     }
+    for fault in &outcome.faults {
+        eprintln!(
+            "worker(s) stopped, their runs left pending: {fault}\nno worker was started again \
+             for it; fix the cause and run the command again"
+        );
+    }
     if outcome.complete() || (outcome.stopped && stop_is_success) {
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!(
         "not every run ended done or diverged; `shallow status {}` shows why",
-        pool.db
+        pool.worker.db
     );
     Ok(ExitCode::FAILURE)
 }

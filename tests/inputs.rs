@@ -58,6 +58,28 @@ fn empty_training_or_validation_split_is_refused() {
     assert_refused(&out, "the test (validation) split holds no images");
 }
 
+/// Training images whose pixels are all equal (here every pixel 7) cannot be normalised: a clear
+/// error, not a run that divides by zero and reports a loss of 1e9.
+#[test]
+fn training_images_without_variance_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("flat");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (prefix, n) in [("train", 20), ("t10k", 10)] {
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        let images = vec![7u8; n * 36];
+        let image_file = dir.join(format!("{prefix}-images-idx3-ubyte"));
+        std::fs::write(image_file, idx::encode_idx(&[n, 6, 6], &images)).unwrap();
+        let label_file = dir.join(format!("{prefix}-labels-idx1-ubyte"));
+        std::fs::write(label_file, idx::encode_idx(&[n], &labels)).unwrap();
+    }
+    let out = shallow(&train_args("flat"), tmp.path());
+    assert_refused(
+        &out,
+        "channel 0 of the 20 selected training images has no variance",
+    );
+}
+
 #[test]
 fn splits_of_different_image_sizes_are_refused() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
 //! Worker processes that die: a zombie is dead at once, `status` labels its run, the sweep
 //! replaces a killed worker and still ends every run exactly once, and the summary counts only
-//! what this invocation trained; a failed store write puts the run back rather than failing it.
+//! what this invocation trained; a failed store write puts the run back rather than failing it;
+//! a worker whose environment is broken leaves every run as it was and stops.
 mod common;
 
 use std::process::{Command, Stdio};
@@ -33,7 +34,8 @@ fn a_zombie_worker_is_dead_at_once_and_status_says_so() {
     worker.id = format!("{}:{}:0", worker.host, worker.pid);
     store.register_worker(&worker).unwrap();
     assert!(store.claim(&worker).unwrap().is_some());
-    let status = inspect::status_text(&Location::Sqlite(db.clone())).unwrap();
+    let lease = shallow::sweep::store::DEFAULT_LEASE;
+    let status = inspect::status_text(&Location::Sqlite(db.clone()), lease).unwrap();
     assert!(status.contains("abandoned (its worker is gone"), "{status}");
     // Its heartbeat is fresh, yet it is recognised dead without waiting for staleness.
     let requeued = store
@@ -234,4 +236,86 @@ fn a_failed_epoch_write_puts_the_run_back_instead_of_failing_it() {
         );
         assert_eq!(rows, vec!["done 2 - 3"; 8], "--fuse {fuse}");
     }
+}
+
+/// Every run's status and attempts.
+fn statuses(db: &std::path::Path) -> Vec<String> {
+    query(
+        db,
+        "SELECT status || ' ' || attempts FROM runs ORDER BY seq",
+    )
+}
+
+/// A worker with `args` on the setup's database: its exit code and standard error.
+fn broken_worker(s: &common::sweeps::Setup, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(common::shallow_bin())
+        .args(["worker", "--threads", "1", "--offline"])
+        .args(args)
+        .env("SHALLOW_DB", &s.db)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// A wrong data directory, a device the machine lacks and an unreachable store are the worker's
+/// environment, not the runs': every run stays pending with its attempts unchanged, and the
+/// worker exits 69 naming the cause. A pool of such workers is not replaced, and says why.
+#[test]
+fn a_broken_environment_leaves_every_run_pending_and_stops_the_worker() {
+    let s = setup("layers = [1, 2, 3]\nfilters = 4\nepochs = 1\n", 200, 8);
+    let queued = sweep_command(&s, 1).arg("--no-train").output().unwrap();
+    assert!(queued.status.success(), "{queued:?}");
+    let untouched = vec!["pending 0"; 6];
+    assert_eq!(statuses(&s.db), untouched);
+    let empty = tempfile::tempdir().unwrap();
+    let empty = empty.path().to_str().unwrap();
+
+    let (code, stderr) = broken_worker(&s, &["--data-dir", empty]);
+    assert_eq!(code, Some(69), "{stderr}");
+    assert!(stderr.contains("data unavailable"), "{stderr}");
+    assert!(stderr.contains("tiny"), "names the dataset: {stderr}");
+    assert_eq!(statuses(&s.db), untouched);
+
+    let data = s.data.to_str().unwrap();
+    if tch::Cuda::is_available() {
+        eprintln!("this machine has CUDA: the missing-device case is not exercised here");
+    } else {
+        let (code, stderr) = broken_worker(&s, &["--data-dir", data, "--device", "cuda"]);
+        assert_eq!(code, Some(69), "{stderr}");
+        assert!(stderr.contains("device unavailable"), "{stderr}");
+        assert_eq!(statuses(&s.db), untouched);
+    }
+
+    for db in [
+        "postgres://shallow:secret@127.0.0.1:1/none",
+        "/nonexistent-folder/r.db",
+    ] {
+        let out = Command::new(common::shallow_bin())
+            .args(["worker", "--offline", "--data-dir", data, "--db", db])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(69), "{stderr}");
+        assert!(stderr.contains("results store unavailable"), "{stderr}");
+        assert!(!stderr.contains("secret"), "{stderr}");
+    }
+    assert_eq!(statuses(&s.db), untouched);
+
+    // A pool: both workers stop on the fault, neither is replaced, the command says why.
+    let out = Command::new(common::shallow_bin())
+        .args(["worker", "--workers", "2", "--threads", "1", "--offline"])
+        .args(["--data-dir", empty])
+        .env("SHALLOW_DB", &s.db)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("data unavailable"), "{stderr}");
+    assert!(stderr.contains("no worker was started again"), "{stderr}");
+    assert_eq!(statuses(&s.db), untouched);
+    let log = std::fs::read_to_string(s.db.with_extension("workers.log")).unwrap();
+    assert_eq!(log.matches("data unavailable").count(), 2, "{log}");
 }

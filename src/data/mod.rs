@@ -347,6 +347,7 @@ pub fn prepare(raw: &RawDataset, selection: &Selection, device: Device) -> Resul
     let (val_x, val_y) = gather(&raw.test, &test);
     let mean = train_x.mean_dim(&[0i64, 2, 3][..], true, Kind::Float);
     let std = train_x.std_dim(&[0i64, 2, 3][..], false, true);
+    check_variance(&raw.name, &std, train.len())?;
     let normalise = |x: Tensor| ((x - &mean) / &std).to_device(device);
     let holdout = (!held.is_empty()).then(|| {
         let (x, y) = gather(&raw.train, &held);
@@ -360,6 +361,20 @@ pub fn prepare(raw: &RawDataset, selection: &Selection, device: Device) -> Resul
         holdout,
         shape: raw.train.shape,
     })
+}
+
+/// Refuses training images with a channel whose pixels are all equal: normalising it would
+/// divide by zero, and nothing could be learnt from it.
+fn check_variance(dataset: &str, std: &Tensor, examples: usize) -> Result<()> {
+    let std: Vec<f64> = Vec::try_from(std.flatten(0, -1).to_kind(Kind::Double))?;
+    if let Some(channel) = std.iter().position(|&s| s.is_nan() || s < 1e-6) {
+        anyhow::bail!(
+            "dataset '{dataset}': channel {channel} of the {examples} selected training images \
+             has no variance (every pixel the same value); nothing to normalise or learn from — \
+             check the dataset's files, or select more examples (train_limit)"
+        );
+    }
+    Ok(())
 }
 
 /// Images in [0, 1] as float NCHW and labels as int64, of the examples at `keep`.

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use super::fault::{EXIT_ENVIRONMENT, FAULT_FILE_ENV};
 use super::grid;
 use super::plan::{check_inputs, plan_workers};
 use super::progress::Progress;
 use super::store::{self, Location, RunRow, RunStatus};
-use super::worker::Fuse;
+use super::worker::WorkerSettings;
 use crate::device::DeviceChoice;
 
 pub struct SweepOptions {
@@ -32,18 +33,9 @@ pub struct SweepOptions {
 
 /// Worker processes on this machine, started by `shallow sweep` or `shallow worker --workers N`.
 pub struct PoolOptions {
-    pub db: Location,
+    /// What every worker process is given.
+    pub worker: WorkerSettings,
     pub workers: usize,
-    pub threads: usize,
-    pub data_dir: PathBuf,
-    pub offline: bool,
-    pub device: DeviceChoice,
-    pub max_attempts: u32,
-    /// A run whose worker is silent this long goes to another worker.
-    pub lease: Duration,
-    /// How many runs of one fusion group each worker trains together.
-    pub fuse: Fuse,
-    pub forever: bool,
     pub log_path: PathBuf,
 }
 /// Final counts of a sweep.
@@ -56,6 +48,9 @@ pub struct SweepOutcome {
     pub workers_lost: usize,
     /// SIGTERM arrived: the workers were told to hand back their runs and stop.
     pub stopped: bool,
+    /// Why workers stopped on a fault of their environment (each cause once), which handed
+    /// their runs back; such workers are not replaced.
+    pub faults: Vec<String>,
     pub wall_seconds: f64,
 }
 
@@ -140,78 +135,149 @@ fn queue_in_chunks(
     Ok(added)
 }
 
-/// Trains the queue to completion with worker processes of `exe` (its `worker` subcommand). A
-/// worker that dies while runs remain is replaced (at most three times as many replacements as
-/// workers, so that a crash on every start cannot loop forever); its run goes back to pending
-/// at once.
+/// Trains the queue to completion with worker processes of `exe` (its hidden `worker-child`
+/// subcommand). A worker that dies while runs remain is replaced (at most three times as many
+/// replacements as workers, so that a crash on every start cannot loop forever); its run goes back
+/// to pending at once. A worker stopped by a fault of its environment is not replaced: its
+/// runs were handed back, and the fault is reported.
 pub fn run_pool(pool: &PoolOptions, exe: &Path) -> Result<SweepOutcome> {
     let started = Instant::now();
     let since = store::now();
-    let mut store = store::open(&pool.db)?;
-    store.requeue_abandoned(pool.lease, pool.max_attempts)?;
-    // Worker ids by process id: a reaped worker's run is released by its id.
-    let mut ids = std::collections::HashMap::new();
-    let spawn = |ids: &mut std::collections::HashMap<u32, String>| -> Result<Child> {
-        let id = store::new_worker_id(&store::hostname(), std::process::id());
-        let child = spawn_worker(exe, pool, &id)?;
-        ids.insert(child.id(), id);
-        Ok(child)
-    };
-    let mut children = (0..pool.workers)
-        .map(|_| spawn(&mut ids))
-        .collect::<Result<Vec<_>>>()?;
-    let mut progress = Progress::new(store.as_ref(), &children)?;
-    let mut lost = 0;
+    let settings = &pool.worker;
+    let mut store = store::open(&settings.db)?;
+    store.requeue_abandoned(settings.lease, settings.max_attempts)?;
+    let fault_dir = tempfile::tempdir().context("cannot create a folder for worker faults")?;
+    let mut children: Vec<Worker> = (0..pool.workers)
+        .map(|_| Worker::spawn(exe, pool, fault_dir.path()))
+        .collect::<Result<_>>()?;
+    let mut ids = std::collections::HashSet::new();
+    ids.extend(children.iter().map(|w| w.id.clone()));
+    let mut progress = Progress::new(store.as_ref(), &children);
+    let (mut lost, mut faults) = (0, Vec::<String>::new());
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     let mut forwarded = false;
     while !children.is_empty() {
         std::thread::sleep(Duration::from_millis(500));
-        progress.update(store.as_ref(), &children)?;
+        progress.update(store.as_ref(), &children, settings.lease);
         if stop.load(Ordering::Relaxed) && !forwarded {
             // The workers may have had it too (a scheduler signals the whole job); each hands
             // its run back and exits.
             for child in &children {
                 // SAFETY: signals a child process this process started and has not reaped.
-                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                unsafe { libc::kill(child.process.id() as libc::pid_t, libc::SIGTERM) };
             }
             forwarded = true;
         }
         let mut still = Vec::new();
         for mut child in children {
-            match child.try_wait()? {
-                None => still.push(child),
-                Some(status) if status.success() => {}
-                Some(status) => {
-                    lost += 1;
-                    tracing::warn!("worker {} ended abnormally ({status})", child.id());
-                    // Reaped now, so known dead: its run is pending again at once.
-                    if let Some(id) = ids.get(&child.id()) {
-                        store.release_worker(id, pool.max_attempts)?;
-                    }
-                    let pending = store
-                        .status_counts()?
-                        .iter()
-                        .any(|(s, n)| *s == RunStatus::Pending && *n > 0);
-                    if (pending || pool.forever) && !forwarded && lost <= 3 * pool.workers {
-                        let replacement = spawn(&mut ids)?;
-                        progress.replace(child.id(), replacement.id());
-                        still.push(replacement);
-                    }
+            let Some(status) = child.process.try_wait()? else {
+                still.push(child);
+                continue;
+            };
+            if status.success() {
+                continue;
+            }
+            // Reaped now, so known dead: its run is pending again at once.
+            store.release_worker(&child.id, settings.max_attempts)?;
+            if status.code() == Some(i32::from(EXIT_ENVIRONMENT)) {
+                let fault = child.fault();
+                tracing::error!("worker {} stopped: {fault}", child.id);
+                if !faults.contains(&fault) {
+                    faults.push(fault);
                 }
+                continue;
+            }
+            lost += 1;
+            tracing::warn!("worker {} ended abnormally ({status})", child.id);
+            let pending = store
+                .status_counts()?
+                .iter()
+                .any(|(s, n)| *s == RunStatus::Pending && *n > 0);
+            if (pending || settings.forever) && !forwarded && lost <= 3 * pool.workers {
+                let replacement = Worker::spawn(exe, pool, fault_dir.path())?;
+                ids.insert(replacement.id.clone());
+                progress.replace(&child.id, &replacement.id);
+                still.push(replacement);
             }
         }
         children = still;
     }
-    progress.update(store.as_ref(), &children)?;
+    progress.update(store.as_ref(), &children, settings.lease);
     progress.finish();
     Ok(SweepOutcome {
-        trained_now: trained_by(&store.runs()?, &ids.into_values().collect(), since),
+        trained_now: trained_by(&store.runs()?, &ids, since),
         counts: store.status_counts()?,
         workers_lost: lost,
         stopped: forwarded,
+        faults,
         wall_seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// A worker process this sweep started, under the id it gave it.
+pub struct Worker {
+    pub id: String,
+    process: Child,
+    fault_file: PathBuf,
+}
+
+impl Worker {
+    /// Starts `exe worker-child` with the pool's settings as JSON on its standard input.
+    fn spawn(exe: &Path, pool: &PoolOptions, fault_dir: &Path) -> Result<Worker> {
+        let id = store::new_worker_id(&store::hostname(), std::process::id());
+        let fault_file = fault_dir.join(id.replace([':', '/'], "_"));
+        let log = &pool.log_path;
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("cannot write {}", log.display()))?;
+        let mut command = Command::new(exe);
+        command
+            .arg("worker-child")
+            .env(store::WORKER_ID_ENV, &id)
+            .env(FAULT_FILE_ENV, &fault_file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .env(
+                "SHALLOW_LOG",
+                std::env::var("SHALLOW_LOG").unwrap_or("info".into()),
+            );
+        // Workers die with the sweep process, even on SIGKILL: a later `shallow sweep` then
+        // finds their runs abandoned and trains them again, and no orphan keeps writing.
+        // SAFETY: prctl is async-signal-safe and touches only the child.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut process = command.spawn().context("cannot start a worker process")?;
+        let settings = serde_json::to_vec(&pool.worker)?;
+        let mut stdin = process.stdin.take().expect("stdin is piped");
+        std::io::Write::write_all(&mut stdin, &settings)
+            .context("cannot hand a worker process its settings")?;
+        Ok(Worker {
+            id,
+            process,
+            fault_file,
+        })
+    }
+
+    /// What the worker wrote about the fault that stopped it.
+    fn fault(&self) -> String {
+        std::fs::read_to_string(&self.fault_file)
+            .map(|f| f.trim().to_owned())
+            .unwrap_or_else(|_| "a fault of its environment (see the worker log)".into())
+    }
+
+    /// The process id, for signals.
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
 }
 
 /// Done, diverged and failed runs that the workers `ids` (those this process started) ended
@@ -231,50 +297,4 @@ fn trained_by(runs: &[RunRow], ids: &std::collections::HashSet<String>, since: f
         }
     }
     counts
-}
-
-fn spawn_worker(exe: &Path, pool: &PoolOptions, id: &str) -> Result<Child> {
-    let log = &pool.log_path;
-    let log_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .with_context(|| format!("cannot write {}", log.display()))?;
-    let mut command = Command::new(exe);
-    command
-        .arg("worker")
-        .arg("--threads")
-        .arg(pool.threads.to_string())
-        .arg("--data-dir")
-        .arg(&pool.data_dir)
-        .arg("--device")
-        .arg(format!("{:?}", pool.device).to_lowercase())
-        .arg("--max-attempts")
-        .arg(pool.max_attempts.to_string())
-        .arg("--lease")
-        .arg(pool.lease.as_secs().to_string())
-        .arg("--fuse")
-        .arg(pool.fuse.to_string())
-        .args(pool.forever.then_some("--forever"))
-        // Through the environment, not the command line: a URL's password stays out of `ps`.
-        .env("SHALLOW_DB", pool.db.as_os_str())
-        .env(store::WORKER_ID_ENV, id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file)
-        .env(
-            "SHALLOW_LOG",
-            std::env::var("SHALLOW_LOG").unwrap_or("info".into()),
-        );
-    // Workers die with the sweep process, even on SIGKILL: a later `shallow sweep` then finds
-    // their runs abandoned and trains them again, and no orphan keeps writing.
-    // SAFETY: prctl is async-signal-safe and touches only the child.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    command.spawn().context("cannot start a worker process")
 }

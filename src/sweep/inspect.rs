@@ -1,5 +1,6 @@
 //! `shallow status` and `shallow export`: read-only views of a results store.
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -12,7 +13,7 @@ use crate::train::optim::{Optimizer, Schedule};
 use crate::train::stopping::StopRule;
 
 /// `shallow status`: counts by status, throughput, ETA, runs in progress, last errors.
-pub fn status_text(db: &Location) -> Result<String> {
+pub fn status_text(db: &Location, lease: Duration) -> Result<String> {
     let store = store::open_reader(db)?;
     let runs = store.runs()?;
     let counts = store.status_counts()?;
@@ -36,7 +37,7 @@ pub fn status_text(db: &Location) -> Result<String> {
             human_duration(remaining as f64 / per_hour * 3600.0)
         );
     }
-    for r in store.running()? {
+    for r in store.running(lease)? {
         let label = if r.worker_gone {
             "abandoned (its worker is gone; the next sweep or worker trains it again)"
         } else {

@@ -5,6 +5,7 @@
 //! a store ([`inspect`]).
 pub mod coordinator;
 mod estimate;
+pub mod fault;
 pub mod grid;
 pub mod inspect;
 pub mod plan;

@@ -1,16 +1,19 @@
-//! The sweep's progress display: one overall bar and one line per worker process.
-use std::process::Child;
+//! The sweep's progress display: one overall bar and one line per worker process. Its queries
+//! never stop a sweep: one that fails leaves the display as it was until the next.
+use std::time::Duration;
 
 use anyhow::Result;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::store::{RunStatus, Store};
+use super::coordinator::Worker;
+use super::store::{RunStatus, Running, Store};
 
 /// The overall bar (runs done/total, ETA, failures) and one line per worker.
 pub struct Progress {
     multi: MultiProgress,
     overall: ProgressBar,
-    lines: Vec<(u32, ProgressBar)>,
+    /// Each line with the id of the worker it shows.
+    lines: Vec<(String, ProgressBar)>,
     last_done: std::cell::Cell<u64>,
 }
 
@@ -31,9 +34,13 @@ fn finished(counts: &[(RunStatus, i64)]) -> (u64, u64, i64) {
 }
 
 impl Progress {
-    pub fn new(store: &dyn Store, children: &[Child]) -> Result<Progress> {
+    pub fn new(store: &dyn Store, workers: &[Worker]) -> Progress {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let (done, total, _) = finished(&store.status_counts()?);
+        let counts = store.status_counts().unwrap_or_else(|e| {
+            tracing::warn!("progress display starts empty: {e:#}");
+            vec![]
+        });
+        let (done, total, _) = finished(&counts);
         let overall = multi.add(
             ProgressBar::new(total).with_style(
                 ProgressStyle::with_template(
@@ -45,24 +52,31 @@ impl Progress {
         );
         overall.set_position(done);
         overall.reset_eta();
-        let lines = children
+        let lines = workers
             .iter()
             .enumerate()
-            .map(|(i, child)| {
+            .map(|(i, worker)| {
                 let line = multi.add(ProgressBar::new_spinner());
                 line.set_message(format!("worker {}: starting", i + 1));
-                (child.id(), line)
+                (worker.id.clone(), line)
             })
             .collect();
-        Ok(Progress {
+        Progress {
             multi,
             overall,
             lines,
             last_done: done.into(),
-        })
+        }
     }
 
-    pub fn update(&self, store: &dyn Store, children: &[Child]) -> Result<()> {
+    /// Shows the store's counts and each worker's run. A failed query is logged and skipped.
+    pub fn update(&self, store: &dyn Store, workers: &[Worker], lease: Duration) {
+        if let Err(e) = self.try_update(store, workers, lease) {
+            tracing::warn!("progress display not updated: {e:#}");
+        }
+    }
+
+    fn try_update(&self, store: &dyn Store, workers: &[Worker], lease: Duration) -> Result<()> {
         let (done, total, failed) = finished(&store.status_counts()?);
         self.overall.set_length(total);
         self.overall.set_position(done);
@@ -75,25 +89,12 @@ impl Progress {
             println!("[{done}/{total}] runs finished, {failed} failed");
         }
         self.last_done.set(done);
-        let running = store.running()?;
-        for (i, (pid, line)) in self.lines.iter().enumerate() {
-            let alive = children.iter().any(|c| c.id() == *pid);
-            let here = running
-                .iter()
-                .find(|r| r.worker.split(':').nth(1) == Some(&pid.to_string()));
+        let running = store.running(lease)?;
+        for (i, (id, line)) in self.lines.iter().enumerate() {
+            let alive = workers.iter().any(|w| w.id == *id);
+            let here = running.iter().find(|r| r.worker == *id);
             line.set_message(match (alive, here) {
-                (_, Some(r)) => format!(
-                    "worker {}: {} {} {} L={} F={} k={} · epoch {}/{}",
-                    i + 1,
-                    &r.run_id[..8],
-                    r.config.dataset,
-                    r.config.layout,
-                    r.config.layers,
-                    r.config.filters,
-                    r.config.kernel,
-                    r.epochs_done + 1,
-                    r.config.epochs
-                ),
+                (_, Some(r)) => format!("worker {}: {}", i + 1, describe(r)),
                 (true, None) => format!("worker {}: waiting", i + 1),
                 (false, None) => format!("worker {}: finished", i + 1),
             });
@@ -103,9 +104,9 @@ impl Progress {
     }
 
     /// A replacement worker takes over the line of the one that died.
-    pub fn replace(&mut self, old: u32, new: u32) {
-        if let Some(line) = self.lines.iter_mut().find(|(pid, _)| *pid == old) {
-            line.0 = new;
+    pub fn replace(&mut self, old: &str, new: &str) {
+        if let Some(line) = self.lines.iter_mut().find(|(id, _)| id == old) {
+            new.clone_into(&mut line.0);
         }
     }
 
@@ -116,4 +117,26 @@ impl Progress {
         }
         let _ = self.multi.clear();
     }
+}
+
+/// A run in training, as a worker's line shows it: id, net and epoch.
+fn describe(r: &Running) -> String {
+    let c = &r.config;
+    format!(
+        "{} {} {} L={} F={} k={} · epoch {}/{}",
+        short_id(&r.run_id),
+        c.dataset,
+        c.layout,
+        c.layers,
+        c.filters,
+        c.kernel,
+        r.epochs_done + 1,
+        c.epochs
+    )
+}
+
+/// The first eight characters of a run id (all of a shorter one, as an imported database may
+/// hold).
+pub fn short_id(id: &str) -> &str {
+    id.char_indices().nth(8).map_or(id, |(i, _)| &id[..i])
 }

@@ -7,7 +7,10 @@ use std::str::FromStr;
 
 use anyhow::{Result, bail};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serialised as given, password included (for a child process's standard input, never for
+/// showing).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Location {
     Sqlite(PathBuf),
     /// The connection URL as given (with its password, for connecting only).
@@ -47,6 +50,19 @@ impl FromStr for Location {
     }
 }
 
+impl TryFrom<String> for Location {
+    type Error = anyhow::Error;
+    fn try_from(text: String) -> Result<Location> {
+        text.parse()
+    }
+}
+
+impl From<Location> for String {
+    fn from(location: Location) -> String {
+        location.as_os_str().to_string_lossy().into_owned()
+    }
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -81,35 +97,44 @@ impl Location {
     }
 }
 
-/// A URL with the password of its user info replaced by `***`.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+/// A URL with its password — in the user info or a `password=` query parameter — replaced by
+/// `***`, parsed by the `url` crate. Text that does not parse as a URL keeps only its scheme and
+/// what follows its last `@` (a password with an unencoded `/` or `@` makes a URL unparseable,
+/// and must not leak through the error that says so).
+pub fn redact(text: &str) -> String {
+    let Ok(mut url) = url::Url::parse(text) else {
+        return redact_unparsed(text);
     };
-    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let redacted_tail = redact_query_password(tail);
-    match authority.rsplit_once('@') {
-        Some((user_info, host)) => match user_info.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{redacted_tail}"),
-            None => format!("{scheme}://{user_info}@{host}{redacted_tail}"),
-        },
-        None => format!("{scheme}://{authority}{redacted_tail}"),
+    if url.password().is_some() {
+        // Fails only for URLs that cannot have credentials, which then have no password.
+        let _ = url.set_password(Some("***"));
     }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k.eq_ignore_ascii_case("password") {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
-/// `?password=…` in a query string, redacted too.
-fn redact_query_password(tail: &str) -> String {
-    let Some((path, query)) = tail.split_once('?') else {
-        return tail.to_owned();
+fn redact_unparsed(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return "(a location that is not a URL)".into();
     };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-            _ => kv.to_owned(),
-        })
-        .collect();
-    format!("{path}?{}", query.join("&"))
+    let without_query = |t: &str| t.split('?').next().unwrap_or("").to_owned();
+    match rest.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{}", without_query(host)),
+        None => format!("{scheme}://{}", without_query(rest)),
+    }
 }
 
 #[cfg(test)]
@@ -142,6 +167,23 @@ mod tests {
         }
         let err = "postgres://u:hunter2@/db".parse::<Location>().unwrap_err();
         assert!(!format!("{err:#}").contains("hunter2"));
+        // Unencoded '/', '@' or '#' in a password: nothing of it shows.
+        for (url, secret) in [
+            ("postgres://u:pa/ss@h:5432/db", "pa/ss"),
+            ("postgres://u:p@ss@h/db", "p@ss"),
+            ("postgres://u:a#b@h/db", "a#b"),
+            ("postgres://u:x/y?z@h/db?password=w", "x/y"),
+        ] {
+            let shown = redact(url);
+            for part in secret.split(['/', '@', '#']) {
+                assert!(!shown.contains(&format!(":{part}")), "{url} → {shown}");
+            }
+            assert!(!shown.contains("password=w"), "{url} → {shown}");
+        }
+        assert_eq!(
+            redact("postgres://u:pa/ss@h:5432/db"),
+            "postgres://***@h:5432/db"
+        );
         assert_eq!(
             loc.worker_log(),
             PathBuf::from("shallow-sweeps.workers.log")

@@ -75,6 +75,12 @@ impl std::str::FromStr for RunStatus {
     }
 }
 
+/// How often a worker tells the store it is alive.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// A worker silent for this long is presumed dead and its run is trained again elsewhere (the
+/// default of `--lease`).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(120);
+
 /// A worker process as the store knows it.
 #[derive(Debug, Clone)]
 pub struct WorkerInfo {
@@ -215,8 +221,9 @@ pub trait Store {
     fn runs(&self) -> Result<Vec<RunRow>>;
     fn epochs(&self) -> Result<Vec<EpochRow>>;
     fn status_counts(&self) -> Result<Vec<(RunStatus, i64)>>;
-    /// The runs in progress, with the latest epoch each has recorded.
-    fn running(&self) -> Result<Vec<Running>>;
+    /// The runs in progress, with the latest epoch each has recorded; a run whose worker has
+    /// been silent for `lease` is marked gone.
+    fn running(&self, lease: Duration) -> Result<Vec<Running>>;
     /// The sweeps recorded: name and grid text.
     fn sweeps(&self) -> Result<Vec<(String, String)>>;
     /// Copies finished and pending runs with their epochs from another store: runs this store

@@ -76,8 +76,8 @@ impl Store for Named {
             .status_counts()
             .with_context(|| self.name.clone())
     }
-    fn running(&self) -> Result<Vec<Running>> {
-        self.inner.running().with_context(|| self.name.clone())
+    fn running(&self, lease: Duration) -> Result<Vec<Running>> {
+        self.inner.running(lease).with_context(|| self.name.clone())
     }
     fn sweeps(&self) -> Result<Vec<(String, String)>> {
         self.inner.sweeps().with_context(|| self.name.clone())

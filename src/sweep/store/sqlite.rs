@@ -425,7 +425,7 @@ impl Store for SqliteStore {
         })
     }
 
-    fn running(&self) -> Result<Vec<Running>> {
+    fn running(&self, lease: Duration) -> Result<Vec<Running>> {
         let mut query = self.conn.prepare(
             "SELECT r.id, COALESCE(r.worker, ''),
                     (SELECT COALESCE(MAX(epoch), 0) FROM epochs e WHERE e.run_id = r.id),
@@ -433,7 +433,7 @@ impl Store for SqliteStore {
              FROM runs r LEFT JOIN workers w ON w.id = r.worker
              WHERE r.status = 'running' ORDER BY r.worker",
         )?;
-        let deadline = now() - crate::sweep::worker::STALE_AFTER.as_secs_f64();
+        let deadline = now() - lease.as_secs_f64();
         let rows = query.query_map([], |r| {
             Ok((
                 r.get(0)?,

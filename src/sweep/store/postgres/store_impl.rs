@@ -317,8 +317,8 @@ impl Store for PostgresStore {
         Ok(RunStatus::ALL.iter().map(|&s| (s, count(s))).collect())
     }
 
-    fn running(&self) -> Result<Vec<Running>> {
-        let stale = crate::sweep::worker::STALE_AFTER.as_secs_f64();
+    fn running(&self, lease: Duration) -> Result<Vec<Running>> {
+        let stale = lease.as_secs_f64();
         let rows = self.with(|client| {
             Ok(client.query(
                 &format!(
