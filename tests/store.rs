@@ -89,7 +89,39 @@ both_backends!(
     attempts_cap_marks_failed_and_retry_failed_requeues,
     readers_never_write_and_refuse_foreign_or_future_databases,
     concurrent_group_claims_take_whole_fusion_groups_once,
+    a_claim_first_takes_back_the_runs_the_worker_still_holds,
 );
+
+/// The backends' shared contract for a worker that claims while runs are still held under its
+/// id (a claim whose answer it lost): it gets those runs again, their partial epochs gone, and
+/// nothing new; once they are finished it claims pending runs as usual.
+fn a_claim_first_takes_back_the_runs_the_worker_still_holds(t: TestStore) {
+    let mut s = store::open(&t.location).unwrap();
+    let queued = fusable_specs();
+    s.add_runs("s", "", &queued).unwrap();
+    let w = worker("forgetful");
+    s.register_worker(&w).unwrap();
+    let group = s.claim_group(&w, &|_| 3).unwrap();
+    assert_eq!(group.len(), 3);
+    let result = result_of(&synthetic(&group[0]));
+    s.record_epoch(&group[0].id, &w, &result.epochs[0]).unwrap();
+    let again = s.claim_group(&w, &|_| 3).unwrap();
+    let ids = |g: &[RunSpec]| g.iter().map(|r| r.id.clone()).collect::<BTreeSet<_>>();
+    assert_eq!(ids(&again), ids(&group));
+    let epochs = s.epochs().unwrap();
+    assert!(
+        epochs.iter().all(|e| e.run_id != group[0].id),
+        "partial epochs kept"
+    );
+    let running = s.status_counts().unwrap();
+    assert!(running.contains(&(RunStatus::Running, 3)), "{running:?}");
+    for run in &again {
+        s.finish(&run.id, &w, Finish::Failed("test")).unwrap();
+    }
+    let next = s.claim_group(&w, &|_| 3).unwrap();
+    assert_eq!(next.len(), 3);
+    assert!(next.iter().all(|r| !ids(&group).contains(&r.id)));
+}
 
 /// 4 architectures × 2 layouts × 3 lrs × 2 seeds, queued with lr and seed outermost (so that a
 /// fusion group's runs are far apart in the queue).

@@ -158,14 +158,22 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Runs `op`, reconnecting (for up to a minute) and retrying when the connection was lost.
-    /// Every write below is idempotent for its owner or guarded by ownership, so a retry after
-    /// a commit whose answer was lost does no harm.
+    /// Runs `op`, reconnecting (for up to a minute) and retrying when the connection was lost,
+    /// and retrying at once when the server aborted its transaction as a deadlock victim or a
+    /// serialization failure (SQLSTATE 40P01, 40001). Every write below is idempotent for its
+    /// owner or guarded by ownership, so a retry after a commit whose answer was lost does no
+    /// harm.
     fn with<T>(&self, mut op: impl FnMut(&mut Client) -> Result<T>) -> Result<T> {
         let started = Instant::now();
+        let mut backoff = Duration::from_millis(10);
         loop {
             let result = op(&mut self.client.borrow_mut());
             match result {
+                Err(e) if started.elapsed() < RECONNECT_FOR && transient(&e) => {
+                    tracing::debug!("{}: retried: {e:#}", redact(&self.url));
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
                 Err(e) if self.connection_lost(&e) && started.elapsed() < RECONNECT_FOR => {
                     tracing::warn!(
                         "{}: connection lost ({e:#}); reconnecting",
@@ -194,6 +202,20 @@ impl PostgresStore {
                     .is_some_and(session_ended)
             })
     }
+}
+
+/// A transaction the server rolled back to break a deadlock or keep transactions serializable:
+/// retrying it is the documented remedy.
+fn transient(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<postgres::Error>()
+            .and_then(postgres::Error::code)
+            .is_some_and(|code| {
+                *code == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                    || *code == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+            })
+    })
 }
 
 /// A closed connection, a FATAL or PANIC error (the server ends the session after either),

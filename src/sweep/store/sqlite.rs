@@ -102,6 +102,28 @@ impl Store for SqliteStore {
             })
             .collect()
         };
+        // A worker claims only when it trains nothing: runs still held under its id are those
+        // whose claim it lost track of (an error after the commit). Take them again rather than
+        // leave them held by a live worker forever — as the PostgreSQL backend does.
+        let held = {
+            let mut q = tx.prepare(
+                "SELECT id, pair_id, config FROM runs WHERE worker = ?1 AND status = 'running'
+                 ORDER BY seq",
+            )?;
+            let rows = q.query_map([&w.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<rusqlite::Result<Vec<(String, String, String)>>>()?
+        };
+        if !held.is_empty() {
+            let group = held
+                .into_iter()
+                .map(|(id, pair_id, config)| {
+                    tx.execute("DELETE FROM epochs WHERE run_id = ?1", [&id])?;
+                    run_spec(id, pair_id, &config)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            tx.commit()?;
+            return Ok(group);
+        }
         let mut group = claim("AND ?4 IS NULL", None, 1)?;
         if let Some(first) = group.first() {
             let more = limit(&first.config).saturating_sub(1) as i64;

@@ -82,10 +82,12 @@ impl Store for PostgresStore {
                 &format!("UPDATE workers SET heartbeat_at = {NOW} WHERE id = $1"),
                 &[&w.id],
             )?;
+            // Rows locked in queue order, as `requeue` locks them: the two cannot deadlock.
             tx.execute(
                 &format!(
                     "UPDATE runs SET lease_renewed_at = {NOW}
-                     WHERE worker = $1 AND status = 'running'"
+                     WHERE seq IN (SELECT seq FROM runs WHERE worker = $1 AND status = 'running'
+                                   ORDER BY seq FOR UPDATE)"
                 ),
                 &[&w.id],
             )?;
@@ -410,7 +412,8 @@ impl PostgresStore {
                            ELSE error END,
                          finished_at = CASE WHEN attempts >= $1 THEN {NOW} ELSE NULL END,
                          worker = NULL, claimed_at = NULL, lease_renewed_at = NULL
-                       WHERE status = 'running' AND {condition}
+                       WHERE seq IN (SELECT seq FROM runs WHERE status = 'running' AND {condition}
+                                     ORDER BY seq FOR UPDATE)
                        RETURNING id, status),
                      cleared AS (DELETE FROM epochs
                        WHERE run_id IN (SELECT id FROM gone WHERE status = 'pending'))
