@@ -271,7 +271,7 @@ fn train_command(args: &TrainArgs) -> Result<ExitCode> {
     cfg.validate()?;
     let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
     if let Some(path) = args.json.as_deref().filter(|_| !json_to_stdout) {
-        check_writable(path).context("--json")?;
+        shallow::files::check_writable(path).context("--json")?;
     }
     // With the JSON on standard output, the lines for people go to standard error.
     let mut human: Box<dyn Write> = if json_to_stdout {
@@ -389,24 +389,12 @@ fn print_summary(out: &mut dyn Write, r: &RunResult) -> std::io::Result<()> {
     )
 }
 
-/// Fails, before any work, when `path` cannot be written as a file: a folder, or a place where
-/// the file (and its temporary sibling) cannot be created.
-fn check_writable(path: &Path) -> Result<()> {
-    if path.is_dir() {
-        anyhow::bail!("{} is a folder; give a file name", path.display());
-    }
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, b"").with_context(|| format!("cannot write {}", path.display()))?;
-    std::fs::remove_file(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))
-}
-
 /// Writes via a temporary file and rename, so readers never see half a file.
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    shallow::files::write_atomically(path, |out| {
+        serde_json::to_writer_pretty(out, value)?;
+        Ok(())
+    })
 }
 
 fn bench_command(args: BenchArgs) -> Result<ExitCode> {

@@ -2,10 +2,11 @@
 //!
 //! Modules, each one concern: [`settings`] (every run setting once), [`data`] (formats, download, tensors), [`model`] (the two layouts),
 //! [`train`] (one run), [`trace`] (a run recorded for replay in PyTorch), [`sweep`] (grid, results store, workers) and [`report`] (tables,
-//! statistics, plots), which only reads the store.
+//! statistics, plots), which only reads the store; [`files`] writes files whole or not at all.
 pub mod bench;
 pub mod data;
 pub mod device;
+pub mod files;
 pub mod model;
 pub mod report;
 pub mod settings;

@@ -239,6 +239,19 @@ pub fn defaults(layout: Layout) -> RunConfig {
     <Defaults as clap::Parser>::parse_from(["defaults", "--layout", layout.as_str()]).config
 }
 
+/// A dataset name is a folder under the data directory and part of plot file names: letters,
+/// digits, `_`, `-` and `.`, not starting with `.` (so never `..`, a path or a hidden file).
+fn check_dataset_name(name: &str) -> Result<()> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    ensure!(
+        !name.is_empty() && name.len() <= 64 && !name.starts_with('.') && name.chars().all(safe),
+        "dataset '{}': a dataset name is 1–64 letters, digits, '_', '-' or '.', not starting \
+         with '.' (the name of a folder in the data directory)",
+        name.escape_debug()
+    );
+    Ok(())
+}
+
 /// Bounds far beyond any net these datasets can train, that keep sizes from overflowing.
 const MAX_LAYERS: usize = 10_000;
 const MAX_FILTERS: usize = 65_536;
@@ -291,7 +304,7 @@ impl RunConfig {
     /// The checks of each setting on its own (a grid checks each of its values this way, against
     /// the defaults of the other settings).
     pub fn validate_settings(&self) -> Result<()> {
-        ensure!(!self.dataset.is_empty(), "dataset must not be empty");
+        check_dataset_name(&self.dataset)?;
         self.validate_training()?;
         ensure!(
             self.lr.is_finite() && self.lr > 0.0,

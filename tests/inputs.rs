@@ -163,7 +163,7 @@ fn unwritable_json_path_is_refused_before_training() {
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
@@ -187,6 +187,10 @@ fn unknown_or_empty_datasets_stop_a_sweep_before_anything_is_queued() {
     for (dataset, says) in [
         ("nosuchdata", "unknown dataset 'nosuchdata'"),
         ("empty", "holds no images"),
+        // Dataset names become folder and plot file names: no paths, no hidden files.
+        ("../tiny", "a dataset name is 1–64 letters"),
+        ("a/b", "a dataset name is 1–64 letters"),
+        (".hidden", "a dataset name is 1–64 letters"),
     ] {
         let grid = write_grid(
             tmp.path(),
@@ -204,6 +208,15 @@ fn unknown_or_empty_datasets_stop_a_sweep_before_anything_is_queued() {
             assert_refused(&out, says);
             assert!(!db.exists(), "nothing queued (dry run: {dry})");
         }
+    }
+}
+
+#[test]
+fn dataset_names_that_are_paths_are_refused_by_train() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_idx_dataset(&tmp.path().join("tiny"), 20, 10, 6, true);
+    for name in ["../tiny", "/etc", "tiny/../tiny", ""] {
+        assert_refused(&shallow(&train_args(name), tmp.path()), "a dataset name is");
     }
 }
 
@@ -253,5 +266,14 @@ fn export_to_a_folder_is_refused_and_leaves_nothing_behind() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a folder"));
-    assert!(!tmp.path().join("out.csv.tmp").exists());
+    let entries: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(
+        entries.iter().all(|e| !e
+            .as_ref()
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains(".tmp")),
+        "a temporary file left behind"
+    );
 }

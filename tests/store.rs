@@ -90,7 +90,115 @@ both_backends!(
     readers_never_write_and_refuse_foreign_or_future_databases,
     concurrent_group_claims_take_whole_fusion_groups_once,
     a_claim_first_takes_back_the_runs_the_worker_still_holds,
+    every_earlier_schema_version_is_read_and_migrated,
+    pages_of_runs_and_their_epochs_cover_the_store_once_in_queue_order,
 );
+
+/// Reading in pages (as `copy` does, in bounded memory) gives every run once, in queue order,
+/// with exactly the epochs a whole read gives.
+fn pages_of_runs_and_their_epochs_cover_the_store_once_in_queue_order(t: TestStore) {
+    let mut s = store::open(&t.location).unwrap();
+    s.add_runs("s", "", &fusable_specs()).unwrap();
+    let w = worker("w");
+    s.register_worker(&w).unwrap();
+    for _ in 0..7 {
+        train_one(s.as_mut(), &w);
+    }
+    let (all, all_epochs) = (s.runs().unwrap(), s.epochs().unwrap());
+    assert_eq!(all.len(), 48);
+    let (mut paged, mut paged_epochs, mut after) = (vec![], vec![], 0);
+    loop {
+        let (page, last) = s.runs_page(after, 5).unwrap();
+        if page.is_empty() {
+            assert_eq!(last, after);
+            break;
+        }
+        assert!(page.len() <= 5 && last > after);
+        paged_epochs.extend(s.epochs_between(after, last).unwrap());
+        paged.extend(page);
+        after = last;
+    }
+    let ids = |rows: &[store::RunRow]| rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&paged), ids(&all));
+    let key = |e: &store::EpochRow| (e.run_id.clone(), e.metrics.epoch);
+    let mut sorted: Vec<_> = paged_epochs.iter().map(key).collect();
+    sorted.sort();
+    assert_eq!(sorted, all_epochs.iter().map(key).collect::<Vec<_>>());
+    assert_eq!(sorted.len(), 14);
+}
+
+/// The column names of `table`.
+fn columns_of(location: &Location, table: &str) -> BTreeSet<String> {
+    match location {
+        Location::Sqlite(path) => {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            let mut q = conn
+                .prepare("SELECT name FROM pragma_table_info(?1)")
+                .unwrap();
+            q.query_map([table], |r| r.get(0))
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect()
+        }
+        Location::Postgres(url) => ::postgres::Client::connect(url, ::postgres::NoTls)
+            .unwrap()
+            .query(
+                "SELECT column_name::text FROM information_schema.columns
+                 WHERE table_name = $1 AND table_schema = current_schema()",
+                &[&table],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+    }
+}
+
+/// Databases of every earlier schema version — versions 2 and 3 (its first and its last build)
+/// as SQL dumps in each backend's dialect (the CREATE statements of those releases verbatim) — are
+/// read as they are by a reader, and migrated step by step when a writer opens them: every run and
+/// epoch kept, the migrated tables the same as a new database's, pending runs claimable. (Version
+/// 1, SQLite only, is `databases_of_the_previous_release_are_read_and_migrated`.)
+fn every_earlier_schema_version_is_read_and_migrated(fresh: TestStore) {
+    let dialect = match fresh.location {
+        Location::Sqlite(_) => "sqlite",
+        Location::Postgres(_) => "postgres",
+    };
+    store::open(&fresh.location).unwrap();
+    let new_tables =
+        ["runs", "epochs", "workers", "sweeps"].map(|t| columns_of(&fresh.location, t));
+    for version in ["v2", "v3-early", "v3"] {
+        let t = match fresh.location {
+            Location::Sqlite(_) => stores::sqlite(),
+            Location::Postgres(_) => stores::postgres(),
+        };
+        let dump = format!("tests/fixtures/store-{version}.{dialect}.sql");
+        execute(&t.location, &std::fs::read_to_string(&dump).unwrap());
+        let before = store::open_reader(&t.location).unwrap();
+        let (runs, epochs) = (before.runs().unwrap(), before.epochs().unwrap());
+        assert_eq!((runs.len(), epochs.len()), (6, 8), "{dump}");
+        let done = runs.iter().filter(|r| r.status == RunStatus::Done).count();
+        assert_eq!(done, 4, "{dump}");
+        drop(before);
+        let mut s = store::open(&t.location).unwrap();
+        let same =
+            |r: &store::RunRow| (r.id.clone(), r.status, r.final_val_loss, r.epochs_recorded);
+        let after = s.runs().unwrap();
+        assert_eq!(
+            runs.iter().map(same).collect::<Vec<_>>(),
+            after.iter().map(same).collect::<Vec<_>>(),
+            "{dump}"
+        );
+        assert!(after.iter().all(|r| r.convergence.is_none()));
+        assert_eq!(s.epochs().unwrap().len(), 8);
+        let tables = ["runs", "epochs", "workers", "sweeps"].map(|n| columns_of(&t.location, n));
+        assert_eq!(
+            tables, new_tables,
+            "{dump}: migrated tables differ from a new database's"
+        );
+        assert!(s.claim(&worker("w")).unwrap().is_some(), "{dump}");
+    }
+}
 
 /// The backends' shared contract for a worker that claims while runs are still held under its
 /// id (a claim whose answer it lost): it gets those runs again, their partial epochs gone, and

@@ -214,22 +214,14 @@ impl<'a> ExportRow<'a> {
 }
 
 /// `shallow export`: one CSV row per run — identity, config columns, status, final metrics,
-/// timings — ready for pandas or polars. Written via a temporary file and a rename.
+/// timings — ready for pandas or polars. Written whole or not at all ([`crate::files`]).
 pub fn export_csv(db: &Location, out: &Path) -> Result<usize> {
     if out.is_dir() {
         bail!("--csv {}: is a folder; give a file name", out.display());
     }
     let store = store::open_reader(db)?;
     let runs = store.runs()?;
-    let tmp = out.with_extension("csv.tmp");
-    let written = std::fs::File::create(&tmp)
-        .map_err(anyhow::Error::from)
-        .and_then(|file| write_rows(&runs, file))
-        .and_then(|()| Ok(std::fs::rename(&tmp, out)?));
-    if let Err(e) = written {
-        std::fs::remove_file(&tmp).ok();
-        return Err(e.context(format!("cannot write {}", out.display())));
-    }
+    crate::files::write_atomically(out, |file| write_rows(&runs, file))?;
     Ok(runs.len())
 }
 

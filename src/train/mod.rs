@@ -30,9 +30,12 @@ pub struct EpochMetrics {
     /// 1-based.
     pub epoch: usize,
     /// Mean of the minibatch losses seen during the epoch (train mode).
+    #[serde(deserialize_with = "nan_if_null")]
     pub train_loss: f64,
     /// Loss and accuracy on the official test set (or its `val_limit` subset).
+    #[serde(deserialize_with = "nan_if_null")]
     pub val_loss: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub val_acc: f64,
     /// Loss and accuracy on the held-out split, when the run has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,6 +45,11 @@ pub struct EpochMetrics {
     /// Wall time of the epoch's training steps (without validation).
     pub seconds: f64,
     pub images_per_second: f64,
+}
+
+/// A number that JSON (and the store) write as null when it is not finite: read back as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

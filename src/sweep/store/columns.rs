@@ -1,132 +1,266 @@
-//! The stored columns, each listed once with the schema version that added it; both backends
-//! derive their SELECTs (reading what an older database lacks as NULL), INSERTs and placeholders
-//! from these lists, and bind an epoch's values as [`EpochValues`].
-use anyhow::Result;
+//! The stored columns, each defined once: its name (the name of the field it holds in
+//! [`RunRow`], [`EpochRow`] and, for a result, [`RunResult`]), its kind and its constraints. Both
+//! backends derive from these lists their CREATE TABLEs, the columns a migration adds to an
+//! older database, their SELECTs (reading what an older database lacks as NULL), INSERTs and
+//! UPDATEs, and they decode rows by column name through serde. Adding a result column is one
+//! line in [`RUN_COLUMNS`] (and the field of that name in `RunRow` and `RunResult`).
+use anyhow::{Context, Result, anyhow};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value as Json};
 
-use crate::train::EpochMetrics;
-use crate::train::stopping::Convergence;
+use super::{EpochRow, RunRow};
+use crate::train::RunResult;
 
-/// A stored column: its name, the schema version that added it, and (for columns added after
-/// version 1) its type, in which an older database is read as NULL.
-pub(super) type Column = (&'static str, i64, &'static str);
+/// What a column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Text,
+    Integer,
+    Real,
+    /// A JSON document (a run's config, its convergence record), stored as text.
+    Json,
+}
 
-/// The columns of a [`RunRow`], in its field order, for both backends' queries.
-pub(super) const RUN_COLUMNS: [Column; 25] = [
-    ("id", 1, ""),
-    ("pair_id", 1, ""),
-    ("sweep", 1, ""),
-    ("status", 1, ""),
-    ("config", 1, ""),
-    ("attempts", 1, ""),
-    ("worker", 1, ""),
-    ("host", 1, ""),
-    ("claimed_at", 1, ""),
-    ("finished_at", 1, ""),
-    ("params", 1, ""),
-    ("q", 1, ""),
-    ("train_examples", 1, ""),
-    ("final_train_loss", 1, ""),
-    ("final_train_acc", 1, ""),
-    ("final_val_loss", 1, ""),
-    ("final_val_acc", 1, ""),
-    ("diverged_epoch", 1, ""),
-    ("train_seconds", 1, ""),
-    ("total_seconds", 1, ""),
-    ("device", 1, ""),
-    ("error", 1, ""),
-    ("truncated_val_loss", 3, "DOUBLE PRECISION"),
-    ("truncated_val_acc", 3, "DOUBLE PRECISION"),
-    ("convergence", 4, "TEXT"),
+/// Who writes a run column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// Set when the run is queued or claimed, or by the store's bookkeeping.
+    Queue,
+    /// Taken from the [`RunResult`] field of the same name when the run finishes.
+    Result,
+}
+
+/// A stored column.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Column {
+    pub(super) name: &'static str,
+    pub(super) kind: Kind,
+    /// Its constraints in CREATE TABLE (the same in both dialects).
+    pub(super) constraint: &'static str,
+    pub(super) role: Role,
+}
+
+const fn column(name: &'static str, kind: Kind) -> Column {
+    Column {
+        name,
+        kind,
+        constraint: "",
+        role: Role::Queue,
+    }
+}
+
+const fn result(name: &'static str, kind: Kind) -> Column {
+    Column {
+        role: Role::Result,
+        ..column(name, kind)
+    }
+}
+
+const fn constrained(name: &'static str, kind: Kind, constraint: &'static str) -> Column {
+    Column {
+        constraint,
+        ..column(name, kind)
+    }
+}
+
+use Kind::{Integer, Json as JsonText, Real, Text};
+
+/// The columns of a [`RunRow`].
+pub(super) const RUN_COLUMNS: &[Column] = &[
+    constrained("id", Text, "NOT NULL UNIQUE"),
+    constrained("pair_id", Text, "NOT NULL"),
+    constrained("sweep", Text, "NOT NULL REFERENCES sweeps(name)"),
+    constrained("status", Text, STATUS_CONSTRAINT),
+    constrained("config", JsonText, "NOT NULL"),
+    constrained("attempts", Integer, "NOT NULL DEFAULT 0"),
+    column("worker", Text),
+    column("host", Text),
+    column("claimed_at", Real),
+    column("finished_at", Real),
+    result("params", Integer),
+    result("q", Real),
+    result("train_examples", Integer),
+    result("final_train_loss", Real),
+    result("final_train_acc", Real),
+    result("final_val_loss", Real),
+    result("final_val_acc", Real),
+    result("diverged_epoch", Integer),
+    result("train_seconds", Real),
+    result("total_seconds", Real),
+    result("device", Text),
+    column("error", Text),
+    result("truncated_val_loss", Real),
+    result("truncated_val_acc", Real),
+    result("convergence", JsonText),
 ];
 
-/// The columns of an epoch row, in the order both backends bind [`EpochValues`].
-pub(super) const EPOCH_COLUMNS: [Column; 9] = [
-    ("run_id", 1, ""),
-    ("epoch", 1, ""),
-    ("train_loss", 1, ""),
-    ("val_loss", 1, ""),
-    ("val_acc", 1, ""),
-    ("seconds", 1, ""),
-    ("images_per_second", 1, ""),
-    ("holdout_loss", 4, "DOUBLE PRECISION"),
-    ("holdout_acc", 4, "DOUBLE PRECISION"),
+/// Every status a run can have (see [`super::RunStatus`]; a unit test keeps the two equal).
+const STATUS_CONSTRAINT: &str = "NOT NULL DEFAULT 'pending' \
+    CHECK (status IN ('pending', 'running', 'done', 'diverged', 'failed'))";
+
+/// The store's own columns of the runs table, in no [`RunRow`]: the fusion key claims group by
+/// (since version 3). The backends add their own (PostgreSQL's lease).
+pub(super) const RUN_BOOKKEEPING: &[Column] = &[column("fuse_key", Text)];
+
+/// The columns of an [`EpochRow`] (its metrics flattened).
+pub(super) const EPOCH_COLUMNS: &[Column] = &[
+    constrained("run_id", Text, "NOT NULL REFERENCES runs(id)"),
+    constrained("epoch", Integer, "NOT NULL"),
+    column("train_loss", Real),
+    column("val_loss", Real),
+    column("val_acc", Real),
+    constrained("seconds", Real, "NOT NULL"),
+    constrained("images_per_second", Real, "NOT NULL"),
+    column("holdout_loss", Real),
+    column("holdout_acc", Real),
 ];
 
-/// The names of `columns`, comma-separated (for INSERTs into the current schema).
+/// A value as a backend binds or reads it; NULL keeps its kind (PostgreSQL binds typed NULLs).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Value {
+    Text(Option<String>),
+    Integer(Option<i64>),
+    Real(Option<f64>),
+}
+
+impl Value {
+    pub(super) fn null(kind: Kind) -> Value {
+        match kind {
+            Text | JsonText => Value::Text(None),
+            Integer => Value::Integer(None),
+            Real => Value::Real(None),
+        }
+    }
+}
+
+/// `columns`' values of `row` (serialised by serde, so read by field name), in list order.
+/// Non-finite numbers are NULL (SQLite has no NaN): a diverged run's losses are still recorded.
+pub(super) fn values_of(row: &impl Serialize, columns: &[Column]) -> Result<Vec<Value>> {
+    let fields = fields_of(row)?;
+    columns
+        .iter()
+        .map(|c| to_value(c, fields.get(c.name).unwrap_or(&Json::Null)))
+        .collect()
+}
+
+/// Decodes a row from its columns' stored values, looked up by name (`extra` adds fields that
+/// are no column, such as a run's count of recorded epochs).
+pub(super) fn decode<T: DeserializeOwned>(
+    columns: &[Column],
+    mut value_of: impl FnMut(&Column) -> Result<Value>,
+    extra: &[(&str, Json)],
+) -> Result<T> {
+    let mut fields = Map::new();
+    for c in columns {
+        let value = value_of(c)?;
+        fields.insert(c.name.to_owned(), to_json(c, value)?);
+    }
+    for (name, value) in extra {
+        fields.insert((*name).to_owned(), value.clone());
+    }
+    serde_json::from_value(Json::Object(fields)).context("a stored row is not readable")
+}
+
+/// The result columns' values of a finished run.
+pub(super) fn result_values(result: &RunResult) -> Result<Vec<Value>> {
+    let columns: Vec<Column> = result_columns().collect();
+    values_of(result, &columns)
+}
+
+pub(super) fn result_columns() -> impl Iterator<Item = Column> {
+    RUN_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| c.role == Role::Result)
+}
+
+fn fields_of(row: &impl Serialize) -> Result<Map<String, Json>> {
+    match serde_json::to_value(row)? {
+        Json::Object(fields) => Ok(fields),
+        other => Err(anyhow!("a row serialised as {other}, not an object")),
+    }
+}
+
+fn to_value(c: &Column, json: &Json) -> Result<Value> {
+    let wrong = || anyhow!("column {}: {json} is not {:?}", c.name, c.kind);
+    Ok(match (c.kind, json) {
+        (kind, Json::Null) => Value::null(kind),
+        (Text, Json::String(s)) => Value::Text(Some(s.clone())),
+        (JsonText, doc) => Value::Text(Some(doc.to_string())),
+        (Integer, Json::Number(n)) => Value::Integer(Some(n.as_i64().ok_or_else(wrong)?)),
+        (Real, Json::Number(n)) => Value::Real(n.as_f64().filter(|x| x.is_finite())),
+        _ => return Err(wrong()),
+    })
+}
+
+fn to_json(c: &Column, value: Value) -> Result<Json> {
+    Ok(match (c.kind, value) {
+        (JsonText, Value::Text(Some(text))) => serde_json::from_str(&text)
+            .with_context(|| format!("column {}: stored JSON is not readable", c.name))?,
+        (_, Value::Text(Some(s))) => Json::String(s),
+        (_, Value::Integer(Some(i))) => Json::from(i),
+        (_, Value::Real(Some(x))) => Json::from(x),
+        (_, Value::Text(None) | Value::Integer(None) | Value::Real(None)) => Json::Null,
+    })
+}
+
+/// The names of `columns`, comma-separated.
 pub(super) fn column_list(columns: &[Column]) -> String {
     columns
         .iter()
-        .map(|(name, _, _)| *name)
+        .map(|c| c.name)
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// `columns` to select from a database of schema `version`: those it lacks are read as NULL.
-pub(super) fn select_columns(columns: &[Column], version: i64) -> String {
-    columns
-        .iter()
-        .map(|&(name, since, kind)| {
-            if since <= version {
-                name.to_owned()
-            } else {
-                format!("CAST(NULL AS {kind}) AS {name}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Placeholders `?1, …` (SQLite) or `$1, …` (PostgreSQL) for `n` values.
-pub(super) fn placeholders(sigil: char, n: usize) -> String {
-    (1..=n)
+/// Placeholders `?1, …` (SQLite) or `$1, …` (PostgreSQL) for `n` values from `first`.
+pub(super) fn placeholders(sigil: char, first: usize, n: usize) -> String {
+    (first..first + n)
         .map(|i| format!("{sigil}{i}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// A run's convergence record as stored (JSON), and back.
-pub(super) fn convergence_text(c: Option<&Convergence>) -> Option<String> {
-    c.map(|c| serde_json::to_string(c).expect("a convergence record serialises"))
+/// `name = ?k, …` for `columns`, numbered from `first`.
+pub(super) fn assignments(columns: &[Column], sigil: char, first: usize) -> String {
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} = {sigil}{}", c.name, first + i))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-pub(super) fn convergence_of(text: Option<String>) -> Result<Option<Convergence>> {
-    text.map(|t| {
-        serde_json::from_str(&t)
-            .map_err(|e| anyhow::anyhow!("a stored convergence record is not readable: {e}"))
-    })
-    .transpose()
+/// The rows of the epochs table and of runs as the report reads them decode from these lists.
+pub(super) fn decode_epoch(value_of: impl FnMut(&Column) -> Result<Value>) -> Result<EpochRow> {
+    decode(EPOCH_COLUMNS, value_of, &[])
 }
 
-/// One epoch as the epochs table stores it: losses and accuracy through [`finite`].
-pub(super) struct EpochValues<'a> {
-    pub(super) run_id: &'a str,
-    pub(super) epoch: i64,
-    pub(super) train_loss: Option<f64>,
-    pub(super) val_loss: Option<f64>,
-    pub(super) val_acc: Option<f64>,
-    pub(super) seconds: f64,
-    pub(super) images_per_second: f64,
-    pub(super) holdout_loss: Option<f64>,
-    pub(super) holdout_acc: Option<f64>,
+pub(super) fn decode_run(
+    value_of: impl FnMut(&Column) -> Result<Value>,
+    epochs_recorded: i64,
+) -> Result<RunRow> {
+    decode(
+        RUN_COLUMNS,
+        value_of,
+        &[("epochs_recorded", Json::from(epochs_recorded))],
+    )
 }
 
-impl<'a> EpochValues<'a> {
-    pub(super) fn new(run_id: &'a str, m: &EpochMetrics) -> EpochValues<'a> {
-        EpochValues {
-            run_id,
-            epoch: m.epoch as i64,
-            train_loss: finite(m.train_loss),
-            val_loss: finite(m.val_loss),
-            val_acc: finite(m.val_acc),
-            seconds: m.seconds,
-            images_per_second: m.images_per_second,
-            holdout_loss: m.holdout_loss.and_then(finite),
-            holdout_acc: m.holdout_acc.and_then(finite),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sweep::store::RunStatus;
+
+    #[test]
+    fn the_status_constraint_lists_every_status() {
+        for status in RunStatus::ALL {
+            assert!(STATUS_CONSTRAINT.contains(&format!("'{status}'")));
         }
+        assert_eq!(
+            STATUS_CONSTRAINT.matches('\'').count(),
+            2 * (1 + RunStatus::ALL.len())
+        );
     }
-}
-
-/// Stores NaN/inf as NULL (SQLite has no NaN), so a diverged epoch is still recorded.
-pub(super) fn finite(x: f64) -> Option<f64> {
-    x.is_finite().then_some(x)
 }

@@ -11,14 +11,14 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::grid::RunSpec;
 use crate::train::stopping::Convergence;
 use crate::train::{EpochMetrics, RunConfig, RunResult};
 
 /// Where a run stands: `pending → running → done | diverged | failed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Pending,
@@ -123,8 +123,9 @@ pub enum Finish<'a> {
     Failed(&'a str),
 }
 
-/// One row of the runs table, as status, export and report read it.
-#[derive(Debug, Clone, Serialize)]
+/// One row of the runs table, as status, export and report read it; its fields are the columns
+/// of [`columns::RUN_COLUMNS`] (by name) and the count of recorded epochs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRow {
     pub id: String,
     pub pair_id: String,
@@ -157,10 +158,11 @@ pub struct RunRow {
     pub epochs_recorded: i64,
 }
 
-/// Per-epoch metrics of one run.
-#[derive(Debug, Clone, Serialize)]
+/// Per-epoch metrics of one run; stored flat, one column per field.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochRow {
     pub run_id: String,
+    #[serde(flatten)]
     pub metrics: EpochMetrics,
 }
 
@@ -220,6 +222,11 @@ pub trait Store {
     fn retry_failed(&mut self) -> Result<usize>;
     fn runs(&self) -> Result<Vec<RunRow>>;
     fn epochs(&self) -> Result<Vec<EpochRow>>;
+    /// Up to `limit` runs after queue position `after` (0: from the first), in queue order, and
+    /// the position of the last one returned: a store read in pages of bounded memory.
+    fn runs_page(&self, after: i64, limit: usize) -> Result<(Vec<RunRow>, i64)>;
+    /// The epochs of the runs at queue positions after `after`, up to and including `through`.
+    fn epochs_between(&self, after: i64, through: i64) -> Result<Vec<EpochRow>>;
     fn status_counts(&self) -> Result<Vec<(RunStatus, i64)>>;
     /// The runs in progress, with the latest epoch each has recorded; a run whose worker has
     /// been silent for `lease` is marked gone.
@@ -279,13 +286,34 @@ pub fn open_reader(location: &Location) -> Result<Box<dyn Store + Send>> {
     Ok(Box::new(Named::new(store, location)))
 }
 
-/// Copies every sweep, run and epoch of `from` into `to` (created if missing). Runs `to`
-/// already has are left alone, so a second copy changes nothing.
+/// Runs copied per transaction by [`copy`]: its memory is bounded by a page of this many runs
+/// and their epochs, whatever the size of the database.
+const COPY_PAGE: usize = 2_000;
+
+/// Copies every sweep, run and epoch of `from` into `to` (created if missing), a page of runs at
+/// a time. Runs `to` already has are left alone, so a second copy (or one cut short and run
+/// again) changes nothing it did.
 pub fn copy(from: &Location, to: &Location) -> Result<Added> {
     anyhow::ensure!(from != to, "{from}: copying a database onto itself");
     let source = open_reader(from)?;
-    let (sweeps, runs, epochs) = (source.sweeps()?, source.runs()?, source.epochs()?);
-    open(to)?.import(&sweeps, &runs, &epochs)
+    let mut target = open(to)?;
+    let sweeps = source.sweeps()?;
+    let mut added = Added {
+        new: 0,
+        existing: 0,
+    };
+    let mut after = 0;
+    loop {
+        let (runs, last) = source.runs_page(after, COPY_PAGE)?;
+        if runs.is_empty() {
+            return Ok(added);
+        }
+        let epochs = source.epochs_between(after, last)?;
+        let page = target.import(&sweeps, &runs, &epochs)?;
+        added.new += page.new;
+        added.existing += page.existing;
+        after = last;
+    }
 }
 
 /// The schema version of a database from its table names, reading the recorded version (with
@@ -328,12 +356,9 @@ mod columns;
 mod location;
 mod named;
 mod postgres;
+mod schema;
 mod sqlite;
 
-use columns::{
-    EPOCH_COLUMNS, EpochValues, RUN_COLUMNS, column_list, convergence_of, convergence_text, finite,
-    placeholders, select_columns,
-};
 pub use location::{Location, redact};
 use named::Named;
 pub use postgres::PostgresStore;

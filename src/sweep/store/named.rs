@@ -76,6 +76,18 @@ impl Store for Named {
             .status_counts()
             .with_context(|| self.name.clone())
     }
+    fn runs_page(&self, after: i64, limit: usize) -> Result<(Vec<RunRow>, i64)> {
+        self.inner
+            .runs_page(after, limit)
+            .with_context(|| self.name.clone())
+    }
+
+    fn epochs_between(&self, after: i64, through: i64) -> Result<Vec<EpochRow>> {
+        self.inner
+            .epochs_between(after, through)
+            .with_context(|| self.name.clone())
+    }
+
     fn running(&self, lease: Duration) -> Result<Vec<Running>> {
         self.inner.running(lease).with_context(|| self.name.clone())
     }

@@ -11,11 +11,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use postgres::{Client, GenericClient, NoTls, Row};
 
+use super::columns::{
+    Column, EPOCH_COLUMNS, Kind, RUN_COLUMNS, Value, assignments, column_list, decode_epoch,
+    decode_run, placeholders, result_columns, result_values, values_of,
+};
+use super::schema::{self, Absent, Dialect, Step, select_columns};
 use super::{
-    Added, EPOCH_COLUMNS, EpochRow, EpochValues, Finish, RUN_COLUMNS, RunRow, RunStatus, Running,
-    SCHEMA_VERSION, Store, WorkerInfo, check_version, column_list, convergence_of,
-    convergence_text, finite, not_owned, placeholders, portable, redact, run_spec,
-    schema_version_of, select_columns, stored_fusion_key,
+    Added, EpochRow, Finish, RunRow, RunStatus, Running, SCHEMA_VERSION, Store, WorkerInfo,
+    check_version, not_owned, portable, redact, run_spec, schema_version_of, stored_fusion_key,
 };
 use crate::sweep::grid::RunSpec;
 use crate::sweep::grid::fusion_key;
@@ -23,68 +26,6 @@ use crate::train::{EpochMetrics, Outcome, RunConfig};
 
 /// The server's time, in seconds since the Unix epoch.
 const NOW: &str = "extract(epoch from clock_timestamp())::float8";
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS shallow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sweeps (
-    name TEXT PRIMARY KEY,
-    config_toml TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL
-);
-CREATE TABLE IF NOT EXISTS runs (
-    seq BIGSERIAL PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    pair_id TEXT NOT NULL,
-    sweep TEXT NOT NULL REFERENCES sweeps(name),
-    config TEXT NOT NULL,
-    fuse_key TEXT,
-    status TEXT NOT NULL DEFAULT 'pending'
-        CHECK (status IN ('pending', 'running', 'done', 'diverged', 'failed')),
-    attempts BIGINT NOT NULL DEFAULT 0,
-    worker TEXT,
-    host TEXT,
-    claimed_at DOUBLE PRECISION,
-    lease_renewed_at DOUBLE PRECISION,
-    finished_at DOUBLE PRECISION,
-    params BIGINT,
-    q DOUBLE PRECISION,
-    train_examples BIGINT,
-    final_train_loss DOUBLE PRECISION,
-    final_train_acc DOUBLE PRECISION,
-    final_val_loss DOUBLE PRECISION,
-    final_val_acc DOUBLE PRECISION,
-    diverged_epoch BIGINT,
-    train_seconds DOUBLE PRECISION,
-    total_seconds DOUBLE PRECISION,
-    device TEXT,
-    error TEXT,
-    truncated_val_loss DOUBLE PRECISION,
-    truncated_val_acc DOUBLE PRECISION,
-    convergence TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_status ON runs(status, seq);
-CREATE TABLE IF NOT EXISTS epochs (
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    epoch BIGINT NOT NULL,
-    train_loss DOUBLE PRECISION,
-    val_loss DOUBLE PRECISION,
-    val_acc DOUBLE PRECISION,
-    seconds DOUBLE PRECISION NOT NULL,
-    images_per_second DOUBLE PRECISION NOT NULL,
-    holdout_loss DOUBLE PRECISION,
-    holdout_acc DOUBLE PRECISION,
-    PRIMARY KEY (run_id, epoch)
-);
-CREATE TABLE IF NOT EXISTS workers (
-    id TEXT PRIMARY KEY,
-    host TEXT NOT NULL,
-    pid BIGINT NOT NULL,
-    threads BIGINT NOT NULL,
-    started_at DOUBLE PRECISION NOT NULL,
-    heartbeat_at DOUBLE PRECISION NOT NULL
-);
-";
 
 /// How long a worker keeps trying to reach a server that went away (a restart, a failover).
 const RECONNECT_FOR: Duration = Duration::from_secs(60);
@@ -94,8 +35,8 @@ pub struct PostgresStore {
     client: RefCell<Client>,
     url: String,
     read_only: bool,
-    /// The schema version of the database (older only for a reader, which never migrates).
-    version: std::cell::Cell<i64>,
+    /// The columns the database lacks (only a reader's, which never migrates, can lack any).
+    absent: RefCell<Absent>,
 }
 
 impl PostgresStore {
@@ -107,7 +48,7 @@ impl PostgresStore {
             client: RefCell::new(client),
             url: url.to_owned(),
             read_only,
-            version: std::cell::Cell::new(SCHEMA_VERSION),
+            absent: RefCell::new(Absent::default()),
         };
         store.prepare()?;
         Ok(store)
@@ -123,7 +64,7 @@ impl PostgresStore {
             if version == 0 {
                 bail!("{name}: not a shallow results database (it has no tables)");
             }
-            self.version.set(version);
+            *self.absent.borrow_mut() = absent_columns(&mut *client)?;
             return Ok(());
         }
         let mut tx = client.transaction()?;
@@ -131,28 +72,7 @@ impl PostgresStore {
         let version = schema_version(&mut tx, &name)?;
         check_version(version, &name)?;
         if version < SCHEMA_VERSION {
-            tx.batch_execute(SCHEMA)?;
-            // Version 3: the runs' fusion keys, computed from their configs, and truncated metrics.
-            tx.batch_execute(
-                "ALTER TABLE runs ADD COLUMN IF NOT EXISTS fuse_key TEXT;
-                 ALTER TABLE runs ADD COLUMN IF NOT EXISTS truncated_val_loss DOUBLE PRECISION;
-                 ALTER TABLE runs ADD COLUMN IF NOT EXISTS truncated_val_acc DOUBLE PRECISION;",
-            )?;
-            // Version 4: the runs' convergence records, the epochs' held-out metrics.
-            tx.batch_execute(
-                "ALTER TABLE runs ADD COLUMN IF NOT EXISTS convergence TEXT;
-                 ALTER TABLE epochs ADD COLUMN IF NOT EXISTS holdout_loss DOUBLE PRECISION;
-                 ALTER TABLE epochs ADD COLUMN IF NOT EXISTS holdout_acc DOUBLE PRECISION;",
-            )?;
-            fill_fusion_keys(&mut tx)?;
-            tx.batch_execute(
-                "CREATE INDEX IF NOT EXISTS runs_fusion ON runs(fuse_key, status, seq)",
-            )?;
-            tx.execute(
-                "INSERT INTO shallow_meta (key, value) VALUES ('schema_version', $1)
-                 ON CONFLICT (key) DO UPDATE SET value = $1",
-                &[&SCHEMA_VERSION.to_string()],
-            )?;
+            migrate(&mut tx, version)?;
         }
         tx.commit()?;
         Ok(())
@@ -235,6 +155,40 @@ fn connect(url: &str) -> Result<Client> {
     Client::connect(url, NoTls).with_context(|| format!("cannot connect to {}", redact(url)))
 }
 
+/// Brings a database of schema `from` (0: new) to the current version: the tables it lacks,
+/// the columns it lacks, the numbered migrations' steps, the indexes and the version record.
+fn migrate(tx: &mut impl GenericClient, from: i64) -> Result<()> {
+    tx.batch_execute(&schema::create_tables(Dialect::Postgres))?;
+    for (table, c) in absent_columns(tx)?.columns(Dialect::Postgres) {
+        let kind = Dialect::Postgres.kind(c.kind);
+        tx.batch_execute(&format!("ALTER TABLE {table} ADD COLUMN {} {kind}", c.name))?;
+    }
+    for step in schema::steps_from(from) {
+        match step {
+            Step::FillFusionKeys => fill_fusion_keys(tx)?,
+        }
+    }
+    tx.batch_execute(schema::CREATE_INDEXES)?;
+    tx.execute(
+        "INSERT INTO shallow_meta (key, value) VALUES ('schema_version', $1)
+         ON CONFLICT (key) DO UPDATE SET value = $1",
+        &[&SCHEMA_VERSION.to_string()],
+    )?;
+    Ok(())
+}
+
+/// The columns of ours the database's tables lack.
+fn absent_columns(client: &mut impl GenericClient) -> Result<Absent> {
+    Absent::of(Dialect::Postgres, |table| {
+        let rows = client.query(
+            "SELECT column_name::text FROM information_schema.columns
+             WHERE table_name = $1 AND table_schema = current_schema()",
+            &[&table],
+        )?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    })
+}
+
 /// Computes the fusion key of every run that has none (migrated or imported).
 fn fill_fusion_keys(client: &mut impl GenericClient) -> Result<()> {
     let missing = client.query("SELECT seq, config FROM runs WHERE fuse_key IS NULL", &[])?;
@@ -291,36 +245,30 @@ fn ensure_owned(
     }
 }
 
-fn run_row(r: &Row) -> Result<RunRow> {
-    let config: String = r.get(4);
-    Ok(RunRow {
-        id: r.get(0),
-        pair_id: r.get(1),
-        sweep: r.get(2),
-        status: r.get::<_, String>(3).parse()?,
-        config: serde_json::from_str(&config)?,
-        attempts: r.get(5),
-        worker: r.get(6),
-        host: r.get(7),
-        claimed_at: r.get(8),
-        finished_at: r.get(9),
-        params: r.get(10),
-        q: r.get(11),
-        train_examples: r.get(12),
-        final_train_loss: r.get(13),
-        final_train_acc: r.get(14),
-        final_val_loss: r.get(15),
-        final_val_acc: r.get(16),
-        diverged_epoch: r.get(17),
-        train_seconds: r.get(18),
-        total_seconds: r.get(19),
-        device: r.get(20),
-        error: r.get(21),
-        truncated_val_loss: r.get(22),
-        truncated_val_acc: r.get(23),
-        convergence: convergence_of(r.get(24))?,
-        epochs_recorded: r.get(25),
+/// A value as PostgreSQL binds it: the typed option inside.
+fn param(v: &Value) -> &(dyn postgres::types::ToSql + Sync) {
+    match v {
+        Value::Text(t) => t,
+        Value::Integer(i) => i,
+        Value::Real(x) => x,
+    }
+}
+
+fn params(values: &[Value]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+    values.iter().map(param).collect()
+}
+
+/// Column `c` of `row`, read by name.
+fn read(row: &Row, c: &Column) -> Result<Value> {
+    Ok(match c.kind {
+        Kind::Text | Kind::Json => Value::Text(row.try_get(c.name)?),
+        Kind::Integer => Value::Integer(row.try_get(c.name)?),
+        Kind::Real => Value::Real(row.try_get(c.name)?),
     })
+}
+
+fn run_row(r: &Row) -> Result<RunRow> {
+    decode_run(|c| read(r, c), r.try_get("epochs_recorded")?)
 }
 
 mod store_impl;

@@ -3,12 +3,17 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 
+use super::columns::{
+    Column, EPOCH_COLUMNS, RUN_COLUMNS, Value, assignments, column_list, decode_epoch, decode_run,
+    placeholders, result_columns, result_values, values_of,
+};
+use super::schema::{Absent, Dialect, select_columns};
 use super::{
-    Added, EPOCH_COLUMNS, EpochRow, EpochValues, Finish, RUN_COLUMNS, RunRow, RunStatus, Running,
-    Store, WorkerInfo, column_list, convergence_of, convergence_text, finite, not_owned, now,
-    placeholders, run_spec, select_columns, worker_gone,
+    Added, EpochRow, Finish, RunRow, RunStatus, Running, Store, WorkerInfo, not_owned, now,
+    run_spec, worker_gone,
 };
 use crate::sweep::grid::RunSpec;
 use crate::sweep::grid::fusion_key;
@@ -16,8 +21,8 @@ use crate::train::{EpochMetrics, Outcome, RunConfig};
 
 pub struct SqliteStore {
     conn: Connection,
-    /// The schema version of the database (older only for a reader, which never migrates).
-    version: i64,
+    /// The columns the database lacks (only a reader's, which never migrates, can lack any).
+    absent: Absent,
 }
 
 mod schema;
@@ -141,7 +146,7 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         ensure_owned(&tx, run_id, w)?;
-        tx.execute(&insert_epoch(), epoch_params(&EpochValues::new(run_id, m)))?;
+        tx.execute(&insert_epoch(), params_from_iter(epoch_values(run_id, m)?))?;
         tx.execute(
             "UPDATE workers SET heartbeat_at = ?2 WHERE id = ?1",
             params![w.id, now()],
@@ -160,34 +165,20 @@ impl Store for SqliteStore {
                 let status = match r.outcome {
                     Outcome::Done => RunStatus::Done,
                     Outcome::Diverged => RunStatus::Diverged,
-                }
-                .as_str();
+                };
+                let results: Vec<Column> = result_columns().collect();
+                let mut values = vec![
+                    Value::Text(Some(run_id.to_owned())),
+                    Value::Text(Some(status.as_str().to_owned())),
+                    Value::Real(Some(now())),
+                ];
+                values.extend(result_values(r)?);
                 tx.execute(
-                    "UPDATE runs SET status = ?2, finished_at = ?3, params = ?4, q = ?5,
-                         train_examples = ?6, final_train_loss = ?7, final_train_acc = ?8,
-                         final_val_loss = ?9, final_val_acc = ?10, diverged_epoch = ?11,
-                         train_seconds = ?12, total_seconds = ?13, device = ?14,
-                         truncated_val_loss = ?15, truncated_val_acc = ?16, convergence = ?17
-                     WHERE id = ?1",
-                    params![
-                        run_id,
-                        status,
-                        now(),
-                        r.params as i64,
-                        r.q,
-                        r.train_examples as i64,
-                        r.final_train_loss.and_then(finite),
-                        r.final_train_acc.and_then(finite),
-                        r.final_val_loss.and_then(finite),
-                        r.final_val_acc.and_then(finite),
-                        r.diverged_epoch.map(|e| e as i64),
-                        r.train_seconds,
-                        r.total_seconds,
-                        r.device,
-                        r.truncated_val_loss.and_then(finite),
-                        r.truncated_val_acc.and_then(finite),
-                        convergence_text(r.convergence.as_ref())
-                    ],
+                    &format!(
+                        "UPDATE runs SET status = ?2, finished_at = ?3, {} WHERE id = ?1",
+                        assignments(&results, '?', 4)
+                    ),
+                    params_from_iter(values),
                 )?;
             }
             Finish::Failed(error) => {
@@ -279,81 +270,43 @@ impl Store for SqliteStore {
     }
 
     fn runs(&self) -> Result<Vec<RunRow>> {
-        let mut query = self.conn.prepare(&format!(
-            "SELECT {}, (SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id)
-             FROM runs ORDER BY seq",
-            select_columns(&RUN_COLUMNS, self.version)
-        ))?;
-        let rows = query.query_map([], |r| {
-            let config: String = r.get(4)?;
-            let config = serde_json::from_str(&config).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, e.into())
-            })?;
-            Ok(RunRow {
-                id: r.get(0)?,
-                pair_id: r.get(1)?,
-                sweep: r.get(2)?,
-                status: r.get::<_, String>(3)?.parse().map_err(|e: anyhow::Error| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        3,
-                        rusqlite::types::Type::Text,
-                        e.into(),
-                    )
-                })?,
-                config,
-                attempts: r.get(5)?,
-                worker: r.get(6)?,
-                host: r.get(7)?,
-                claimed_at: r.get(8)?,
-                finished_at: r.get(9)?,
-                params: r.get(10)?,
-                q: r.get(11)?,
-                train_examples: r.get(12)?,
-                final_train_loss: r.get(13)?,
-                final_train_acc: r.get(14)?,
-                final_val_loss: r.get(15)?,
-                final_val_acc: r.get(16)?,
-                diverged_epoch: r.get(17)?,
-                train_seconds: r.get(18)?,
-                total_seconds: r.get(19)?,
-                device: r.get(20)?,
-                error: r.get(21)?,
-                truncated_val_loss: r.get(22)?,
-                truncated_val_acc: r.get(23)?,
-                convergence: convergence_of(r.get(24)?).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        24,
-                        rusqlite::types::Type::Text,
-                        e.into(),
-                    )
-                })?,
-                epochs_recorded: r.get(25)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        Ok(self.runs_page(0, usize::MAX)?.0)
     }
 
     fn epochs(&self) -> Result<Vec<EpochRow>> {
+        self.epochs_between(0, i64::MAX)
+    }
+
+    fn runs_page(&self, after: i64, limit: usize) -> Result<(Vec<RunRow>, i64)> {
         let mut query = self.conn.prepare(&format!(
-            "SELECT {} FROM epochs ORDER BY run_id, epoch",
-            select_columns(&EPOCH_COLUMNS, self.version)
+            "SELECT seq, {}, (SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id)
+                 AS epochs_recorded
+             FROM runs WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            select_columns(Dialect::Sqlite, "runs", RUN_COLUMNS, &self.absent)
         ))?;
-        let rows = query.query_map([], |r| {
-            Ok(EpochRow {
-                run_id: r.get(0)?,
-                metrics: EpochMetrics {
-                    epoch: r.get::<_, i64>(1)? as usize,
-                    train_loss: r.get::<_, Option<f64>>(2)?.unwrap_or(f64::NAN),
-                    val_loss: r.get::<_, Option<f64>>(3)?.unwrap_or(f64::NAN),
-                    val_acc: r.get::<_, Option<f64>>(4)?.unwrap_or(f64::NAN),
-                    seconds: r.get(5)?,
-                    images_per_second: r.get(6)?,
-                    holdout_loss: r.get(7)?,
-                    holdout_acc: r.get(8)?,
-                },
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = query.query(params![after, limit])?;
+        let (mut runs, mut last) = (Vec::new(), after);
+        while let Some(row) = rows.next()? {
+            runs.push(decode_run(|c| read(row, c), row.get("epochs_recorded")?)?);
+            last = row.get("seq")?;
+        }
+        Ok((runs, last))
+    }
+
+    fn epochs_between(&self, after: i64, through: i64) -> Result<Vec<EpochRow>> {
+        let mut query = self.conn.prepare(&format!(
+            "SELECT {} FROM epochs
+             WHERE run_id IN (SELECT id FROM runs WHERE seq > ?1 AND seq <= ?2)
+             ORDER BY run_id, epoch",
+            select_columns(Dialect::Sqlite, "epochs", EPOCH_COLUMNS, &self.absent)
+        ))?;
+        let mut rows = query.query(params![after, through])?;
+        let mut epochs = Vec::new();
+        while let Some(row) = rows.next()? {
+            epochs.push(decode_epoch(|c| read(row, c))?);
+        }
+        Ok(epochs)
     }
 
     fn status_counts(&self) -> Result<Vec<(RunStatus, i64)>> {
@@ -398,37 +351,11 @@ impl Store for SqliteStore {
         {
             let mut insert = tx.prepare(&format!(
                 "INSERT INTO runs ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING",
-                column_list(&RUN_COLUMNS),
-                placeholders('?', RUN_COLUMNS.len())
+                column_list(RUN_COLUMNS),
+                placeholders('?', 1, RUN_COLUMNS.len())
             ))?;
             for r in runs.iter().map(super::portable) {
-                let n = insert.execute(params![
-                    r.id,
-                    r.pair_id,
-                    r.sweep,
-                    r.status.as_str(),
-                    serde_json::to_string(&r.config)?,
-                    r.attempts,
-                    r.worker,
-                    r.host,
-                    r.claimed_at,
-                    r.finished_at,
-                    r.params,
-                    r.q,
-                    r.train_examples,
-                    r.final_train_loss,
-                    r.final_train_acc,
-                    r.final_val_loss,
-                    r.final_val_acc,
-                    r.diverged_epoch,
-                    r.train_seconds,
-                    r.total_seconds,
-                    r.device,
-                    r.error,
-                    r.truncated_val_loss,
-                    r.truncated_val_acc,
-                    convergence_text(r.convergence.as_ref())
-                ])?;
+                let n = insert.execute(params_from_iter(values_of(&r, RUN_COLUMNS)?))?;
                 new += n;
                 if n > 0 && r.status.finished() {
                     inserted.insert(r.id.clone());
@@ -436,7 +363,7 @@ impl Store for SqliteStore {
             }
             let mut insert = tx.prepare(&insert_epoch())?;
             for e in epochs.iter().filter(|e| inserted.contains(&e.run_id)) {
-                insert.execute(epoch_params(&EpochValues::new(&e.run_id, &e.metrics)))?;
+                insert.execute(params_from_iter(values_of(e, EPOCH_COLUMNS)?))?;
             }
         }
         schema::fill_fusion_keys(&tx)?;
@@ -506,26 +433,47 @@ const REQUEUE: &str = "UPDATE runs SET
     worker = NULL, claimed_at = NULL
     WHERE id = ?1";
 
-/// The INSERT of one epoch row, bound by [`epoch_params`].
+/// The INSERT of one epoch row.
 fn insert_epoch() -> String {
     format!(
         "INSERT INTO epochs ({}) VALUES ({})",
-        column_list(&EPOCH_COLUMNS),
-        placeholders('?', EPOCH_COLUMNS.len())
+        column_list(EPOCH_COLUMNS),
+        placeholders('?', 1, EPOCH_COLUMNS.len())
     )
 }
 
-/// One epoch's values, in the order of [`EPOCH_COLUMNS`].
-fn epoch_params<'a>(e: &'a EpochValues) -> [&'a dyn rusqlite::ToSql; EPOCH_COLUMNS.len()] {
-    [
-        &e.run_id,
-        &e.epoch,
-        &e.train_loss,
-        &e.val_loss,
-        &e.val_acc,
-        &e.seconds,
-        &e.images_per_second,
-        &e.holdout_loss,
-        &e.holdout_acc,
-    ]
+/// The stored values of epoch `m` of run `run_id`.
+fn epoch_values(run_id: &str, m: &EpochMetrics) -> Result<Vec<Value>> {
+    let row = EpochRow {
+        run_id: run_id.to_owned(),
+        metrics: m.clone(),
+    };
+    values_of(&row, EPOCH_COLUMNS)
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        match self {
+            Value::Text(text) => text.to_sql(),
+            Value::Integer(i) => i.to_sql(),
+            Value::Real(x) => x.to_sql(),
+        }
+    }
+}
+
+/// Column `c` of `row`, read by name.
+fn read(row: &rusqlite::Row, c: &Column) -> Result<Value> {
+    Ok(match (row.get_ref(c.name)?, Value::null(c.kind)) {
+        (ValueRef::Null, null) => null,
+        (ValueRef::Text(t), Value::Text(_)) => Value::Text(Some(std::str::from_utf8(t)?.into())),
+        (ValueRef::Integer(i), Value::Integer(_)) => Value::Integer(Some(i)),
+        (ValueRef::Real(x), Value::Real(_)) => Value::Real(Some(x)),
+        (ValueRef::Integer(i), Value::Real(_)) => Value::Real(Some(i as f64)),
+        (other, _) => anyhow::bail!(
+            "column {}: a stored {} where {:?} belongs",
+            c.name,
+            other.data_type(),
+            c.kind
+        ),
+    })
 }

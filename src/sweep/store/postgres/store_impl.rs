@@ -143,13 +143,20 @@ impl Store for PostgresStore {
         self.with(|client| {
             let mut tx = client.transaction()?;
             ensure_owned(&mut tx, run_id, w, false)?;
+            let row = EpochRow {
+                run_id: run_id.to_owned(),
+                metrics: m.clone(),
+            };
+            let values = values_of(&row, EPOCH_COLUMNS)?;
+            // A retry of a write whose answer was lost replaces the epoch it wrote.
+            let metrics = &EPOCH_COLUMNS[2..];
             tx.execute(
                 &format!(
-                    "{} ON CONFLICT (run_id, epoch) DO UPDATE SET train_loss = $3, val_loss = $4,
-                         val_acc = $5, seconds = $6, images_per_second = $7",
-                    insert_epoch()
+                    "{} ON CONFLICT (run_id, epoch) DO UPDATE SET {}",
+                    insert_epoch(),
+                    assignments(metrics, '$', 3)
                 ),
-                &epoch_params(&EpochValues::new(run_id, m)),
+                &params(&values),
             )?;
             tx.execute(
                 &format!("UPDATE runs SET lease_renewed_at = {NOW} WHERE id = $1"),
@@ -171,37 +178,19 @@ impl Store for PostgresStore {
                     let status = match r.outcome {
                         Outcome::Done => RunStatus::Done,
                         Outcome::Diverged => RunStatus::Diverged,
-                    }
-                    .as_str();
+                    };
+                    let results: Vec<Column> = result_columns().collect();
+                    let mut values = vec![
+                        Value::Text(Some(run_id.to_owned())),
+                        Value::Text(Some(status.as_str().to_owned())),
+                    ];
+                    values.extend(result_values(r)?);
                     tx.execute(
                         &format!(
-                            "UPDATE runs SET status = $2, finished_at = {NOW}, params = $3,
-                                 q = $4, train_examples = $5, final_train_loss = $6,
-                                 final_train_acc = $7, final_val_loss = $8, final_val_acc = $9,
-                                 diverged_epoch = $10, train_seconds = $11,
-                                 total_seconds = $12, device = $13,
-                                 truncated_val_loss = $14, truncated_val_acc = $15,
-                                 convergence = $16
-                             WHERE id = $1"
+                            "UPDATE runs SET status = $2, finished_at = {NOW}, {} WHERE id = $1",
+                            assignments(&results, '$', 3)
                         ),
-                        &[
-                            &run_id,
-                            &status,
-                            &(r.params as i64),
-                            &r.q,
-                            &(r.train_examples as i64),
-                            &r.final_train_loss.and_then(finite),
-                            &r.final_train_acc.and_then(finite),
-                            &r.final_val_loss.and_then(finite),
-                            &r.final_val_acc.and_then(finite),
-                            &r.diverged_epoch.map(|e| e as i64),
-                            &r.train_seconds,
-                            &r.total_seconds,
-                            &r.device,
-                            &r.truncated_val_loss.and_then(finite),
-                            &r.truncated_val_acc.and_then(finite),
-                            &convergence_text(r.convergence.as_ref()),
-                        ],
+                        &params(&values),
                     )?;
                 }
                 Finish::Failed(error) => {
@@ -262,49 +251,54 @@ impl Store for PostgresStore {
     }
 
     fn runs(&self) -> Result<Vec<RunRow>> {
-        self.with(|client| {
-            client
-                .query(
-                    &format!(
-                        "SELECT {},
-                        (SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id)
-                     FROM runs ORDER BY seq",
-                        select_columns(&RUN_COLUMNS, self.version.get())
-                    ),
-                    &[],
-                )?
-                .iter()
-                .map(run_row)
-                .collect()
-        })
+        Ok(self.runs_page(0, usize::MAX)?.0)
     }
 
     fn epochs(&self) -> Result<Vec<EpochRow>> {
+        self.epochs_between(0, i64::MAX)
+    }
+
+    fn runs_page(&self, after: i64, limit: usize) -> Result<(Vec<RunRow>, i64)> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.with(|client| {
             Ok(client.query(
                 &format!(
-                    "SELECT {} FROM epochs ORDER BY run_id, epoch",
-                    select_columns(&EPOCH_COLUMNS, self.version.get())
+                    "SELECT seq, {}, (SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id)
+                         AS epochs_recorded
+                     FROM runs WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    select_columns(
+                        Dialect::Postgres,
+                        "runs",
+                        RUN_COLUMNS,
+                        &self.absent.borrow()
+                    )
                 ),
-                &[],
+                &[&after, &limit],
             )?)
         })?;
-        Ok(rows
-            .iter()
-            .map(|r| EpochRow {
-                run_id: r.get(0),
-                metrics: EpochMetrics {
-                    epoch: r.get::<_, i64>(1) as usize,
-                    train_loss: r.get::<_, Option<f64>>(2).unwrap_or(f64::NAN),
-                    val_loss: r.get::<_, Option<f64>>(3).unwrap_or(f64::NAN),
-                    val_acc: r.get::<_, Option<f64>>(4).unwrap_or(f64::NAN),
-                    seconds: r.get(5),
-                    images_per_second: r.get(6),
-                    holdout_loss: r.get(7),
-                    holdout_acc: r.get(8),
-                },
-            })
-            .collect())
+        let last = rows.last().map_or(after, |r| r.get("seq"));
+        let runs = rows.iter().map(run_row).collect::<Result<_>>()?;
+        Ok((runs, last))
+    }
+
+    fn epochs_between(&self, after: i64, through: i64) -> Result<Vec<EpochRow>> {
+        let rows = self.with(|client| {
+            Ok(client.query(
+                &format!(
+                    "SELECT {} FROM epochs
+                     WHERE run_id IN (SELECT id FROM runs WHERE seq > $1 AND seq <= $2)
+                     ORDER BY run_id, epoch",
+                    select_columns(
+                        Dialect::Postgres,
+                        "epochs",
+                        EPOCH_COLUMNS,
+                        &self.absent.borrow()
+                    )
+                ),
+                &[&after, &through],
+            )?)
+        })?;
+        rows.iter().map(|r| decode_epoch(|c| read(r, c))).collect()
     }
 
     fn status_counts(&self) -> Result<Vec<(RunStatus, i64)>> {
@@ -362,10 +356,10 @@ impl Store for PostgresStore {
         epochs: &[EpochRow],
     ) -> Result<Added> {
         let runs: Vec<RunRow> = runs.iter().map(portable).collect();
-        let configs = runs
+        let values = runs
             .iter()
-            .map(|r| serde_json::to_string(&r.config))
-            .collect::<serde_json::Result<Vec<_>>>()?;
+            .map(|r| values_of(r, RUN_COLUMNS))
+            .collect::<Result<Vec<_>>>()?;
         let new = self.with(|client| {
             let mut tx = client.transaction()?;
             for (name, text) in sweeps {
@@ -377,7 +371,7 @@ impl Store for PostgresStore {
                     &[name, text],
                 )?;
             }
-            let (new, inserted) = insert_runs(&mut tx, &runs, &configs)?;
+            let (new, inserted) = insert_runs(&mut tx, &runs, &values)?;
             insert_epochs(&mut tx, epochs, &inserted)?;
             fill_fusion_keys(&mut tx)?;
             tx.commit()?;
@@ -427,51 +421,21 @@ impl PostgresStore {
     }
 }
 
-/// Inserts the runs this database lacks; returns how many were new and the ids of the new
-/// finished runs (whose epochs are copied too).
+/// Inserts the runs this database lacks (`values`: each run's column values); returns how many
+/// were new and the ids of the new finished runs (whose epochs are copied too).
 fn insert_runs<'a>(
     tx: &mut impl GenericClient,
     runs: &'a [RunRow],
-    configs: &[String],
+    values: &[Vec<Value>],
 ) -> Result<(usize, HashSet<&'a str>)> {
     let insert = tx.prepare(&format!(
         "INSERT INTO runs ({}) VALUES ({}) ON CONFLICT (id) DO NOTHING",
-        column_list(&RUN_COLUMNS),
-        placeholders('$', RUN_COLUMNS.len())
+        column_list(RUN_COLUMNS),
+        placeholders('$', 1, RUN_COLUMNS.len())
     ))?;
     let (mut new, mut inserted) = (0, HashSet::new());
-    for (r, config) in runs.iter().zip(configs) {
-        let convergence = convergence_text(r.convergence.as_ref());
-        let n = tx.execute(
-            &insert,
-            &[
-                &r.id,
-                &r.pair_id,
-                &r.sweep,
-                &r.status.as_str(),
-                config,
-                &r.attempts,
-                &r.worker,
-                &r.host,
-                &r.claimed_at,
-                &r.finished_at,
-                &r.params,
-                &r.q,
-                &r.train_examples,
-                &r.final_train_loss,
-                &r.final_train_acc,
-                &r.final_val_loss,
-                &r.final_val_acc,
-                &r.diverged_epoch,
-                &r.train_seconds,
-                &r.total_seconds,
-                &r.device,
-                &r.error,
-                &r.truncated_val_loss,
-                &r.truncated_val_acc,
-                &convergence,
-            ],
-        )?;
+    for (r, values) in runs.iter().zip(values) {
+        let n = tx.execute(&insert, &params(values))?;
         new += n as usize;
         if n > 0 && r.status.finished() {
             inserted.insert(r.id.as_str());
@@ -491,36 +455,16 @@ fn insert_epochs(
         .iter()
         .filter(|e| inserted.contains(e.run_id.as_str()))
     {
-        tx.execute(
-            &insert,
-            &epoch_params(&EpochValues::new(&e.run_id, &e.metrics)),
-        )?;
+        tx.execute(&insert, &params(&values_of(e, EPOCH_COLUMNS)?))?;
     }
     Ok(())
 }
 
-/// The INSERT of one epoch row, bound by [`epoch_params`].
+/// The INSERT of one epoch row.
 fn insert_epoch() -> String {
     format!(
         "INSERT INTO epochs ({}) VALUES ({})",
-        column_list(&EPOCH_COLUMNS),
-        placeholders('$', EPOCH_COLUMNS.len())
+        column_list(EPOCH_COLUMNS),
+        placeholders('$', 1, EPOCH_COLUMNS.len())
     )
-}
-
-/// One epoch's values, in the order of [`EPOCH_COLUMNS`].
-fn epoch_params<'a>(
-    e: &'a EpochValues,
-) -> [&'a (dyn postgres::types::ToSql + Sync); EPOCH_COLUMNS.len()] {
-    [
-        &e.run_id,
-        &e.epoch,
-        &e.train_loss,
-        &e.val_loss,
-        &e.val_acc,
-        &e.seconds,
-        &e.images_per_second,
-        &e.holdout_loss,
-        &e.holdout_acc,
-    ]
 }

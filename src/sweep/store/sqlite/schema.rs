@@ -6,68 +6,8 @@ use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 use super::SqliteStore;
+use crate::sweep::store::schema::{self, Absent, Dialect, Step};
 use crate::sweep::store::{SCHEMA_VERSION, check_version, schema_version_of, stored_fusion_key};
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS shallow_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sweeps (
-    name TEXT PRIMARY KEY,
-    config_toml TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS runs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    pair_id TEXT NOT NULL,
-    sweep TEXT NOT NULL REFERENCES sweeps(name),
-    config TEXT NOT NULL,
-    fuse_key TEXT,
-    status TEXT NOT NULL DEFAULT 'pending'
-        CHECK (status IN ('pending', 'running', 'done', 'diverged', 'failed')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    worker TEXT,
-    host TEXT,
-    claimed_at REAL,
-    finished_at REAL,
-    params INTEGER,
-    q REAL,
-    train_examples INTEGER,
-    final_train_loss REAL,
-    final_train_acc REAL,
-    final_val_loss REAL,
-    final_val_acc REAL,
-    diverged_epoch INTEGER,
-    train_seconds REAL,
-    total_seconds REAL,
-    device TEXT,
-    error TEXT,
-    truncated_val_loss REAL,
-    truncated_val_acc REAL,
-    convergence TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_status ON runs(status, seq);
-CREATE TABLE IF NOT EXISTS epochs (
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    epoch INTEGER NOT NULL,
-    train_loss REAL,
-    val_loss REAL,
-    val_acc REAL,
-    seconds REAL NOT NULL,
-    images_per_second REAL NOT NULL,
-    holdout_loss REAL,
-    holdout_acc REAL,
-    PRIMARY KEY (run_id, epoch)
-);
-CREATE TABLE IF NOT EXISTS workers (
-    id TEXT PRIMARY KEY,
-    host TEXT NOT NULL,
-    pid INTEGER NOT NULL,
-    threads INTEGER NOT NULL,
-    started_at REAL NOT NULL,
-    heartbeat_at REAL NOT NULL
-);
-";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file, migrating an older schema in place in one
@@ -82,18 +22,8 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         if version < SCHEMA_VERSION {
             let tx = conn.unchecked_transaction()?;
-            // Version 1 → 2 adds the version record itself; every table of version 1 is kept
-            // as it is, so the statements below are the migration. 2 → 3 adds the runs' fusion
-            // keys, computed from their configs.
-            tx.execute_batch(SCHEMA)?;
-            migrate_to_v3(&tx)?;
-            migrate_to_v4(&tx)?;
-            tx.execute(
-                "INSERT INTO shallow_meta (key, value) VALUES ('schema_version', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = ?1",
-                [SCHEMA_VERSION.to_string()],
-            )?;
-            tx.commit()
+            migrate(&tx, version)
+                .and_then(|()| Ok(tx.commit()?))
                 .with_context(|| format!("{}: migration failed", path.display()))?;
             if version > 0 {
                 tracing::info!(
@@ -104,7 +34,7 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             conn,
-            version: SCHEMA_VERSION,
+            absent: Absent::default(),
         })
     }
 
@@ -145,49 +75,44 @@ impl SqliteStore {
             );
         }
         conn.busy_timeout(Duration::from_secs(60))?;
-        Ok(SqliteStore { conn, version })
+        let absent = absent_columns(&conn)?;
+        Ok(SqliteStore { conn, absent })
     }
 }
 
-/// Adds `column` of `kind` to `table` unless it has it.
-fn add_column(tx: &rusqlite::Transaction, table: &str, column: &str, kind: &str) -> Result<()> {
-    let has_column: bool = tx.query_row(
-        &format!("SELECT count(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
-        [column],
-        |r| r.get(0),
-    )?;
-    if !has_column {
+/// Brings a database of schema `from` (0: new) to the current version, in `tx`: the tables it
+/// lacks, the columns it lacks, the numbered migrations' steps, the indexes and the version
+/// record.
+fn migrate(tx: &rusqlite::Transaction, from: i64) -> Result<()> {
+    tx.execute_batch(&schema::create_tables(Dialect::Sqlite))?;
+    for (table, c) in absent_columns(tx)?.columns(Dialect::Sqlite) {
+        let kind = Dialect::Sqlite.kind(c.kind);
         tx.execute(
-            &format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"),
+            &format!("ALTER TABLE {table} ADD COLUMN {} {kind}", c.name),
             [],
         )?;
     }
-    Ok(())
-}
-
-/// Version 4: the runs' convergence records, the epochs' held-out metrics.
-fn migrate_to_v4(tx: &rusqlite::Transaction) -> Result<()> {
-    add_column(tx, "runs", "convergence", "TEXT")?;
-    add_column(tx, "epochs", "holdout_loss", "REAL")?;
-    add_column(tx, "epochs", "holdout_acc", "REAL")
-}
-
-/// Version 3: the fusion key of every run (runs with equal keys may train as one array), indexed
-/// for claiming a group, and the truncated metrics; added to the runs of an older database.
-fn migrate_to_v3(tx: &rusqlite::Transaction) -> Result<()> {
-    for (column, kind) in [
-        ("fuse_key", "TEXT"),
-        ("truncated_val_loss", "REAL"),
-        ("truncated_val_acc", "REAL"),
-    ] {
-        add_column(tx, "runs", column, kind)?;
+    for step in schema::steps_from(from) {
+        match step {
+            Step::FillFusionKeys => fill_fusion_keys(tx)?,
+        }
     }
-    fill_fusion_keys(tx)?;
+    tx.execute_batch(schema::CREATE_INDEXES)?;
     tx.execute(
-        "CREATE INDEX IF NOT EXISTS runs_fusion ON runs(fuse_key, status, seq)",
-        [],
+        "INSERT INTO shallow_meta (key, value) VALUES ('schema_version', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = ?1",
+        [SCHEMA_VERSION.to_string()],
     )?;
     Ok(())
+}
+
+/// The columns of ours the database's tables lack.
+pub(super) fn absent_columns(conn: &Connection) -> Result<Absent> {
+    Absent::of(Dialect::Sqlite, |table| {
+        let mut q = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+        let names = q.query_map([table], |r| r.get(0))?;
+        Ok(names.collect::<rusqlite::Result<_>>()?)
+    })
 }
 
 /// Computes the fusion key of every run that has none (migrated or imported).
