@@ -53,7 +53,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.json");
         std::fs::write(&path, "old").unwrap();
-        let failed = write_atomically(&path, &mut |w: &mut dyn Write| {
+        let failed = write_atomically(&path, |w: &mut dyn Write| {
             w.write_all(b"half")?;
             anyhow::bail!("interrupted")
         });
