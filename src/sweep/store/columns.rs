@@ -144,16 +144,17 @@ pub(super) fn values_of(row: &impl Serialize, columns: &[Column]) -> Result<Vec<
         .collect()
 }
 
-/// Decodes a row from its columns' stored values, looked up by name (`extra` adds fields that
-/// are no column, such as a run's count of recorded epochs).
+/// Decodes a row from its columns' stored values (`value_of(i, column)`: the `i`th of
+/// `columns`, found by name; `extra` adds fields that are no column, such as a run's count of
+/// recorded epochs).
 pub(super) fn decode<T: DeserializeOwned>(
     columns: &[Column],
-    mut value_of: impl FnMut(&Column) -> Result<Value>,
+    mut value_of: impl FnMut(usize, &Column) -> Result<Value>,
     extra: &[(&str, Json)],
 ) -> Result<T> {
     let mut fields = Map::new();
-    for c in columns {
-        let value = value_of(c)?;
+    for (i, c) in columns.iter().enumerate() {
+        let value = value_of(i, c)?;
         fields.insert(c.name.to_owned(), to_json(c, value)?);
     }
     for (name, value) in extra {
@@ -205,6 +206,20 @@ fn to_json(c: &Column, value: Value) -> Result<Json> {
     })
 }
 
+/// Where each of `columns` is among a query's result columns `names`, looked up by name once per
+/// query rather than once per row.
+pub(super) fn positions(columns: &[Column], names: &[&str]) -> Result<Vec<usize>> {
+    columns
+        .iter()
+        .map(|c| {
+            names
+                .iter()
+                .position(|n| *n == c.name)
+                .ok_or_else(|| anyhow!("the query has no column {}", c.name))
+        })
+        .collect()
+}
+
 /// The names of `columns`, comma-separated.
 pub(super) fn column_list(columns: &[Column]) -> String {
     columns
@@ -233,12 +248,14 @@ pub(super) fn assignments(columns: &[Column], sigil: char, first: usize) -> Stri
 }
 
 /// The rows of the epochs table and of runs as the report reads them decode from these lists.
-pub(super) fn decode_epoch(value_of: impl FnMut(&Column) -> Result<Value>) -> Result<EpochRow> {
+pub(super) fn decode_epoch(
+    value_of: impl FnMut(usize, &Column) -> Result<Value>,
+) -> Result<EpochRow> {
     decode(EPOCH_COLUMNS, value_of, &[])
 }
 
 pub(super) fn decode_run(
-    value_of: impl FnMut(&Column) -> Result<Value>,
+    value_of: impl FnMut(usize, &Column) -> Result<Value>,
     epochs_recorded: i64,
 ) -> Result<RunRow> {
     decode(

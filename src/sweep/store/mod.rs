@@ -288,7 +288,7 @@ pub fn open_reader(location: &Location) -> Result<Box<dyn Store + Send>> {
 
 /// Runs copied per transaction by [`copy`]: its memory is bounded by a page of this many runs
 /// and their epochs, whatever the size of the database.
-const COPY_PAGE: usize = 2_000;
+const COPY_PAGE: usize = 10_000;
 
 /// Copies every sweep, run and epoch of `from` into `to` (created if missing), a page of runs at
 /// a time. Runs `to` already has are left alone, so a second copy (or one cut short and run

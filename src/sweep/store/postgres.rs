@@ -13,7 +13,7 @@ use postgres::{Client, GenericClient, NoTls, Row};
 
 use super::columns::{
     Column, EPOCH_COLUMNS, Kind, RUN_COLUMNS, Value, assignments, column_list, decode_epoch,
-    decode_run, placeholders, result_columns, result_values, values_of,
+    decode_run, placeholders, positions, result_columns, result_values, values_of,
 };
 use super::schema::{self, Absent, Dialect, Step, select_columns};
 use super::{
@@ -258,17 +258,39 @@ fn params(values: &[Value]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
     values.iter().map(param).collect()
 }
 
-/// Column `c` of `row`, read by name.
-fn read(row: &Row, c: &Column) -> Result<Value> {
+/// Column `c` of `row`, at position `at` (found by its name).
+fn read(row: &Row, at: usize, c: &Column) -> Result<Value> {
     Ok(match c.kind {
-        Kind::Text | Kind::Json => Value::Text(row.try_get(c.name)?),
-        Kind::Integer => Value::Integer(row.try_get(c.name)?),
-        Kind::Real => Value::Real(row.try_get(c.name)?),
+        Kind::Text | Kind::Json => Value::Text(row.try_get(at)?),
+        Kind::Integer => Value::Integer(row.try_get(at)?),
+        Kind::Real => Value::Real(row.try_get(at)?),
     })
 }
 
-fn run_row(r: &Row) -> Result<RunRow> {
-    decode_run(|c| read(r, c), r.try_get("epochs_recorded")?)
+/// Decodes `rows` of a query with `columns` (and `extra` columns for `decode`).
+fn decode_rows<T>(
+    rows: &[Row],
+    columns: &[Column],
+    decode: impl Fn(&Row, &dyn Fn(usize, &Column) -> Result<Value>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let Some(first) = rows.first() else {
+        return Ok(vec![]);
+    };
+    let names: Vec<&str> = first.columns().iter().map(|c| c.name()).collect();
+    let at = positions(columns, &names)?;
+    rows.iter()
+        .map(|r| decode(r, &|i, c| read(r, at[i], c)))
+        .collect()
+}
+
+fn run_rows(rows: &[Row]) -> Result<Vec<RunRow>> {
+    decode_rows(rows, RUN_COLUMNS, |r, value_of| {
+        decode_run(value_of, r.try_get("epochs_recorded")?)
+    })
+}
+
+fn epoch_rows(rows: &[Row]) -> Result<Vec<EpochRow>> {
+    decode_rows(rows, EPOCH_COLUMNS, |_, value_of| decode_epoch(value_of))
 }
 
 mod store_impl;

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, param
 
 use super::columns::{
     Column, EPOCH_COLUMNS, RUN_COLUMNS, Value, assignments, column_list, decode_epoch, decode_run,
-    placeholders, result_columns, result_values, values_of,
+    placeholders, positions, result_columns, result_values, values_of,
 };
 use super::schema::{Absent, Dialect, select_columns};
 use super::{
@@ -285,11 +285,16 @@ impl Store for SqliteStore {
             select_columns(Dialect::Sqlite, "runs", RUN_COLUMNS, &self.absent)
         ))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let at = positions(RUN_COLUMNS, &query.column_names().collect::<Vec<_>>())?;
+        let (seq, recorded) = (
+            query.column_index("seq")?,
+            query.column_index("epochs_recorded")?,
+        );
         let mut rows = query.query(params![after, limit])?;
         let (mut runs, mut last) = (Vec::new(), after);
         while let Some(row) = rows.next()? {
-            runs.push(decode_run(|c| read(row, c), row.get("epochs_recorded")?)?);
-            last = row.get("seq")?;
+            runs.push(decode_run(|i, c| read(row, at[i], c), row.get(recorded)?)?);
+            last = row.get(seq)?;
         }
         Ok((runs, last))
     }
@@ -301,10 +306,11 @@ impl Store for SqliteStore {
              ORDER BY run_id, epoch",
             select_columns(Dialect::Sqlite, "epochs", EPOCH_COLUMNS, &self.absent)
         ))?;
+        let at = positions(EPOCH_COLUMNS, &query.column_names().collect::<Vec<_>>())?;
         let mut rows = query.query(params![after, through])?;
         let mut epochs = Vec::new();
         while let Some(row) = rows.next()? {
-            epochs.push(decode_epoch(|c| read(row, c))?);
+            epochs.push(decode_epoch(|i, c| read(row, at[i], c))?);
         }
         Ok(epochs)
     }
@@ -461,9 +467,9 @@ impl rusqlite::ToSql for Value {
     }
 }
 
-/// Column `c` of `row`, read by name.
-fn read(row: &rusqlite::Row, c: &Column) -> Result<Value> {
-    Ok(match (row.get_ref(c.name)?, Value::null(c.kind)) {
+/// Column `c` of `row`, at position `at` (found by its name).
+fn read(row: &rusqlite::Row, at: usize, c: &Column) -> Result<Value> {
+    Ok(match (row.get_ref(at)?, Value::null(c.kind)) {
         (ValueRef::Null, null) => null,
         (ValueRef::Text(t), Value::Text(_)) => Value::Text(Some(std::str::from_utf8(t)?.into())),
         (ValueRef::Integer(i), Value::Integer(_)) => Value::Integer(Some(i)),

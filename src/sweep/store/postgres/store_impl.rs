@@ -277,7 +277,7 @@ impl Store for PostgresStore {
             )?)
         })?;
         let last = rows.last().map_or(after, |r| r.get("seq"));
-        let runs = rows.iter().map(run_row).collect::<Result<_>>()?;
+        let runs = run_rows(&rows)?;
         Ok((runs, last))
     }
 
@@ -298,7 +298,7 @@ impl Store for PostgresStore {
                 &[&after, &through],
             )?)
         })?;
-        rows.iter().map(|r| decode_epoch(|c| read(r, c))).collect()
+        epoch_rows(&rows)
     }
 
     fn status_counts(&self) -> Result<Vec<(RunStatus, i64)>> {
