@@ -92,6 +92,38 @@ fn assert_done(s: &dyn Store, result: &RunResult) {
     );
 }
 
+/// Transactions the server rolls back as a deadlock victim (40P01) or a serialization failure
+/// (40001) — injected by triggers that fail the first time each table is written — are retried:
+/// every call succeeds and the run ends done with each epoch once.
+#[test]
+fn deadlock_victims_and_serialization_failures_are_retried() {
+    let t = stores::postgres();
+    let mut s = store::open(&t.location).unwrap();
+    let (w, run, result) = claimed(s.as_mut());
+    admin(t.url())
+        .batch_execute(
+            "CREATE SEQUENCE writes;
+             CREATE FUNCTION fail_every_third() RETURNS trigger AS $$
+             BEGIN
+               IF nextval('writes') % 3 = 1 THEN
+                 RAISE EXCEPTION 'injected' USING ERRCODE = TG_ARGV[0];
+               END IF;
+               RETURN NEW;
+             END $$ LANGUAGE plpgsql;
+             CREATE TRIGGER deadlock BEFORE INSERT ON epochs
+               FOR EACH ROW EXECUTE FUNCTION fail_every_third('40P01');
+             CREATE TRIGGER serialization BEFORE UPDATE ON workers
+               FOR EACH ROW EXECUTE FUNCTION fail_every_third('40001');",
+        )
+        .unwrap();
+    every_call_after(&mut || {}, s.as_mut(), &w, &run, &result);
+    let writes: i64 = admin(t.url())
+        .query_one("SELECT last_value FROM writes", &[])
+        .unwrap()
+        .get(0);
+    assert!(writes > result.epochs.len() as i64, "no failure was injected");
+}
+
 /// Connections cut while idle, between calls.
 #[test]
 fn every_call_after_a_cut_connection_reconnects_and_succeeds() {

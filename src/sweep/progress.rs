@@ -137,6 +137,19 @@ fn describe(r: &Running) -> String {
 
 /// The first eight characters of a run id (all of a shorter one, as an imported database may
 /// hold).
-pub fn short_id(id: &str) -> &str {
+fn short_id(id: &str) -> &str {
     id.char_indices().nth(8).map_or(id, |(i, _)| &id[..i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_id;
+
+    #[test]
+    fn short_ids_of_any_length_never_panic() {
+        assert_eq!(short_id("0123456789abcdef"), "01234567");
+        assert_eq!(short_id("abc"), "abc");
+        assert_eq!(short_id(""), "");
+        assert_eq!(short_id("ééééééééé"), "éééééééé");
+    }
 }
