@@ -21,17 +21,22 @@ pub fn status_text(db: &Location, lease: Duration) -> Result<String> {
     for (status, n) in &counts {
         out += &format!("  {status:<9} {n}\n");
     }
-    let finished: Vec<&RunRow> = runs.iter().filter(|r| r.finished_at.is_some()).collect();
+    // Throughput counts runs that trained to the end: failures that take no time (a bad
+    // config) would make it meaningless. Measured from the first claim to the last end.
+    let trained: Vec<&RunRow> = runs
+        .iter()
+        .filter(|r| r.status.ended() && r.finished_at.is_some())
+        .collect();
     let first = runs.iter().filter_map(|r| r.claimed_at).reduce(f64::min);
-    let last = finished
+    let last = trained
         .iter()
         .filter_map(|r| r.finished_at)
         .reduce(f64::max);
     if let (Some(first), Some(last)) = (first, last)
         && last > first
     {
-        let per_hour = finished.len() as f64 / (last - first) * 3600.0;
-        let remaining = runs.len() - finished.len();
+        let per_hour = trained.len() as f64 / (last - first) * 3600.0;
+        let remaining = runs.iter().filter(|r| !r.status.finished()).count();
         out += &format!(
             "throughput: {per_hour:.1} runs/hour; remaining {remaining} runs ≈ {} at that rate\n",
             human_duration(remaining as f64 / per_hour * 3600.0)
