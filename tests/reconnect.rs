@@ -121,7 +121,10 @@ fn deadlock_victims_and_serialization_failures_are_retried() {
         .query_one("SELECT last_value FROM writes", &[])
         .unwrap()
         .get(0);
-    assert!(writes > result.epochs.len() as i64, "no failure was injected");
+    assert!(
+        writes > result.epochs.len() as i64,
+        "no failure was injected"
+    );
 }
 
 /// Connections cut while idle, between calls.

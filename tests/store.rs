@@ -155,7 +155,8 @@ fn columns_of(location: &Location, table: &str) -> BTreeSet<String> {
 }
 
 /// Databases of every earlier schema version — versions 2 and 3 (its first and its last build)
-/// as SQL dumps in each backend's dialect (the CREATE statements of those releases verbatim) — are
+/// as SQL dumps in each backend's dialect (the CREATE statements of those releases verbatim, then
+/// the rows of `store-rows.sql`) — are
 /// read as they are by a reader, and migrated step by step when a writer opens them: every run and
 /// epoch kept, the migrated tables the same as a new database's, pending runs claimable. (Version
 /// 1, SQLite only, is `databases_of_the_previous_release_are_read_and_migrated`.)
@@ -174,6 +175,10 @@ fn every_earlier_schema_version_is_read_and_migrated(fresh: TestStore) {
         };
         let dump = format!("tests/fixtures/store-{version}.{dialect}.sql");
         execute(&t.location, &std::fs::read_to_string(&dump).unwrap());
+        execute(
+            &t.location,
+            &std::fs::read_to_string("tests/fixtures/store-rows.sql").unwrap(),
+        );
         let before = store::open_reader(&t.location).unwrap();
         let (runs, epochs) = (before.runs().unwrap(), before.epochs().unwrap());
         assert_eq!((runs.len(), epochs.len()), (6, 8), "{dump}");
