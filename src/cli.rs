@@ -13,6 +13,17 @@ use shallow::train::RunConfig;
 /// Most threads or worker processes one command may ask for.
 const MAX_PARALLELISM: usize = 1024;
 
+/// The name of a built-in dataset.
+fn builtin_dataset(name: &str) -> Result<String, String> {
+    match data::builtin(name) {
+        Some(b) => Ok(b.name.to_owned()),
+        None => Err(format!(
+            "not a built-in dataset; built in: {}",
+            data::catalog::names().join(", ")
+        )),
+    }
+}
+
 /// A thread or worker count: 1 to MAX_PARALLELISM.
 fn parallelism(text: &str) -> Result<usize, String> {
     let n: usize = text
@@ -246,11 +257,13 @@ pub struct SweepArgs {
 
 #[derive(Subcommand)]
 pub enum DataCommand {
-    /// Download a dataset from its official source, verify its SHA-256 and install it atomically.
+    /// Download built-in datasets from their official sources, verify their SHA-256 and install
+    /// them atomically. Without a name: list the built-in datasets, with size, licence and
+    /// whether each is in the data directory.
     Fetch {
-        /// Dataset to download.
-        #[arg(value_parser = [data::MNIST, data::CIFAR10])]
-        dataset: String,
+        /// Datasets to download (mnist, fashion, kmnist, cifar10, cifar100, cifar100-coarse).
+        #[arg(value_parser = builtin_dataset)]
+        datasets: Vec<String>,
         /// Data directory [default: $SHALLOW_DATA, else ./data].
         #[arg(long)]
         dir: Option<PathBuf>,

@@ -93,18 +93,50 @@ pub fn run(command: Command) -> Result<ExitCode> {
         Command::Data {
             action:
                 DataCommand::Fetch {
-                    dataset,
+                    datasets,
                     dir,
                     mirror,
                 },
         } => {
-            let source = data::download::Source::named(&dataset).expect("clap checked the name");
             let dir = data::resolve_data_dir(dir.as_deref());
-            data::download::fetch(&source, &dir, &mirror)?;
-            println!("{dataset}: ready in {}", dir.display());
+            if datasets.is_empty() {
+                print!("{}", dataset_list(&dir));
+            }
+            for dataset in datasets {
+                let source = data::builtin(&dataset).expect("clap checked the name");
+                data::download::fetch(source, &dir, &mirror)?;
+                println!("{dataset}: ready in {}", dir.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The built-in datasets as a table: name, classes, image shape, download size, licence, and
+/// whether each is complete in `dir`.
+fn dataset_list(dir: &Path) -> String {
+    let mut out = format!(
+        "{:<16} {:>7} {:>9} {:>7}  {:<8} {:<38} {}\n",
+        "dataset", "classes", "images", "MB", "in data", "licence", "what"
+    );
+    for b in &data::BUILTIN {
+        let [c, h, w] = b.shape;
+        let here = data::missing_files(dir, b.name).is_empty();
+        out += &format!(
+            "{:<16} {:>7} {:>9} {:>7}  {:<8} {:<38} {}\n",
+            b.name,
+            b.classes,
+            format!("{c}×{h}×{w}"),
+            b.megabytes,
+            if here { "yes" } else { "no" },
+            b.licence,
+            b.title
+        );
+    }
+    out + &format!(
+        "data directory: {}; `shallow data fetch NAME…` downloads\n",
+        dir.display()
+    )
 }
 
 fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
@@ -285,7 +317,7 @@ fn train_command(args: &TrainArgs) -> Result<ExitCode> {
     let raw = data::load(&data_dir, &cfg.dataset)?;
     let device = device::select_device(rt.device)?;
     device::set_threads(rt.threads.unwrap_or_else(device::available_cores));
-    train::check_fits(&cfg, raw.train.shape, device)?;
+    train::check_fits(&cfg, raw.train.shape, raw.classes, device)?;
     let tensors = data::prepare(&raw, &cfg.selection(), device)?;
     writeln!(
         human,

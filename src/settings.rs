@@ -4,7 +4,7 @@
 use anyhow::{Result, ensure};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{CLASSES, Holdout, Selection, Subset};
+use crate::data::{Holdout, Selection, Subset};
 use crate::model::{Activation, Architecture, Head, Layout, Pool, Precision};
 use crate::train::optim::{LBFGS_MIN_BATCH, LineSearch, Optimizer, Schedule};
 use crate::train::stopping::StopRule;
@@ -16,8 +16,9 @@ use crate::train::stopping::StopRule;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
-    /// Dataset: mnist, cifar10, or the folder name (under the data directory) of any IDX dataset
-    /// laid out as MNIST.
+    /// Dataset: a built-in one (mnist, fashion, kmnist, cifar10, cifar100, cifar100-coarse;
+    /// `shallow data fetch` lists them), or the folder name (under the data directory) of any
+    /// IDX dataset laid out as MNIST's, of any number of classes (labels 0..M-1).
     #[arg(long, default_value = crate::data::MNIST)]
     pub dataset: String,
     /// sequential = deep residual stack; parallel = the same units side by side; staged-D = D
@@ -426,11 +427,12 @@ impl RunConfig {
         Ok(())
     }
 
-    pub fn architecture(&self, input: [usize; 3]) -> Architecture {
+    /// The net of this run for images of shape `input` in `classes` classes.
+    pub fn architecture(&self, input: [usize; 3], classes: usize) -> Architecture {
         Architecture {
             layout: self.layout,
             input,
-            classes: CLASSES,
+            classes,
             layers: self.layers,
             filters: self.filters,
             kernel: self.kernel,

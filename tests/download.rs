@@ -81,14 +81,14 @@ fn mnist_downloads_verifies_and_skips_valid_files() {
     let files = mnist_files();
     let server = Server::start(files.clone());
     let tmp = tempfile::tempdir().unwrap();
-    let source = download::Source::named("mnist").unwrap();
-    download::fetch(&source, tmp.path(), &Some(server.base.clone())).unwrap();
+    let source = shallow::data::builtin("mnist").unwrap();
+    download::fetch(source, tmp.path(), &Some(server.base.clone())).unwrap();
     for f in MNIST_FILES {
         let got = std::fs::read(tmp.path().join("mnist").join(f)).unwrap();
         assert!(got == files[&format!("/{f}")], "{f} differs");
     }
     assert_eq!(server.requests.load(Ordering::SeqCst), 4);
-    download::fetch(&source, tmp.path(), &Some(server.base.clone())).unwrap();
+    download::fetch(source, tmp.path(), &Some(server.base.clone())).unwrap();
     assert_eq!(
         server.requests.load(Ordering::SeqCst),
         4,
@@ -105,8 +105,8 @@ fn corrupted_download_is_an_error_and_not_kept() {
     labels[middle] ^= 0xff;
     let server = Server::start(files);
     let tmp = tempfile::tempdir().unwrap();
-    let source = download::Source::named("mnist").unwrap();
-    let err = download::fetch(&source, tmp.path(), &Some(server.base.clone())).unwrap_err();
+    let source = shallow::data::builtin("mnist").unwrap();
+    let err = download::fetch(source, tmp.path(), &Some(server.base.clone())).unwrap_err();
     let err = format!("{err:#}");
     assert!(
         err.contains("SHA-256 mismatch") && err.contains("train-labels"),
@@ -133,8 +133,8 @@ fn interrupted_download_resumes_with_a_range_request() {
     std::fs::create_dir_all(&dir).unwrap();
     let whole = &files["/t10k-images-idx3-ubyte.gz"];
     std::fs::write(dir.join("t10k-images-idx3-ubyte.gz.part"), &whole[..1000]).unwrap();
-    let source = download::Source::named("mnist").unwrap();
-    download::fetch(&source, tmp.path(), &Some(server.base.clone())).unwrap();
+    let source = shallow::data::builtin("mnist").unwrap();
+    download::fetch(source, tmp.path(), &Some(server.base.clone())).unwrap();
     assert_eq!(*server.ranges.lock().unwrap(), vec!["1000-".to_owned()]);
     assert!(std::fs::read(dir.join("t10k-images-idx3-ubyte.gz")).unwrap() == *whole);
     assert!(no_part_files(&dir));
@@ -180,8 +180,8 @@ fn cifar_archive_is_extracted_and_verified_member_by_member() {
             archive,
         )]));
         let tmp = tempfile::tempdir().unwrap();
-        let source = download::Source::named("cifar10").unwrap();
-        let result = download::fetch(&source, tmp.path(), &Some(server.base.clone()));
+        let source = shallow::data::builtin("cifar10").unwrap();
+        let result = download::fetch(source, tmp.path(), &Some(server.base.clone()));
         let dir = tmp.path().join("cifar-10-batches-bin");
         if corrupt {
             let err = format!("{:#}", result.unwrap_err());

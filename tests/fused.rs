@@ -91,7 +91,7 @@ fn smooth(cfg: &RunConfig) -> RunConfig {
 /// the summed loss.
 fn compare_with_solo_nets(cfg: &RunConfig, gradients: bool) {
     let seeds = [3u64, 11, 29];
-    let arch = cfg.architecture([1, 28, 28]);
+    let arch = cfg.architecture([1, 28, 28], 10);
     let fused = FusedNet::new(arch, &seeds, Device::Cpu).unwrap();
     let xs = Tensor::randn([3, 16, 1, 28, 28], (Kind::Float, Device::Cpu));
     let ys = Tensor::randint(10, [3, 16], (Kind::Int64, Device::Cpu));
@@ -140,7 +140,7 @@ fn fused_forward_and_gradients_equal_each_solo_net() {
 fn every_member_starts_from_its_solo_runs_weights() {
     let seeds = [0u64, 1, 2, 3];
     for cfg in variants(&small(Layout::Sequential)) {
-        let arch = cfg.architecture([1, 28, 28]);
+        let arch = cfg.architecture([1, 28, 28], 10);
         let fused = FusedNet::new(arch, &seeds, Device::Cpu).unwrap();
         for (m, &seed) in seeds.iter().enumerate() {
             let vs = nn::VarStore::new(Device::Cpu);

@@ -308,7 +308,7 @@ fn study_preset_holds_ten_families_per_q_bin_and_dataset() {
             other => panic!("the study uses mnist and cifar10, not {other}"),
         };
         let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-        shallow::model::Net::new(&vs.root(), cfg.architecture(shape), cfg.seed).unwrap();
+        shallow::model::Net::new(&vs.root(), cfg.architecture(shape, 10), cfg.seed).unwrap();
         let params = shallow::model::parameter_count(&vs);
         let examples = cfg.train_limit.unwrap_or(available).min(available);
         let q = (examples * 10) as f64 / params as f64;

@@ -93,7 +93,8 @@ proptest! {
     #[test]
     fn cifar_reader_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..8000)) {
         let mut records = cifar::Records::default();
-        let _ = cifar::parse_into(&bytes, &mut records);
+        let _ = cifar::parse_into(&bytes, cifar::CIFAR100_FINE, &mut records);
+        let _ = cifar::parse_into(&bytes, cifar::CIFAR10_LABELS, &mut records);
     }
 
     #[test]

@@ -125,7 +125,10 @@ fn truncated_evaluation_is_the_other_layout_with_the_same_weights() {
         (Layout::Staged(2), Layout::Parallel),
     ] {
         let cfg = tiny_config(layout);
-        let arch = |l| cfg.architecture(tensors.shape).with_layout(l);
+        let arch = |l| {
+            cfg.architecture(tensors.shape, tensors.classes)
+                .with_layout(l)
+        };
         let vs = tch::nn::VarStore::new(Device::Cpu);
         let net = Net::new(&vs.root(), arch(layout), 3).unwrap();
         let vs2 = tch::nn::VarStore::new(Device::Cpu);

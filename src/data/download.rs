@@ -11,99 +11,8 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use super::{CIFAR10, MNIST, dataset_dir};
-
-/// A file and its official SHA-256.
-type Checked = (&'static str, &'static str);
-
-const MNIST_FILES: [Checked; 4] = [
-    (
-        "train-images-idx3-ubyte.gz",
-        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-    ),
-    (
-        "train-labels-idx1-ubyte.gz",
-        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-    ),
-    (
-        "t10k-images-idx3-ubyte.gz",
-        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-    ),
-    (
-        "t10k-labels-idx1-ubyte.gz",
-        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-    ),
-];
-
-/// The members of `cifar-10-binary.tar.gz`; the archive itself is checked member by member.
-const CIFAR_MEMBERS: [Checked; 7] = [
-    (
-        "data_batch_1.bin",
-        "cee916563c9f80d84e3cc88e17fdc0941787f1244f00a67874d45b261883ada5",
-    ),
-    (
-        "data_batch_2.bin",
-        "a591ca11fa1708a91ee40f54b3da4784ccd871ecf2137de63f51ada8b3fa57ed",
-    ),
-    (
-        "data_batch_3.bin",
-        "bbe8596564c0f86427f876058170b84dac6670ddf06d79402899d93ceea26f67",
-    ),
-    (
-        "data_batch_4.bin",
-        "014e562d6e23c72197cc727519169a60359f5eccd8945ad5a09d710285ff4e48",
-    ),
-    (
-        "data_batch_5.bin",
-        "755304fc0b379caeae8c14f0dac912fbc7d6cd469eb67a1029a08a39453a9add",
-    ),
-    (
-        "test_batch.bin",
-        "8e2eb146ae340b09e24670f29cabc6326dba54da8789dab6768acf480273f65b",
-    ),
-    (
-        "batches.meta.txt",
-        "558e74b5e208382e186da55784b4bac2cd52e558448e1b5800990fdb28ed8033",
-    ),
-];
-const CIFAR_ARCHIVE: &str = "cifar-10-binary.tar.gz";
-const CIFAR_ARCHIVE_DIR: &str = "cifar-10-batches-bin";
-
-/// Where a dataset comes from.
-pub struct Source {
-    pub name: &'static str,
-    /// Base URLs tried in order (torchvision's list for MNIST, whose original host is often down).
-    pub mirrors: &'static [&'static str],
-    layout: Layout,
-}
-
-enum Layout {
-    /// Each file is downloaded on its own.
-    Files(&'static [Checked]),
-    /// One tar.gz archive whose members are extracted.
-    Archive(&'static str, &'static [Checked]),
-}
-
-impl Source {
-    pub fn named(name: &str) -> Option<Source> {
-        match name {
-            MNIST => Some(Source {
-                name: MNIST,
-                mirrors: &[
-                    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-                    "http://yann.lecun.com/exdb/mnist/",
-                ],
-                layout: Layout::Files(&MNIST_FILES),
-            }),
-            CIFAR10 => Some(Source {
-                name: CIFAR10,
-                mirrors: &["https://www.cs.toronto.edu/~kriz/"],
-                layout: Layout::Archive(CIFAR_ARCHIVE, &CIFAR_MEMBERS),
-            }),
-            _ => None,
-        }
-    }
-}
+use super::catalog::{Builtin, Checked, Files};
+use super::dataset_dir;
 
 /// `$SHALLOW_MIRROR`: a base URL that replaces the official ones (a local mirror, or a test server).
 pub fn mirror_from_env() -> Option<String> {
@@ -113,15 +22,15 @@ pub fn mirror_from_env() -> Option<String> {
 }
 
 /// Downloads whatever of `source` is missing or invalid in `data_dir`.
-pub fn fetch(source: &Source, data_dir: &Path, mirror: &Option<String>) -> Result<()> {
+pub fn fetch(source: &Builtin, data_dir: &Path, mirror: &Option<String>) -> Result<()> {
     let dir = dataset_dir(data_dir, source.name);
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let bases: Vec<String> = match mirror {
         Some(m) => vec![m.clone()],
         None => source.mirrors.iter().map(|m| m.to_string()).collect(),
     };
-    match source.layout {
-        Layout::Files(files) => {
+    match source.files {
+        Files::Each(files) => {
             for &(file, sha) in files {
                 let dest = dir.join(file);
                 if is_valid(&dest, sha)? {
@@ -134,7 +43,11 @@ pub fn fetch(source: &Source, data_dir: &Path, mirror: &Option<String>) -> Resul
                 rename(&part, &dest)?;
             }
         }
-        Layout::Archive(archive, members) => {
+        Files::Archive {
+            archive,
+            root,
+            members,
+        } => {
             let mut valid = true;
             for &(file, sha) in members {
                 valid &= is_valid(&dir.join(file), sha)?;
@@ -146,7 +59,7 @@ pub fn fetch(source: &Source, data_dir: &Path, mirror: &Option<String>) -> Resul
             let archive_path = data_dir.join(archive);
             let part = part_path(&archive_path);
             download_from_any(&bases, archive, &part)?;
-            let extracted = extract_members(&part, &dir, members);
+            let extracted = extract_members(&part, root, &dir, members);
             // The archive has no published SHA-256: its members were checked instead, so a bad
             // archive is useless and must not be resumed from.
             fs::remove_file(&part).ok();
@@ -277,8 +190,9 @@ fn copy_with_progress(reader: &mut dyn Read, file: &mut File, bar: &ProgressBar)
     }
 }
 
-/// Extracts the wanted members of a CIFAR-style archive into `dir`, each verified and renamed.
-fn extract_members(archive: &Path, dir: &Path, members: &[Checked]) -> Result<()> {
+/// Extracts the wanted members of a CIFAR-style archive (found under its folder `root`) into
+/// `dir`, each verified and renamed.
+fn extract_members(archive: &Path, root: &str, dir: &Path, members: &[Checked]) -> Result<()> {
     let file = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut found = Vec::new();
@@ -288,11 +202,7 @@ fn extract_members(archive: &Path, dir: &Path, members: &[Checked]) -> Result<()
     for entry in entries {
         let mut entry = entry.with_context(|| format!("{}: corrupt archive", archive.display()))?;
         let path = entry.path()?.into_owned();
-        let Some(name) = path
-            .strip_prefix(CIFAR_ARCHIVE_DIR)
-            .ok()
-            .and_then(|p| p.to_str())
-        else {
+        let Some(name) = path.strip_prefix(root).ok().and_then(|p| p.to_str()) else {
             continue;
         };
         let Some(&(file, sha)) = members.iter().find(|(f, _)| *f == name) else {
@@ -317,7 +227,7 @@ fn extract_members(archive: &Path, dir: &Path, members: &[Checked]) -> Result<()
         .collect();
     if !absent.is_empty() {
         bail!(
-            "{}: archive lacks {CIFAR_ARCHIVE_DIR}/{}",
+            "{}: archive lacks {root}/{}",
             archive.display(),
             absent.join(", ")
         );

@@ -1,5 +1,6 @@
 //! Datasets: the official file formats, their download, deterministic subsets and normalised
 //! tensors ready for training.
+pub mod catalog;
 pub mod cifar;
 pub mod download;
 pub mod holdout;
@@ -13,8 +14,8 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-/// Every dataset here is a 10-class classification problem.
-pub const CLASSES: usize = 10;
+pub use catalog::{BUILTIN, Builtin, builtin};
+
 pub const CIFAR10: &str = "cifar10";
 pub const MNIST: &str = "mnist";
 const IDX_FILES: [&str; 4] = [
@@ -31,31 +32,27 @@ pub fn resolve_data_dir(flag: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("data"))
 }
 
-/// The folder holding one dataset. `cifar10` is the extracted official archive; any other name is
-/// a folder of the four IDX files named as MNIST's (so Fashion-MNIST or KMNIST load the same way).
+/// The folder holding one dataset: a built-in one's (CIFAR's is its extracted archive), else
+/// the folder of that name, of the four IDX files named as MNIST's.
 pub fn dataset_dir(data_dir: &Path, name: &str) -> PathBuf {
-    match name {
-        CIFAR10 => data_dir.join("cifar-10-batches-bin"),
-        _ => data_dir.join(name),
-    }
+    data_dir.join(builtin(name).map_or(name, |b| b.folder))
 }
 
 /// The files a dataset needs that are not in `data_dir` (IDX files may be gzipped or raw).
 pub fn missing_files(data_dir: &Path, name: &str) -> Vec<PathBuf> {
     let dir = dataset_dir(data_dir, name);
-    if name == CIFAR10 {
-        cifar::TRAIN_FILES
+    match builtin(name).map(|b| b.format) {
+        Some(catalog::Format::Cifar { train, test, .. }) => train
             .iter()
-            .chain([&cifar::TEST_FILE])
+            .chain([&test])
             .map(|f| dir.join(f))
             .filter(|p| !p.is_file())
-            .collect()
-    } else {
-        IDX_FILES
+            .collect(),
+        Some(catalog::Format::Idx) | None => IDX_FILES
             .iter()
             .filter(|stem| idx::locate(&dir, stem).is_none())
             .map(|stem| dir.join(format!("{stem}.gz")))
-            .collect()
+            .collect(),
     }
 }
 
@@ -67,7 +64,7 @@ pub fn ensure_available(data_dir: &Path, name: &str, offline: bool) -> Result<()
             "dataset '{name}' missing from {}, downloading",
             data_dir.display()
         );
-        download::fetch(&source, data_dir, &download::mirror_from_env())?;
+        download::fetch(source, data_dir, &download::mirror_from_env())?;
     }
     Ok(())
 }
@@ -79,7 +76,7 @@ pub fn needs_download(
     data_dir: &Path,
     name: &str,
     offline: bool,
-) -> Result<Option<download::Source>> {
+) -> Result<Option<&'static Builtin>> {
     let missing = missing_files(data_dir, name);
     if missing.is_empty() {
         return Ok(None);
@@ -89,10 +86,11 @@ pub fn needs_download(
         .map(|p| format!("  {}", p.display()))
         .collect::<Vec<_>>()
         .join("\n");
-    let Some(source) = download::Source::named(name) else {
+    let Some(source) = builtin(name) else {
         bail!(
-            "unknown dataset '{name}': it is neither {MNIST} nor {CIFAR10} (which can be downloaded) \
-             nor a complete IDX dataset in {}; missing files:\n{list}",
+            "unknown dataset '{name}': it is none of the built-in datasets ({}, which can be \
+             downloaded) nor a complete IDX dataset in {}; missing files:\n{list}",
+            catalog::names().join(", "),
             data_dir.display()
         );
     };
@@ -132,29 +130,82 @@ pub struct RawDataset {
     pub name: String,
     pub train: Split,
     pub test: Split,
+    /// Labels are below this: a built-in dataset's count, else one more than the largest label.
+    pub classes: usize,
 }
 
 /// Decodes a dataset from `data_dir` (no download; see [`ensure_available`]).
 pub fn load(data_dir: &Path, name: &str) -> Result<RawDataset> {
     let dir = dataset_dir(data_dir, name);
-    let (train, test) = if name == CIFAR10 {
-        let paths: Vec<PathBuf> = cifar::TRAIN_FILES.iter().map(|f| dir.join(f)).collect();
-        (
-            cifar_split(cifar::read_batches(&paths)?),
-            cifar_split(cifar::read_batches(&[dir.join(cifar::TEST_FILE)])?),
-        )
-    } else {
-        (
+    let (train, test) = match builtin(name).map(|b| b.format) {
+        Some(catalog::Format::Cifar {
+            labels,
+            train,
+            test,
+        }) => {
+            let paths: Vec<PathBuf> = train.iter().map(|f| dir.join(f)).collect();
+            (
+                cifar_split(cifar::read_batches(&paths, labels)?),
+                cifar_split(cifar::read_batches(&[dir.join(test)], labels)?),
+            )
+        }
+        Some(catalog::Format::Idx) | None => (
             idx_split(&dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")?,
             idx_split(&dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?,
-        )
+        ),
     };
     check_splits(&dir, &train, &test)?;
+    let classes = match builtin(name) {
+        Some(b) => b.classes,
+        None => classes_of(&dir, &train)?,
+    };
+    check_labels(&dir, &train, &test, classes)?;
     Ok(RawDataset {
         name: name.to_owned(),
         train,
         test,
+        classes,
     })
+}
+
+/// The classes of a dataset of the user's: labels 0..M, every one of them in the training split
+/// (a class never trained on has no place in a comparison of how well nets learn).
+fn classes_of(dir: &Path, train: &Split) -> Result<usize> {
+    let classes = train.labels.iter().max().map_or(0, |&t| usize::from(t) + 1);
+    ensure!(
+        classes >= 2,
+        "{}: the training labels name {classes} class(es); classification needs at least 2",
+        dir.display()
+    );
+    let mut seen = vec![false; classes];
+    for &l in &train.labels {
+        seen[usize::from(l)] = true;
+    }
+    if let Some(empty) = seen.iter().position(|s| !s) {
+        bail!(
+            "{}: class {empty} of 0..={} has no training example (labels must be 0..M-1, each \
+             class present)",
+            dir.display(),
+            classes - 1
+        );
+    }
+    Ok(classes)
+}
+
+/// Every label of both splits below `classes`.
+fn check_labels(dir: &Path, train: &Split, test: &Split, classes: usize) -> Result<()> {
+    for (split, what) in [(train, "training"), (test, "test (validation)")] {
+        if let Some(at) = split.labels.iter().position(|&l| usize::from(l) >= classes) {
+            bail!(
+                "{}: the {what} split's label {} at index {at} is outside the dataset's classes \
+                 0..={}",
+                dir.display(),
+                split.labels[at],
+                classes - 1
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A dataset the nets can train on: images in both splits, of one shape.
@@ -217,13 +268,6 @@ fn idx_split(dir: &Path, images_stem: &str, labels_stem: &str) -> Result<Split> 
         images_path.display(),
         labels.dims
     );
-    if let Some(pos) = labels.data.iter().position(|&l| l as usize >= CLASSES) {
-        bail!(
-            "{}: label {} at index {pos} is out of range 0..=9",
-            labels_path.display(),
-            labels.data[pos]
-        );
-    }
     Ok(Split {
         images: images.data,
         labels: labels.data,
@@ -251,7 +295,12 @@ pub fn subset_indices(labels: &[u8], limit: Option<usize>, how: Subset) -> Vec<u
     if limit == n || how == Subset::First {
         return (0..limit).collect();
     }
-    let mut by_class: Vec<std::collections::VecDeque<usize>> = vec![Default::default(); CLASSES];
+    let classes = labels
+        .iter()
+        .map(|&l| usize::from(l) + 1)
+        .max()
+        .unwrap_or(0);
+    let mut by_class: Vec<std::collections::VecDeque<usize>> = vec![Default::default(); classes];
     for (i, &l) in labels.iter().enumerate() {
         by_class[l as usize].push_back(i);
     }
@@ -328,6 +377,8 @@ pub struct Tensors {
     pub holdout: Option<(Tensor, Tensor)>,
     /// Channels, height, width.
     pub shape: [usize; 3],
+    /// Labels are below this (the net's outputs, M).
+    pub classes: usize,
 }
 
 impl Tensors {
@@ -360,6 +411,7 @@ pub fn prepare(raw: &RawDataset, selection: &Selection, device: Device) -> Resul
         val_y: val_y.to_device(device),
         holdout,
         shape: raw.train.shape,
+        classes: raw.classes,
     })
 }
 
@@ -443,6 +495,7 @@ mod tests {
             name: "t".into(),
             train: split.clone(),
             test: split,
+            classes: 2,
         };
         let selection = Selection {
             subset: Subset::First,

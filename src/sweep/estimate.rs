@@ -25,30 +25,30 @@ pub struct Execution {
     pub fuse: usize,
 }
 
-/// Known input shapes and set sizes (image shape, training images, validation images), for
-/// estimates before any data is loaded; other datasets count as MNIST.
-pub fn input_shape(dataset: &str) -> ([usize; 3], usize, usize) {
-    match dataset {
-        data::CIFAR10 => ([3, 32, 32], 50_000, 10_000),
-        _ => ([1, 28, 28], 60_000, 10_000),
-    }
+/// Known input shapes, set sizes and classes (image shape, training images, validation images,
+/// classes), for estimates before any data is loaded: a built-in dataset's; other datasets
+/// count as MNIST.
+pub fn input_shape(dataset: &str) -> ([usize; 3], usize, usize, usize) {
+    let b = data::builtin(dataset).unwrap_or(&data::BUILTIN[0]);
+    (b.shape, b.sizes.0, b.sizes.1, b.classes)
 }
 
 /// The training images a run uses: its limit, at most the dataset's known size.
 pub fn train_examples(cfg: &RunConfig) -> usize {
-    let (_, available, _) = input_shape(&cfg.dataset);
+    let (_, available, _, _) = input_shape(&cfg.dataset);
     let available = available - held_out(cfg).min(available);
     cfg.train_limit.unwrap_or(available).min(available)
 }
 
 /// The training examples a run holds out.
 fn held_out(cfg: &RunConfig) -> usize {
-    let (_, available, _) = input_shape(&cfg.dataset);
+    let (_, available, _, _) = input_shape(&cfg.dataset);
     cfg.holdout.map_or(0, |h| h.size(available))
 }
 
 pub fn architecture(cfg: &RunConfig) -> Architecture {
-    cfg.architecture(input_shape(&cfg.dataset).0)
+    let (shape, _, _, classes) = input_shape(&cfg.dataset);
+    cfg.architecture(shape, classes)
 }
 
 /// Multiply-adds of a whole run: forward + backward (≈ 3 forwards) per training image and epoch,
@@ -57,7 +57,7 @@ pub fn architecture(cfg: &RunConfig) -> Architecture {
 /// validation set in the other arrangement and, with batch norm, the batches that re-estimate
 /// its statistics.
 fn run_macs(cfg: &RunConfig, arch: &Architecture) -> f64 {
-    let (_, _, val) = input_shape(&cfg.dataset);
+    let (_, _, val, _) = input_shape(&cfg.dataset);
     let train = train_examples(cfg) as f64;
     let val = cfg.val_limit.unwrap_or(val).min(val) as f64;
     let reestimate = if cfg.batchnorm {

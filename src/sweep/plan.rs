@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 pub use super::estimate::Execution;
 use super::estimate::{self, architecture, input_shape, train_examples};
 use super::grid::{Grid, RunSpec};
-use crate::data::{self, CLASSES};
+use crate::data;
 use crate::device;
 use crate::model::{Architecture, Q_BINS, determination_ratio, q_bin};
 
@@ -41,9 +41,10 @@ pub fn check_inputs(grid: &Grid, data_dir: &Path, offline: bool, fetch: bool) ->
         } else {
             Some(data::load(data_dir, dataset)?)
         };
+        let known = input_shape(dataset);
         let shape = raw
             .as_ref()
-            .map_or(input_shape(dataset).0, |r| r.train.shape);
+            .map_or((known.0, known.3), |r| (r.train.shape, r.classes));
         shapes.insert(dataset.as_str(), shape);
         if let Some(raw) = raw {
             labels.insert(dataset.as_str(), raw.train.labels);
@@ -56,7 +57,8 @@ pub fn check_inputs(grid: &Grid, data_dir: &Path, offline: bool, fetch: bool) ->
         let cfg = &run.config;
         let dataset = cfg.dataset.as_str();
         let place = || format!("{}: run {} of the grid ({dataset})", grid.origin(), run.id);
-        crate::train::check_fits_within(cfg, shapes[dataset], available).with_context(place)?;
+        let (shape, classes) = shapes[dataset];
+        crate::train::check_fits_within(cfg, shape, classes, available).with_context(place)?;
         if let (Some(h), Some(labels)) = (cfg.holdout, labels.get(dataset))
             && splits_checked.insert((dataset.to_owned(), h.to_string(), cfg.data_seed))
         {
@@ -144,7 +146,7 @@ impl Compared {
         let examples = train_examples(cfg);
         let bin = q_bin(determination_ratio(
             examples,
-            CLASSES,
+            arch.classes,
             arch.parameter_count(),
         ));
         let pair_bits = u64::from_str_radix(&run.pair_id, 16)

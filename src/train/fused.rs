@@ -51,10 +51,10 @@ pub fn train_fused(
         "runs trained together train with Adam at a constant rate, without weight decay"
     );
     super::check_holdout(first, data)?;
-    check_members_fit(first, data.shape, device, cfgs.len())?;
+    check_members_fit(first, data, device, cfgs.len())?;
     crate::device::warn_if_bf16_is_slow(device, first.precision);
     let started = Instant::now();
-    let arch = first.architecture(data.shape);
+    let arch = first.architecture(data.shape, data.classes);
     let seeds: Vec<u64> = cfgs.iter().map(|c| c.seed).collect();
     let lrs: Vec<f64> = cfgs.iter().map(|c| c.lr).collect();
     let net = FusedNet::new(arch, &seeds, device)?.with_precision(first.precision);
@@ -67,11 +67,10 @@ pub fn train_fused(
             .collect(),
         alive: vec![true; cfgs.len()],
     };
-    let n = data.train_len();
     let params = arch.parameter_count();
     let mut results: Vec<RunResult> = cfgs
         .iter()
-        .map(|c| RunResult::begin(c, params, n, device))
+        .map(|c| RunResult::begin(c, params, data, device))
         .collect();
     let mut monitors: Vec<Monitor> = cfgs.iter().map(Monitor::new).collect();
     let mut best: Vec<Option<Snapshot>> = cfgs.iter().map(|_| None).collect();
@@ -129,9 +128,9 @@ pub fn train_fused(
 
 /// Refuses, before any work, an array whose training step would not fit this machine's memory
 /// (each member needs what it needs alone).
-fn check_members_fit(cfg: &RunConfig, input: [usize; 3], device: Device, m: usize) -> Result<()> {
-    let available = memory_to_check(device);
-    check_fits_within(cfg, input, available.map(|have| have / m as u64)).map_err(|e| {
+fn check_members_fit(cfg: &RunConfig, data: &Tensors, device: Device, m: usize) -> Result<()> {
+    let available = memory_to_check(device).map(|have| have / m as u64);
+    check_fits_within(cfg, data.shape, data.classes, available).map_err(|e| {
         e.context(format!(
             "{m} runs trained together need {m}× one run's memory; train fewer together (--fuse)"
         ))

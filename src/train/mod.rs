@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Reduction, Tensor, nn};
 
-use crate::data::{CLASSES, Tensors};
+use crate::data::Tensors;
 use crate::model::{Layout, Net, determination_ratio, parameter_count};
 pub use crate::settings::RunConfig;
 use optim::LrSchedule;
@@ -97,12 +97,13 @@ pub struct RunResult {
 
 impl RunResult {
     /// A run about to train: no epochs yet, outcome done until it diverges.
-    fn begin(cfg: &RunConfig, params: usize, train_examples: usize, device: Device) -> RunResult {
+    fn begin(cfg: &RunConfig, params: usize, data: &Tensors, device: Device) -> RunResult {
+        let train_examples = data.train_len();
         RunResult {
             config: cfg.clone(),
             params,
             train_examples,
-            q: determination_ratio(train_examples, CLASSES, params),
+            q: determination_ratio(train_examples, data.classes, params),
             outcome: Outcome::Done,
             diverged_epoch: None,
             epochs: Vec::with_capacity(cfg.epochs),
@@ -173,8 +174,13 @@ const SHUFFLE_STREAM: u64 = 0x5eed_da7a;
 /// Refuses, before any work, a run whose architecture does not fit its images or whose training
 /// step would not fit the memory this machine has left (checked on the CPU; a GPU's own limit
 /// shows as libtorch's out-of-memory error).
-pub fn check_fits(cfg: &RunConfig, input: [usize; 3], device: Device) -> Result<()> {
-    check_fits_within(cfg, input, memory_to_check(device))
+pub fn check_fits(
+    cfg: &RunConfig,
+    input: [usize; 3],
+    classes: usize,
+    device: Device,
+) -> Result<()> {
+    check_fits_within(cfg, input, classes, memory_to_check(device))
 }
 
 /// The memory a run on `device` is checked against: what this machine has left on the CPU,
@@ -187,8 +193,13 @@ fn memory_to_check(device: Device) -> Option<u64> {
 
 /// [`check_fits`] against `available` bytes of memory (`None`: unknown, not checked), for
 /// callers that check many runs against one reading.
-pub fn check_fits_within(cfg: &RunConfig, input: [usize; 3], available: Option<u64>) -> Result<()> {
-    let arch = cfg.architecture(input);
+pub fn check_fits_within(
+    cfg: &RunConfig,
+    input: [usize; 3],
+    classes: usize,
+    available: Option<u64>,
+) -> Result<()> {
+    let arch = cfg.architecture(input, classes);
     arch.validate()?;
     let need = arch.training_memory_bytes(cfg.batch_size);
     if let Some(have) = available {
@@ -232,14 +243,17 @@ pub fn train(
 ) -> Result<RunResult> {
     cfg.validate()?;
     check_holdout(cfg, data)?;
-    check_fits(cfg, data.shape, device)?;
+    check_fits(cfg, data.shape, data.classes, device)?;
     crate::device::warn_if_bf16_is_slow(device, cfg.precision);
     let started = Instant::now();
     let vs = nn::VarStore::new(device);
-    let net =
-        Net::new(&vs.root(), cfg.architecture(data.shape), cfg.seed)?.with_precision(cfg.precision);
+    let net = Net::new(
+        &vs.root(),
+        cfg.architecture(data.shape, data.classes),
+        cfg.seed,
+    )?
+    .with_precision(cfg.precision);
     let params = parameter_count(&vs);
-    let n = data.train_len();
     let mut opt = optim::build(cfg, &vs)?;
     let mut schedule = LrSchedule::new(cfg);
     let mut monitor = Monitor::new(cfg);
@@ -247,7 +261,7 @@ pub fn train(
     let mut best: Option<Snapshot> = None;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ SHUFFLE_STREAM);
     observer.start(&vs)?;
-    let mut result = RunResult::begin(cfg, params, n, device);
+    let mut result = RunResult::begin(cfg, params, data, device);
     for epoch in 1..=cfg.epochs {
         opt.set_lr(schedule.rate(epoch));
         let Some(m) = train_epoch(

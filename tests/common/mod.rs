@@ -79,7 +79,7 @@ pub fn write_cifar_dataset(dir: &Path, per_file: usize) {
             .flat_map(|i| (0..cifar::PIXELS).map(move |p| (i, p)))
             .map(|(i, p)| pixel(labels[i], i, p))
             .collect();
-        std::fs::write(dir.join(name), cifar::encode(&labels, &pixels)).unwrap();
+        std::fs::write(dir.join(name), cifar::encode(1, &labels, &pixels)).unwrap();
     }
 }
 

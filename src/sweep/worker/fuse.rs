@@ -69,15 +69,16 @@ impl Fuse {
         }
     }
 
-    /// How many members of `cfg` on `input`-shaped data fit the memory budget (at least one).
+    /// How many members of `cfg` on `input`-shaped data of `classes` classes fit the memory
+    /// budget (at least one).
     pub(super) fn fitting(
         self,
         cfg: &crate::train::RunConfig,
-        input: [usize; 3],
+        (input, classes): ([usize; 3], usize),
         device: Device,
     ) -> usize {
         let need = cfg
-            .architecture(input)
+            .architecture(input, classes)
             .training_memory_bytes(cfg.batch_size);
         let budget = if device.is_cuda() {
             Some(GPU_BUDGET)

@@ -202,7 +202,8 @@ impl Worker<'_> {
     /// How many runs of `group` to train together: all, or those that fit the memory budget.
     fn fitting_members(&mut self, group: &[RunSpec]) -> Result<usize> {
         let cfg = &group[0].config;
-        let shape = self.cache.tensors(&cfg.dataset, &cfg.selection())?.shape;
+        let data = self.cache.tensors(&cfg.dataset, &cfg.selection())?;
+        let shape = (data.shape, data.classes);
         Ok(group
             .len()
             .min(self.opts.fuse.fitting(cfg, shape, self.device)))
