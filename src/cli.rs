@@ -58,7 +58,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Train one network and print its metrics.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Run a grid of trainings (both layouts of every configuration) into a results database;
     /// resumable: run it again to continue.
     Sweep(SweepArgs),

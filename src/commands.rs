@@ -299,7 +299,7 @@ fn run_pool_and_summarise(
 }
 
 fn train_command(args: &TrainArgs) -> Result<ExitCode> {
-    let cfg = args.config.clone();
+    let mut cfg = args.config.clone();
     cfg.validate()?;
     let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
     if let Some(path) = args.json.as_deref().filter(|_| !json_to_stdout) {
@@ -315,6 +315,7 @@ fn train_command(args: &TrainArgs) -> Result<ExitCode> {
     let data_dir = data::resolve_data_dir(rt.data_dir.as_deref());
     data::ensure_available(&data_dir, &cfg.dataset, rt.offline)?;
     let raw = data::load(&data_dir, &cfg.dataset)?;
+    cfg.data_hash = data::content_hash(&data_dir, &cfg.dataset)?;
     let device = device::select_device(rt.device)?;
     device::set_threads(rt.threads.unwrap_or_else(device::available_cores));
     train::check_fits(&cfg, raw.train.shape, raw.classes, device)?;

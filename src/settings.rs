@@ -18,9 +18,17 @@ use crate::train::stopping::StopRule;
 pub struct RunConfig {
     /// Dataset: a built-in one (mnist, fashion, kmnist, cifar10, cifar100, cifar100-coarse;
     /// `shallow data fetch` lists them), or the folder name (under the data directory) of any
-    /// IDX dataset laid out as MNIST's, of any number of classes (labels 0..M-1).
+    /// IDX dataset laid out as MNIST's, of any number of classes (labels 0..M-1), or
+    /// npz:PATH, a NumPy archive with x_train, y_train, x_test, y_test (PATH relative to the data
+    /// directory unless absolute).
     #[arg(long, default_value = crate::data::MNIST)]
     pub dataset: String,
+    /// The SHA-256 of a user's data file (`npz:`), filled in when its runs are queued or
+    /// trained: two different files under one name never share run ids, and a worker refuses a
+    /// file changed since. Not a setting to give.
+    #[arg(skip)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_hash: Option<String>,
     /// sequential = deep residual stack; parallel = the same units side by side; staged-D = D
     /// stages in sequence, each of L/D units side by side (D must divide L).
     #[arg(long)]
@@ -241,8 +249,16 @@ pub fn defaults(layout: Layout) -> RunConfig {
 }
 
 /// A dataset name is a folder under the data directory and part of plot file names: letters,
-/// digits, `_`, `-` and `.`, not starting with `.` (so never `..`, a path or a hidden file).
+/// digits, `_`, `-` and `.`, not starting with `.` (so never `..`, a path or a hidden file) — or
+/// `npz:PATH`, a user's NumPy archive.
 fn check_dataset_name(name: &str) -> Result<()> {
+    if let Some(path) = name.strip_prefix(crate::data::NPZ) {
+        ensure!(
+            !path.is_empty(),
+            "dataset '{name}': npz: needs the path of a .npz file, e.g. npz:mydata.npz"
+        );
+        return Ok(());
+    }
     let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
     ensure!(
         !name.is_empty() && name.len() <= 64 && !name.starts_with('.') && name.chars().all(safe),

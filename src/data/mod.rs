@@ -5,6 +5,7 @@ pub mod cifar;
 pub mod download;
 pub mod holdout;
 pub mod idx;
+pub mod npz;
 
 pub use holdout::Holdout;
 
@@ -32,14 +33,41 @@ pub fn resolve_data_dir(flag: Option<&Path>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("data"))
 }
 
-/// The folder holding one dataset: a built-in one's (CIFAR's is its extracted archive), else
-/// the folder of that name, of the four IDX files named as MNIST's.
+/// The prefix of a dataset that is a user's NumPy archive: `npz:PATH`.
+pub const NPZ: &str = "npz:";
+
+/// The archive of an `npz:PATH` dataset: PATH, relative to the data directory unless absolute
+/// (so that workers on other machines find it in their own data directories).
+pub fn npz_path(data_dir: &Path, name: &str) -> Option<PathBuf> {
+    name.strip_prefix(NPZ).map(|path| data_dir.join(path))
+}
+
+/// The SHA-256 of a user's data file (`npz:PATH`), which becomes part of its runs' identity;
+/// `None` for other datasets.
+pub fn content_hash(data_dir: &Path, name: &str) -> Result<Option<String>> {
+    let Some(path) = npz_path(data_dir, name) else {
+        return Ok(None);
+    };
+    let mut file =
+        std::fs::File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hash = <sha2::Sha256 as sha2::Digest>::new();
+    std::io::copy(&mut file, &mut hash)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Some(hex::encode(sha2::Digest::finalize(hash))))
+}
+
+/// The folder holding one dataset: a built-in one's (CIFAR's is its extracted archive), a user
+/// archive's path, else the folder of that name, of the four IDX files named as MNIST's.
 pub fn dataset_dir(data_dir: &Path, name: &str) -> PathBuf {
-    data_dir.join(builtin(name).map_or(name, |b| b.folder))
+    npz_path(data_dir, name)
+        .unwrap_or_else(|| data_dir.join(builtin(name).map_or(name, |b| b.folder)))
 }
 
 /// The files a dataset needs that are not in `data_dir` (IDX files may be gzipped or raw).
 pub fn missing_files(data_dir: &Path, name: &str) -> Vec<PathBuf> {
+    if let Some(path) = npz_path(data_dir, name) {
+        return if path.is_file() { vec![] } else { vec![path] };
+    }
     let dir = dataset_dir(data_dir, name);
     match builtin(name).map(|b| b.format) {
         Some(catalog::Format::Cifar { train, test, .. }) => train
@@ -86,6 +114,9 @@ pub fn needs_download(
         .map(|p| format!("  {}", p.display()))
         .collect::<Vec<_>>()
         .join("\n");
+    if let Some(path) = npz_path(data_dir, name) {
+        bail!("dataset '{name}': no such file {}", path.display());
+    }
     let Some(source) = builtin(name) else {
         bail!(
             "unknown dataset '{name}': it is none of the built-in datasets ({}, which can be \
@@ -138,6 +169,7 @@ pub struct RawDataset {
 pub fn load(data_dir: &Path, name: &str) -> Result<RawDataset> {
     let dir = dataset_dir(data_dir, name);
     let (train, test) = match builtin(name).map(|b| b.format) {
+        _ if name.starts_with(NPZ) => npz::read(&dir)?,
         Some(catalog::Format::Cifar {
             labels,
             train,

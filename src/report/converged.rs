@@ -265,7 +265,7 @@ impl<'a> Section<'a> {
             if curve.is_empty() {
                 continue;
             }
-            let name = format!("budget_{d}");
+            let name = plots::figure_name("budget", d);
             plots::budget_curve(&dir, &name, d, &curve, margins.val_loss)?;
             blocks.push(Block::Figure(
                 name,

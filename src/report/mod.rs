@@ -332,7 +332,7 @@ fn figures(
         "Final training loss, parallel vs sequential per pair.".into(),
     ));
     for d in datasets {
-        let name = format!("loss_vs_q_{d}");
+        let name = plots::figure_name("loss_vs_q", d);
         plots::loss_vs_q(&dir, &name, pairs, d)?;
         blocks.push(Block::Figure(
             name,
@@ -361,7 +361,7 @@ fn staged_figures(
         .iter()
         .filter(|d| families.iter().any(|f| &f.dataset == *d))
     {
-        let name = format!("val_loss_vs_stages_{d}");
+        let name = plots::figure_name("val_loss_vs_stages", d);
         plots::val_loss_vs_stages(&out.join("plots"), &name, families, d)?;
         blocks.push(Block::Figure(
             name,

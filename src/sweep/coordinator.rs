@@ -89,8 +89,14 @@ pub fn queue(opts: &SweepOptions) -> Result<Queued> {
     check_inputs(&grid, &opts.data_dir, opts.offline, true)?;
     let text = std::fs::read_to_string(&opts.config)
         .with_context(|| format!("cannot read {}", opts.config.display()))?;
+    let mut hashes = std::collections::HashMap::new();
+    for dataset in grid.datasets() {
+        if let Some(hash) = crate::data::content_hash(&opts.data_dir, dataset)? {
+            hashes.insert(dataset.clone(), hash);
+        }
+    }
     let mut store = store::open(&opts.db)?;
-    let added = queue_in_chunks(store.as_mut(), &grid, &text)?;
+    let added = queue_in_chunks(store.as_mut(), &grid, &text, &hashes)?;
     let retried = if opts.retry_failed {
         store.retry_failed()?
     } else {
@@ -112,10 +118,12 @@ pub fn queue(opts: &SweepOptions) -> Result<Queued> {
 /// queued in bounded memory, and a queueing cut short is completed by the next `sweep`.
 const QUEUE_CHUNK: usize = 10_000;
 
+/// `hashes`: the content hash of each user data file, by dataset name, stamped into its runs.
 fn queue_in_chunks(
     store: &mut dyn store::Store,
     grid: &grid::Grid,
     text: &str,
+    hashes: &std::collections::HashMap<String, String>,
 ) -> Result<store::Added> {
     let mut added = store::Added {
         new: 0,
@@ -126,7 +134,9 @@ fn queue_in_chunks(
     while runs.peek().is_some() {
         chunk.clear();
         for run in runs.by_ref().take(QUEUE_CHUNK) {
-            chunk.push(run?);
+            let run = run?;
+            let hash = hashes.get(&run.config.dataset);
+            chunk.push(grid::with_data_hash(run, hash));
         }
         let a = store.add_runs(&grid.name, text, &chunk)?;
         added.new += a.new;

@@ -31,6 +31,26 @@ fn register_font() {
     });
 }
 
+/// The file name (without extension) of figure `kind` for `dataset`: a dataset name that is not
+/// a safe file name (`npz:some/path.npz`) has its other characters replaced and a hash of the
+/// whole name appended, so that no two datasets share a figure.
+pub fn figure_name(kind: &str, dataset: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    if dataset.chars().all(safe) && !dataset.starts_with('.') {
+        return format!("{kind}_{dataset}");
+    }
+    let stem: String = dataset
+        .chars()
+        .map(|c| if safe(c) { c } else { '_' })
+        .collect();
+    let hash = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(dataset));
+    format!(
+        "{kind}_{}_{}",
+        stem.trim_start_matches('.'),
+        &hex::encode(hash)[..8]
+    )
+}
+
 type Drawer<'a> = dyn Fn(&DrawingArea<SVGBackend, Shift>) -> Result<()> + 'a;
 type BitmapDrawer<'a> = dyn Fn(&DrawingArea<BitMapBackend, Shift>) -> Result<()> + 'a;
 

@@ -353,6 +353,17 @@ pub fn fusion_key(config: &RunConfig) -> String {
     run_id(&config.fusion_group())
 }
 
+/// `run` with the content hash of its data file (see [`RunConfig::data_hash`]) in its config and
+/// so in its ids.
+pub fn with_data_hash(mut run: RunSpec, hash: Option<&String>) -> RunSpec {
+    if let Some(hash) = hash {
+        run.config.data_hash = Some(hash.clone());
+        run.id = run_id(&run.config);
+        run.pair_id = pair_id(&run.config);
+    }
+    run
+}
+
 pub fn pair_id(config: &RunConfig) -> String {
     let mut value = serde_json::to_value(config).expect("config serialises");
     value

@@ -18,6 +18,8 @@ pub(super) struct DataCache {
     offline: bool,
     device: Device,
     raw: HashMap<String, RawDataset>,
+    /// The content hash of each user data file loaded (see [`crate::train::RunConfig::data_hash`]).
+    hashes: HashMap<String, Option<String>>,
     tensors: Option<(SubsetKey, Tensors)>,
 }
 
@@ -28,11 +30,33 @@ impl DataCache {
             offline,
             device,
             raw: HashMap::new(),
+            hashes: HashMap::new(),
             tensors: None,
         }
     }
 
-    pub(super) fn tensors(&mut self, dataset: &str, selection: &Selection) -> Result<&Tensors> {
+    /// The tensors of `cfg`'s dataset and selection. A user data file that is not the one its
+    /// runs were queued with (its hash differs) is this worker's data fault.
+    pub(super) fn tensors_of(&mut self, cfg: &crate::train::RunConfig) -> Result<&Tensors> {
+        // Loads the dataset (and hashes its file) unless it is loaded.
+        self.tensors(&cfg.dataset, &cfg.selection())?;
+        let here = self.hashes.get(&cfg.dataset).cloned().flatten();
+        if let Some(queued) = &cfg.data_hash
+            && here.as_ref() != Some(queued)
+        {
+            let path = crate::data::dataset_dir(&self.data_dir, &cfg.dataset);
+            return Err(anyhow::anyhow!(
+                "{} is not the file its runs were queued with (SHA-256 {} here, {queued} when \
+                 queued): restore it, or queue the grid again to add runs for the new file",
+                path.display(),
+                here.as_deref().unwrap_or("unreadable")
+            ))
+            .map_err(environment(Cause::Data));
+        }
+        self.tensors(&cfg.dataset, &cfg.selection())
+    }
+
+    fn tensors(&mut self, dataset: &str, selection: &Selection) -> Result<&Tensors> {
         let key = (dataset.to_owned(), selection.clone());
         if self.tensors.as_ref().is_none_or(|(k, _)| *k != key) {
             self.tensors = None;
@@ -42,6 +66,9 @@ impl DataCache {
                 let raw = data::ensure_available(&self.data_dir, dataset, self.offline)
                     .and_then(|()| data::load(&self.data_dir, dataset))
                     .map_err(environment(Cause::Data))?;
+                let hash = data::content_hash(&self.data_dir, dataset)
+                    .map_err(environment(Cause::Data))?;
+                self.hashes.insert(dataset.to_owned(), hash);
                 self.raw.insert(dataset.to_owned(), raw);
             }
             let raw = &self.raw[dataset];

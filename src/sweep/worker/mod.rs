@@ -202,7 +202,7 @@ impl Worker<'_> {
     /// How many runs of `group` to train together: all, or those that fit the memory budget.
     fn fitting_members(&mut self, group: &[RunSpec]) -> Result<usize> {
         let cfg = &group[0].config;
-        let data = self.cache.tensors(&cfg.dataset, &cfg.selection())?;
+        let data = self.cache.tensors_of(cfg)?;
         let shape = (data.shape, data.classes);
         Ok(group
             .len()
@@ -211,7 +211,7 @@ impl Worker<'_> {
 
     fn train_members(&mut self, group: &[RunSpec]) -> Result<Vec<RunResult>> {
         let cfg = &group[0].config;
-        let tensors = self.cache.tensors(&cfg.dataset, &cfg.selection())?;
+        let tensors = self.cache.tensors_of(cfg)?;
         let store = std::cell::RefCell::new(&mut self.store);
         let mut recorders: Vec<EpochRecorder> = group
             .iter()

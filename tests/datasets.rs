@@ -1,0 +1,182 @@
+//! Datasets beyond MNIST and CIFAR-10, end to end on generated files in the real formats: a grid
+//! over Fashion-MNIST, CIFAR-100 and a user's `.npz` trains and gets a verdict per dataset; the
+//! `.npz`'s content is part of its runs' identity, and a worker refuses a file changed since its
+//! runs were queued.
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+use common::shallow_bin;
+use common::sweeps::query;
+use shallow::data::{cifar, npz};
+
+/// A `.npz` of `n` 8×8 RGB images channels-last (uint8) in 4 classes, and `n / 2` test images.
+fn write_npz(path: &Path, n: usize, salt: u8) {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (split, count) in [("train", n), ("test", n / 2)] {
+        let labels: Vec<u8> = (0..count).map(|i| (i % 4) as u8).collect();
+        let pixels: Vec<u8> = (0..count * 8 * 8 * 3)
+            .map(|p| ((p / 192 % 4) as u8 * 60).wrapping_add((p % 7) as u8 * 9 + salt))
+            .collect();
+        zip.start_file(format!("x_{split}.npy"), stored).unwrap();
+        zip.write_all(&npz::encode_npy("|u1", &[count, 8, 8, 3], &pixels))
+            .unwrap();
+        zip.start_file(format!("y_{split}.npy"), stored).unwrap();
+        zip.write_all(&npz::encode_npy("|u1", &[count], &labels))
+            .unwrap();
+    }
+    zip.finish().unwrap();
+}
+
+/// CIFAR-100's binary format: a coarse and a fine label byte, then the pixels.
+fn write_cifar100(dir: &Path, train: usize, test: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, n) in [("train.bin", train), ("test.bin", test)] {
+        let labels: Vec<u8> = (0..n).map(|i| (i % 100) as u8).collect();
+        let pixels: Vec<u8> = (0..n * cifar::PIXELS)
+            .map(|p| ((p / cifar::PIXELS % 100) * 2 + p % 5) as u8)
+            .collect();
+        std::fs::write(dir.join(name), cifar::encode(2, &labels, &pixels)).unwrap();
+    }
+}
+
+fn shallow(args: &[&str], data: &Path) -> std::process::Output {
+    Command::new(shallow_bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_grid_over_fashion_cifar100_and_an_npz_gets_a_verdict_per_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    common::write_idx_dataset(&data.join("fashion"), 200, 100, 28, true);
+    write_cifar100(&data.join("cifar-100-binary"), 400, 200);
+    write_npz(&data.join("mine.npz"), 120, 0);
+    let grid = tmp.path().join("g.toml");
+    std::fs::write(
+        &grid,
+        "name = \"datasets\"\n[runs]\ndataset = [\"fashion\", \"cifar100\", \"npz:mine.npz\"]\n\
+         layers = 2\nfilters = 4\nepochs = 1\nseed = [0, 1, 2]\nbatch_size = 32\n",
+    )
+    .unwrap();
+    let db = tmp.path().join("r.db");
+    let (db_arg, grid_arg) = (db.to_str().unwrap(), grid.to_str().unwrap());
+    let out = shallow(
+        &[
+            "sweep",
+            grid_arg,
+            "--db",
+            db_arg,
+            "--offline",
+            "--workers",
+            "2",
+            "--threads",
+            "1",
+        ],
+        &data,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Vec<i64> = query(&db, "SELECT COUNT(*) FROM runs WHERE status = 'done'");
+    assert_eq!(done, [18]);
+    // Q counts each dataset's outputs: M = Q·P/N is 10, 100 and 4.
+    let m: Vec<(String, i64)> = query::<String>(
+        &db,
+        "SELECT DISTINCT json_extract(config, '$.dataset') || ' ' || \
+         CAST(ROUND(q * params / train_examples) AS INTEGER) FROM runs ORDER BY 1",
+    )
+    .into_iter()
+    .map(|t| {
+        let (d, m) = t.rsplit_once(' ').unwrap();
+        (d.to_owned(), m.parse().unwrap())
+    })
+    .collect();
+    let expected = [("cifar100", 100), ("fashion", 10), ("npz:mine.npz", 4)];
+    assert_eq!(
+        m,
+        expected.map(|(d, m)| (d.to_owned(), m)).to_vec(),
+        "classes per dataset"
+    );
+    let report = tmp.path().join("report");
+    let out = Command::new(shallow_bin())
+        .args(["report", db_arg, "--out", report.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    let verdicts = md.split("## Sweep").next().unwrap();
+    for dataset in ["fashion", "cifar100", "npz:mine.npz"] {
+        assert!(
+            verdicts.contains(&format!("**{dataset}**, ")),
+            "{dataset}: {verdicts}"
+        );
+    }
+    for entry in std::fs::read_dir(report.join("plots")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(!name.contains(':') && !name.contains('/'), "{name}");
+    }
+}
+
+/// Two different files under one name never share run ids; a worker whose file differs from
+/// the one the runs were queued with leaves them pending and stops, naming the file.
+#[test]
+fn an_npz_is_part_of_its_runs_identity_and_a_changed_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let file = data.join("mine.npz");
+    write_npz(&file, 40, 0);
+    let grid = tmp.path().join("g.toml");
+    std::fs::write(
+        &grid,
+        "name = \"npz\"\n[runs]\ndataset = \"npz:mine.npz\"\nlayers = 2\nfilters = 4\n",
+    )
+    .unwrap();
+    let db = tmp.path().join("r.db");
+    let (db_arg, grid_arg) = (db.to_str().unwrap(), grid.to_str().unwrap());
+    let queue = || {
+        let out = shallow(
+            &["sweep", grid_arg, "--db", db_arg, "--no-train", "--offline"],
+            &data,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    queue();
+    let first: Vec<String> = query(&db, "SELECT id FROM runs ORDER BY seq");
+    write_npz(&file, 40, 1);
+    queue();
+    let all: Vec<String> = query(&db, "SELECT id FROM runs ORDER BY seq");
+    assert_eq!(
+        (first.len(), all.len()),
+        (2, 4),
+        "the new file's runs are new runs"
+    );
+    let out = shallow(&["worker", "--db", db_arg, "--offline"], &data);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains("mine.npz is not the file its runs were queued with"),
+        "{stderr}"
+    );
+    let states: Vec<String> = query(&db, "SELECT status || ' ' || attempts FROM runs");
+    assert_eq!(states, vec!["pending 0"; 4]);
+}
