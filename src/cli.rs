@@ -118,6 +118,9 @@ pub enum Command {
         /// Nets trained together as one fused array.
         #[arg(long, default_value_t = 1)]
         members: usize,
+        /// Augment each batch (crop-flip) before its step.
+        #[arg(long)]
+        augment: bool,
     },
     /// Download datasets.
     Data {

@@ -59,6 +59,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             precision,
             steps,
             members,
+            augment,
         } => {
             let net =
                 bench::BenchNet::named(&net).with_context(|| format!("unknown net '{net}'"))?;
@@ -71,7 +72,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             let m = if members > 1 {
                 bench::measure_fused_step(net, layout, members, settings)?
             } else {
-                bench::measure_step(net, layout, settings)?
+                bench::measure_step(net, layout, settings, augment)?
             };
             println!("{}", serde_json::to_string(&m)?);
             Ok(ExitCode::SUCCESS)
@@ -301,6 +302,10 @@ fn run_pool_and_summarise(
 fn train_command(args: &TrainArgs) -> Result<ExitCode> {
     let mut cfg = args.config.clone();
     cfg.validate()?;
+    anyhow::ensure!(
+        args.trace.is_none() || cfg.augment.is_none(),
+        "--trace: the PyTorch replay does not augment; trace a run with --augment none"
+    );
     let json_to_stdout = args.json.as_deref() == Some(Path::new("-"));
     if let Some(path) = args.json.as_deref().filter(|_| !json_to_stdout) {
         shallow::files::check_writable(path).context("--json")?;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Holdout, Selection, Subset};
 use crate::model::{Activation, Architecture, Head, Layout, Pool, Precision};
+use crate::train::augment::Augment;
 use crate::train::optim::{LBFGS_MIN_BATCH, LineSearch, Optimizer, Schedule};
 use crate::train::stopping::StopRule;
 
@@ -180,6 +181,17 @@ pub struct RunConfig {
         skip_serializing_if = "is_default_lr_patience"
     )]
     pub lr_patience: usize,
+    /// Training-time augmentation (on the device, drawn from the seed): crop = pad by 4 and crop
+    /// back at a random offset; crop-flip = and flip left–right with probability ½ (refused for
+    /// digit and character datasets unless force_flip).
+    #[arg(long, value_enum, default_value_t)]
+    #[serde(default, skip_serializing_if = "Augment::is_none")]
+    pub augment: Augment,
+    /// Allow augment = crop-flip on a dataset whose classes a flip can change (digits,
+    /// characters).
+    #[arg(long)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_flip: bool,
 }
 
 /// A setting's value as a grid file writes it (`plateau`, not `Plateau`).
@@ -286,9 +298,11 @@ impl RunConfig {
     }
 
     /// Whether runs of this configuration can train as members of a fused array: fused arrays
-    /// train with Adam at a constant rate (each member's own [`crate::train::adam`] state).
+    /// train with Adam at a constant rate (each member's own [`crate::train::adam`] state), on
+    /// batches without augmentation.
     pub fn fusable(&self) -> bool {
-        self.optimizer == Optimizer::Adam
+        self.augment.is_none()
+            && self.optimizer == Optimizer::Adam
             && self.weight_decay.unwrap_or(0.0) == 0.0
             && self.schedule == Schedule::Constant
             && self.warmup == 0
@@ -404,6 +418,17 @@ impl RunConfig {
     /// The checks between settings: what a stopping rule or schedule needs, which settings
     /// belong to which optimizer, warm-up within the epochs.
     pub fn validate_combination(&self) -> Result<()> {
+        let flips = crate::data::builtin(&self.dataset).is_none_or(|b| b.flips);
+        ensure!(
+            self.augment != Augment::CropFlip || flips || self.force_flip,
+            "augment = crop-flip on {}: a left–right flip can change a digit's or character's \
+             class; use augment = crop, or set force_flip = true to flip anyway",
+            self.dataset
+        );
+        ensure!(
+            !self.force_flip || self.augment == Augment::CropFlip,
+            "force_flip is used only with augment = crop-flip"
+        );
         ensure!(
             self.holdout.is_some() || (self.stop.is_none() && self.schedule != Schedule::Plateau),
             "stop = {} and schedule = {} decide on the held-out loss: set holdout (e.g. \

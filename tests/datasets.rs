@@ -180,3 +180,55 @@ fn an_npz_is_part_of_its_runs_identity_and_a_changed_file_is_refused() {
     let states: Vec<String> = query(&db, "SELECT status || ' ' || attempts FROM runs");
     assert_eq!(states, vec!["pending 0"; 4]);
 }
+
+/// Augmentation is drawn from the run's seed: the same run trains to the same losses twice, and
+/// to other losses than without augmentation; crop-flip trains on CIFAR-shaped data.
+#[test]
+fn augmented_runs_are_reproducible_and_differ_from_plain_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_cifar_dataset(&tmp.path().join("cifar-10-batches-bin"), 40);
+    let train = |augment: &str| {
+        let out = shallow(
+            &[
+                "train",
+                "--dataset",
+                "cifar10",
+                "--layout",
+                "parallel",
+                "--layers",
+                "2",
+                "--filters",
+                "4",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "16",
+                "--offline",
+                "--threads",
+                "1",
+                "--augment",
+                augment,
+                "--json",
+                "-",
+            ],
+            tmp.path(),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let losses: Vec<f64> = result["epochs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["train_loss"].as_f64().unwrap())
+            .collect();
+        losses
+    };
+    let (a, b, plain) = (train("crop-flip"), train("crop-flip"), train("none"));
+    assert_eq!(a, b, "same seed, same augmented batches");
+    assert_ne!(a, plain);
+    assert_ne!(train("crop"), a);
+}

@@ -277,3 +277,22 @@ fn export_to_a_folder_is_refused_and_leaves_nothing_behind() {
         "a temporary file left behind"
     );
 }
+
+/// A left–right flip can turn one digit into another: crop-flip on a digit dataset is refused
+/// unless forced, and force_flip means nothing without it.
+#[test]
+fn flips_of_digits_are_refused_unless_forced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = net_args("mnist");
+    args.extend(["--augment", "crop-flip"]);
+    assert_refused(
+        &shallow(&args, tmp.path()),
+        "use augment = crop, or set force_flip",
+    );
+    let mut args = net_args("mnist");
+    args.extend(["--augment", "crop", "--force-flip"]);
+    assert_refused(
+        &shallow(&args, tmp.path()),
+        "force_flip is used only with augment = crop-flip",
+    );
+}

@@ -1,6 +1,7 @@
 //! `shallow bench`: our training step and sweep against the PyTorch reference
 //! (`bench/reference.py`), measured in the same invocation, alternating, repeated; ratios only,
 //! never absolute thresholds.
+pub mod augment;
 pub mod fused;
 pub mod store;
 use std::io::Write;
@@ -136,7 +137,14 @@ impl StepSettings {
 
 /// Times `s.steps` training steps on synthetic data, after a warm-up (run in its own process by
 /// `shallow bench`, so that peak RSS is per measurement).
-pub fn measure_step(net: BenchNet, layout: Layout, s: StepSettings) -> Result<StepMeasurement> {
+/// Times training steps of `net`; with `augment`, each step's batch is augmented first
+/// (crop-flip, as `augment = crop-flip` trains).
+pub fn measure_step(
+    net: BenchNet,
+    layout: Layout,
+    s: StepSettings,
+    augment: bool,
+) -> Result<StepMeasurement> {
     device::set_threads(s.threads);
     let vs = nn::VarStore::new(s.device);
     let model = Net::new(&vs.root(), net.architecture(layout), 0)?.with_precision(s.precision);
@@ -144,7 +152,20 @@ pub fn measure_step(net: BenchNet, layout: Layout, s: StepSettings) -> Result<St
     let [c, h, w] = net.input.map(|d| d as i64);
     let x = Tensor::randn([BATCH as i64, c, h, w], (Kind::Float, s.device));
     let y = Tensor::randint(10, [BATCH as i64], (Kind::Int64, s.device));
-    let step = || opt.backward_step(&cross_entropy(&model.forward(&x, true), &y));
+    let mut augmenter = crate::train::augment::Augmenter::new(
+        if augment {
+            crate::train::augment::Augment::CropFlip
+        } else {
+            crate::train::augment::Augment::None
+        },
+        0,
+    );
+    let step = || {
+        let x = augmenter
+            .as_mut()
+            .map_or_else(|| x.shallow_clone(), |a| a.apply(&x));
+        opt.backward_step(&cross_entropy(&model.forward(&x, true), &y))
+    };
     Ok(time_steps(step, s, BATCH))
 }
 
@@ -374,6 +395,7 @@ pub fn run(o: &BenchOptions, out: &mut dyn Write) -> Result<()> {
         }
     }
     writeln!(out, "{}", speedups(o, &ours_median))?;
+    augment::section(o, out)?;
     if o.fused {
         fused::section(o, out)?;
     }

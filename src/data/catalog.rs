@@ -42,6 +42,9 @@ pub struct Builtin {
     pub folder: &'static str,
     pub format: Format,
     pub classes: usize,
+    /// Whether a left–right flip keeps an image's class: not for digits and characters
+    /// (`augment = crop-flip` is refused for them unless forced).
+    pub flips: bool,
     /// Channels, height, width of an image.
     pub shape: [usize; 3],
     /// Images in the official training and test splits.
@@ -161,6 +164,7 @@ pub const BUILTIN: [Builtin; 6] = [
         folder: "mnist",
         format: Format::Idx,
         classes: 10,
+        flips: false,
         shape: [1, 28, 28],
         sizes: (60_000, 10_000),
         mirrors: &[
@@ -177,6 +181,7 @@ pub const BUILTIN: [Builtin; 6] = [
         folder: "fashion",
         format: Format::Idx,
         classes: 10,
+        flips: true,
         shape: [1, 28, 28],
         sizes: (60_000, 10_000),
         mirrors: &["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
@@ -190,6 +195,7 @@ pub const BUILTIN: [Builtin; 6] = [
         folder: "kmnist",
         format: Format::Idx,
         classes: 10,
+        flips: false,
         shape: [1, 28, 28],
         sizes: (60_000, 10_000),
         mirrors: &["http://codh.rois.ac.jp/kmnist/dataset/kmnist/"],
@@ -207,6 +213,7 @@ pub const BUILTIN: [Builtin; 6] = [
             test: cifar::TEST_FILE,
         },
         classes: 10,
+        flips: true,
         shape: [3, 32, 32],
         sizes: (50_000, 10_000),
         mirrors: TORONTO,
@@ -224,6 +231,7 @@ pub const BUILTIN: [Builtin; 6] = [
         folder: "cifar-100-binary",
         format: cifar100(cifar::CIFAR100_FINE),
         classes: 100,
+        flips: true,
         shape: [3, 32, 32],
         sizes: (50_000, 10_000),
         mirrors: TORONTO,
@@ -237,6 +245,7 @@ pub const BUILTIN: [Builtin; 6] = [
         folder: "cifar-100-binary",
         format: cifar100(cifar::CIFAR100_COARSE),
         classes: 20,
+        flips: true,
         shape: [3, 32, 32],
         sizes: (50_000, 10_000),
         mirrors: TORONTO,

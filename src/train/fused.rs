@@ -48,7 +48,8 @@ pub fn train_fused(
     }
     ensure!(
         first.fusable(),
-        "runs trained together train with Adam at a constant rate, without weight decay"
+        "runs trained together train with Adam at a constant rate, without weight decay or \
+         augmentation"
     );
     super::check_holdout(first, data)?;
     check_members_fit(first, data, device, cfgs.len())?;

@@ -17,6 +17,7 @@ use optim::LrSchedule;
 use stopping::{Convergence, Monitor, Snapshot};
 
 pub(crate) mod adam;
+pub mod augment;
 pub(crate) mod fused;
 pub mod lbfgs;
 mod observer;
@@ -259,7 +260,10 @@ pub fn train(
     let mut monitor = Monitor::new(cfg);
     let variables: Vec<Tensor> = vs.variables().into_values().collect();
     let mut best: Option<Snapshot> = None;
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ SHUFFLE_STREAM);
+    let mut draws = Draws {
+        order: ChaCha8Rng::seed_from_u64(cfg.seed ^ SHUFFLE_STREAM),
+        augment: augment::Augmenter::new(cfg.augment, cfg.seed),
+    };
     observer.start(&vs)?;
     let mut result = RunResult::begin(cfg, params, data, device);
     for epoch in 1..=cfg.epochs {
@@ -270,7 +274,7 @@ pub fn train(
             data,
             cfg.batch_size,
             epoch,
-            &mut rng,
+            &mut draws,
             observer,
         )?
         else {
@@ -308,6 +312,13 @@ pub fn train(
     Ok(result)
 }
 
+/// A run's random draws during training: the order of the examples each epoch, and the
+/// augmentation of each batch.
+struct Draws {
+    order: ChaCha8Rng,
+    augment: Option<augment::Augmenter>,
+}
+
 /// One pass over the shuffled training set, then validation. `None` if the loss diverged; the
 /// error [`Stopped`] if the observer asked to stop.
 fn train_epoch(
@@ -316,13 +327,13 @@ fn train_epoch(
     data: &Tensors,
     batch_size: usize,
     epoch: usize,
-    rng: &mut ChaCha8Rng,
+    draws: &mut Draws,
     observer: &mut dyn Observer,
 ) -> Result<Option<EpochMetrics>> {
     let n = data.train_len();
     let steps = n.div_ceil(batch_size);
     let started = Instant::now();
-    let order = shuffled_indices(n, rng);
+    let order = shuffled_indices(n, &mut draws.order);
     observer.start_epoch(epoch, steps, &order);
     // One gather per epoch; the minibatches are then views (no per-step copy).
     let order = order.to_device(data.train_x.device());
@@ -336,6 +347,10 @@ fn train_epoch(
         let start = (step * batch_size) as i64;
         let len = batch_size.min(n - step * batch_size) as i64;
         let (x, y) = (xs.narrow(0, start, len), ys.narrow(0, start, len));
+        let x = match &mut draws.augment {
+            Some(a) => a.apply(&x),
+            None => x,
+        };
         let loss = opt.step(&mut || cross_entropy(&net.forward(&x, true), &y));
         let _ = loss_sum.g_add_(&(loss.detach() * len as f64));
         let running = (step % CHECK_EVERY == CHECK_EVERY - 1 || step + 1 == steps)
