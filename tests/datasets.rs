@@ -119,6 +119,10 @@ fn a_grid_over_fashion_cifar100_and_an_npz_gets_a_verdict_per_dataset() {
         String::from_utf8_lossy(&out.stderr)
     );
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(
+        md.contains("cifar100 M = 100, fashion M = 10, npz:mine.npz M = 4"),
+        "M per dataset"
+    );
     let verdicts = md.split("## Sweep").next().unwrap();
     for dataset in ["fashion", "cifar100", "npz:mine.npz"] {
         assert!(

@@ -122,6 +122,7 @@ fn summary(runs: &[RunRow]) -> Vec<Block> {
             " **Partial sweep**: {open} runs are not finished yet; this report covers the finished ones."
         );
     }
+    text += &outputs_text(runs);
     let mut axes: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for r in runs {
         if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(&r.config) {
@@ -143,6 +144,30 @@ fn summary(runs: &[RunRow]) -> Vec<Block> {
         Block::Paragraph(text),
         Block::Table(vec!["setting".into(), "values in the sweep".into()], rows),
     ]
+}
+
+/// The outputs M of each dataset's nets (its classes), recovered from its runs' Q = N·M/P.
+fn outputs_text(runs: &[RunRow]) -> String {
+    let mut outputs: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in runs {
+        if let (Some(q), Some(p), Some(n)) = (r.q, r.params, r.train_examples)
+            && n > 0
+        {
+            let m = (q * p as f64 / n as f64).round() as usize;
+            outputs.entry(r.config.dataset.as_str()).or_insert(m);
+        }
+    }
+    if outputs.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = outputs
+        .iter()
+        .map(|(d, m)| format!("{d} M = {m}"))
+        .collect();
+    format!(
+        " Outputs per dataset (its classes, the M of Q = training examples × M / parameters): {}.",
+        list.join(", ")
+    )
 }
 
 fn cell_text(e: Option<analysis::Estimate>) -> String {
