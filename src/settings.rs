@@ -20,8 +20,9 @@ pub struct RunConfig {
     /// Dataset: a built-in one (mnist, fashion, kmnist, cifar10, cifar100, cifar100-coarse;
     /// `shallow data fetch` lists them), or the folder name (under the data directory) of any
     /// IDX dataset laid out as MNIST's, of any number of classes (labels 0..M-1), or
-    /// npz:PATH, a NumPy archive with x_train, y_train, x_test, y_test (PATH relative to the data
-    /// directory unless absolute).
+    /// npz:PATH, a NumPy archive with x_train, y_train, x_test, y_test, or folder:PATH, images in
+    /// PATH/train/<class>/ and PATH/test/<class>/ (PATH relative to the data directory unless
+    /// absolute).
     #[arg(long, default_value = crate::data::MNIST)]
     pub dataset: String,
     /// The SHA-256 of a user's data file (`npz:`), filled in when its runs are queued or
@@ -264,12 +265,14 @@ pub fn defaults(layout: Layout) -> RunConfig {
 /// digits, `_`, `-` and `.`, not starting with `.` (so never `..`, a path or a hidden file) — or
 /// `npz:PATH`, a user's NumPy archive.
 fn check_dataset_name(name: &str) -> Result<()> {
-    if let Some(path) = name.strip_prefix(crate::data::NPZ) {
-        ensure!(
-            !path.is_empty(),
-            "dataset '{name}': npz: needs the path of a .npz file, e.g. npz:mydata.npz"
-        );
-        return Ok(());
+    for prefix in [crate::data::NPZ, crate::data::FOLDER] {
+        if let Some(path) = name.strip_prefix(prefix) {
+            ensure!(
+                !path.is_empty(),
+                "dataset '{name}': {prefix} needs a path, e.g. npz:mydata.npz or folder:photos"
+            );
+            return Ok(());
+        }
     }
     let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
     ensure!(

@@ -236,3 +236,102 @@ fn augmented_runs_are_reproducible_and_differ_from_plain_ones() {
     assert_ne!(a, plain);
     assert_ne!(train("crop"), a);
 }
+
+/// Writes `n` 6×5 images per class into `dir/<class>/`, grey or RGB, as PNG (JPEG for every
+/// third, to read both formats).
+fn write_images(dir: &Path, classes: &[&str], n: usize, rgb: bool) {
+    for (c, class) in classes.iter().enumerate() {
+        let folder = dir.join(class);
+        std::fs::create_dir_all(&folder).unwrap();
+        for i in 0..n {
+            let value = |x: u32, y: u32| (c as u32 * 90 + x * 7 + y * 11 + i as u32 * 3) as u8;
+            let image: image::DynamicImage = if rgb {
+                image::RgbImage::from_fn(6, 5, |x, y| image::Rgb([value(x, y), 40, 200])).into()
+            } else {
+                image::GrayImage::from_fn(6, 5, |x, y| image::Luma([value(x, y)])).into()
+            };
+            let ext = if i % 3 == 2 { "jpg" } else { "png" };
+            image.save(folder.join(format!("{i:03}.{ext}"))).unwrap();
+        }
+    }
+}
+
+/// An image folder in the ImageFolder convention: classes in sorted order of the training
+/// split's folders, grey images one channel and colour three, trained end to end; mixed sizes,
+/// unreadable images and a test class the training split lacks are errors naming the file.
+#[test]
+fn image_folders_load_train_and_refuse_bad_images() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (grey, colour) = (tmp.path().join("grey"), tmp.path().join("colour"));
+    write_images(&grey.join("train"), &["zebra", "ant", "moth"], 9, false);
+    write_images(&grey.join("test"), &["ant", "moth", "zebra"], 3, false);
+    write_images(&colour.join("train"), &["a", "b"], 6, true);
+    write_images(&colour.join("test"), &["a", "b"], 2, true);
+    let raw = shallow::data::load(tmp.path(), "folder:grey").unwrap();
+    assert_eq!(
+        (raw.classes, raw.train.shape, raw.train.len()),
+        (3, [1, 5, 6], 27)
+    );
+    // ant, moth, zebra: the sorted names; the first images are ant's.
+    assert_eq!(&raw.train.labels[..10], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    let raw = shallow::data::load(tmp.path(), "folder:colour").unwrap();
+    assert_eq!((raw.classes, raw.train.shape), (2, [3, 5, 6]));
+    // The green plane of the first image is all 40 (channels first).
+    assert!(raw.train.images[30..60].iter().all(|&g| g == 40));
+    let out = shallow(
+        &[
+            "train",
+            "--dataset",
+            "folder:grey",
+            "--layout",
+            "parallel",
+            "--layers",
+            "2",
+            "--filters",
+            "4",
+            "--epochs",
+            "1",
+            "--offline",
+            "--batch-size",
+            "8",
+        ],
+        tmp.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    image::GrayImage::new(7, 5)
+        .save(grey.join("train/ant/big.png"))
+        .unwrap();
+    let err = format!(
+        "{:#}",
+        shallow::data::load(tmp.path(), "folder:grey").unwrap_err()
+    );
+    assert!(
+        err.contains("big.png: 7×5 pixels") && err.contains("every image must have one size"),
+        "{err}"
+    );
+    std::fs::remove_file(grey.join("train/ant/big.png")).unwrap();
+    std::fs::write(grey.join("train/ant/broken.png"), b"not a png").unwrap();
+    let err = format!(
+        "{:#}",
+        shallow::data::load(tmp.path(), "folder:grey").unwrap_err()
+    );
+    assert!(
+        err.contains("cannot read image") && err.contains("broken.png"),
+        "{err}"
+    );
+    std::fs::remove_file(grey.join("train/ant/broken.png")).unwrap();
+    write_images(&grey.join("test"), &["wasp"], 1, false);
+    let err = format!(
+        "{:#}",
+        shallow::data::load(tmp.path(), "folder:grey").unwrap_err()
+    );
+    assert!(
+        err.contains("'wasp' is not among the training split's classes"),
+        "{err}"
+    );
+}

@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod cifar;
 pub mod download;
+pub mod folder;
 pub mod holdout;
 pub mod idx;
 pub mod npz;
@@ -35,38 +36,70 @@ pub fn resolve_data_dir(flag: Option<&Path>) -> PathBuf {
 
 /// The prefix of a dataset that is a user's NumPy archive: `npz:PATH`.
 pub const NPZ: &str = "npz:";
+/// The prefix of a dataset that is a user's image folder: `folder:PATH`.
+pub const FOLDER: &str = "folder:";
 
-/// The archive of an `npz:PATH` dataset: PATH, relative to the data directory unless absolute
-/// (so that workers on other machines find it in their own data directories).
-pub fn npz_path(data_dir: &Path, name: &str) -> Option<PathBuf> {
-    name.strip_prefix(NPZ).map(|path| data_dir.join(path))
+/// The file or folder of a user's dataset (`npz:PATH`, `folder:PATH`): PATH, relative to the
+/// data directory unless absolute (so that workers on other machines find it in their own data
+/// directories).
+pub fn user_path(data_dir: &Path, name: &str) -> Option<PathBuf> {
+    [NPZ, FOLDER]
+        .iter()
+        .find_map(|prefix| name.strip_prefix(prefix))
+        .map(|path| data_dir.join(path))
 }
 
-/// The SHA-256 of a user's data file (`npz:PATH`), which becomes part of its runs' identity;
-/// `None` for other datasets.
+/// The SHA-256 of a user's data (the `npz:` file, or every file of a `folder:` with its path),
+/// which becomes part of its runs' identity; `None` for other datasets.
 pub fn content_hash(data_dir: &Path, name: &str) -> Result<Option<String>> {
-    let Some(path) = npz_path(data_dir, name) else {
+    let Some(path) = user_path(data_dir, name) else {
         return Ok(None);
     };
-    let mut file =
-        std::fs::File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut hash = <sha2::Sha256 as sha2::Digest>::new();
-    std::io::copy(&mut file, &mut hash)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let mut files = vec![];
+    collect_files(&path, &mut files)?;
+    files.sort();
+    for file in files {
+        let relative = file.strip_prefix(&path).unwrap_or(&file);
+        sha2::Digest::update(&mut hash, relative.to_string_lossy().as_bytes());
+        let mut f = std::fs::File::open(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        std::io::copy(&mut f, &mut hash)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+    }
     Ok(Some(hex::encode(sha2::Digest::finalize(hash))))
+}
+
+/// `path` if a file, else every file below it.
+fn collect_files(path: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
+    if !path.is_dir() {
+        files.push(path.to_owned());
+        return Ok(());
+    }
+    let entries =
+        std::fs::read_dir(path).with_context(|| format!("cannot read {}", path.display()))?;
+    for entry in entries {
+        collect_files(&entry?.path(), files)?;
+    }
+    Ok(())
 }
 
 /// The folder holding one dataset: a built-in one's (CIFAR's is its extracted archive), a user
 /// archive's path, else the folder of that name, of the four IDX files named as MNIST's.
 pub fn dataset_dir(data_dir: &Path, name: &str) -> PathBuf {
-    npz_path(data_dir, name)
+    user_path(data_dir, name)
         .unwrap_or_else(|| data_dir.join(builtin(name).map_or(name, |b| b.folder)))
 }
 
 /// The files a dataset needs that are not in `data_dir` (IDX files may be gzipped or raw).
 pub fn missing_files(data_dir: &Path, name: &str) -> Vec<PathBuf> {
-    if let Some(path) = npz_path(data_dir, name) {
-        return if path.is_file() { vec![] } else { vec![path] };
+    if let Some(path) = user_path(data_dir, name) {
+        let there = if name.starts_with(NPZ) {
+            path.is_file()
+        } else {
+            path.is_dir()
+        };
+        return if there { vec![] } else { vec![path] };
     }
     let dir = dataset_dir(data_dir, name);
     match builtin(name).map(|b| b.format) {
@@ -114,8 +147,11 @@ pub fn needs_download(
         .map(|p| format!("  {}", p.display()))
         .collect::<Vec<_>>()
         .join("\n");
-    if let Some(path) = npz_path(data_dir, name) {
-        bail!("dataset '{name}': no such file {}", path.display());
+    if let Some(path) = user_path(data_dir, name) {
+        bail!(
+            "dataset '{name}': no such file or folder {}",
+            path.display()
+        );
     }
     let Some(source) = builtin(name) else {
         bail!(
@@ -170,6 +206,7 @@ pub fn load(data_dir: &Path, name: &str) -> Result<RawDataset> {
     let dir = dataset_dir(data_dir, name);
     let (train, test) = match builtin(name).map(|b| b.format) {
         _ if name.starts_with(NPZ) => npz::read(&dir)?,
+        _ if name.starts_with(FOLDER) => folder::read(&dir)?,
         Some(catalog::Format::Cifar {
             labels,
             train,
