@@ -98,6 +98,35 @@ proptest! {
     }
 
     #[test]
+    fn npy_reader_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        let _ = shallow::data::npz::parse_npy(&bytes);
+        // Past the magic, with a header length that points into the bytes.
+        let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+        npy.extend((bytes.len().min(400) as u16).to_le_bytes());
+        npy.extend(&bytes);
+        let _ = shallow::data::npz::parse_npy(&npy);
+    }
+
+    /// Any header the reader accepts is read back exactly: a valid array of any shape and dtype.
+    #[test]
+    fn npy_arrays_round_trip(dims in prop::collection::vec(1usize..5, 1..4), wide in any::<bool>()) {
+        let count: usize = dims.iter().product();
+        let (descr, size) = if wide { ("<i4", 4) } else { ("|u1", 1) };
+        let values: Vec<u8> = (0..count).map(|i| (i * 37 % 200) as u8).collect();
+        let data: Vec<u8> = values
+            .iter()
+            .flat_map(|&v| {
+                let mut e = vec![0u8; size];
+                e[0] = v;
+                e
+            })
+            .collect();
+        let array = shallow::data::npz::parse_npy(&shallow::data::npz::encode_npy(descr, &dims, &data)).unwrap();
+        prop_assert_eq!(&array.shape, &dims);
+        prop_assert_eq!(array.values, values.iter().map(|&v| f64::from(v)).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn grid_parser_never_panics_on_any_text(text in "\\PC{0,200}") {
         let _ = grid::parse(&text, "fuzz.toml");
     }
