@@ -77,10 +77,16 @@ fn part_path(dest: &Path) -> PathBuf {
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut hasher = Sha256::new();
-    io::copy(&mut file, &mut hasher)?;
+    hash_into(&mut hasher, path)?;
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// Feeds a file's bytes to `hasher`.
+pub(crate) fn hash_into(hasher: &mut Sha256, path: &Path) -> Result<()> {
+    let mut file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    io::copy(&mut file, hasher).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(())
 }
 
 fn is_valid(path: &Path, sha: &str) -> Result<bool> {

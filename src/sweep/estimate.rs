@@ -25,30 +25,28 @@ pub struct Execution {
     pub fuse: usize,
 }
 
-/// Known input shapes, set sizes and classes (image shape, training images, validation images,
-/// classes), for estimates before any data is loaded: a built-in dataset's; other datasets
-/// count as MNIST.
-pub fn input_shape(dataset: &str) -> ([usize; 3], usize, usize, usize) {
-    let b = data::builtin(dataset).unwrap_or(&data::BUILTIN[0]);
-    (b.shape, b.sizes.0, b.sizes.1, b.classes)
+/// What estimates made before any data is loaded assume of a dataset (its image shape, set sizes
+/// and classes): a built-in dataset's own; other datasets count as MNIST.
+pub fn assumed(dataset: &str) -> &'static data::Builtin {
+    data::builtin(dataset).unwrap_or(&data::BUILTIN[0])
 }
 
 /// The training images a run uses: its limit, at most the dataset's known size.
 pub fn train_examples(cfg: &RunConfig) -> usize {
-    let (_, available, _, _) = input_shape(&cfg.dataset);
+    let available = assumed(&cfg.dataset).sizes.0;
     let available = available - held_out(cfg).min(available);
     cfg.train_limit.unwrap_or(available).min(available)
 }
 
 /// The training examples a run holds out.
 fn held_out(cfg: &RunConfig) -> usize {
-    let (_, available, _, _) = input_shape(&cfg.dataset);
-    cfg.holdout.map_or(0, |h| h.size(available))
+    cfg.holdout
+        .map_or(0, |h| h.size(assumed(&cfg.dataset).sizes.0))
 }
 
 pub fn architecture(cfg: &RunConfig) -> Architecture {
-    let (shape, _, _, classes) = input_shape(&cfg.dataset);
-    cfg.architecture(shape, classes)
+    let known = assumed(&cfg.dataset);
+    cfg.architecture(known.shape, known.classes)
 }
 
 /// Multiply-adds of a whole run: forward + backward (≈ 3 forwards) per training image and epoch,
@@ -57,7 +55,7 @@ pub fn architecture(cfg: &RunConfig) -> Architecture {
 /// validation set in the other arrangement and, with batch norm, the batches that re-estimate
 /// its statistics.
 fn run_macs(cfg: &RunConfig, arch: &Architecture) -> f64 {
-    let (_, _, val, _) = input_shape(&cfg.dataset);
+    let val = assumed(&cfg.dataset).sizes.1;
     let train = train_examples(cfg) as f64;
     let val = cfg.val_limit.unwrap_or(val).min(val) as f64;
     let reestimate = if cfg.batchnorm {

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 pub use super::estimate::Execution;
-use super::estimate::{self, architecture, input_shape, train_examples};
+use super::estimate::{self, architecture, assumed, train_examples};
 use super::grid::{Grid, RunSpec};
 use crate::data;
 use crate::device;
@@ -41,10 +41,10 @@ pub fn check_inputs(grid: &Grid, data_dir: &Path, offline: bool, fetch: bool) ->
         } else {
             Some(data::load(data_dir, dataset)?)
         };
-        let known = input_shape(dataset);
+        let known = assumed(dataset);
         let shape = raw
             .as_ref()
-            .map_or((known.0, known.3), |r| (r.train.shape, r.classes));
+            .map_or((known.shape, known.classes), |r| (r.train.shape, r.classes));
         shapes.insert(dataset.as_str(), shape);
         if let Some(raw) = raw {
             labels.insert(dataset.as_str(), raw.train.labels);

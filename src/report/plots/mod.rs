@@ -7,6 +7,7 @@ use plotters::prelude::*;
 
 use super::analysis::{Metric, Pair, Q_EDGES};
 use crate::model::Layout;
+use crate::sweep::grid::short_hash;
 use crate::sweep::store::EpochRow;
 
 const SIZE: (u32, u32) = (720, 540);
@@ -43,11 +44,10 @@ pub fn figure_name(kind: &str, dataset: &str) -> String {
         .chars()
         .map(|c| if safe(c) { c } else { '_' })
         .collect();
-    let hash = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(dataset));
     format!(
         "{kind}_{}_{}",
         stem.trim_start_matches('.'),
-        &hex::encode(hash)[..8]
+        short_hash(dataset)
     )
 }
 

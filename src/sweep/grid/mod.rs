@@ -338,7 +338,8 @@ fn canonical(value: &serde_json::Value) -> String {
     serde_json::to_string(value).expect("a JSON value serialises")
 }
 
-fn short_hash(text: &str) -> String {
+/// 16 hex digits of the SHA-256 of `text`: ids and file names.
+pub fn short_hash(text: &str) -> String {
     hex::encode(&Sha256::digest(text.as_bytes())[..8])
 }
 

@@ -38,8 +38,7 @@ impl DataCache {
     /// The tensors of `cfg`'s dataset and selection. A user data file that is not the one its
     /// runs were queued with (its hash differs) is this worker's data fault.
     pub(super) fn tensors_of(&mut self, cfg: &crate::train::RunConfig) -> Result<&Tensors> {
-        // Loads the dataset (and hashes its file) unless it is loaded.
-        self.tensors(&cfg.dataset, &cfg.selection())?;
+        self.load(&cfg.dataset)?;
         let here = self.hashes.get(&cfg.dataset).cloned().flatten();
         if let Some(queued) = &cfg.data_hash
             && here.as_ref() != Some(queued)
@@ -56,21 +55,27 @@ impl DataCache {
         self.tensors(&cfg.dataset, &cfg.selection())
     }
 
+    /// Loads a dataset and hashes its files, unless it is loaded.
+    fn load(&mut self, dataset: &str) -> Result<()> {
+        if !self.raw.contains_key(dataset) {
+            // The grid was checked against the data when it was queued: a dataset missing or
+            // unreadable here is this worker's data directory's fault, not the run's.
+            let raw = data::ensure_available(&self.data_dir, dataset, self.offline)
+                .and_then(|()| data::load(&self.data_dir, dataset))
+                .map_err(environment(Cause::Data))?;
+            let hash =
+                data::content_hash(&self.data_dir, dataset).map_err(environment(Cause::Data))?;
+            self.hashes.insert(dataset.to_owned(), hash);
+            self.raw.insert(dataset.to_owned(), raw);
+        }
+        Ok(())
+    }
+
     fn tensors(&mut self, dataset: &str, selection: &Selection) -> Result<&Tensors> {
         let key = (dataset.to_owned(), selection.clone());
         if self.tensors.as_ref().is_none_or(|(k, _)| *k != key) {
             self.tensors = None;
-            if !self.raw.contains_key(dataset) {
-                // The grid was checked against the data when it was queued: a dataset missing or
-                // unreadable here is this worker's data directory's fault, not the run's.
-                let raw = data::ensure_available(&self.data_dir, dataset, self.offline)
-                    .and_then(|()| data::load(&self.data_dir, dataset))
-                    .map_err(environment(Cause::Data))?;
-                let hash = data::content_hash(&self.data_dir, dataset)
-                    .map_err(environment(Cause::Data))?;
-                self.hashes.insert(dataset.to_owned(), hash);
-                self.raw.insert(dataset.to_owned(), raw);
-            }
+            self.load(dataset)?;
             let raw = &self.raw[dataset];
             let tensors = data::prepare(raw, selection, self.device)?;
             self.tensors = Some((key, tensors));
