@@ -116,15 +116,20 @@ pub fn run(command: Command) -> Result<ExitCode> {
 /// The built-in datasets as a table: name, classes, image shape, download size, licence, and
 /// whether each is complete in `dir`.
 fn dataset_list(dir: &Path) -> String {
+    let licence = data::BUILTIN
+        .iter()
+        .map(|b| b.licence.chars().count())
+        .max();
+    let licence = licence.unwrap_or(0);
     let mut out = format!(
-        "{:<16} {:>7} {:>9} {:>7}  {:<8} {:<38} {}\n",
+        "{:<16} {:>7} {:>9} {:>7}  {:<8} {:<licence$} {}\n",
         "dataset", "classes", "images", "MB", "in data", "licence", "what"
     );
     for b in &data::BUILTIN {
         let [c, h, w] = b.shape;
         let here = data::missing_files(dir, b.name).is_empty();
         out += &format!(
-            "{:<16} {:>7} {:>9} {:>7}  {:<8} {:<38} {}\n",
+            "{:<16} {:>7} {:>9} {:>7}  {:<8} {:<licence$} {}\n",
             b.name,
             b.classes,
             format!("{c}×{h}×{w}"),

@@ -286,3 +286,121 @@ fn a_three_class_dataset_trains_with_three_outputs() {
     assert_eq!(three as f64, p);
     assert_eq!((ten - three) % 7, 0);
 }
+
+/// SVHN's folder from the SciPy-written fixtures (`tests/fixtures/make_svhn_mat.py`): the training
+/// file compressed with labels stored as double, the test file uncompressed with uint8 labels.
+fn write_svhn(dir: &std::path::Path, extra: bool) {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    std::fs::create_dir_all(dir).unwrap();
+    let mut copies = vec![
+        ("svhn-train.mat", "train_32x32.mat"),
+        ("svhn-test.mat", "test_32x32.mat"),
+    ];
+    if extra {
+        copies.push(("svhn-test.mat", "extra_32x32.mat"));
+    }
+    for (from, to) in copies {
+        std::fs::copy(fixtures.join(from), dir.join(to)).unwrap();
+    }
+}
+
+/// Pixel (row, column, channel) of image n as the fixture generator wrote it.
+fn svhn_pixel(n: usize, channel: usize, row: usize, col: usize) -> u8 {
+    ((row * 7 + col * 3 + channel * 50 + n * 11) % 256) as u8
+}
+
+#[test]
+fn svhn_reads_matlab_files_written_by_scipy() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_svhn(&tmp.path().join("svhn"), false);
+    assert!(data::missing_files(tmp.path(), "svhn").is_empty());
+    let ds = data::load(tmp.path(), "svhn").unwrap();
+    assert_eq!((ds.train.len(), ds.test.len(), ds.classes), (10, 3, 10));
+    assert_eq!(ds.train.shape, [3, 32, 32]);
+    // Label 10 is the digit 0.
+    assert_eq!(ds.train.labels, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(ds.test.labels, [3, 0, 7]);
+    // Column-major [row, column, channel, image] became images × channels × rows × columns.
+    for (split, n) in [(&ds.train, 10), (&ds.test, 3)] {
+        for (i, &p) in split.images.iter().enumerate() {
+            let (image, rest) = (i / 3072, i % 3072);
+            let (channel, row, col) = (rest / 1024, rest % 1024 / 32, rest % 32);
+            assert_eq!(p, svhn_pixel(image, channel, row, col), "byte {i}");
+        }
+        assert_eq!(split.images.len(), n * 3072);
+    }
+    // svhn-extra needs the extra file too, and trains on train + extra.
+    assert_eq!(data::missing_files(tmp.path(), "svhn-extra").len(), 1);
+    write_svhn(&tmp.path().join("svhn"), true);
+    let extra = data::load(tmp.path(), "svhn-extra").unwrap();
+    assert_eq!((extra.train.len(), extra.test.len()), (13, 3));
+    assert_eq!(extra.train.labels[10..], [3, 0, 7]);
+    assert_eq!(extra.train.images[..10 * 3072], ds.train.images[..]);
+}
+
+#[test]
+fn svhn_errors_name_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("svhn");
+    write_svhn(&dir, false);
+    // The uncompressed test file's labels 3, 10, 7 (uint8): make the 10 an 11.
+    let test = dir.join("test_32x32.mat");
+    let mut bytes = std::fs::read(&test).unwrap();
+    let at = bytes.windows(3).position(|w| w == [3, 10, 7]).unwrap();
+    bytes[at + 1] = 11;
+    std::fs::write(&test, &bytes).unwrap();
+    let err = format!("{:#}", data::load(tmp.path(), "svhn").unwrap_err());
+    assert!(
+        err.contains("test_32x32.mat") && err.contains("label 11 of image 1"),
+        "{err}"
+    );
+    // A truncated file.
+    std::fs::write(&test, &bytes[..bytes.len() / 2]).unwrap();
+    let err = format!("{:#}", data::load(tmp.path(), "svhn").unwrap_err());
+    assert!(
+        err.contains("test_32x32.mat") && err.contains("past the end"),
+        "{err}"
+    );
+    // Not a MAT file at all.
+    std::fs::write(&test, b"not a mat file").unwrap();
+    let err = format!("{:#}", data::load(tmp.path(), "svhn").unwrap_err());
+    assert!(
+        err.contains("test_32x32.mat") && err.contains("128-byte header"),
+        "{err}"
+    );
+}
+
+#[test]
+fn svhn_trains_end_to_end_and_refuses_flips() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_svhn(&tmp.path().join("svhn"), false);
+    let train = |extra: &[&str]| {
+        std::process::Command::new(common::shallow_bin())
+            .args([
+                "train",
+                "--dataset",
+                "svhn",
+                "--layout",
+                "parallel",
+                "--layers",
+                "2",
+            ])
+            .args(["--filters", "4"])
+            .args(["--epochs", "1", "--offline", "--json", "-", "--data-dir"])
+            .arg(tmp.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = train(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["train_examples"], 10);
+    let out = train(&["--augment", "crop-flip"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("svhn"), "{err}");
+}

@@ -61,6 +61,9 @@ fn table() -> impl Strategy<Value = String> {
     })
 }
 
+const SVHN_TRAIN: &[u8] = include_bytes!("fixtures/svhn-train.mat");
+const SVHN_TEST: &[u8] = include_bytes!("fixtures/svhn-test.mat");
+
 fn grid_text() -> impl Strategy<Value = String> {
     (table(), prop::collection::vec(table(), 0..3)).prop_map(|(runs, excludes)| {
         let mut text = format!("name = \"p\"\n[runs]\n{runs}");
@@ -105,6 +108,28 @@ proptest! {
         npy.extend((bytes.len().min(400) as u16).to_le_bytes());
         npy.extend(&bytes);
         let _ = shallow::data::npz::parse_npy(&npy);
+    }
+
+    #[test]
+    fn mat_reader_never_panics(tail in prop::collection::vec(any::<u8>(), 0..300), big in any::<bool>()) {
+        let _ = shallow::data::mat::parse(&tail);
+        let mut bytes = vec![b' '; 126];
+        bytes.extend(if big { b"MI" } else { b"IM" });
+        bytes.extend(&tail);
+        let _ = shallow::data::mat::parse(&bytes);
+    }
+
+    /// A SciPy-written file, cut short or with one byte changed, is an error or a read, never a
+    /// panic.
+    #[test]
+    fn mat_reader_never_panics_on_damaged_files(cut in 0usize..2000, at in 0usize..2000, byte in any::<u8>(),
+                                                 compressed in any::<bool>()) {
+        let file: &[u8] = if compressed { SVHN_TRAIN } else { SVHN_TEST };
+        let _ = shallow::data::mat::parse(&file[..cut.min(file.len())]);
+        let mut changed = file.to_vec();
+        let at = 128 + at % (changed.len() - 128);
+        changed[at] = byte;
+        let _ = shallow::data::mat::parse(&changed);
     }
 
     /// Any header the reader accepts is read back exactly: a valid array of any shape and dtype.

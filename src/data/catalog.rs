@@ -17,6 +17,21 @@ pub enum Format {
         train: &'static [&'static str],
         test: &'static str,
     },
+    /// SVHN's MATLAB files: the training files (train, then `extra` if used), the test file.
+    Svhn {
+        train: &'static [&'static str],
+        test: &'static str,
+    },
+}
+
+impl Format {
+    /// The training files and the test file, for formats that name theirs (not IDX folders).
+    pub fn split_files(&self) -> Option<(&'static [&'static str], &'static str)> {
+        match *self {
+            Format::Idx => None,
+            Format::Cifar { train, test, .. } | Format::Svhn { train, test } => Some((train, test)),
+        }
+    }
 }
 
 /// How a dataset is downloaded.
@@ -139,6 +154,25 @@ const CIFAR100_MEMBERS: [Checked; 2] = [
     ),
 ];
 
+/// SVHN's train, test and extra files (their SHA-256s as published with torchvision's and other
+/// loaders; the site publishes none).
+const SVHN_FILES: [Checked; 3] = [
+    (
+        "train_32x32.mat",
+        "435e94d69a87fde4fd4d7f3dd208dfc32cb6ae8af2240d066de1df7508d083b8",
+    ),
+    (
+        "test_32x32.mat",
+        "cdce80dfb2a2c4c6160906d0bd7c68ec5a99d7ca4831afa54f09182025b6a75b",
+    ),
+    (
+        "extra_32x32.mat",
+        "a133a4beb38a00fcdda90c9489e0c04f900b660ce8a316a5e854838379a71eb3",
+    ),
+];
+const STANFORD: &[&str] = &["http://ufldl.stanford.edu/housenumbers/"];
+const SVHN_LICENCE: &str = "non-commercial use only; cite Netzer et al. (2011)";
+
 const TORONTO: &[&str] = &["https://www.cs.toronto.edu/~kriz/"];
 const CIFAR_LICENCE: &str = "none stated; cite Krizhevsky (2009)";
 
@@ -157,7 +191,7 @@ const fn cifar100(labels: Labels) -> Format {
 }
 
 /// Every built-in dataset.
-pub const BUILTIN: [Builtin; 6] = [
+pub const BUILTIN: [Builtin; 8] = [
     Builtin {
         name: "mnist",
         title: "MNIST handwritten digits (28×28 grey)",
@@ -253,6 +287,40 @@ pub const BUILTIN: [Builtin; 6] = [
         megabytes: 161,
         licence: CIFAR_LICENCE,
     },
+    Builtin {
+        name: "svhn",
+        title: "SVHN house-number digits, cropped (32×32 colour)",
+        folder: "svhn",
+        format: Format::Svhn {
+            train: &["train_32x32.mat"],
+            test: "test_32x32.mat",
+        },
+        classes: 10,
+        flips: false,
+        shape: [3, 32, 32],
+        sizes: (73_257, 26_032),
+        mirrors: STANFORD,
+        files: Files::Each(SVHN_FILES.split_at(2).0),
+        megabytes: 246,
+        licence: SVHN_LICENCE,
+    },
+    Builtin {
+        name: "svhn-extra",
+        title: "SVHN trained on its train and extra splits (604,388 images)",
+        folder: "svhn",
+        format: Format::Svhn {
+            train: &["train_32x32.mat", "extra_32x32.mat"],
+            test: "test_32x32.mat",
+        },
+        classes: 10,
+        flips: false,
+        shape: [3, 32, 32],
+        sizes: (604_388, 26_032),
+        mirrors: STANFORD,
+        files: Files::Each(&SVHN_FILES),
+        megabytes: 1_575,
+        licence: SVHN_LICENCE,
+    },
 ];
 
 /// The built-in dataset of this name.
@@ -286,6 +354,12 @@ mod tests {
             }
             if let Format::Cifar { labels, .. } = b.format {
                 assert_eq!(labels.classes, b.classes, "{}", b.name);
+            }
+            // Every file the reader opens is downloaded and checked.
+            if let Some((train, test)) = b.format.split_files() {
+                for file in train.iter().chain([&test]) {
+                    assert!(checked.iter().any(|(f, _)| f == file), "{}: {file}", b.name);
+                }
             }
         }
     }

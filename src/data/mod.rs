@@ -6,8 +6,10 @@ pub mod download;
 pub mod folder;
 pub mod holdout;
 pub mod idx;
+pub mod mat;
 pub mod npz;
 mod selection;
+mod svhn;
 mod user;
 
 pub use holdout::Holdout;
@@ -54,14 +56,14 @@ pub fn missing_files(data_dir: &Path, name: &str) -> Vec<PathBuf> {
         return if there { vec![] } else { vec![path] };
     }
     let dir = dataset_dir(data_dir, name);
-    match builtin(name).map(|b| b.format) {
-        Some(catalog::Format::Cifar { train, test, .. }) => train
+    match builtin(name).and_then(|b| b.format.split_files()) {
+        Some((train, test)) => train
             .iter()
             .chain([&test])
             .map(|f| dir.join(f))
             .filter(|p| !p.is_file())
             .collect(),
-        Some(catalog::Format::Idx) | None => IDX_FILES
+        None => IDX_FILES
             .iter()
             .filter(|stem| idx::locate(&dir, stem).is_none())
             .map(|stem| dir.join(format!("{stem}.gz")))
@@ -168,6 +170,13 @@ pub fn load(data_dir: &Path, name: &str) -> Result<RawDataset> {
             (
                 cifar_split(cifar::read_batches(&paths, labels)?),
                 cifar_split(cifar::read_batches(&[dir.join(test)], labels)?),
+            )
+        }
+        Some(catalog::Format::Svhn { train, test }) => {
+            let paths: Vec<PathBuf> = train.iter().map(|f| dir.join(f)).collect();
+            (
+                svhn::read_split(&paths)?,
+                svhn::read_split(&[dir.join(test)])?,
             )
         }
         Some(catalog::Format::Idx) | None => (
