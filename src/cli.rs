@@ -73,6 +73,25 @@ pub enum Command {
         #[arg(long, default_value_t = DEFAULT_LEASE.as_secs(), value_name = "SECONDS")]
         lease: u64,
     },
+    /// Serve a live, read-only dashboard of a results database in the browser: progress per
+    /// sweep, runs/hour, ETA, what every worker trains, failed runs (the page updates itself).
+    Serve {
+        /// Results database (file or URL, as for `status`) [default: $SHALLOW_DB].
+        #[arg(env = "SHALLOW_DB", hide_env_values = true)]
+        db: Location,
+        /// Address to listen on. Any address other than a loopback one (127.0.0.1, ::1) needs
+        /// a token on every request: `--token`, or one generated and printed once.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: std::net::SocketAddr,
+        /// The token every request must carry (`?token=` once in the browser, or
+        /// `Authorization: Bearer`) [default: none on loopback, else generated].
+        #[arg(long, env = "SHALLOW_SERVE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// The workers' lease (`--lease` of sweep and worker): a run whose worker has been
+        /// silent this long shows as abandoned.
+        #[arg(long, default_value_t = DEFAULT_LEASE.as_secs(), value_name = "SECONDS")]
+        lease: u64,
+    },
     /// Write one CSV row per run: config columns, status, final metrics, timings (`--csv -`: to
     /// standard output).
     Export {

@@ -11,6 +11,7 @@ use shallow::bench;
 use shallow::data;
 use shallow::device;
 use shallow::report;
+use shallow::serve::{ServeOptions, Server};
 use shallow::sweep::store::{self, RunStatus};
 use shallow::sweep::{coordinator, fault, grid, inspect, plan, worker};
 use shallow::trace::Trace;
@@ -29,6 +30,17 @@ pub fn run(command: Command) -> Result<ExitCode> {
             print!("{}", inspect::status_text(&db, Duration::from_secs(lease))?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve {
+            db,
+            bind,
+            token,
+            lease,
+        } => serve_command(ServeOptions {
+            db,
+            bind,
+            token,
+            lease: Duration::from_secs(lease),
+        }),
         Command::Export { db, csv } if csv.as_os_str() == "-" => {
             let n = inspect::export_csv_to(&db, std::io::stdout().lock())?;
             eprintln!("{n} runs written to standard output");
@@ -111,6 +123,18 @@ pub fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn serve_command(options: ServeOptions) -> Result<ExitCode> {
+    let db = options.db.to_string();
+    let server = Server::start(options)?;
+    let addr = server.addr()?;
+    match server.token() {
+        Some(token) => println!("serving {db} at http://{addr}/?token={token}"),
+        None => println!("serving {db} at http://{addr}/"),
+    }
+    server.run();
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The built-in datasets as a table: name, classes, image shape, download size, licence, and

@@ -2,13 +2,14 @@
 //!
 //! Modules, each one concern: [`settings`] (every run setting once), [`data`] (formats, download, tensors), [`model`] (the two layouts),
 //! [`train`] (one run), [`trace`] (a run recorded for replay in PyTorch), [`sweep`] (grid, results store, workers) and [`report`] (tables,
-//! statistics, plots), which only reads the store; [`files`] writes files whole or not at all.
+//! statistics, plots), which only reads the store, as does [`serve`] (the live dashboard); [`files`] writes files whole or not at all.
 pub mod bench;
 pub mod data;
 pub mod device;
 pub mod files;
 pub mod model;
 pub mod report;
+pub mod serve;
 pub mod settings;
 pub mod sweep;
 pub mod trace;

@@ -12,38 +12,161 @@ use crate::model::{Activation, Head, Layout, Pool, Precision};
 use crate::train::optim::{Optimizer, Schedule};
 use crate::train::stopping::StopRule;
 
-/// `shallow status`: counts by status, throughput, ETA, runs in progress, last errors.
-pub fn status_text(db: &Location, lease: Duration) -> Result<String> {
+/// A store's progress: what `shallow status` prints and `shallow serve` shows.
+#[derive(Debug, Serialize)]
+pub struct Progress {
+    /// The store, password hidden.
+    pub store: String,
+    pub runs: usize,
+    /// Runs by status over every sweep.
+    pub counts: Vec<(RunStatus, i64)>,
+    /// Per sweep: its name and its runs by status.
+    pub sweeps: Vec<SweepProgress>,
+    /// Runs that trained to their end per hour, from the first claim to the last end.
+    pub runs_per_hour: Option<f64>,
+    /// Runs not finished yet, and the seconds they take at that rate.
+    pub remaining: usize,
+    pub eta_seconds: Option<f64>,
+    pub running: Vec<RunningRow>,
+    /// Failed runs, the latest first, and the command that queues them again (GRID.toml: the
+    /// grid of their sweep).
+    pub failed: Vec<FailedRow>,
+    pub retry_command: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SweepProgress {
+    pub name: String,
+    pub counts: Vec<(RunStatus, usize)>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunningRow {
+    pub run_id: String,
+    pub worker: String,
+    pub dataset: String,
+    pub layout: Layout,
+    pub layers: usize,
+    pub filters: usize,
+    pub kernel: usize,
+    pub epochs_done: usize,
+    pub epochs: usize,
+    /// Its worker is dead or silent: the next sweep or worker trains it again.
+    pub abandoned: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FailedRow {
+    pub run_id: String,
+    pub sweep: String,
+    pub error: String,
+    pub finished_at: Option<f64>,
+}
+
+/// The progress of the store at `db`; `lease` judges which workers are gone.
+pub fn progress(db: &Location, lease: Duration) -> Result<Progress> {
     let store = store::open_reader(db)?;
     let runs = store.runs()?;
-    let counts = store.status_counts()?;
-    let mut out = format!("{db}: {} runs\n", runs.len());
-    for (status, n) in &counts {
-        out += &format!("  {status:<9} {n}\n");
-    }
     // Throughput counts runs that trained to the end: failures that take no time (a bad
     // config) would make it meaningless. Measured from the first claim to the last end.
-    let trained: Vec<&RunRow> = runs
+    let trained = runs
         .iter()
-        .filter(|r| r.status.ended() && r.finished_at.is_some())
-        .collect();
+        .filter(|r| r.status.ended() && r.finished_at.is_some());
     let first = runs.iter().filter_map(|r| r.claimed_at).reduce(f64::min);
     let last = trained
-        .iter()
+        .clone()
         .filter_map(|r| r.finished_at)
         .reduce(f64::max);
-    if let (Some(first), Some(last)) = (first, last)
-        && last > first
-    {
-        let per_hour = trained.len() as f64 / (last - first) * 3600.0;
-        let remaining = runs.iter().filter(|r| !r.status.finished()).count();
+    let runs_per_hour = match (first, last) {
+        (Some(first), Some(last)) if last > first => {
+            Some(trained.count() as f64 / (last - first) * 3600.0)
+        }
+        _ => None,
+    };
+    let remaining = runs.iter().filter(|r| !r.status.finished()).count();
+    let running = store
+        .running(lease)?
+        .into_iter()
+        .map(|r| RunningRow {
+            dataset: r.config.dataset.clone(),
+            layout: r.config.layout,
+            layers: r.config.layers,
+            filters: r.config.filters,
+            kernel: r.config.kernel,
+            epochs: r.config.epochs,
+            run_id: r.run_id,
+            worker: r.worker,
+            epochs_done: r.epochs_done,
+            abandoned: r.worker_gone,
+        })
+        .collect();
+    let mut failed: Vec<FailedRow> = runs
+        .iter()
+        .filter(|r| r.status == RunStatus::Failed)
+        .map(|r| FailedRow {
+            run_id: r.id.clone(),
+            sweep: r.sweep.clone(),
+            error: r.error.clone().unwrap_or_else(|| "(no message)".into()),
+            finished_at: r.finished_at,
+        })
+        .collect();
+    failed.sort_by(|a, b| {
+        b.finished_at
+            .unwrap_or(0.0)
+            .total_cmp(&a.finished_at.unwrap_or(0.0))
+    });
+    Ok(Progress {
+        store: db.to_string(),
+        runs: runs.len(),
+        counts: store.status_counts()?,
+        sweeps: sweep_counts(&runs),
+        eta_seconds: runs_per_hour.map(|per_hour| remaining as f64 / per_hour * 3600.0),
+        runs_per_hour,
+        remaining,
+        running,
+        failed,
+        retry_command: format!("shallow sweep GRID.toml --db {db} --retry-failed"),
+    })
+}
+
+fn sweep_counts(runs: &[RunRow]) -> Vec<SweepProgress> {
+    let mut by_sweep: std::collections::BTreeMap<&str, Vec<(RunStatus, usize)>> =
+        Default::default();
+    for r in runs {
+        let counts = by_sweep.entry(&r.sweep).or_default();
+        match counts.iter_mut().find(|(s, _)| *s == r.status) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((r.status, 1)),
+        }
+    }
+    by_sweep
+        .into_iter()
+        .map(|(name, mut counts)| {
+            counts.sort_by_key(|(s, _)| s.as_str());
+            SweepProgress {
+                name: name.to_owned(),
+                counts,
+            }
+        })
+        .collect()
+}
+
+/// `shallow status`: counts by status, throughput, ETA, runs in progress, last errors.
+pub fn status_text(db: &Location, lease: Duration) -> Result<String> {
+    let p = progress(db, lease)?;
+    let mut out = format!("{}: {} runs\n", p.store, p.runs);
+    for (status, n) in &p.counts {
+        out += &format!("  {status:<9} {n}\n");
+    }
+    if let (Some(per_hour), Some(eta)) = (p.runs_per_hour, p.eta_seconds) {
         out += &format!(
-            "throughput: {per_hour:.1} runs/hour; remaining {remaining} runs ≈ {} at that rate\n",
-            human_duration(remaining as f64 / per_hour * 3600.0)
+            "throughput: {per_hour:.1} runs/hour; remaining {} runs ≈ {} at that rate\n",
+            p.remaining,
+            human_duration(eta)
         );
     }
-    for r in store.running(lease)? {
-        let label = if r.worker_gone {
+    for r in &p.running {
+        let label = if r.abandoned {
             "abandoned (its worker is gone; the next sweep or worker trains it again)"
         } else {
             "running"
@@ -51,31 +174,18 @@ pub fn status_text(db: &Location, lease: Duration) -> Result<String> {
         out += &format!(
             "{label}: {} ({} {} L={} F={} k={}) on {}, {} of {} epochs done\n",
             r.run_id,
-            r.config.dataset,
-            r.config.layout,
-            r.config.layers,
-            r.config.filters,
-            r.config.kernel,
+            r.dataset,
+            r.layout,
+            r.layers,
+            r.filters,
+            r.kernel,
             r.worker,
             r.epochs_done,
-            r.config.epochs
+            r.epochs
         );
     }
-    let mut failed: Vec<&RunRow> = runs
-        .iter()
-        .filter(|r| r.status == RunStatus::Failed)
-        .collect();
-    failed.sort_by(|a, b| {
-        b.finished_at
-            .partial_cmp(&a.finished_at)
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
-    for r in failed.iter().take(5) {
-        out += &format!(
-            "failed: {}: {}\n",
-            r.id,
-            r.error.as_deref().unwrap_or("(no message)")
-        );
+    for r in p.failed.iter().take(5) {
+        out += &format!("failed: {}: {}\n", r.run_id, r.error);
     }
     Ok(out)
 }

@@ -113,9 +113,10 @@ pub fn default_settings() -> toml::Table {
     table
 }
 
-/// Axes are expanded in this order, the last one innermost, so that the two layouts of a pair are
-/// neighbours and a partly finished sweep holds complete pairs.
-const AXIS_ORDER: [&str; 35] = [
+/// Every run setting a grid (and a store query) may name. Axes are expanded in this order, the
+/// last one innermost, so that the two layouts of a pair are neighbours and a partly finished
+/// sweep holds complete pairs.
+pub const SETTINGS: [&str; 35] = [
     "dataset",
     "holdout",
     "data_seed",
@@ -182,11 +183,11 @@ pub fn parse_limited(text: &str, origin: &str, max_runs: u64) -> Result<Grid> {
         .collect();
     for (key, value) in &file.runs {
         let name = key.get_ref();
-        if !AXIS_ORDER.contains(&name.as_str()) {
+        if !SETTINGS.contains(&name.as_str()) {
             bail!(
                 "{}: unknown setting `{name}` in [runs]; known: {}",
                 at(key.span()),
-                AXIS_ORDER.join(", ")
+                SETTINGS.join(", ")
             );
         }
         let values = values_of(value.get_ref().clone());
@@ -200,7 +201,7 @@ pub fn parse_limited(text: &str, origin: &str, max_runs: u64) -> Result<Grid> {
             .map_err(|e| anyhow!("{}: `{name}`: {e:#}", at(value.span())))?;
         axes.insert(name.clone(), values);
     }
-    let axes: Axes = AXIS_ORDER
+    let axes: Axes = SETTINGS
         .iter()
         .filter_map(|name| axes.remove_entry(*name))
         .collect();
@@ -298,7 +299,7 @@ fn parse_excludes(
         .map(|rule| {
             rule.iter()
                 .map(|(key, value)| {
-                    if !AXIS_ORDER.contains(&key.get_ref().as_str()) {
+                    if !SETTINGS.contains(&key.get_ref().as_str()) {
                         bail!(
                             "{}: unknown setting `{}` in [[exclude]]",
                             at(key.span()),

@@ -227,6 +227,10 @@ pub trait Store {
     fn runs_page(&self, after: i64, limit: usize) -> Result<(Vec<RunRow>, i64)>;
     /// The epochs of the runs at queue positions after `after`, up to and including `through`.
     fn epochs_between(&self, after: i64, through: i64) -> Result<Vec<EpochRow>>;
+    /// One page of the runs matching `query`, in its order, and how many match in all.
+    fn runs_table(&self, query: &RunsQuery) -> Result<(Vec<RunRow>, u64)>;
+    /// One run's epochs, in order.
+    fn epochs_of(&self, run_id: &str) -> Result<Vec<EpochRow>>;
     fn status_counts(&self) -> Result<Vec<(RunStatus, i64)>>;
     /// The runs in progress, with the latest epoch each has recorded; a run whose worker has
     /// been silent for `lease` is marked gone.
@@ -358,11 +362,13 @@ mod named;
 mod postgres;
 mod schema;
 mod sqlite;
+mod table;
 
 pub use location::{Location, redact};
 use named::Named;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+pub use table::{RunsQuery, SortKey};
 
 /// Seconds since the Unix epoch, by this machine's clock — plus `SHALLOW_CLOCK_OFFSET` seconds,
 /// an offset the clock-skew test injects. The SQLite backend (one machine) uses this clock; the

@@ -82,6 +82,18 @@ impl Store for Named {
             .with_context(|| self.name.clone())
     }
 
+    fn runs_table(&self, query: &super::RunsQuery) -> Result<(Vec<RunRow>, u64)> {
+        self.inner
+            .runs_table(query)
+            .with_context(|| self.name.clone())
+    }
+
+    fn epochs_of(&self, run_id: &str) -> Result<Vec<EpochRow>> {
+        self.inner
+            .epochs_of(run_id)
+            .with_context(|| self.name.clone())
+    }
+
     fn epochs_between(&self, after: i64, through: i64) -> Result<Vec<EpochRow>> {
         self.inner
             .epochs_between(after, through)

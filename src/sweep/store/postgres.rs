@@ -294,3 +294,4 @@ fn epoch_rows(rows: &[Row]) -> Result<Vec<EpochRow>> {
 }
 
 mod store_impl;
+mod table;

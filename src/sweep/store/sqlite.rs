@@ -26,6 +26,7 @@ pub struct SqliteStore {
 }
 
 mod schema;
+mod table;
 
 impl Store for SqliteStore {
     fn add_runs(&mut self, sweep: &str, config_text: &str, runs: &[RunSpec]) -> Result<Added> {
@@ -275,6 +276,14 @@ impl Store for SqliteStore {
 
     fn epochs(&self) -> Result<Vec<EpochRow>> {
         self.epochs_between(0, i64::MAX)
+    }
+
+    fn runs_table(&self, query: &super::RunsQuery) -> Result<(Vec<RunRow>, u64)> {
+        self.table_page(query)
+    }
+
+    fn epochs_of(&self, run_id: &str) -> Result<Vec<EpochRow>> {
+        self.epochs_of_run(run_id)
     }
 
     fn runs_page(&self, after: i64, limit: usize) -> Result<(Vec<RunRow>, i64)> {

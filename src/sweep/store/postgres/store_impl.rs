@@ -258,6 +258,14 @@ impl Store for PostgresStore {
         self.epochs_between(0, i64::MAX)
     }
 
+    fn runs_table(&self, query: &super::super::RunsQuery) -> Result<(Vec<RunRow>, u64)> {
+        self.table_page(query)
+    }
+
+    fn epochs_of(&self, run_id: &str) -> Result<Vec<EpochRow>> {
+        self.epochs_of_run(run_id)
+    }
+
     fn runs_page(&self, after: i64, limit: usize) -> Result<(Vec<RunRow>, i64)> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.with(|client| {

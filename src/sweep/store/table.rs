@@ -1,0 +1,192 @@
+//! One page of the runs table, filtered by status and settings and sorted in the database, so
+//! that a store of a million runs is browsed a page at a time (`shallow serve`). The SQL is built
+//! here once for both backends; names are checked against the known columns and settings, values
+//! are bound, never spliced.
+use anyhow::{Result, bail};
+use serde_json::Value as Json;
+
+use super::RunStatus;
+use super::columns::{Kind, RUN_COLUMNS};
+use super::schema::Dialect;
+use crate::settings;
+use crate::sweep::grid::SETTINGS;
+
+/// What a page of the runs table shows.
+#[derive(Debug, Clone, Default)]
+pub struct RunsQuery {
+    pub status: Option<RunStatus>,
+    /// Only the runs of this family (one configuration and seed, every layout).
+    pub pair_id: Option<String>,
+    /// Settings every run shown has, by name (a setting at its default matches runs whose stored
+    /// config leaves it out).
+    pub settings: Vec<(String, Json)>,
+    pub sort: Option<SortKey>,
+    pub descending: bool,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+impl RunsQuery {
+    /// Every setting it filters by exists and takes that value: an error names the first that
+    /// does not.
+    pub fn check(&self) -> Result<()> {
+        for (name, value) in &self.settings {
+            if !SETTINGS.contains(&name.as_str()) {
+                bail!("no setting named `{name}` to filter by");
+            }
+            is_default(name, value)?;
+        }
+        Ok(())
+    }
+}
+
+/// A column of the runs table, or a setting of the runs' configs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SortKey {
+    Column(&'static str),
+    Setting(&'static str),
+}
+
+impl SortKey {
+    /// The key of this name: a stored column (not the config itself), else a setting.
+    pub fn named(name: &str) -> Result<SortKey> {
+        if let Some(c) = RUN_COLUMNS
+            .iter()
+            .find(|c| c.name == name && c.kind != Kind::Json)
+        {
+            return Ok(SortKey::Column(c.name));
+        }
+        match SETTINGS.iter().find(|s| **s == name) {
+            Some(s) => Ok(SortKey::Setting(s)),
+            None => bail!("no column or setting named `{name}` to sort by"),
+        }
+    }
+}
+
+/// The SQL of a page and of its count, and the parameters both bind (all text).
+pub(super) struct PageSql {
+    pub page: String,
+    pub count: String,
+    pub params: Vec<String>,
+}
+
+/// The page query over `select` (the columns to read) for `q`.
+pub(super) fn page_sql(d: Dialect, q: &RunsQuery, select: &str) -> Result<PageSql> {
+    q.check()?;
+    let mut conditions = vec![];
+    let mut params = vec![];
+    let bind = |value: String, params: &mut Vec<String>| {
+        params.push(value);
+        match d {
+            Dialect::Sqlite => format!("?{}", params.len()),
+            Dialect::Postgres => format!("${}", params.len()),
+        }
+    };
+    if let Some(status) = q.status {
+        conditions.push(format!(
+            "status = {}",
+            bind(status.as_str().into(), &mut params)
+        ));
+    }
+    if let Some(pair) = &q.pair_id {
+        conditions.push(format!("pair_id = {}", bind(pair.clone(), &mut params)));
+    }
+    for (name, value) in &q.settings {
+        let Some(name) = SETTINGS.iter().find(|s| *s == name) else {
+            bail!("no setting named `{name}` to filter by");
+        };
+        let at = bind(value.to_string(), &mut params);
+        let stored = setting(d, name);
+        let equal = match d {
+            Dialect::Sqlite => format!("{stored} = json_extract({at}, '$')"),
+            Dialect::Postgres => format!("{stored} = {at}::jsonb"),
+        };
+        conditions.push(if is_default(name, value)? {
+            format!("({stored} IS NULL OR {equal})")
+        } else {
+            equal
+        });
+    }
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let direction = if q.descending { "DESC" } else { "ASC" };
+    let order = match &q.sort {
+        None => format!("seq {direction}"),
+        Some(SortKey::Column(c)) => format!("{c} {direction}, seq"),
+        Some(SortKey::Setting(s)) => format!("{} {direction}, seq", setting(d, s)),
+    };
+    Ok(PageSql {
+        page: format!(
+            "SELECT {select}, (SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id)
+                 AS epochs_recorded
+             FROM runs {filter} ORDER BY {order} LIMIT {} OFFSET {}",
+            q.limit, q.offset
+        ),
+        count: format!("SELECT COUNT(*) FROM runs {filter}"),
+        params,
+    })
+}
+
+/// A setting's stored value (NULL where the config leaves it out).
+fn setting(d: Dialect, name: &str) -> String {
+    match d {
+        Dialect::Sqlite => format!("json_extract(config, '$.{name}')"),
+        Dialect::Postgres => format!("(config::jsonb -> '{name}')"),
+    }
+}
+
+/// Whether `value` is the setting's default, which stored configs leave out: set on a config and
+/// serialised again, it disappears.
+fn is_default(name: &str, value: &Json) -> Result<bool> {
+    let base = settings::defaults(crate::model::Layout::Sequential);
+    let Json::Object(mut fields) = serde_json::to_value(&base)? else {
+        bail!("a run config serialises as an object");
+    };
+    fields.insert(name.to_owned(), value.clone());
+    let config: crate::train::RunConfig = match serde_json::from_value(Json::Object(fields)) {
+        Ok(config) => config,
+        Err(e) => bail!("`{name}` = {value} is not a value of that setting: {e}"),
+    };
+    let Json::Object(again) = serde_json::to_value(&config)? else {
+        bail!("a run config serialises as an object");
+    };
+    Ok(!again.contains_key(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_recognised_by_serde_round_trip() {
+        assert!(is_default("optimizer", &Json::from("adam")).unwrap());
+        assert!(!is_default("optimizer", &Json::from("lbfgs")).unwrap());
+        assert!(!is_default("layers", &Json::from(4)).unwrap());
+        assert!(is_default("layers", &Json::from("four")).is_err());
+    }
+
+    #[test]
+    fn names_are_checked_and_values_bound() {
+        assert!(SortKey::named("final_val_loss").is_ok());
+        assert_eq!(SortKey::named("lr").unwrap(), SortKey::Setting("lr"));
+        assert!(SortKey::named("config").is_err());
+        assert!(SortKey::named("x; DROP TABLE runs").is_err());
+        let q = RunsQuery {
+            settings: vec![("dataset'--".into(), Json::from("mnist"))],
+            ..RunsQuery::default()
+        };
+        assert!(page_sql(Dialect::Sqlite, &q, "id").is_err());
+        let q = RunsQuery {
+            status: Some(RunStatus::Done),
+            settings: vec![("dataset".into(), Json::from("mnist'); --"))],
+            limit: 10,
+            ..RunsQuery::default()
+        };
+        let sql = page_sql(Dialect::Postgres, &q, "id").unwrap();
+        assert!(!sql.page.contains("mnist"));
+        assert_eq!(sql.params, ["done", "\"mnist'); --\""]);
+    }
+}
