@@ -11,7 +11,9 @@ use common::synthetic::{Synthetic, config, result_of};
 use shallow::data::Holdout;
 use shallow::model::Layout;
 use shallow::sweep::grid::{RunSpec, fusion_key, pair_id, run_id};
-use shallow::sweep::store::{self, Finish, Location, RunStatus, Store, WorkerInfo};
+use shallow::sweep::store::{
+    self, Finish, Location, RunStatus, RunsQuery, SortKey, Store, WorkerInfo,
+};
 use shallow::train::RunConfig;
 
 /// `n` pairs of runs, queued in pair order.
@@ -92,7 +94,103 @@ both_backends!(
     a_claim_first_takes_back_the_runs_the_worker_still_holds,
     every_earlier_schema_version_is_read_and_migrated,
     pages_of_runs_and_their_epochs_cover_the_store_once_in_queue_order,
+    the_runs_table_filters_sorts_and_pages_as_rust_does,
 );
+
+/// `shallow serve`'s table pages, computed by the database, equal the same selection made here
+/// in Rust from every run: filters by status, setting (a default matching configs that leave it
+/// out) and family, sorting by a result or a setting (missing values last, ties in queue order),
+/// offsets; and one run's epochs.
+fn the_runs_table_filters_sorts_and_pages_as_rust_does(t: TestStore) {
+    let mut s = store::open(&t.location).unwrap();
+    s.add_runs("s", "", &fusable_specs()).unwrap();
+    let w = worker("w");
+    s.register_worker(&w).unwrap();
+    for _ in 0..7 {
+        train_one(s.as_mut(), &w);
+    }
+    let all = s.runs().unwrap();
+    let ids = |rows: &[store::RunRow]| rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    let table = |q: RunsQuery| {
+        let (rows, total) = s.runs_table(&RunsQuery { limit: 100, ..q }).unwrap();
+        (ids(&rows), total)
+    };
+    let expect = |rows: Vec<&store::RunRow>| {
+        let n = rows.len() as u64;
+        (
+            rows.into_iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+            n,
+        )
+    };
+    assert_eq!(table(RunsQuery::default()), expect(all.iter().collect()));
+    let (page, total) = s
+        .runs_table(&RunsQuery {
+            offset: 10,
+            limit: 5,
+            ..RunsQuery::default()
+        })
+        .unwrap();
+    assert_eq!((ids(&page), total), (ids(&all[10..15]), 48));
+    let done = RunsQuery {
+        status: Some(RunStatus::Done),
+        ..RunsQuery::default()
+    };
+    assert_eq!(
+        table(done.clone()),
+        expect(all.iter().filter(|r| r.status == RunStatus::Done).collect())
+    );
+    let setting = |name: &str, value: serde_json::Value| RunsQuery {
+        settings: vec![(name.into(), value)],
+        ..RunsQuery::default()
+    };
+    assert_eq!(
+        table(setting("layers", 3.into())),
+        expect(all.iter().filter(|r| r.config.layers == 3).collect())
+    );
+    assert_eq!(
+        table(setting("lr", 2e-3.into())),
+        expect(all.iter().filter(|r| r.config.lr == 2e-3).collect())
+    );
+    assert_eq!(table(setting("optimizer", "adam".into())).1, 48);
+    assert_eq!(table(setting("optimizer", "sgd".into())).1, 0);
+    let family = RunsQuery {
+        pair_id: Some(all[0].pair_id.clone()),
+        ..RunsQuery::default()
+    };
+    assert_eq!(
+        table(family),
+        expect(all.iter().filter(|r| r.pair_id == all[0].pair_id).collect())
+    );
+    // Sorted by a result, descending: the 7 trained runs by their loss, then the others.
+    let mut by_loss: Vec<&store::RunRow> = all.iter().collect();
+    by_loss.sort_by(|a, b| match (a.final_train_loss, b.final_train_loss) {
+        (Some(x), Some(y)) => y.total_cmp(&x),
+        (x, y) => y.is_some().cmp(&x.is_some()),
+    });
+    let sorted = RunsQuery {
+        sort: Some(SortKey::named("final_train_loss").unwrap()),
+        descending: true,
+        ..RunsQuery::default()
+    };
+    assert_eq!(table(sorted), expect(by_loss));
+    let mut by_lr: Vec<&store::RunRow> = all.iter().collect();
+    by_lr.sort_by(|a, b| a.config.lr.total_cmp(&b.config.lr));
+    let sorted = RunsQuery {
+        sort: Some(SortKey::named("lr").unwrap()),
+        ..RunsQuery::default()
+    };
+    assert_eq!(table(sorted), expect(by_lr));
+    let trained = all.iter().find(|r| r.status == RunStatus::Done).unwrap();
+    let epochs: Vec<_> = s.epochs_of(&trained.id).unwrap();
+    let whole: Vec<_> = s
+        .epochs()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.run_id == trained.id)
+        .collect();
+    assert_eq!(epochs.len(), 2);
+    assert_eq!(format!("{epochs:?}"), format!("{whole:?}"));
+}
 
 /// Reading in pages (as `copy` does, in bounded memory) gives every run once, in queue order,
 /// with exactly the epochs a whole read gives.

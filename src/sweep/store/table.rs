@@ -99,7 +99,7 @@ pub(super) fn page_sql(d: Dialect, q: &RunsQuery, select: &str) -> Result<PageSq
         let stored = setting(d, name);
         let equal = match d {
             Dialect::Sqlite => format!("{stored} = json_extract({at}, '$')"),
-            Dialect::Postgres => format!("{stored} = {at}::jsonb"),
+            Dialect::Postgres => format!("{stored} = ({at}::text)::jsonb"),
         };
         conditions.push(if is_default(name, value)? {
             format!("({stored} IS NULL OR {equal})")
@@ -115,8 +115,8 @@ pub(super) fn page_sql(d: Dialect, q: &RunsQuery, select: &str) -> Result<PageSq
     let direction = if q.descending { "DESC" } else { "ASC" };
     let order = match &q.sort {
         None => format!("seq {direction}"),
-        Some(SortKey::Column(c)) => format!("{c} {direction}, seq"),
-        Some(SortKey::Setting(s)) => format!("{} {direction}, seq", setting(d, s)),
+        Some(SortKey::Column(c)) => format!("{c} {direction} NULLS LAST, seq"),
+        Some(SortKey::Setting(s)) => format!("{} {direction} NULLS LAST, seq", setting(d, s)),
     };
     Ok(PageSql {
         page: format!(
