@@ -112,7 +112,11 @@ fn dom(url: &str, profile: &Path) -> String {
         .arg(url)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -132,7 +136,9 @@ struct Snapshot {
 }
 
 fn snapshot(html: &str) -> Snapshot {
-    let done = between(html, "data-status=\"done\">", "<").parse().unwrap_or(0);
+    let done = between(html, "data-status=\"done\">", "<")
+        .parse()
+        .unwrap_or(0);
     let workers = between(html, "<table id=\"workers\">", "</table>").to_owned();
     let points = html
         .split("<polyline ")
@@ -186,7 +192,10 @@ fn a_live_sweep_is_watched_in_headless_chromium() {
     let (mut snapshots, mut provisional) = (vec![], false);
     let started = Instant::now();
     while sweep.try_wait().unwrap().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(300), "the sweep hangs");
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the sweep hangs"
+        );
         snapshots.push(snapshot(&dom(&served.url, profile.path())));
         let verdicts = get(&served.addr, "/verdicts");
         provisional |= verdicts.status == 200 && verdicts.body.contains("<b>provisional</b>");
@@ -194,7 +203,11 @@ fn a_live_sweep_is_watched_in_headless_chromium() {
     assert!(sweep.wait().unwrap().success());
     let last = snapshot(&dom(&served.url, profile.path()));
     let ids: Vec<String> = query(&s.db, "SELECT id FROM runs");
-    assert_eq!((ids.len(), last.done), (8, 8), "the last snapshot shows every run done");
+    assert_eq!(
+        (ids.len(), last.done),
+        (8, 8),
+        "the last snapshot shows every run done"
+    );
     assert!(snapshots.len() >= 3, "{} snapshots", snapshots.len());
     let done: Vec<usize> = snapshots.iter().map(|s| s.done).collect();
     assert!(done.windows(2).all(|w| w[0] <= w[1]), "{done:?}");
@@ -206,14 +219,15 @@ fn a_live_sweep_is_watched_in_headless_chromium() {
         "a worker row shows the run it trains"
     );
     let grew = snapshots.windows(2).any(|w| {
-        w[1].points.iter().any(|(run, n)| {
-            w[0].points
-                .iter()
-                .any(|(before, m)| before == run && n > m)
-        })
+        w[1].points
+            .iter()
+            .any(|(run, n)| w[0].points.iter().any(|(before, m)| before == run && n > m))
     });
     assert!(grew, "a running run's curve gains points");
-    assert!(provisional, "the verdicts are labelled provisional while runs remain");
+    assert!(
+        provisional,
+        "the verdicts are labelled provisional while runs remain"
+    );
     let verdicts = dom(&format!("{}verdicts", served.url), profile.path());
     assert!(
         verdicts.contains("every run has finished") && verdicts.contains("Verdict"),
@@ -247,7 +261,10 @@ fn serving_a_finished_sqlite_store_leaves_it_byte_identical() {
         "a wrong setting value is the query's fault"
     );
     drop(served);
-    assert!(std::fs::read(&s.db).unwrap() == before, "the database changed");
+    assert!(
+        std::fs::read(&s.db).unwrap() == before,
+        "the database changed"
+    );
     let wal = s.db.with_extension("db-wal");
     assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
 }
@@ -259,7 +276,11 @@ fn a_non_loopback_bind_refuses_requests_without_the_token() {
     let s = setup("layers = 2\nfilters = 4\nepochs = 1\n", 200, 8);
     assert!(run_sweep(&s, 1).status.success());
     let served = serve(&s.db, &["--bind", "0.0.0.0:0"]);
-    let token = served.url.split("token=").nth(1).expect("a token in the URL");
+    let token = served
+        .url
+        .split("token=")
+        .nth(1)
+        .expect("a token in the URL");
     assert_eq!(token.len(), 32, "{}", served.url);
     for path in ["/", "/api/progress", "/api/runs", "/verdicts", "/nothing"] {
         assert_eq!(get(&served.addr, path).status, 401, "{path}");
@@ -281,7 +302,10 @@ fn a_non_loopback_bind_refuses_requests_without_the_token() {
         assert_eq!(got.status, 200, "{header}");
         assert!(got.body.contains("\"runs\":2"), "{}", got.body);
     }
-    assert_eq!(request(&served.addr, "POST", "/api/runs", &[&bearer]).status, 405);
+    assert_eq!(
+        request(&served.addr, "POST", "/api/runs", &[&bearer]).status,
+        405
+    );
     // A token given on loopback is required there too.
     let given = serve(&s.db, &["--bind", "127.0.0.1:0", "--token", "sesame"]);
     assert_eq!(get(&given.addr, "/api/progress").status, 401);
@@ -301,5 +325,8 @@ fn a_database_password_is_never_shown() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!out.status.success());
-    assert!(text.contains("alice:***@127.0.0.1") && !text.contains("hunter2"), "{text}");
+    assert!(
+        text.contains("alice:***@127.0.0.1") && !text.contains("hunter2"),
+        "{text}"
+    );
 }
