@@ -276,6 +276,28 @@ fn cluster_bootstrap_resamples_configurations_whole() {
     assert!(stats::cluster_bootstrap_ci(&xs[..3], &clusters[..3], stats::mean).is_none());
 }
 
+/// The mean's bootstrap from cluster sums draws what the general one draws: clusters of unequal
+/// sizes (1 to 5 values), the same interval up to rounding.
+#[test]
+fn the_mean_bootstrap_from_cluster_sums_equals_the_general_one() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let (mut xs, mut clusters) = (Vec::new(), Vec::new());
+    for c in 0..60 {
+        for _ in 0..rng.gen_range(1..=5) {
+            xs.push(rng.gen_range(-2.0..3.0));
+            clusters.push(c);
+        }
+    }
+    let general = stats::cluster_bootstrap_ci(&xs, &clusters, stats::mean).unwrap();
+    let fast = stats::cluster_bootstrap_mean_ci(&xs, &clusters).unwrap();
+    assert!(
+        (general.0 - fast.0).abs() < 1e-12 && (general.1 - fast.1).abs() < 1e-12,
+        "{general:?} vs {fast:?}"
+    );
+    assert!(general.0 < stats::mean(&xs) && stats::mean(&xs) < general.1);
+    assert!(stats::cluster_bootstrap_mean_ci(&xs[..1], &clusters[..1]).is_none());
+}
+
 /// The paired comparison's Wilcoxon test takes one Δ per configuration (the mean of its seeds'
 /// pairs); its median and win rate stay over the pairs.
 #[test]

@@ -228,6 +228,18 @@ fn a_live_sweep_is_watched_in_headless_chromium() {
         provisional,
         "the verdicts are labelled provisional while runs remain"
     );
+    // The page is made in the background: the finished one is there within seconds.
+    let waited = Instant::now();
+    while !get(&served.addr, "/verdicts")
+        .body
+        .contains("every run has finished")
+    {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "no final verdicts"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let verdicts = dom(&format!("{}verdicts", served.url), profile.path());
     assert!(
         verdicts.contains("every run has finished") && verdicts.contains("Verdict"),

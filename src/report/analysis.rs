@@ -93,7 +93,7 @@ impl Estimate {
         let (values, clusters) = split(xs);
         (!xs.is_empty()).then(|| Estimate {
             mean: stats::mean(&values),
-            ci: stats::cluster_bootstrap_ci(&values, &clusters, stats::mean),
+            ci: stats::cluster_bootstrap_mean_ci(&values, &clusters),
         })
     }
 }

@@ -84,8 +84,37 @@ pub fn generate(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFi
     tables::write_truncation(out, &truncated)?;
     tables::write_stages(out, &stage_cells)?;
     converged.write_tables(out)?;
+    write_pages(out, &blocks, &runs)
+}
+
+/// The verdicts so far, for `shallow serve`: the report's own verdicts with their forest plots,
+/// its summary, Table 2 and the verdict table, from the runs alone (no epochs are read), written
+/// as `report.html` and `report.md` in `out`.
+pub fn verdicts_page(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFiles> {
+    let runs = store::open_reader(db)?.runs()?;
+    std::fs::create_dir_all(out.join("plots"))
+        .with_context(|| format!("cannot create {}", out.join("plots").display()))?;
+    let datasets = analysis::datasets(&runs);
+    let (pairs, same_network) = analysis::compared_pairs(&runs);
+    let verdicts = equivalence::equivalence(&pairs, margins);
+    let mut blocks = vec![Block::Heading(format!("Verdicts so far on {db}"))];
+    blocks.extend(verdicts::blocks(
+        out,
+        &verdicts,
+        &datasets,
+        margins,
+        same_network,
+    )?);
+    blocks.extend(summary(&runs));
+    blocks.extend(table2_blocks(&analysis::table2(&runs), &datasets));
+    blocks.extend(verdicts::table(&verdicts, margins));
+    write_pages(out, &blocks, &runs)
+}
+
+/// `report.md` and the self-contained `report.html` of `blocks`.
+fn write_pages(out: &Path, blocks: &[Block], runs: &[RunRow]) -> Result<ReportFiles> {
     let markdown = out.join("report.md");
-    let text = render::to_markdown(&blocks);
+    let text = render::to_markdown(blocks);
     std::fs::write(&markdown, &text)
         .with_context(|| format!("cannot write {}", markdown.display()))?;
     let html = out.join("report.html");

@@ -34,7 +34,7 @@ pub struct ServeOptions {
 pub struct Server {
     http: tiny_http::Server,
     options: ServeOptions,
-    verdicts: verdicts::Verdicts,
+    verdicts: std::sync::Arc<verdicts::Verdicts>,
 }
 
 impl Server {

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use super::plan::human_duration;
-use super::store::{self, Location, RunRow, RunStatus};
+use super::store::{self, Location, RunRow, RunStatus, RunsQuery, SortKey};
 use crate::data::Subset;
 use crate::model::{Activation, Head, Layout, Pool, Precision};
 use crate::train::optim::{Optimizer, Schedule};
@@ -28,8 +28,8 @@ pub struct Progress {
     pub remaining: usize,
     pub eta_seconds: Option<f64>,
     pub running: Vec<RunningRow>,
-    /// Failed runs, the latest first, and the command that queues them again (GRID.toml: the
-    /// grid of their sweep).
+    /// The latest failed runs (at most 50; `counts` has them all), and the command that queues
+    /// them again (GRID.toml: the grid of their sweep).
     pub failed: Vec<FailedRow>,
     pub retry_command: String,
 }
@@ -63,27 +63,31 @@ pub struct FailedRow {
     pub finished_at: Option<f64>,
 }
 
-/// The progress of the store at `db`; `lease` judges which workers are gone.
+/// Failed runs a progress view lists at most (the latest).
+const FAILED_SHOWN: usize = 50;
+
+/// The progress of the store at `db`; `lease` judges which workers are gone. Aggregated by the
+/// database: a store of a million runs is summarised without reading its runs.
 pub fn progress(db: &Location, lease: Duration) -> Result<Progress> {
     let store = store::open_reader(db)?;
-    let runs = store.runs()?;
+    let summary = store.summary()?;
     // Throughput counts runs that trained to the end: failures that take no time (a bad
     // config) would make it meaningless. Measured from the first claim to the last end.
-    let trained = runs
-        .iter()
-        .filter(|r| r.status.ended() && r.finished_at.is_some());
-    let first = runs.iter().filter_map(|r| r.claimed_at).reduce(f64::min);
-    let last = trained
-        .clone()
-        .filter_map(|r| r.finished_at)
-        .reduce(f64::max);
-    let runs_per_hour = match (first, last) {
+    let runs_per_hour = match (summary.first_claim, summary.last_end) {
         (Some(first), Some(last)) if last > first => {
-            Some(trained.count() as f64 / (last - first) * 3600.0)
+            Some(summary.trained as f64 / (last - first) * 3600.0)
         }
         _ => None,
     };
-    let remaining = runs.iter().filter(|r| !r.status.finished()).count();
+    let count = |wanted: &dyn Fn(RunStatus) -> bool| -> usize {
+        summary
+            .by_sweep
+            .iter()
+            .filter(|(_, s, _)| wanted(*s))
+            .map(|(_, _, n)| *n as usize)
+            .sum()
+    };
+    let remaining = count(&|s| !s.finished());
     let running = store
         .running(lease)?
         .into_iter()
@@ -100,26 +104,30 @@ pub fn progress(db: &Location, lease: Duration) -> Result<Progress> {
             abandoned: r.worker_gone,
         })
         .collect();
-    let mut failed: Vec<FailedRow> = runs
-        .iter()
-        .filter(|r| r.status == RunStatus::Failed)
+    let (failed, _) = store.runs_table(&RunsQuery {
+        status: Some(RunStatus::Failed),
+        sort: Some(SortKey::named("finished_at")?),
+        descending: true,
+        limit: FAILED_SHOWN,
+        ..RunsQuery::default()
+    })?;
+    let failed = failed
+        .into_iter()
         .map(|r| FailedRow {
-            run_id: r.id.clone(),
-            sweep: r.sweep.clone(),
-            error: r.error.clone().unwrap_or_else(|| "(no message)".into()),
+            run_id: r.id,
+            sweep: r.sweep,
+            error: r.error.unwrap_or_else(|| "(no message)".into()),
             finished_at: r.finished_at,
         })
         .collect();
-    failed.sort_by(|a, b| {
-        b.finished_at
-            .unwrap_or(0.0)
-            .total_cmp(&a.finished_at.unwrap_or(0.0))
-    });
     Ok(Progress {
         store: db.to_string(),
-        runs: runs.len(),
-        counts: store.status_counts()?,
-        sweeps: sweep_counts(&runs),
+        runs: count(&|_| true),
+        counts: RunStatus::ALL
+            .iter()
+            .map(|&s| (s, count(&|t| t == s) as i64))
+            .collect(),
+        sweeps: sweep_counts(&summary.by_sweep),
         eta_seconds: runs_per_hour.map(|per_hour| remaining as f64 / per_hour * 3600.0),
         runs_per_hour,
         remaining,
@@ -129,26 +137,20 @@ pub fn progress(db: &Location, lease: Duration) -> Result<Progress> {
     })
 }
 
-fn sweep_counts(runs: &[RunRow]) -> Vec<SweepProgress> {
-    let mut by_sweep: std::collections::BTreeMap<&str, Vec<(RunStatus, usize)>> =
-        Default::default();
-    for r in runs {
-        let counts = by_sweep.entry(&r.sweep).or_default();
-        match counts.iter_mut().find(|(s, _)| *s == r.status) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((r.status, 1)),
+fn sweep_counts(by_sweep: &[(String, RunStatus, i64)]) -> Vec<SweepProgress> {
+    let mut sweeps: Vec<SweepProgress> = vec![];
+    for (name, status, n) in by_sweep {
+        if sweeps.last().is_none_or(|s| s.name != *name) {
+            sweeps.push(SweepProgress {
+                name: name.clone(),
+                counts: vec![],
+            });
+        }
+        if let Some(s) = sweeps.last_mut() {
+            s.counts.push((*status, *n as usize));
         }
     }
-    by_sweep
-        .into_iter()
-        .map(|(name, mut counts)| {
-            counts.sort_by_key(|(s, _)| s.as_str());
-            SweepProgress {
-                name: name.to_owned(),
-                counts,
-            }
-        })
-        .collect()
+    sweeps
 }
 
 /// `shallow status`: counts by status, throughput, ETA, runs in progress, last errors.

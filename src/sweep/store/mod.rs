@@ -231,6 +231,8 @@ pub trait Store {
     fn runs_table(&self, query: &RunsQuery) -> Result<(Vec<RunRow>, u64)>;
     /// One run's epochs, in order.
     fn epochs_of(&self, run_id: &str) -> Result<Vec<EpochRow>>;
+    /// Runs by sweep and status, and the span of the training so far.
+    fn summary(&self) -> Result<Summary>;
     fn status_counts(&self) -> Result<Vec<(RunStatus, i64)>>;
     /// The runs in progress, with the latest epoch each has recorded; a run whose worker has
     /// been silent for `lease` is marked gone.
@@ -368,7 +370,7 @@ pub use location::{Location, redact};
 use named::Named;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
-pub use table::{RunsQuery, SortKey};
+pub use table::{RunsQuery, SortKey, Summary};
 
 /// Seconds since the Unix epoch, by this machine's clock — plus `SHALLOW_CLOCK_OFFSET` seconds,
 /// an offset the clock-skew test injects. The SQLite backend (one machine) uses this clock; the

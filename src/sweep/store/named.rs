@@ -88,6 +88,10 @@ impl Store for Named {
             .with_context(|| self.name.clone())
     }
 
+    fn summary(&self) -> Result<super::Summary> {
+        self.inner.summary().with_context(|| self.name.clone())
+    }
+
     fn epochs_of(&self, run_id: &str) -> Result<Vec<EpochRow>> {
         self.inner
             .epochs_of(run_id)

@@ -282,6 +282,10 @@ impl Store for SqliteStore {
         self.table_page(query)
     }
 
+    fn summary(&self) -> Result<super::Summary> {
+        self.summary_of_runs()
+    }
+
     fn epochs_of(&self, run_id: &str) -> Result<Vec<EpochRow>> {
         self.epochs_of_run(run_id)
     }

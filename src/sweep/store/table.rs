@@ -63,6 +63,26 @@ impl SortKey {
     }
 }
 
+/// Runs by sweep and status, and the span of the training so far: what a progress display
+/// needs, aggregated by the database.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub by_sweep: Vec<(String, RunStatus, i64)>,
+    /// The first claim of any run.
+    pub first_claim: Option<f64>,
+    /// The last end of a run that trained to its end (done or diverged), and how many did.
+    pub last_end: Option<f64>,
+    pub trained: i64,
+}
+
+/// The two queries of a [`Summary`], the same in both dialects.
+pub(super) const SUMMARY_BY_SWEEP: &str =
+    "SELECT sweep, status, COUNT(*) FROM runs GROUP BY sweep, status ORDER BY sweep, status";
+pub(super) const SUMMARY_SPAN: &str = "SELECT MIN(claimed_at),
+    MAX(CASE WHEN status IN ('done', 'diverged') THEN finished_at END),
+    COUNT(CASE WHEN status IN ('done', 'diverged') AND finished_at IS NOT NULL THEN 1 END)
+    FROM runs";
+
 /// The SQL of a page and of its count, and the parameters both bind (all text).
 pub(super) struct PageSql {
     pub page: String,

@@ -262,6 +262,10 @@ impl Store for PostgresStore {
         self.table_page(query)
     }
 
+    fn summary(&self) -> Result<super::super::Summary> {
+        self.summary_of_runs()
+    }
+
     fn epochs_of(&self, run_id: &str) -> Result<Vec<EpochRow>> {
         self.epochs_of_run(run_id)
     }

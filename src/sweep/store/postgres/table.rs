@@ -4,7 +4,7 @@ use postgres::types::ToSql;
 
 use super::super::columns::{EPOCH_COLUMNS, RUN_COLUMNS};
 use super::super::schema::{Dialect, select_columns};
-use super::super::table::{RunsQuery, page_sql};
+use super::super::table::{RunsQuery, SUMMARY_BY_SWEEP, SUMMARY_SPAN, Summary, page_sql};
 use super::super::{EpochRow, RunRow};
 use super::{PostgresStore, epoch_rows, run_rows};
 
@@ -27,6 +27,25 @@ impl PostgresStore {
             Ok((total, client.query(&sql.page, &params)?))
         })?;
         Ok((run_rows(&rows)?, u64::try_from(total).unwrap_or(0)))
+    }
+
+    pub(super) fn summary_of_runs(&self) -> Result<Summary> {
+        let (rows, span) = self.with(|client| {
+            Ok((
+                client.query(SUMMARY_BY_SWEEP, &[])?,
+                client.query_one(SUMMARY_SPAN, &[])?,
+            ))
+        })?;
+        let by_sweep = rows
+            .iter()
+            .map(|r| Ok((r.get(0), r.get::<_, String>(1).parse()?, r.get(2))))
+            .collect::<Result<_>>()?;
+        Ok(Summary {
+            by_sweep,
+            first_claim: span.get(0),
+            last_end: span.get(1),
+            trained: span.get(2),
+        })
     }
 
     pub(super) fn epochs_of_run(&self, run_id: &str) -> Result<Vec<EpochRow>> {

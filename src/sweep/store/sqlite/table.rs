@@ -4,7 +4,7 @@ use rusqlite::params_from_iter;
 
 use super::super::columns::{EPOCH_COLUMNS, RUN_COLUMNS, decode_epoch, decode_run, positions};
 use super::super::schema::{Dialect, select_columns};
-use super::super::table::{RunsQuery, page_sql};
+use super::super::table::{RunsQuery, SUMMARY_BY_SWEEP, SUMMARY_SPAN, Summary, page_sql};
 use super::super::{EpochRow, RunRow};
 use super::{SqliteStore, read};
 
@@ -24,6 +24,25 @@ impl SqliteStore {
             runs.push(decode_run(|i, c| read(row, at[i], c), row.get(recorded)?)?);
         }
         Ok((runs, u64::try_from(total).unwrap_or(0)))
+    }
+
+    pub(super) fn summary_of_runs(&self) -> Result<Summary> {
+        let mut query = self.conn.prepare(SUMMARY_BY_SWEEP)?;
+        let mut rows = query.query([])?;
+        let mut by_sweep = vec![];
+        while let Some(row) = rows.next()? {
+            let status: String = row.get(1)?;
+            by_sweep.push((row.get(0)?, status.parse()?, row.get(2)?));
+        }
+        let (first_claim, last_end, trained) = self
+            .conn
+            .query_row(SUMMARY_SPAN, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(Summary {
+            by_sweep,
+            first_claim,
+            last_end,
+            trained,
+        })
     }
 
     pub(super) fn epochs_of_run(&self, run_id: &str) -> Result<Vec<EpochRow>> {

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Latency of `shallow serve`'s runs-table and verdict endpoints on a 200,000-run SQLite store:
+# 100,000 sequential/parallel pairs, 33,334 configurations (2 datasets, 2 heads, 4 depths, 3
+# widths, BN off/on, training sizes) × 3 seeds, random losses, 10 epochs each. Usage: bench/serve_load.sh OUT_DIR SHALLOW_BINARY
+# Prints per endpoint: requests, p50, p95 and max in milliseconds (REPS requests each). The
+# verdicts are made in the background: a request is answered at once with the latest page, so the
+# time that matters is from the first request until the page is made.
+set -euo pipefail
+out=$1; bin=$2
+reps=${REPS:-20}
+mkdir -p "$out"
+db=$out/serve.db
+if [ ! -f "$db" ]; then
+  printf 'name = "load"\n[runs]\ndataset = "mnist"\nlayers = 2\nfilters = 4\n' > "$out/grid.toml"
+  "$bin" sweep "$out/grid.toml" --db "$db" --no-train --offline >/dev/null
+  python3 - "$db" <<'PY'
+import json, random, sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1])
+config, key = c.execute("SELECT config, fuse_key FROM runs LIMIT 1").fetchone()
+base, t = json.loads(config), time.time()
+c.execute("DELETE FROM runs")
+random.seed(1)
+runs, epochs = [], []
+for i in range(100_000):
+    k = i // 3
+    cfg = dict(base, dataset=["mnist", "cifar10"][k % 2], head=["flatten", "gap"][k // 2 % 2],
+               layers=[2, 4, 6, 8][k // 4 % 4], filters=[8, 16, 32][k // 16 % 3],
+               batchnorm=bool(k // 48 % 2), train_limit=1000 + k // 96, seed=i % 3)
+    pair = "p%015d" % i
+    q = random.uniform(0.2, 30)
+    seq_loss = random.uniform(0.1, 2.0)
+    for layout, loss in (("sequential", seq_loss), ("parallel", seq_loss * random.gauss(1.02, 0.1))):
+        cfg["layout"] = layout
+        rid = "%016x" % random.getrandbits(64)
+        runs.append((rid, pair, "load", "done", json.dumps(cfg), 1, "w", "h", t, t + 1,
+                     1234, q, 5000, loss * 0.8, 0.9, loss, 0.8, 10.0, 11.0, "Cpu", loss * 1.1,
+                     0.7, key))
+        epochs += [(rid, e, loss + 1 / e, loss + 0.5 / e, 0.8, 1.0, 500.0) for e in range(1, 11)]
+c.executemany("INSERT INTO runs (id, pair_id, sweep, status, config, attempts, worker, host, "
+              "claimed_at, finished_at, params, q, train_examples, final_train_loss, "
+              "final_train_acc, final_val_loss, final_val_acc, train_seconds, total_seconds, "
+              "device, truncated_val_loss, truncated_val_acc, fuse_key) VALUES (%s)"
+              % ",".join("?" * 23), runs)
+c.executemany("INSERT INTO epochs (run_id, epoch, train_loss, val_loss, val_acc, seconds, "
+              "images_per_second) VALUES (?,?,?,?,?,?,?)", epochs)
+c.commit()
+PY
+fi
+port=$((20000 + RANDOM % 20000))
+"$bin" serve "$db" --bind "127.0.0.1:$port" >/dev/null 2>&1 &
+server=$!
+trap 'kill $server' EXIT
+sleep 1
+python3 - "$port" "$reps" <<'PY'
+import sys, time, urllib.request
+port, reps = sys.argv[1], int(sys.argv[2])
+def fetch(path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=600) as r:
+        assert r.status == 200, path
+        return r.read()
+def timed(path):
+    start = time.perf_counter()
+    fetch(path)
+    return (time.perf_counter() - start) * 1000
+def until_made():
+    start = time.perf_counter()
+    while b"every run has finished" not in fetch("/verdicts"):
+        time.sleep(0.05)
+    return (time.perf_counter() - start) * 1000
+def report(name, times):
+    times = sorted(times)
+    p = lambda q: times[min(len(times) - 1, int(q * len(times)))]
+    print(f"{name:<44} n={len(times):<3} p50 {p(0.5):8.1f} ms  p95 {p(0.95):8.1f} ms  max {times[-1]:8.1f} ms")
+report("verdicts: answer to the first request", [timed("/verdicts")])
+report("verdicts: first request until the page is made", [until_made()])
+report("verdicts: once made (store unchanged)", [timed("/verdicts") for _ in range(reps)])
+pages = {
+    "table: first page, queue order": "/api/runs?limit=50",
+    "table: page 2,000 (offset 100,000)": "/api/runs?limit=50&offset=100000",
+    "table: sorted by val loss, descending": "/api/runs?limit=50&sort=final_val_loss&desc=1",
+    "table: sorted by a setting (filters)": "/api/runs?limit=50&sort=filters",
+    "table: filtered layers=4, dataset=cifar10": "/api/runs?limit=50&layers=4&dataset=cifar10",
+    "table: filtered status=done, sorted by q": "/api/runs?limit=50&status=done&sort=q",
+    "progress": "/api/progress",
+}
+for name, path in pages.items():
+    report(name, [timed(path) for _ in range(reps)])
+PY
