@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Latency of `shallow serve`'s runs-table and verdict endpoints on a 200,000-run SQLite store:
-# 100,000 sequential/parallel pairs, 33,334 configurations (2 datasets, 2 heads, 4 depths, 3
-# widths, BN off/on, training sizes) × 3 seeds, random losses, 10 epochs each. Usage: bench/serve_load.sh OUT_DIR SHALLOW_BINARY
-# Prints per endpoint: requests, p50, p95 and max in milliseconds (REPS requests each). The
-# verdicts are made in the background: a request is answered at once with the latest page, so the
-# time that matters is from the first request until the page is made.
+# PAIRS (default 100,000) sequential/parallel pairs of PAIRS/3 configurations (2 datasets, 2
+# heads, 4 depths, 3 widths, BN off/on, training sizes) × 3 seeds, random losses, 10 epochs each.
+# Usage: SHALLOW_DATA=../shared/data bench/serve_load.sh OUT_DIR SHALLOW_BINARY (a fresh OUT_DIR
+# per PAIRS). Prints per endpoint: requests, p50, p95 and max in milliseconds (REPS requests
+# each). The verdicts are made in the background: a request is answered at once with the latest
+# page, so the time that matters is from the first request until the page is made.
 set -euo pipefail
 out=$1; bin=$2
 reps=${REPS:-20}
+pairs=${PAIRS:-100000}
 mkdir -p "$out"
 db=$out/serve.db
 if [ ! -f "$db" ]; then
   printf 'name = "load"\n[runs]\ndataset = "mnist"\nlayers = 2\nfilters = 4\n' > "$out/grid.toml"
   "$bin" sweep "$out/grid.toml" --db "$db" --no-train --offline >/dev/null
-  python3 - "$db" <<'PY'
+  python3 - "$db" "$pairs" <<'PY'
 import json, random, sqlite3, sys, time
 c = sqlite3.connect(sys.argv[1])
 config, key = c.execute("SELECT config, fuse_key FROM runs LIMIT 1").fetchone()
@@ -21,7 +23,7 @@ base, t = json.loads(config), time.time()
 c.execute("DELETE FROM runs")
 random.seed(1)
 runs, epochs = [], []
-for i in range(100_000):
+for i in range(int(sys.argv[2])):
     k = i // 3
     cfg = dict(base, dataset=["mnist", "cifar10"][k % 2], head=["flatten", "gap"][k // 2 % 2],
                layers=[2, 4, 6, 8][k // 4 % 4], filters=[8, 16, 32][k // 16 % 3],
