@@ -76,6 +76,7 @@ def report(name, times):
 report("verdicts: answer to the first request", [timed("/verdicts")])
 report("verdicts: first request until the page is made", [until_made()])
 report("verdicts: once made (store unchanged)", [timed("/verdicts") for _ in range(reps)])
+report("table: first request by a setting", [timed("/api/runs?limit=50&sort=layers")])
 pages = {
     "table: first page, queue order": "/api/runs?limit=50",
     "table: page 2,000 (offset 100,000)": "/api/runs?limit=50&offset=100000",
@@ -83,6 +84,7 @@ pages = {
     "table: sorted by a setting (filters)": "/api/runs?limit=50&sort=filters",
     "table: filtered layers=4, dataset=cifar10": "/api/runs?limit=50&layers=4&dataset=cifar10",
     "table: filtered status=done, sorted by q": "/api/runs?limit=50&status=done&sort=q",
+    "table: layers=4, status=done, sorted by q": "/api/runs?limit=50&layers=4&status=done&sort=q",
     "progress": "/api/progress",
 }
 for name, path in pages.items():

@@ -10,6 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::sweeps::{Setup, query, run_sweep, setup, sweep_command_fusing};
+use common::synthetic::{self, Synthetic};
+use shallow::model::Layout;
+use shallow::sweep::store::{self, Location, RunStatus, RunsQuery, SortKey};
+use shallow::train::optim::Optimizer;
 
 /// A `shallow serve` process, killed when dropped.
 struct Served {
@@ -279,6 +283,131 @@ fn serving_a_finished_sqlite_store_leaves_it_byte_identical() {
     );
     let wal = s.db.with_extension("db-wal");
     assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+}
+
+/// The server filters and sorts by settings from its own index of the runs' settings; every page
+/// it gives equals the page the database gives for the same query (`Store::runs_table`), for
+/// filters (a default matching configs that leave it out), sorts either way, status filters,
+/// result sorts and offsets combined with them.
+#[test]
+fn pages_by_setting_equal_the_databases() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("s.db");
+    let mut runs = vec![];
+    for (i, layers) in [2, 4, 3].into_iter().enumerate() {
+        for filters in [4, 8] {
+            for dataset in ["mnist", "cifar10"] {
+                for layout in [Layout::Sequential, Layout::Parallel] {
+                    let mut config = synthetic::config(dataset, layout, filters, layers);
+                    config.lr = [1e-3, 3e-4, 1e-3][i];
+                    config.optimizer = if filters == 8 && layers == 4 {
+                        Optimizer::Sgd
+                    } else {
+                        Optimizer::Adam
+                    };
+                    runs.push(Synthetic {
+                        config,
+                        q: 1.0 + runs.len() as f64 % 7.0,
+                        train_loss: 0.3,
+                        val_loss: 0.2 + (runs.len() * 37 % 11) as f64 / 10.0,
+                        val_acc: 0.8,
+                        seconds: 1.0,
+                        diverged: false,
+                    });
+                }
+            }
+        }
+    }
+    synthetic::fill(&db, &runs, 5);
+    let served = serve(&db, &[]);
+    let store = store::open_reader(&Location::Sqlite(db.clone())).unwrap();
+    let by_database = |q: RunsQuery| -> (Vec<String>, u64) {
+        let (rows, total) = store.runs_table(&q).unwrap();
+        (rows.into_iter().map(|r| r.id).collect(), total)
+    };
+    let setting = |name: &str, v: serde_json::Value| (name.to_owned(), v);
+    let cases: Vec<(&str, RunsQuery)> = vec![
+        (
+            "layers=4",
+            RunsQuery {
+                settings: vec![setting("layers", 4.into())],
+                ..Default::default()
+            },
+        ),
+        (
+            "optimizer=adam&dataset=mnist",
+            RunsQuery {
+                settings: vec![
+                    setting("optimizer", "adam".into()),
+                    setting("dataset", "mnist".into()),
+                ],
+                ..Default::default()
+            },
+        ),
+        (
+            "sort=lr",
+            RunsQuery {
+                sort: Some(SortKey::Setting("lr")),
+                ..Default::default()
+            },
+        ),
+        (
+            "sort=layers&desc=1&offset=3&limit=7",
+            RunsQuery {
+                sort: Some(SortKey::Setting("layers")),
+                descending: true,
+                offset: 3,
+                limit: 7,
+                ..Default::default()
+            },
+        ),
+        (
+            "sort=optimizer",
+            RunsQuery {
+                sort: Some(SortKey::Setting("optimizer")),
+                ..Default::default()
+            },
+        ),
+        (
+            "status=done&filters=8&sort=final_val_loss&desc=1",
+            RunsQuery {
+                status: Some(RunStatus::Done),
+                settings: vec![setting("filters", 8.into())],
+                sort: Some(SortKey::named("final_val_loss").unwrap()),
+                descending: true,
+                ..Default::default()
+            },
+        ),
+        (
+            "status=pending&sort=dataset",
+            RunsQuery {
+                status: Some(RunStatus::Pending),
+                sort: Some(SortKey::Setting("dataset")),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (query, mut q) in cases {
+        if q.limit == 0 {
+            q.limit = 50;
+        }
+        let got = get(&served.addr, &format!("/api/runs?{query}"));
+        assert_eq!(got.status, 200, "{query}: {}", got.body);
+        let page: serde_json::Value = serde_json::from_str(&got.body).unwrap();
+        let ids: Vec<String> = page["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        let (expected, total) = by_database(q);
+        assert!(!expected.is_empty(), "{query} selects runs");
+        assert_eq!(
+            (ids, page["total"].as_u64().unwrap()),
+            (expected, total),
+            "{query}"
+        );
+    }
 }
 
 /// A non-loopback bind generates a token, printed once; every request without it is refused,

@@ -180,6 +180,38 @@ fn the_runs_table_filters_sorts_and_pages_as_rust_does(t: TestStore) {
         ..RunsQuery::default()
     };
     assert_eq!(table(sorted), expect(by_lr));
+    // Only listed queue positions, in the listed order; with a status filter and a result sort.
+    let seqs: Vec<i64> = s
+        .configs_page(0, 100)
+        .unwrap()
+        .iter()
+        .map(|(seq, _)| *seq)
+        .collect();
+    assert_eq!(seqs.len(), 48);
+    let listed: Vec<i64> = seqs[..12].iter().rev().copied().collect();
+    let within = RunsQuery {
+        within: Some(listed.clone()),
+        ..RunsQuery::default()
+    };
+    assert_eq!(table(within), expect(all[..12].iter().rev().collect()));
+    let within_done = RunsQuery {
+        within: Some(listed),
+        status: Some(RunStatus::Done),
+        sort: Some(SortKey::named("final_train_loss").unwrap()),
+        ..RunsQuery::default()
+    };
+    let mut done_listed: Vec<&store::RunRow> = all[..12]
+        .iter()
+        .rev()
+        .filter(|r| r.status == RunStatus::Done)
+        .collect();
+    done_listed.sort_by(|a, b| {
+        a.final_train_loss
+            .unwrap()
+            .total_cmp(&b.final_train_loss.unwrap())
+    });
+    assert!(!done_listed.is_empty());
+    assert_eq!(table(within_done), expect(done_listed));
     let trained = all.iter().find(|r| r.status == RunStatus::Done).unwrap();
     let epochs: Vec<_> = s.epochs_of(&trained.id).unwrap();
     let whole: Vec<_> = s

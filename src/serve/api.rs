@@ -4,6 +4,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use serde_json::Value as Json;
 
+use super::index::SettingsIndex;
 use crate::sweep::store::{self, EpochRow, Location, RunRow, RunStatus, RunsQuery, SortKey};
 
 /// Rows a page may ask for at most.
@@ -62,12 +63,34 @@ pub fn runs_query(pairs: &[(String, String)]) -> Result<RunsQuery> {
     Ok(q)
 }
 
-pub fn runs(db: &Location, pairs: &[(String, String)]) -> Result<RunsPage> {
-    let q = runs_query(pairs).map_err(|e| BadQuery(format!("{e:#}")))?;
-    let (runs, total) = store::open_reader(db)?.runs_table(&q)?;
+/// A page of the runs table: settings filtered and sorted by `index`, the rest by the database.
+pub fn runs(db: &Location, index: &SettingsIndex, pairs: &[(String, String)]) -> Result<RunsPage> {
+    let mut q = runs_query(pairs).map_err(|e| BadQuery(format!("{e:#}")))?;
+    let offset = q.offset;
+    let store = store::open_reader(db)?;
+    if let Some(seqs) = index.candidates(store.as_ref(), &q)? {
+        q.settings.clear();
+        if matches!(q.sort, Some(SortKey::Setting(_))) {
+            q.sort = None;
+        }
+        if q.status.is_none() && q.sort.is_none() && q.pair_id.is_none() {
+            // The page is a slice of the candidates, in their order.
+            let total = seqs.len() as u64;
+            q.within = Some(seqs.into_iter().skip(offset).take(q.limit).collect());
+            q.offset = 0;
+            let (runs, _) = store.runs_table(&q)?;
+            return Ok(RunsPage {
+                total,
+                offset,
+                runs,
+            });
+        }
+        q.within = Some(seqs);
+    }
+    let (runs, total) = store.runs_table(&q)?;
     Ok(RunsPage {
         total,
-        offset: q.offset,
+        offset,
         runs,
     })
 }

@@ -4,6 +4,7 @@
 //! the JSON endpoints every few seconds.
 mod api;
 mod auth;
+mod index;
 mod verdicts;
 
 use std::net::SocketAddr;
@@ -35,6 +36,7 @@ pub struct Server {
     http: tiny_http::Server,
     options: ServeOptions,
     verdicts: std::sync::Arc<verdicts::Verdicts>,
+    settings: index::SettingsIndex,
 }
 
 impl Server {
@@ -48,6 +50,7 @@ impl Server {
             http,
             options,
             verdicts: verdicts::Verdicts::new()?,
+            settings: index::SettingsIndex::default(),
         })
     }
 
@@ -67,6 +70,13 @@ impl Server {
     /// Answers requests until the process ends.
     pub fn run(&self) {
         std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let built = store::open_reader(&self.options.db)
+                    .and_then(|store| self.settings.catch_up(store.as_ref()));
+                if let Err(e) = built {
+                    tracing::warn!("reading the runs' settings: {e:#}");
+                }
+            });
             for _ in 0..HANDLERS {
                 scope.spawn(|| {
                     while let Ok(request) = self.http.recv() {
@@ -113,7 +123,7 @@ impl Server {
                 }
             }
             "/api/progress" => json(inspect::progress(&self.options.db, self.options.lease)),
-            "/api/runs" => json(api::runs(&self.options.db, &query)),
+            "/api/runs" => json(api::runs(&self.options.db, &self.settings, &query)),
             "/api/curves" => json(api::curves(&self.options.db, &query)),
             "/verdicts" => match self.verdicts.page(&self.options.db) {
                 Ok(page) => html_response(&page),

@@ -233,6 +233,9 @@ pub trait Store {
     fn epochs_of(&self, run_id: &str) -> Result<Vec<EpochRow>>;
     /// Runs by sweep and status, and the span of the training so far.
     fn summary(&self) -> Result<Summary>;
+    /// Queue positions and config texts of up to `limit` runs after position `after`, in queue
+    /// order: settings read without reading results.
+    fn configs_page(&self, after: i64, limit: usize) -> Result<Vec<(i64, String)>>;
     fn status_counts(&self) -> Result<Vec<(RunStatus, i64)>>;
     /// The runs in progress, with the latest epoch each has recorded; a run whose worker has
     /// been silent for `lease` is marked gone.

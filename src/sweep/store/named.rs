@@ -88,6 +88,12 @@ impl Store for Named {
             .with_context(|| self.name.clone())
     }
 
+    fn configs_page(&self, after: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+        self.inner
+            .configs_page(after, limit)
+            .with_context(|| self.name.clone())
+    }
+
     fn summary(&self) -> Result<super::Summary> {
         self.inner.summary().with_context(|| self.name.clone())
     }

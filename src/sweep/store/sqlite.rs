@@ -282,6 +282,10 @@ impl Store for SqliteStore {
         self.table_page(query)
     }
 
+    fn configs_page(&self, after: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+        SqliteStore::configs_page(self, after, limit)
+    }
+
     fn summary(&self) -> Result<super::Summary> {
         self.summary_of_runs()
     }

@@ -24,6 +24,9 @@ pub struct RunsQuery {
     pub descending: bool,
     pub offset: usize,
     pub limit: usize,
+    /// Only the runs at these queue positions (`seq`), in this order unless `sort` names a
+    /// column: what a caller that filtered and sorted by settings itself asks for.
+    pub within: Option<Vec<i64>>,
 }
 
 impl RunsQuery {
@@ -37,6 +40,11 @@ impl RunsQuery {
             is_default(name, value)?;
         }
         Ok(())
+    }
+
+    /// Whether `value` is the default of setting `name`, which stored configs leave out.
+    pub fn is_default(name: &str, value: &Json) -> Result<bool> {
+        is_default(name, value)
     }
 }
 
@@ -73,6 +81,15 @@ pub struct Summary {
     /// The last end of a run that trained to its end (done or diverged), and how many did.
     pub last_end: Option<f64>,
     pub trained: i64,
+}
+
+/// Queue positions and configs of up to a page of runs after a position, in queue order (both
+/// dialects; parameters: the position, the page size).
+pub(super) fn configs_sql(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Sqlite => "SELECT seq, config FROM runs WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        Dialect::Postgres => "SELECT seq, config FROM runs WHERE seq > $1 ORDER BY seq LIMIT $2",
+    }
 }
 
 /// The two queries of a [`Summary`], the same in both dialects.
@@ -127,25 +144,55 @@ pub(super) fn page_sql(d: Dialect, q: &RunsQuery, select: &str) -> Result<PageSq
             equal
         });
     }
+    // With `within`, the listed positions drive the query (each looks up its run by `seq`);
+    // CROSS JOIN keeps SQLite from scanning the list once per run.
+    let source = match &q.within {
+        None => "runs".to_owned(),
+        Some(seqs) => {
+            let list = seqs
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            match d {
+                Dialect::Sqlite => format!(
+                    "(SELECT key AS at_key, value AS at_seq FROM json_each({})) AS c \
+                     CROSS JOIN runs ON runs.seq = c.at_seq",
+                    bind(format!("[{list}]"), &mut params)
+                ),
+                Dialect::Postgres => format!(
+                    "unnest(({}::text)::bigint[]) WITH ORDINALITY AS c(at_seq, at_key) \
+                     JOIN runs ON runs.seq = c.at_seq",
+                    bind(format!("{{{list}}}"), &mut params)
+                ),
+            }
+        }
+    };
     let filter = if conditions.is_empty() {
         String::new()
     } else {
         format!("WHERE {}", conditions.join(" AND "))
     };
     let direction = if q.descending { "DESC" } else { "ASC" };
+    let tie = if q.within.is_some() {
+        "c.at_key"
+    } else {
+        "seq"
+    };
     let order = match &q.sort {
+        None if q.within.is_some() => "c.at_key".to_owned(),
         None => format!("seq {direction}"),
-        Some(SortKey::Column(c)) => format!("{c} {direction} NULLS LAST, seq"),
-        Some(SortKey::Setting(s)) => format!("{} {direction} NULLS LAST, seq", setting(d, s)),
+        Some(SortKey::Column(c)) => format!("{c} {direction} NULLS LAST, {tie}"),
+        Some(SortKey::Setting(s)) => format!("{} {direction} NULLS LAST, {tie}", setting(d, s)),
     };
     Ok(PageSql {
         page: format!(
             "SELECT {select}, (SELECT COUNT(*) FROM epochs e WHERE e.run_id = runs.id)
                  AS epochs_recorded
-             FROM runs {filter} ORDER BY {order} LIMIT {} OFFSET {}",
+             FROM {source} {filter} ORDER BY {order} LIMIT {} OFFSET {}",
             q.limit, q.offset
         ),
-        count: format!("SELECT COUNT(*) FROM runs {filter}"),
+        count: format!("SELECT COUNT(*) FROM {source} {filter}"),
         params,
     })
 }

@@ -262,6 +262,10 @@ impl Store for PostgresStore {
         self.table_page(query)
     }
 
+    fn configs_page(&self, after: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+        PostgresStore::configs_page(self, after, limit)
+    }
+
     fn summary(&self) -> Result<super::super::Summary> {
         self.summary_of_runs()
     }

@@ -4,7 +4,9 @@ use postgres::types::ToSql;
 
 use super::super::columns::{EPOCH_COLUMNS, RUN_COLUMNS};
 use super::super::schema::{Dialect, select_columns};
-use super::super::table::{RunsQuery, SUMMARY_BY_SWEEP, SUMMARY_SPAN, Summary, page_sql};
+use super::super::table::{
+    RunsQuery, SUMMARY_BY_SWEEP, SUMMARY_SPAN, Summary, configs_sql, page_sql,
+};
 use super::super::{EpochRow, RunRow};
 use super::{PostgresStore, epoch_rows, run_rows};
 
@@ -27,6 +29,13 @@ impl PostgresStore {
             Ok((total, client.query(&sql.page, &params)?))
         })?;
         Ok((run_rows(&rows)?, u64::try_from(total).unwrap_or(0)))
+    }
+
+    pub(super) fn configs_page(&self, after: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .with(|client| Ok(client.query(configs_sql(Dialect::Postgres), &[&after, &limit])?))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     pub(super) fn summary_of_runs(&self) -> Result<Summary> {

@@ -4,7 +4,9 @@ use rusqlite::params_from_iter;
 
 use super::super::columns::{EPOCH_COLUMNS, RUN_COLUMNS, decode_epoch, decode_run, positions};
 use super::super::schema::{Dialect, select_columns};
-use super::super::table::{RunsQuery, SUMMARY_BY_SWEEP, SUMMARY_SPAN, Summary, page_sql};
+use super::super::table::{
+    RunsQuery, SUMMARY_BY_SWEEP, SUMMARY_SPAN, Summary, configs_sql, page_sql,
+};
 use super::super::{EpochRow, RunRow};
 use super::{SqliteStore, read};
 
@@ -24,6 +26,15 @@ impl SqliteStore {
             runs.push(decode_run(|i, c| read(row, at[i], c), row.get(recorded)?)?);
         }
         Ok((runs, u64::try_from(total).unwrap_or(0)))
+    }
+
+    pub(super) fn configs_page(&self, after: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+        let mut query = self.conn.prepare(configs_sql(Dialect::Sqlite))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = query.query_map(rusqlite::params![after, limit], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub(super) fn summary_of_runs(&self) -> Result<Summary> {
