@@ -495,11 +495,6 @@ fn pairs_of_one_unit_are_left_out_of_the_comparisons() {
 /// Renders report.html in a real headless Chromium.
 #[test]
 fn report_renders_in_headless_chromium() {
-    let chromium = Path::new("/usr/bin/chromium");
-    assert!(
-        chromium.exists(),
-        "the report rendering test needs headless Chromium: apt-get install chromium"
-    );
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("r.db");
     fill(&db, &synthetic_runs(), 0);
@@ -510,18 +505,7 @@ fn report_renders_in_headless_chromium() {
     )
     .unwrap();
     let png = tmp.path().join("shot.png");
-    let status = std::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-        ])
-        .arg(format!(
-            "--user-data-dir={}",
-            tmp.path().join("profile").display()
-        ))
+    let status = common::headless_chromium(&tmp.path().join("profile"))
         .arg(format!("--screenshot={}", png.display()))
         .arg("--window-size=1200,2400")
         .arg(format!("file://{}", files.html.display()))

@@ -97,23 +97,8 @@ fn get(addr: &str, path: &str) -> Got {
 
 /// The page's DOM after its scripts ran, as headless Chromium renders it.
 fn dom(url: &str, profile: &Path) -> String {
-    let chromium = Path::new("/usr/bin/chromium");
-    assert!(
-        chromium.exists(),
-        "the dashboard test needs headless Chromium: apt-get install chromium"
-    );
-    let out = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            "--virtual-time-budget=3000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(url)
+    let out = common::headless_chromium(profile)
+        .args(["--virtual-time-budget=3000", "--dump-dom", url])
         .output()
         .unwrap();
     assert!(

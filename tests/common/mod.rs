@@ -83,6 +83,27 @@ pub fn write_cifar_dataset(dir: &Path, per_file: usize) {
     }
 }
 
+/// Headless Chromium with a profile of its own in `profile` and no network of its own; fails,
+/// saying what to install, where it is missing.
+pub fn headless_chromium(profile: &Path) -> std::process::Command {
+    let chromium = Path::new("/usr/bin/chromium");
+    assert!(
+        chromium.exists(),
+        "this test needs headless Chromium: apt-get install chromium"
+    );
+    let mut command = std::process::Command::new(chromium);
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()));
+    command
+}
+
 /// Path of the built `shallow` binary.
 pub fn shallow_bin() -> &'static str {
     env!("CARGO_BIN_EXE_shallow")
