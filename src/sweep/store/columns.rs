@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value as Json};
 
+use super::row::{Field, Row};
 use super::{EpochRow, RunRow};
 use crate::train::RunResult;
 
@@ -146,21 +147,26 @@ pub(super) fn values_of(row: &impl Serialize, columns: &[Column]) -> Result<Vec<
 
 /// Decodes a row from its columns' stored values (`value_of(i, column)`: the `i`th of
 /// `columns`, found by name; `extra` adds fields that are no column, such as a run's count of
-/// recorded epochs).
+/// recorded epochs), by name through serde ([`super::row`]).
 pub(super) fn decode<T: DeserializeOwned>(
     columns: &[Column],
     mut value_of: impl FnMut(usize, &Column) -> Result<Value>,
-    extra: &[(&str, Json)],
+    extra: &[(&str, i64)],
 ) -> Result<T> {
-    let mut fields = Map::new();
+    let mut fields = Vec::with_capacity(columns.len() + extra.len());
     for (i, c) in columns.iter().enumerate() {
-        let value = value_of(i, c)?;
-        fields.insert(c.name.to_owned(), to_json(c, value)?);
+        fields.push(Field {
+            name: c.name,
+            kind: c.kind,
+            value: value_of(i, c)?,
+        });
     }
-    for (name, value) in extra {
-        fields.insert((*name).to_owned(), value.clone());
-    }
-    serde_json::from_value(Json::Object(fields)).context("a stored row is not readable")
+    fields.extend(extra.iter().map(|&(name, value)| Field {
+        name,
+        kind: Integer,
+        value: Value::Integer(Some(value)),
+    }));
+    T::deserialize(Row::new(&fields)).context("a stored row is not readable")
 }
 
 /// The result columns' values of a finished run.
@@ -192,17 +198,6 @@ fn to_value(c: &Column, json: &Json) -> Result<Value> {
         (Integer, Json::Number(n)) => Value::Integer(Some(n.as_i64().ok_or_else(wrong)?)),
         (Real, Json::Number(n)) => Value::Real(n.as_f64().filter(|x| x.is_finite())),
         _ => return Err(wrong()),
-    })
-}
-
-fn to_json(c: &Column, value: Value) -> Result<Json> {
-    Ok(match (c.kind, value) {
-        (JsonText, Value::Text(Some(text))) => serde_json::from_str(&text)
-            .with_context(|| format!("column {}: stored JSON is not readable", c.name))?,
-        (_, Value::Text(Some(s))) => Json::String(s),
-        (_, Value::Integer(Some(i))) => Json::from(i),
-        (_, Value::Real(Some(x))) => Json::from(x),
-        (_, Value::Text(None) | Value::Integer(None) | Value::Real(None)) => Json::Null,
     })
 }
 
@@ -261,7 +256,7 @@ pub(super) fn decode_run(
     decode(
         RUN_COLUMNS,
         value_of,
-        &[("epochs_recorded", Json::from(epochs_recorded))],
+        &[("epochs_recorded", epochs_recorded)],
     )
 }
 

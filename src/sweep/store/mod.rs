@@ -365,6 +365,7 @@ mod columns;
 mod location;
 mod named;
 mod postgres;
+mod row;
 mod schema;
 mod sqlite;
 mod table;
