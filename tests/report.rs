@@ -296,6 +296,15 @@ fn the_mean_bootstrap_from_cluster_sums_equals_the_general_one() {
     );
     assert!(general.0 < stats::mean(&xs) && stats::mean(&xs) < general.1);
     assert!(stats::cluster_bootstrap_mean_ci(&xs[..1], &clusters[..1]).is_none());
+    // Several columns from one sequence of draws: each exactly what it gets alone.
+    let other: Vec<f64> = xs.iter().map(|x| x * x - 1.0).collect();
+    let both = stats::cluster_bootstrap_means_ci(&[&xs, &other], &clusters).unwrap();
+    assert_eq!(both[0], fast);
+    assert_eq!(
+        both[1],
+        stats::cluster_bootstrap_mean_ci(&other, &clusters).unwrap()
+    );
+    assert_ne!(both[0], both[1]);
 }
 
 /// The paired comparison's Wilcoxon test takes one Δ per configuration (the mean of its seeds'
@@ -656,4 +665,15 @@ fn truncation_rows_match_values_computed_here() {
         assert!((ratio.median - median_here(&ratios)).abs() < 1e-12, "{r:?}");
         assert_eq!(ratio.n, of.len());
     }
+}
+
+/// Work spread over the cores comes back in the items' order, whatever each item costs.
+#[test]
+fn work_on_every_core_comes_back_in_order() {
+    let items: Vec<u64> = (0..1000).collect();
+    let f = |&n: &u64| (0..n % 97 * 1000).fold(n, |a, b| a.wrapping_mul(31).wrapping_add(b));
+    let serial: Vec<u64> = items.iter().map(f).collect();
+    assert_eq!(stats::map_on_every_core(&items, f), serial);
+    assert!(stats::map_on_every_core(&items[..0], f).is_empty());
+    assert_eq!(stats::map_on_every_core(&items[..1], f), serial[..1]);
 }

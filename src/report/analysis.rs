@@ -1,6 +1,7 @@
 //! What the report computes from the runs: the paper's Table 2 per Q bin, paired comparisons of
 //! the layouts, diverged counts and the plain-words conclusion.
 use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hasher};
 
 use super::stats::{self, Wilcoxon};
 use crate::model::Layout;
@@ -66,19 +67,47 @@ pub fn paper_value(dataset: &str, layout: Layout, bin: usize) -> Option<(f64, f6
 
 /// A run's configuration without its seed and layout. The seeds of one configuration are not
 /// independent evidence, so the report's intervals resample configurations and its tests take
-/// one value per configuration.
-pub fn configuration_key(r: &RunRow) -> String {
+/// one value per configuration. A 64-bit hash of the configuration's JSON: equal configurations
+/// have equal keys, and two of a million configurations share one by chance with probability
+/// under 10⁻⁷; a number, so that grouping 100,000s of runs compares numbers, not documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Configuration(u64);
+
+#[cfg(test)]
+impl Configuration {
+    /// Configuration number `n`, for tests.
+    pub fn numbered(n: u64) -> Configuration {
+        Configuration(n)
+    }
+}
+
+/// The [`Configuration`] of run `r`; a [`Pair`] holds its own, computed once.
+pub fn configuration_key(r: &RunRow) -> Configuration {
+    /// Hashes what serde_json writes, without building the document.
+    struct Hashing(DefaultHasher);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.write(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
     let mut c = r.config.clone();
     c.seed = 0;
     c.layout = Layout::Sequential;
-    serde_json::to_string(&c).unwrap_or_default()
+    let mut hashing = Hashing(DefaultHasher::new());
+    // Writing into a hasher cannot fail, and a RunConfig always serialises.
+    let _ = serde_json::to_writer(&mut hashing, &c);
+    Configuration(hashing.0.finish())
 }
 
 /// Values, each with the configuration (a [`configuration_key`]) it came from.
-pub type ByConfiguration = [(String, f64)];
+pub type ByConfiguration = [(Configuration, f64)];
 
-fn split(xs: &ByConfiguration) -> (Vec<f64>, Vec<&str>) {
-    xs.iter().map(|(k, x)| (*x, k.as_str())).unzip()
+fn split(xs: &ByConfiguration) -> (Vec<f64>, Vec<Configuration>) {
+    xs.iter().map(|&(k, x)| (x, k)).unzip()
 }
 
 /// A mean with its 95% bootstrap interval (resampling configurations).
@@ -91,10 +120,26 @@ pub struct Estimate {
 impl Estimate {
     pub fn of(xs: &ByConfiguration) -> Option<Estimate> {
         let (values, clusters) = split(xs);
-        (!xs.is_empty()).then(|| Estimate {
-            mean: stats::mean(&values),
-            ci: stats::cluster_bootstrap_mean_ci(&values, &clusters),
-        })
+        Estimate::each(&[&values], &clusters)[0]
+    }
+
+    /// The estimate of each of `columns`, values of the configurations `clusters` (one bootstrap
+    /// for all: [`stats::cluster_bootstrap_means_ci`]).
+    pub fn each(columns: &[&[f64]], clusters: &[Configuration]) -> Vec<Option<Estimate>> {
+        if clusters.is_empty() {
+            return vec![None; columns.len()];
+        }
+        let cis = stats::cluster_bootstrap_means_ci(columns, clusters);
+        columns
+            .iter()
+            .enumerate()
+            .map(|(i, xs)| {
+                Some(Estimate {
+                    mean: stats::mean(xs),
+                    ci: cis.as_ref().map(|cis| cis[i]),
+                })
+            })
+            .collect()
     }
 }
 
@@ -157,45 +202,56 @@ pub fn datasets(runs: &[RunRow]) -> Vec<String> {
 }
 
 pub fn table2(runs: &[RunRow]) -> Vec<Table2Cell> {
-    let mut cells = Vec::new();
-    for dataset in datasets(runs) {
-        for layout in [Layout::Sequential, Layout::Parallel] {
-            for bin in 0..Q_BINS.len() {
-                let in_cell = |r: &&RunRow| {
-                    r.config.dataset == dataset
-                        && r.config.layout == layout
-                        && r.q.is_some_and(|q| q_bin(q) == bin)
-                };
-                let done: Vec<&RunRow> = runs
-                    .iter()
-                    .filter(in_cell)
-                    .filter(|r| is_finished(r))
-                    .collect();
-                let diverged = runs
-                    .iter()
-                    .filter(in_cell)
-                    .filter(|r| r.status == RunStatus::Diverged)
-                    .count();
-                let keyed = |f: fn(&RunRow) -> Option<f64>| -> Vec<(String, f64)> {
-                    done.iter()
-                        .filter_map(|r| Some((configuration_key(r), f(r)?)))
-                        .collect()
-                };
-                let train = keyed(|r| r.final_train_loss);
-                let val = keyed(|r| r.final_val_loss);
-                cells.push(Table2Cell {
-                    dataset: dataset.clone(),
-                    layout,
-                    bin,
-                    n: done.len(),
-                    diverged,
-                    train_loss: Estimate::of(&train),
-                    val_loss: Estimate::of(&val),
-                });
-            }
+    /// A cell's finished runs (configuration, training and validation loss), and diverged ones.
+    #[derive(Default)]
+    struct Runs {
+        done: Vec<(Configuration, f64, f64)>,
+        diverged: usize,
+    }
+    const LAYOUTS: [Layout; 2] = [Layout::Sequential, Layout::Parallel];
+    let datasets = datasets(runs);
+    let at = |d: usize, l: usize, bin: usize| (d * LAYOUTS.len() + l) * Q_BINS.len() + bin;
+    let mut cells: Vec<Runs> = (0..at(datasets.len(), 0, 0))
+        .map(|_| Runs::default())
+        .collect();
+    for r in runs {
+        let (Ok(d), Some(l), Some(q)) = (
+            datasets.binary_search(&r.config.dataset),
+            LAYOUTS.iter().position(|&l| l == r.config.layout),
+            r.q,
+        ) else {
+            continue;
+        };
+        let cell = &mut cells[at(d, l, q_bin(q))];
+        if r.status == RunStatus::Diverged {
+            cell.diverged += 1;
+        } else if let (true, Some(train), Some(val)) =
+            (is_finished(r), r.final_train_loss, r.final_val_loss)
+        {
+            cell.done.push((configuration_key(r), train, val));
         }
     }
-    cells
+    let names = datasets.iter().flat_map(|d| {
+        LAYOUTS
+            .iter()
+            .flat_map(move |&l| (0..Q_BINS.len()).map(move |bin| (d, l, bin)))
+    });
+    let cells: Vec<_> = names.zip(cells).collect();
+    stats::map_on_every_core(&cells, |((dataset, layout, bin), runs)| {
+        let clusters: Vec<Configuration> = runs.done.iter().map(|r| r.0).collect();
+        let train: Vec<f64> = runs.done.iter().map(|r| r.1).collect();
+        let val: Vec<f64> = runs.done.iter().map(|r| r.2).collect();
+        let estimates = Estimate::each(&[&train, &val], &clusters);
+        Table2Cell {
+            dataset: (*dataset).clone(),
+            layout: *layout,
+            bin: *bin,
+            n: runs.done.len(),
+            diverged: runs.diverged,
+            train_loss: estimates[0],
+            val_loss: estimates[1],
+        }
+    })
 }
 
 /// The sequential and parallel runs of one configuration.
@@ -203,6 +259,8 @@ pub fn table2(runs: &[RunRow]) -> Vec<Table2Cell> {
 pub struct Pair<'a> {
     pub seq: &'a RunRow,
     pub par: &'a RunRow,
+    /// Of both runs ([`configuration_key`]).
+    pub configuration: Configuration,
 }
 
 impl Pair<'_> {
@@ -239,7 +297,7 @@ pub fn compared_pairs(runs: &[RunRow]) -> (Vec<Pair<'_>>, usize) {
 
 /// Pairs whose sequential and parallel runs have both ended (done or diverged), in run order.
 /// Staged runs of the same family (pair id) are not part of a pair.
-fn ended_pairs(runs: &[RunRow]) -> Vec<Pair<'_>> {
+fn ended_pairs<'a>(runs: &'a [RunRow]) -> Vec<Pair<'a>> {
     let mut by_pair: BTreeMap<&str, (Option<&RunRow>, Option<&RunRow>)> = BTreeMap::new();
     for r in runs {
         let slot = by_pair.entry(&r.pair_id).or_default();
@@ -251,15 +309,23 @@ fn ended_pairs(runs: &[RunRow]) -> Vec<Pair<'_>> {
     }
     let mut pairs: Vec<Pair> = by_pair
         .into_values()
-        .filter_map(|(s, p)| Some(Pair { seq: s?, par: p? }))
-        .filter(|p| ended(p.seq) && ended(p.par))
+        .filter_map(|(s, p)| Some((s?, p?)))
+        .filter(|(s, p)| ended(s) && ended(p))
+        .map(|(seq, par)| Pair {
+            seq,
+            par,
+            configuration: configuration_key(seq),
+        })
         .collect();
-    pairs.sort_by_key(|p| {
-        (
-            p.dataset().to_owned(),
-            p.seq.config.layers,
-            p.seq.id.clone(),
-        )
+    pairs.sort_by(|a, b| {
+        let key = |p: &Pair<'a>| {
+            (
+                p.seq.config.dataset.as_str(),
+                p.seq.config.layers,
+                p.seq.id.as_str(),
+            )
+        };
+        key(a).cmp(&key(b))
     });
     pairs
 }
@@ -329,13 +395,13 @@ pub struct PairedStat {
 }
 
 /// Per finished pair, its configuration and Δ = parallel − sequential of `metric`.
-pub fn deltas(pairs: &[&Pair], metric: Metric) -> Vec<(String, f64)> {
+pub fn deltas(pairs: &[&Pair], metric: Metric) -> Vec<(Configuration, f64)> {
     pairs
         .iter()
         .filter(|p| p.both_finished())
         .filter_map(|p| {
             let d = metric.value(p.par)? - metric.value(p.seq)?;
-            Some((configuration_key(p.seq), d))
+            Some((p.configuration, d))
         })
         .collect()
 }

@@ -4,7 +4,7 @@
 //! many hit their epoch cap still improving), and epochs and seconds to convergence per layout.
 use std::collections::HashMap;
 
-use super::analysis::{self, Pair, fmt_signed};
+use super::analysis::{self, ByConfiguration, Configuration, Pair, fmt_signed};
 use super::equivalence::{self, Margins, Verdict};
 use super::stats;
 use crate::model::Layout;
@@ -57,7 +57,7 @@ pub struct Test {
 impl Test {
     /// The test of Δs keyed by configuration; `None` with fewer than two configurations or no
     /// spread.
-    fn of(keyed: &[(String, f64)], margin: f64, lower_is_better: bool) -> Option<Test> {
+    fn of(keyed: &ByConfiguration, margin: f64, lower_is_better: bool) -> Option<Test> {
         let d = analysis::configuration_means(keyed);
         let t = stats::paired_t(&d)?;
         let (verdict, _) = equivalence::verdict(Some(&t), margin, lower_is_better);
@@ -128,11 +128,11 @@ pub fn budget_curve(
                         .find(|m| m.epoch == epoch)?;
                     split.loss(m)
                 };
-                let keyed: Vec<(String, f64)> = members
+                let keyed: Vec<(Configuration, f64)> = members
                     .iter()
                     .filter_map(|p| {
                         let (s, q) = (at(p.seq)?, at(p.par)?);
-                        Some((analysis::configuration_key(p.seq), (q - s) / s))
+                        Some((p.configuration, (q - s) / s))
                     })
                     .collect();
                 if let Some(test) = Test::of(&keyed, margin, true) {
@@ -212,12 +212,12 @@ pub fn at_best_epoch(pairs: &[Pair], margins: &Margins) -> Vec<BestRow> {
         .filter(|(g, _)| !g.contains(' '))
     {
         for quantity in AtBest::ALL {
-            let keyed: Vec<(String, f64)> = members
+            let keyed: Vec<(Configuration, f64)> = members
                 .iter()
                 .filter(|p| p.both_finished())
                 .filter_map(|p| {
                     let (s, q) = (p.seq.convergence.as_ref()?, p.par.convergence.as_ref()?);
-                    Some((analysis::configuration_key(p.seq), quantity.delta(s, q)))
+                    Some((p.configuration, quantity.delta(s, q)))
                 })
                 .collect();
             let margin = quantity.margin(margins);
@@ -311,15 +311,13 @@ pub fn seconds_to_best_ratio(pairs: &[Pair]) -> Vec<Ratio> {
         .into_iter()
         .filter(|(g, _)| !g.contains(' '))
         .filter_map(|(dataset, members)| {
-            let (ratios, keys): (Vec<f64>, Vec<String>) = members
+            let (ratios, keys): (Vec<f64>, Vec<Configuration>) = members
                 .iter()
                 .filter(|p| p.both_finished())
                 .filter_map(|p| {
                     let (s, q) = (p.seq.convergence.as_ref()?, p.par.convergence.as_ref()?);
                     let ratio = q.seconds_to_best / s.seconds_to_best;
-                    ratio
-                        .is_finite()
-                        .then(|| (ratio, analysis::configuration_key(p.seq)))
+                    ratio.is_finite().then_some((ratio, p.configuration))
                 })
                 .unzip();
             (!ratios.is_empty()).then(|| Ratio {

@@ -2,12 +2,12 @@
 //! group of pairs, is the parallel layout better, worse, or equivalent to the sequential one
 //! within a stated margin, or can these pairs not tell? Paired t-based TOST at α = 0.05 beside the
 //! t-test for a difference, and the seed-to-seed spread of the same configurations for scale.
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
 
-use super::analysis::{self, Pair, fmt_p};
+use super::analysis::{self, Configuration, Pair, fmt_p};
 use super::stats::{self, ALPHA, PairedT};
 use crate::model::Layout;
 use crate::sweep::store::RunRow;
@@ -191,25 +191,30 @@ pub fn verdict(t: Option<&PairedT>, margin: f64, lower_is_better: bool) -> (Verd
     (v, Some(tost))
 }
 
-/// Median |Δ| between any two seeds of one configuration and layout, over the runs of `pairs`
-/// (the run of the higher seed against the lower one's, as Δ(layout) is parallel against
-/// sequential).
-fn seed_spread(pairs: &[&Pair], q: Quantity, layout: Layout) -> Option<(f64, usize)> {
-    let mut families: BTreeMap<String, Vec<&RunRow>> = BTreeMap::new();
+/// The finished runs of `pairs` in one layout, by configuration, each configuration's in order
+/// of seed.
+fn families<'a>(pairs: &[&Pair<'a>], layout: Layout) -> Vec<Vec<&'a RunRow>> {
+    let mut families: HashMap<Configuration, Vec<&RunRow>> = HashMap::new();
     for p in pairs.iter().filter(|p| p.both_finished()) {
         let r = if layout == Layout::Sequential {
             p.seq
         } else {
             p.par
         };
-        families
-            .entry(analysis::configuration_key(r))
-            .or_default()
-            .push(r);
+        families.entry(p.configuration).or_default().push(r);
     }
-    let mut diffs = Vec::new();
-    for runs in families.values_mut() {
+    let mut families: Vec<Vec<&RunRow>> = families.into_values().collect();
+    for runs in &mut families {
         runs.sort_by_key(|r| r.config.seed);
+    }
+    families
+}
+
+/// Median |Δ| between any two seeds of one configuration and layout, over `families` (the run of
+/// the higher seed against the lower one's, as Δ(layout) is parallel against sequential).
+fn seed_spread(families: &[Vec<&RunRow>], q: Quantity) -> Option<(f64, usize)> {
+    let mut diffs = Vec::new();
+    for runs in families {
         for (i, a) in runs.iter().enumerate() {
             for b in &runs[i + 1..] {
                 diffs.extend(q.between(a, b).map(f64::abs));
@@ -221,44 +226,52 @@ fn seed_spread(pairs: &[&Pair], q: Quantity, layout: Layout) -> Option<(f64, usi
 
 /// The equivalence rows of every group and quantity that has finished pairs. The tests run on
 /// configurations: a configuration's Δ is the mean of its seeds' pairs (with one seed per
-/// configuration, the pairs themselves).
+/// configuration, the pairs themselves). Groups are tested on every core.
 pub fn equivalence(pairs: &[Pair], margins: &Margins) -> Vec<EquivalenceRow> {
+    let groups = analysis::groups(pairs);
+    stats::map_on_every_core(&groups, |(group, members)| {
+        group_rows(group, members, margins)
+    })
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+fn group_rows(group: &str, members: &[&Pair], margins: &Margins) -> Vec<EquivalenceRow> {
+    let sequential = families(members, Layout::Sequential);
+    let parallel = families(members, Layout::Parallel);
     let mut rows = Vec::new();
-    for (group, members) in analysis::groups(pairs) {
-        for q in Quantity::ALL {
-            let keyed: Vec<(String, f64)> = members
-                .iter()
-                .filter(|p| p.both_finished())
-                .filter_map(|p| {
-                    Some((analysis::configuration_key(p.seq), q.between(p.seq, p.par)?))
-                })
-                .collect();
-            if keyed.is_empty() {
-                continue;
-            }
-            let d = analysis::configuration_means(&keyed);
-            let abs: Vec<f64> = keyed.iter().map(|(_, x)| x.abs()).collect();
-            let margin = q.margin(margins);
-            let t = stats::paired_t(&d);
-            let (verdict, tost_p) = verdict(t.as_ref(), margin, q.lower_is_better());
-            rows.push(EquivalenceRow {
-                group: group.clone(),
-                quantity: q,
-                margin,
-                n: d.len(),
-                pairs: abs.len(),
-                median: stats::median(&d),
-                median_abs: stats::median(&abs),
-                n_needed: t.as_ref().and_then(|t| stats::pairs_needed(t, margin)),
-                t,
-                tost_p,
-                verdict,
-                seeds: SeedSpread {
-                    sequential: seed_spread(&members, q, Layout::Sequential),
-                    parallel: seed_spread(&members, q, Layout::Parallel),
-                },
-            });
+    for q in Quantity::ALL {
+        let keyed: Vec<(Configuration, f64)> = members
+            .iter()
+            .filter(|p| p.both_finished())
+            .filter_map(|p| Some((p.configuration, q.between(p.seq, p.par)?)))
+            .collect();
+        if keyed.is_empty() {
+            continue;
         }
+        let d = analysis::configuration_means(&keyed);
+        let abs: Vec<f64> = keyed.iter().map(|(_, x)| x.abs()).collect();
+        let margin = q.margin(margins);
+        let t = stats::paired_t(&d);
+        let (verdict, tost_p) = verdict(t.as_ref(), margin, q.lower_is_better());
+        rows.push(EquivalenceRow {
+            group: group.to_owned(),
+            quantity: q,
+            margin,
+            n: d.len(),
+            pairs: abs.len(),
+            median: stats::median(&d),
+            median_abs: stats::median(&abs),
+            n_needed: t.as_ref().and_then(|t| stats::pairs_needed(t, margin)),
+            t,
+            tost_p,
+            verdict,
+            seeds: SeedSpread {
+                sequential: seed_spread(&sequential, q),
+                parallel: seed_spread(&parallel, q),
+            },
+        });
     }
     rows
 }

@@ -14,7 +14,7 @@ mod tables;
 pub mod truncation;
 mod verdicts;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -152,27 +152,41 @@ fn summary(runs: &[RunRow]) -> Vec<Block> {
         );
     }
     text += &outputs_text(runs);
-    let mut axes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    vec![
+        Block::Heading("Sweep".into()),
+        Block::Paragraph(text),
+        settings_table(runs),
+    ]
+}
+
+/// Every setting with its values in the sweep, in order of first appearance.
+fn settings_table(runs: &[RunRow]) -> Block {
+    // A value of any setting but the seed and the layout first appears with a new
+    // configuration, so only those are serialised whole.
+    let mut axes: BTreeMap<String, (Vec<String>, HashSet<String>)> = BTreeMap::new();
+    let mut add = |k: String, v: serde_json::Value| {
+        let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+        let (values, seen) = axes.entry(k).or_default();
+        if seen.insert(v.clone()) {
+            values.push(v);
+        }
+    };
+    let mut configurations = HashSet::new();
     for r in runs {
-        if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(&r.config) {
-            for (k, v) in map {
-                let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-                let values = axes.entry(k).or_default();
-                if !values.contains(&v) {
-                    values.push(v);
-                }
+        if configurations.insert(analysis::configuration_key(r)) {
+            if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(&r.config) {
+                map.into_iter().for_each(|(k, v)| add(k, v));
             }
+        } else {
+            add("seed".into(), r.config.seed.into());
+            add("layout".into(), r.config.layout.to_string().into());
         }
     }
     let rows = axes
         .into_iter()
-        .map(|(k, v)| vec![k, v.join(", ")])
+        .map(|(k, (v, _))| vec![k, v.join(", ")])
         .collect();
-    vec![
-        Block::Heading("Sweep".into()),
-        Block::Paragraph(text),
-        Block::Table(vec!["setting".into(), "values in the sweep".into()], rows),
-    ]
+    Block::Table(vec!["setting".into(), "values in the sweep".into()], rows)
 }
 
 /// The outputs M of each dataset's nets (its classes), recovered from its runs' Q = N·M/P.

@@ -4,7 +4,7 @@
 //! it — on the device the runs were trained on.
 use std::collections::HashMap;
 
-use super::analysis::{MedianEstimate, Pair, configuration_key, q_bin};
+use super::analysis::{Configuration, MedianEstimate, Pair, q_bin};
 use super::render::Block;
 use super::stats::median;
 use crate::sweep::store::{EpochRow, RunRow};
@@ -25,8 +25,8 @@ pub struct Reached {
 pub struct TimeToTarget {
     pub dataset: String,
     pub pair_id: String,
-    /// The pair's configuration ([`configuration_key`]).
-    pub configuration: String,
+    /// The pair's configuration.
+    pub configuration: Configuration,
     pub bin: usize,
     pub target: f64,
     /// `None`: never reached in the epochs trained.
@@ -69,7 +69,7 @@ pub fn time_to_target(pairs: &[Pair], epochs: &[EpochRow]) -> Vec<TimeToTarget> 
             Some(TimeToTarget {
                 dataset: p.dataset().to_owned(),
                 pair_id: p.seq.pair_id.clone(),
-                configuration: configuration_key(p.seq),
+                configuration: p.configuration,
                 bin: q_bin(p.q()),
                 target,
                 seq: reach(&curve(p.seq), target),
@@ -101,15 +101,15 @@ pub fn summarise(group: &str, rows: &[&TimeToTarget]) -> Option<SpeedSummary> {
     if rows.is_empty() {
         return None;
     }
-    let reached: Vec<(&str, Reached, Reached)> = rows
+    let reached: Vec<(Configuration, Reached, Reached)> = rows
         .iter()
-        .filter_map(|r| Some((r.configuration.as_str(), r.seq?, r.par?)))
+        .filter_map(|r| Some((r.configuration, r.seq?, r.par?)))
         .collect();
     let both: Vec<(Reached, Reached)> = reached.iter().map(|&(_, s, p)| (s, p)).collect();
     let column = |f: &dyn Fn(&(Reached, Reached)) -> f64| both.iter().map(f).collect::<Vec<_>>();
-    let ratios: Vec<(String, f64)> = reached
+    let ratios: Vec<(Configuration, f64)> = reached
         .iter()
-        .map(|&(c, s, p)| (c.to_owned(), p.seconds / s.seconds))
+        .map(|&(c, s, p)| (c, p.seconds / s.seconds))
         .collect();
     let medians =
         |seq: Vec<f64>, par: Vec<f64>| (!both.is_empty()).then(|| (median(&seq), median(&par)));
@@ -224,7 +224,10 @@ mod tests {
         let row = |s: Option<(usize, f64)>, p: Option<(usize, f64)>| TimeToTarget {
             dataset: "mnist".into(),
             pair_id: "x".into(),
-            configuration: format!("{s:?} {p:?}"),
+            // One configuration per row.
+            configuration: Configuration::numbered(
+                100 * s.map_or(0, |r| r.0 as u64) + p.map_or(0, |r| r.0 as u64),
+            ),
             bin: 0,
             target: 1.0,
             seq: s.map(|(epochs, seconds)| Reached { epochs, seconds }),

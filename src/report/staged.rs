@@ -2,7 +2,7 @@
 //! several arrangements — D = 1 (parallel) … D = L (sequential) stages — compared by D.
 use std::collections::BTreeMap;
 
-use super::analysis::{Estimate, MedianEstimate, configuration_key, is_finished};
+use super::analysis::{Configuration, Estimate, MedianEstimate, configuration_key, is_finished};
 use super::render::Block;
 use super::stats::median;
 use crate::sweep::store::RunRow;
@@ -14,7 +14,7 @@ pub struct Family {
     pub layers: usize,
     pub pair_id: String,
     /// The family's configuration without its seed ([`configuration_key`]).
-    pub configuration: String,
+    pub configuration: Configuration,
     /// (D, final validation loss), D ascending.
     pub by_stages: Vec<(usize, f64)>,
 }
@@ -65,15 +65,15 @@ pub struct StageCell {
 /// and the median ratio to the same family's sequential run.
 pub fn cells(families: &[Family]) -> Vec<StageCell> {
     // Per cell: the losses, and the ratios to the family's sequential run.
-    type Losses = (Vec<(String, f64)>, Vec<(String, f64)>);
+    type Losses = (Vec<(Configuration, f64)>, Vec<(Configuration, f64)>);
     let mut by: BTreeMap<(&str, usize, usize), Losses> = BTreeMap::new();
     for f in families {
         let sequential = f.by_stages.iter().find(|(d, _)| *d == f.layers);
         for &(d, loss) in &f.by_stages {
             let cell = by.entry((&f.dataset, f.layers, d)).or_default();
-            cell.0.push((f.configuration.clone(), loss));
+            cell.0.push((f.configuration, loss));
             cell.1
-                .extend(sequential.map(|(_, seq)| (f.configuration.clone(), loss / seq)));
+                .extend(sequential.map(|(_, seq)| (f.configuration, loss / seq)));
         }
     }
     by.into_iter()

@@ -2,6 +2,7 @@
 //! the Wilcoxon signed-rank test, and the paired t-test and TOST equivalence test.
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -81,26 +82,84 @@ pub fn cluster_bootstrap_ci<K: Hash + Eq>(
 /// resample is built, so a draw costs the clusters, not the values (the report's cells on a
 /// store of 100,000s of runs). Equal to it up to the rounding of the sums' order.
 pub fn cluster_bootstrap_mean_ci<K: Hash + Eq>(xs: &[f64], clusters: &[K]) -> Option<(f64, f64)> {
-    let sums: Vec<(f64, usize)> = grouped(xs, clusters)
-        .iter()
-        .map(|g| (g.iter().sum(), g.len()))
-        .collect();
-    if sums.len() < 2 {
+    cluster_bootstrap_means_ci(&[xs], clusters).map(|cis| cis[0])
+}
+
+/// [`cluster_bootstrap_mean_ci`] of each of `columns` (values of the same clusters), from one
+/// sequence of draws: each interval is the one it would have alone, for the cost of one.
+pub fn cluster_bootstrap_means_ci<K: Hash + Eq>(
+    columns: &[&[f64]],
+    clusters: &[K],
+) -> Option<Vec<(f64, f64)>> {
+    // Per cluster, in order of first appearance: its size and, per column, its sum.
+    let mut index: HashMap<&K, usize> = HashMap::new();
+    let mut sizes: Vec<usize> = Vec::new();
+    let mut sums: Vec<Vec<f64>> = vec![Vec::new(); columns.len()];
+    for (i, k) in clusters.iter().enumerate() {
+        let c = *index.entry(k).or_insert_with(|| {
+            sizes.push(0);
+            sums.iter_mut().for_each(|s| s.push(0.0));
+            sizes.len() - 1
+        });
+        sizes[c] += 1;
+        for (s, column) in sums.iter_mut().zip(columns) {
+            s[c] += column[i];
+        }
+    }
+    let m = sizes.len();
+    if m < 2 {
         return None;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(BOOTSTRAP_SEED);
-    let stats = (0..BOOTSTRAP_RESAMPLES)
-        .map(|_| {
-            let (mut sum, mut n) = (0.0, 0);
-            for _ in 0..sums.len() {
-                let (s, k) = sums[rng.gen_range(0..sums.len())];
-                sum += s;
-                n += k;
+    let mut stats = vec![Vec::with_capacity(BOOTSTRAP_RESAMPLES); columns.len()];
+    let mut totals = vec![0.0; columns.len()];
+    for _ in 0..BOOTSTRAP_RESAMPLES {
+        totals.fill(0.0);
+        let mut n = 0;
+        for _ in 0..m {
+            let c = rng.gen_range(0..m);
+            n += sizes[c];
+            for (total, s) in totals.iter_mut().zip(&sums) {
+                *total += s[c];
             }
-            sum / n as f64
-        })
-        .collect();
-    Some(percentile_interval(stats))
+        }
+        for (column, total) in stats.iter_mut().zip(&totals) {
+            column.push(total / n as f64);
+        }
+    }
+    Some(stats.into_iter().map(percentile_interval).collect())
+}
+
+/// `f` of every item, computed on every core, in the items' order. For independent bootstraps
+/// (Table 2's cells): each seeds its own generator, so the results do not depend on the threads.
+pub fn map_on_every_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.min(items.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return mine;
+                        };
+                        mine.push((i, f(item)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
 }
 
 /// The 2.5 % and 97.5 % quantiles of bootstrap statistics.

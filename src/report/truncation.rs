@@ -4,7 +4,7 @@
 //! stacked add higher-order terms it was never trained with.
 use std::collections::BTreeMap;
 
-use super::analysis::{MedianEstimate, configuration_key, is_finished};
+use super::analysis::{Configuration, MedianEstimate, configuration_key, is_finished};
 use super::render::Block;
 use super::stats::mean;
 use crate::model::Layout;
@@ -46,7 +46,7 @@ pub fn rows(runs: &[RunRow]) -> Vec<TruncationRow> {
             let col = |f: &dyn Fn(&RunRow) -> Option<f64>| -> Vec<f64> {
                 rs.iter().filter_map(|r| f(r)).collect()
             };
-            let ratios: Vec<(String, f64)> = rs
+            let ratios: Vec<(Configuration, f64)> = rs
                 .iter()
                 .filter_map(|r| {
                     let ratio = r.truncated_val_loss? / r.final_val_loss?;
