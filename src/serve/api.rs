@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use super::index::SettingsIndex;
-use crate::sweep::store::{self, EpochRow, Location, RunRow, RunStatus, RunsQuery, SortKey};
+use crate::sweep::store::{EpochRow, RunRow, RunStatus, RunsQuery, SortKey, Store};
 
 /// Rows a page may ask for at most.
 pub const MAX_PAGE: usize = 500;
@@ -64,32 +64,31 @@ pub fn runs_query(pairs: &[(String, String)]) -> Result<RunsQuery> {
 }
 
 /// A page of the runs table: settings filtered and sorted by `index`, the rest by the database.
-pub fn runs(db: &Location, index: &SettingsIndex, pairs: &[(String, String)]) -> Result<RunsPage> {
+pub fn runs(
+    store: &dyn Store,
+    index: &SettingsIndex,
+    pairs: &[(String, String)],
+) -> Result<RunsPage> {
     let mut q = runs_query(pairs).map_err(|e| BadQuery(format!("{e:#}")))?;
     let offset = q.offset;
-    let store = store::open_reader(db)?;
-    if let Some(seqs) = index.candidates(store.as_ref(), &q)? {
+    let mut total = None;
+    if let Some(seqs) = index.candidates(store, &q)? {
         q.settings.clear();
         if matches!(q.sort, Some(SortKey::Setting(_))) {
             q.sort = None;
         }
         if q.status.is_none() && q.sort.is_none() && q.pair_id.is_none() {
             // The page is a slice of the candidates, in their order.
-            let total = seqs.len() as u64;
+            total = Some(seqs.len() as u64);
             q.within = Some(seqs.into_iter().skip(offset).take(q.limit).collect());
             q.offset = 0;
-            let (runs, _) = store.runs_table(&q)?;
-            return Ok(RunsPage {
-                total,
-                offset,
-                runs,
-            });
+        } else {
+            q.within = Some(seqs);
         }
-        q.within = Some(seqs);
     }
-    let (runs, total) = store.runs_table(&q)?;
+    let (runs, counted) = store.runs_table(&q)?;
     Ok(RunsPage {
-        total,
+        total: total.unwrap_or(counted),
         offset,
         runs,
     })
@@ -103,7 +102,7 @@ pub struct Curve {
 }
 
 /// The curves of the runs named by `run=ID` (repeated).
-pub fn curves(db: &Location, pairs: &[(String, String)]) -> Result<Vec<Curve>> {
+pub fn curves(store: &dyn Store, pairs: &[(String, String)]) -> Result<Vec<Curve>> {
     let ids: Vec<&String> = pairs
         .iter()
         .filter(|(k, _)| k == "run")
@@ -112,7 +111,6 @@ pub fn curves(db: &Location, pairs: &[(String, String)]) -> Result<Vec<Curve>> {
     if ids.len() > MAX_CURVES {
         return Err(BadQuery(format!("at most {MAX_CURVES} runs' curves at once")).into());
     }
-    let store = store::open_reader(db)?;
     ids.into_iter()
         .map(|id| {
             Ok(Curve {

@@ -14,7 +14,7 @@ use anyhow::{Context, Result, anyhow};
 use tiny_http::{Header, Request, Response};
 
 use crate::sweep::inspect;
-use crate::sweep::store::{self, Location};
+use crate::sweep::store::{self, Location, Store};
 
 const PAGE: &str = include_str!("page.html");
 /// Requests answered at once: a slow store query does not hold up the page's other requests.
@@ -69,6 +69,13 @@ impl Server {
 
     /// Answers requests until the process ends.
     pub fn run(&self) {
+        // The verdicts take seconds on a large store: they are started now, beside the settings
+        // index, so that the first request for them is likelier to find them made.
+        let started = store::open_reader(&self.options.db)
+            .and_then(|store| self.verdicts.page(store.as_ref(), &self.options.db));
+        if let Err(e) = started {
+            tracing::warn!("making the verdicts: {e:#}");
+        }
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 let built = store::open_reader(&self.options.db)
@@ -79,9 +86,11 @@ impl Server {
             });
             for _ in 0..HANDLERS {
                 scope.spawn(|| {
+                    // This thread's connection to the store, opened again after a failure.
+                    let mut reader = None;
                     while let Ok(request) = self.http.recv() {
                         let url = request.url().to_owned();
-                        if let Err(e) = self.answer(request) {
+                        if let Err(e) = self.answer(request, &mut reader) {
                             tracing::warn!("answering {}: {e:#}", path_of(&url));
                         }
                     }
@@ -90,7 +99,7 @@ impl Server {
         });
     }
 
-    fn answer(&self, request: Request) -> Result<()> {
+    fn answer(&self, request: Request, reader: &mut Option<Box<dyn Store>>) -> Result<()> {
         let (path, query) = split_url(request.url());
         let query_token = query
             .iter()
@@ -122,16 +131,47 @@ impl Server {
                     _ => page,
                 }
             }
-            "/api/progress" => json(inspect::progress(&self.options.db, self.options.lease)),
-            "/api/runs" => json(api::runs(&self.options.db, &self.settings, &query)),
-            "/api/curves" => json(api::curves(&self.options.db, &query)),
-            "/verdicts" => match self.verdicts.page(&self.options.db) {
-                Ok(page) => html_response(&page),
-                Err(e) => text_response(503, &format!("{e:#}")),
-            },
+            "/api/progress" | "/api/runs" | "/api/curves" | "/verdicts" => {
+                let answered = self.read(&path, &query, reader);
+                if answered.status_code().0 == 503 {
+                    // The connection may be what failed (a restarted PostgreSQL).
+                    *reader = None;
+                }
+                answered
+            }
             _ => text_response(404, "no such page"),
         };
         Ok(request.respond(response)?)
+    }
+
+    /// The answer to a request that reads the store, through this thread's `reader`.
+    fn read(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        reader: &mut Option<Box<dyn Store>>,
+    ) -> Response<std::io::Cursor<Vec<u8>>> {
+        let opened = match reader.take() {
+            Some(store) => store,
+            None => match store::open_reader(&self.options.db) {
+                Ok(store) => store,
+                Err(e) => return text_response(503, &format!("{e:#}")),
+            },
+        };
+        let store: &dyn Store = &**reader.insert(opened);
+        match path {
+            "/api/progress" => json(inspect::progress(
+                store,
+                &self.options.db,
+                self.options.lease,
+            )),
+            "/api/runs" => json(api::runs(store, &self.settings, query)),
+            "/api/curves" => json(api::curves(store, query)),
+            _ => match self.verdicts.page(store, &self.options.db) {
+                Ok(page) => html_response(&page),
+                Err(e) => text_response(503, &format!("{e:#}")),
+            },
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 
 use crate::report::{self, equivalence::Margins};
-use crate::sweep::store::{self, Location, RunStatus};
+use crate::sweep::store::{Location, RunStatus, Store};
 
 /// Runs by status: the page is made again when they change.
 type Counts = Vec<(RunStatus, i64)>;
@@ -36,9 +36,10 @@ impl Verdicts {
         }))
     }
 
-    /// The latest page, at once; starts making a new one if the store has changed since.
-    pub fn page(self: &Arc<Self>, db: &Location) -> Result<String> {
-        let counts = store::open_reader(db)?.status_counts()?;
+    /// The latest page, at once; starts making a new one (reading the store at `db`) if `store`
+    /// has changed since.
+    pub fn page(self: &Arc<Self>, store: &dyn Store, db: &Location) -> Result<String> {
+        let counts = store.status_counts()?;
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let current = state.page.as_ref().is_some_and(|(made, _)| *made == counts);
         if !current && !state.making {

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use super::plan::human_duration;
-use super::store::{self, Location, RunRow, RunStatus, RunsQuery, SortKey};
+use super::store::{self, Location, RunRow, RunStatus, RunsQuery, SortKey, Store};
 use crate::data::Subset;
 use crate::model::{Activation, Head, Layout, Pool, Precision};
 use crate::train::optim::{Optimizer, Schedule};
@@ -66,10 +66,9 @@ pub struct FailedRow {
 /// Failed runs a progress view lists at most (the latest).
 const FAILED_SHOWN: usize = 50;
 
-/// The progress of the store at `db`; `lease` judges which workers are gone. Aggregated by the
-/// database: a store of a million runs is summarised without reading its runs.
-pub fn progress(db: &Location, lease: Duration) -> Result<Progress> {
-    let store = store::open_reader(db)?;
+/// The progress of `store` (the store at `db`); `lease` judges which workers are gone. Aggregated
+/// by the database: a store of a million runs is summarised without reading its runs.
+pub fn progress(store: &dyn Store, db: &Location, lease: Duration) -> Result<Progress> {
     let summary = store.summary()?;
     // Throughput counts runs that trained to the end: failures that take no time (a bad
     // config) would make it meaningless. Measured from the first claim to the last end.
@@ -155,7 +154,7 @@ fn sweep_counts(by_sweep: &[(String, RunStatus, i64)]) -> Vec<SweepProgress> {
 
 /// `shallow status`: counts by status, throughput, ETA, runs in progress, last errors.
 pub fn status_text(db: &Location, lease: Duration) -> Result<String> {
-    let p = progress(db, lease)?;
+    let p = progress(store::open_reader(db)?.as_ref(), db, lease)?;
     let mut out = format!("{}: {} runs\n", p.store, p.runs);
     for (status, n) in &p.counts {
         out += &format!("  {status:<9} {n}\n");
