@@ -6,7 +6,7 @@
 # per PAIRS). Prints per endpoint: requests, p50, p95 and max in milliseconds (REPS requests
 # each). The verdicts are made in the background, starting as the server starts: a request is
 # answered at once with the latest page, so the time that matters is from the server's start until
-# the page is made.
+# the page is made, and from a change in the store until the page shows it.
 set -euo pipefail
 out=$1; bin=$2
 reps=${REPS:-20}
@@ -55,8 +55,8 @@ started=$(date +%s.%N)
 server=$!
 trap 'kill $server' EXIT
 sleep 1
-python3 - "$port" "$reps" "$started" <<'PY'
-import sys, time, urllib.request
+python3 - "$port" "$reps" "$started" "$db" <<'PY'
+import sqlite3, sys, time, urllib.request
 port, reps, started = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 def fetch(path):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=600) as r:
@@ -77,6 +77,20 @@ def report(name, times):
 report("verdicts: answer to the first request", [timed("/verdicts")])
 report("verdicts: server start until the page is made", [until_made()])
 report("verdicts: once made (store unchanged)", [timed("/verdicts") for _ in range(reps)])
+def until_remade():
+    """A run fails (as a worker would record it): time until the page counts it; then undone."""
+    db = sqlite3.connect(sys.argv[4])
+    (rid,) = db.execute("SELECT id FROM runs WHERE status = 'done' LIMIT 1").fetchone()
+    db.execute("UPDATE runs SET status = 'failed' WHERE id = ?", (rid,))
+    db.commit()
+    start = time.perf_counter()
+    while b"1 failed" not in fetch("/verdicts"):
+        time.sleep(0.05)
+    made = (time.perf_counter() - start) * 1000
+    db.execute("UPDATE runs SET status = 'done' WHERE id = ?", (rid,))
+    db.commit()
+    return made
+report("verdicts: a run fails until the page shows it", [until_remade()])
 report("table: first request by a setting", [timed("/api/runs?limit=50&sort=layers")])
 pages = {
     "table: first page, queue order": "/api/runs?limit=50",

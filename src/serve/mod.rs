@@ -1,7 +1,7 @@
 //! `shallow serve`: a read-only dashboard over a results store, for a sweep's progress while it
-//! runs. The store is opened read-only for every request (never created, migrated or written);
-//! the page is embedded in the binary (no CDN: cluster login nodes have no internet) and polls
-//! the JSON endpoints every few seconds.
+//! runs. The store is opened read-only, once per request thread (never created, migrated or
+//! written); the page is embedded in the binary (no CDN: cluster login nodes have no internet)
+//! and polls the JSON endpoints every few seconds.
 mod api;
 mod auth;
 mod index;
