@@ -91,6 +91,10 @@ pub fn cluster_bootstrap_means_ci<K: Hash + Eq>(
     columns: &[&[f64]],
     clusters: &[K],
 ) -> Option<Vec<(f64, f64)>> {
+    assert!(
+        columns.iter().all(|c| c.len() == clusters.len()),
+        "one cluster per value"
+    );
     // Per cluster, in order of first appearance: its size and, per column, its sum.
     let mut index: HashMap<&K, usize> = HashMap::new();
     let mut sizes: Vec<usize> = Vec::new();
