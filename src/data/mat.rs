@@ -1,9 +1,11 @@
 //! MATLAB level-5 MAT files, the format of SVHN's `*_32x32.mat`: the numeric arrays a file holds,
 //! by name. Covers what MATLAB's `save` (and SciPy's `savemat`) write for numeric matrices —
 //! either byte order, compressed (v7) or not, small data elements; cell, struct, character and
-//! sparse arrays are skipped, complex ones refused. Written here (about 250 lines, tested against
-//! files written by SciPy) before the pure-Rust crates were weighed: `matrw` reads compressed v7
-//! files too and could replace it.
+//! sparse arrays are skipped, complex ones refused. Our own (about 250 lines) because the crate
+//! that reads compressed v7 files, `matrw` 0.1.4, rejects every file SciPy writes: it takes the
+//! header's free text to begin with "MATLAB 5.0 MAT-file, " (with the comma), SciPy writes
+//! "MATLAB 5.0 MAT-file Platform: posix, …" (the format makes that text informative only); tried
+//! 2026-12-02 on `tests/fixtures/svhn-*.mat`: "no variants matched at 0x0".
 use std::io::Read;
 use std::path::Path;
 
