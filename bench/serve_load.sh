@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# Latency of `shallow serve`'s runs-table and verdict endpoints on a 200,000-run SQLite store:
-# PAIRS (default 100,000) sequential/parallel pairs of PAIRS/3 configurations (2 datasets, 2
-# heads, 4 depths, 3 widths, BN off/on, training sizes) × 3 seeds, random losses, 10 epochs each.
+# Latency of `shallow serve`'s runs-table and verdict endpoints on a 200,000-run SQLite store
+# (bench/synthetic_store.py's `serve` kind: PAIRS, default 100,000, sequential/parallel pairs).
 # Usage: SHALLOW_DATA=../shared/data bench/serve_load.sh OUT_DIR SHALLOW_BINARY (a fresh OUT_DIR
 # per PAIRS). Prints per endpoint: requests, p50, p95 and max in milliseconds (REPS requests
 # each). The verdicts are made in the background, starting as the server starts: a request is
@@ -14,40 +13,7 @@ pairs=${PAIRS:-100000}
 mkdir -p "$out"
 db=$out/serve.db
 if [ ! -f "$db" ]; then
-  printf 'name = "load"\n[runs]\ndataset = "mnist"\nlayers = 2\nfilters = 4\n' > "$out/grid.toml"
-  "$bin" sweep "$out/grid.toml" --db "$db" --no-train --offline >/dev/null
-  python3 - "$db" "$pairs" <<'PY'
-import json, random, sqlite3, sys, time
-c = sqlite3.connect(sys.argv[1])
-config, key = c.execute("SELECT config, fuse_key FROM runs LIMIT 1").fetchone()
-base, t = json.loads(config), time.time()
-c.execute("DELETE FROM runs")
-random.seed(1)
-runs, epochs = [], []
-for i in range(int(sys.argv[2])):
-    k = i // 3
-    cfg = dict(base, dataset=["mnist", "cifar10"][k % 2], head=["flatten", "gap"][k // 2 % 2],
-               layers=[2, 4, 6, 8][k // 4 % 4], filters=[8, 16, 32][k // 16 % 3],
-               batchnorm=bool(k // 48 % 2), train_limit=1000 + k // 96, seed=i % 3)
-    pair = "p%015d" % i
-    q = random.uniform(0.2, 30)
-    seq_loss = random.uniform(0.1, 2.0)
-    for layout, loss in (("sequential", seq_loss), ("parallel", seq_loss * random.gauss(1.02, 0.1))):
-        cfg["layout"] = layout
-        rid = "%016x" % random.getrandbits(64)
-        runs.append((rid, pair, "load", "done", json.dumps(cfg), 1, "w", "h", t, t + 1,
-                     1234, q, 5000, loss * 0.8, 0.9, loss, 0.8, 10.0, 11.0, "Cpu", loss * 1.1,
-                     0.7, key))
-        epochs += [(rid, e, loss + 1 / e, loss + 0.5 / e, 0.8, 1.0, 500.0) for e in range(1, 11)]
-c.executemany("INSERT INTO runs (id, pair_id, sweep, status, config, attempts, worker, host, "
-              "claimed_at, finished_at, params, q, train_examples, final_train_loss, "
-              "final_train_acc, final_val_loss, final_val_acc, train_seconds, total_seconds, "
-              "device, truncated_val_loss, truncated_val_acc, fuse_key) VALUES (%s)"
-              % ",".join("?" * 23), runs)
-c.executemany("INSERT INTO epochs (run_id, epoch, train_loss, val_loss, val_acc, seconds, "
-              "images_per_second) VALUES (?,?,?,?,?,?,?)", epochs)
-c.commit()
-PY
+  python3 "$(dirname "$0")/synthetic_store.py" "$bin" "$db" serve "$pairs"
 fi
 port=$((20000 + RANDOM % 20000))
 started=$(date +%s.%N)
