@@ -102,13 +102,7 @@ both_backends!(
 /// out) and family, sorting by a result or a setting (missing values last, ties in queue order),
 /// offsets; and one run's epochs.
 fn the_runs_table_filters_sorts_and_pages_as_rust_does(t: TestStore) {
-    let mut s = store::open(&t.location).unwrap();
-    s.add_runs("s", "", &fusable_specs()).unwrap();
-    let w = worker("w");
-    s.register_worker(&w).unwrap();
-    for _ in 0..7 {
-        train_one(s.as_mut(), &w);
-    }
+    let s = with_seven_trained(&t);
     let all = s.runs().unwrap();
     let ids = |rows: &[store::RunRow]| rows.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
     let table = |q: RunsQuery| {
@@ -227,13 +221,7 @@ fn the_runs_table_filters_sorts_and_pages_as_rust_does(t: TestStore) {
 /// Reading in pages (as `copy` does, in bounded memory) gives every run once, in queue order,
 /// with exactly the epochs a whole read gives.
 fn pages_of_runs_and_their_epochs_cover_the_store_once_in_queue_order(t: TestStore) {
-    let mut s = store::open(&t.location).unwrap();
-    s.add_runs("s", "", &fusable_specs()).unwrap();
-    let w = worker("w");
-    s.register_worker(&w).unwrap();
-    for _ in 0..7 {
-        train_one(s.as_mut(), &w);
-    }
+    let s = with_seven_trained(&t);
     let (all, all_epochs) = (s.runs().unwrap(), s.epochs().unwrap());
     assert_eq!(all.len(), 48);
     let (mut paged, mut paged_epochs, mut after) = (vec![], vec![], 0);
@@ -255,6 +243,18 @@ fn pages_of_runs_and_their_epochs_cover_the_store_once_in_queue_order(t: TestSto
     sorted.sort();
     assert_eq!(sorted, all_epochs.iter().map(key).collect::<Vec<_>>());
     assert_eq!(sorted.len(), 14);
+}
+
+/// A store of `fusable_specs()` in which one worker trained seven runs (48 runs, 14 epochs).
+fn with_seven_trained(t: &TestStore) -> Box<dyn store::Store> {
+    let mut s = store::open(&t.location).unwrap();
+    s.add_runs("s", "", &fusable_specs()).unwrap();
+    let w = worker("w");
+    s.register_worker(&w).unwrap();
+    for _ in 0..7 {
+        train_one(s.as_mut(), &w);
+    }
+    s
 }
 
 /// The column names of `table`.
