@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The checks that need a CUDA GPU, as one script: the CUDA tests (tests/cuda.rs), one MNIST
+# The checks that need a CUDA GPU, as one script: the CUDA tests (tests/it/cuda.rs), one MNIST
 # training per layout with --device cuda, the benchmark on the GPU in fp32 and bf16 (with its
 # fused section), the paper grid's time estimate unfused and fused, and the quick grid trained
 # unfused and fused (runs/hour).
@@ -17,10 +17,10 @@ mkdir -p "$out"
 export SHALLOW_DATA
 if [ -z "${SHALLOW_BIN:-}" ]; then
     cargo build --release || exit 1
-    cargo test --release --no-run --test cuda || exit 1
+    cargo test --release --no-run --test it || exit 1
 fi
 bin=${SHALLOW_BIN:-target/release/shallow}
-tests=${SHALLOW_CUDA_TESTS:-$(ls -t target/release/deps/cuda-* | grep -v '\.d$' | head -n 1)}
+tests=${SHALLOW_CUDA_TESTS:-$(ls -t target/release/deps/it-* | grep -v '\.d$' | head -n 1)}
 python=${SHALLOW_PYTHON:-.venv/bin/python}
 status=0
 step() { # name, command...: runs the command, tees its output to $out/name.txt, keeps going
@@ -30,7 +30,7 @@ step() { # name, command...: runs the command, tees its output to $out/name.txt,
     "$@" 2>&1 | tee "$out/$name.txt" || { status=1; echo "== $name FAILED"; }
 }
 step gpu nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-step cuda-tests "$tests" --ignored --test-threads 1
+step cuda-tests "$tests" cuda:: --ignored --test-threads 1
 for layout in sequential parallel; do
     step "train-$layout" "$bin" train --device cuda --offline --layout "$layout" --epochs 1 \
         --json "$out/train-$layout.json"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command: installs libtorch and the PyTorch reference (scripts/setup.sh with
-# SHALLOW_TORCH_FULL=1: tests/fidelity.rs trains runs in PyTorch too), finds the real datasets,
+# SHALLOW_TORCH_FULL=1: tests/it/fidelity.rs trains runs in PyTorch too), finds the real datasets,
 # starts a throwaway PostgreSQL server (scripts/pg-test-server.sh; needs apt-get install postgresql),
 # then runs formatting and lint checks and the whole test suite.
 #

@@ -257,6 +257,11 @@ pub struct SweepArgs {
     /// Put runs that failed back in the queue before training.
     #[arg(long)]
     pub retry_failed: bool,
+    /// A user data file (npz:, folder:) changed since its runs were queued: remove its pending
+    /// runs queued for the old version (finished ones stay) and queue the runs of the file as it
+    /// is now. Without it such a sweep is refused.
+    #[arg(long)]
+    pub requeue_changed_data: bool,
     #[command(flatten)]
     pub queue: QueueArgs,
     /// Worker processes training concurrently [default: one per core].

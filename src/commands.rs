@@ -173,7 +173,7 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
     if args.dry_run {
         let grid = grid::load_limited(&args.config, args.max_runs)?;
         let data_dir = data::resolve_data_dir(args.runtime.data_dir.as_deref());
-        plan::check_inputs(&grid, &data_dir, args.runtime.offline, false)?;
+        let facts = plan::check_inputs(&grid, &data_dir, args.runtime.offline, false)?;
         let (workers, threads) = plan::plan_workers(args.workers, args.runtime.threads);
         let device = device::select_device(args.runtime.device)?;
         let execution = plan::Execution {
@@ -182,7 +182,7 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
             device,
             fuse: args.queue.fuse.cap(device),
         };
-        println!("{}", plan::dry_run(&grid, &execution)?);
+        println!("{}", plan::dry_run(&grid, &facts, &execution)?);
         return Ok(ExitCode::SUCCESS);
     }
     let data_dir = data::resolve_data_dir(args.runtime.data_dir.as_deref());
@@ -197,6 +197,7 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
         max_runs: args.max_runs,
         max_attempts: args.queue.max_attempts,
         retry_failed: args.retry_failed,
+        requeue_changed_data: args.requeue_changed_data,
     };
     let queued = coordinator::queue(&opts)?;
     println!(
@@ -205,6 +206,16 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
     );
     if args.retry_failed {
         println!("{} failed runs put back in the queue", queued.retried);
+    }
+    let stale = &queued.stale;
+    if !stale.datasets.is_empty() {
+        println!(
+            "{} changed since runs were queued: {} pending run(s) of the old version removed; {} \
+             finished run(s) of the old version stay (their data_hash tells them apart)",
+            stale.datasets.join(", "),
+            stale.pending.len(),
+            stale.finished
+        );
     }
     if args.no_train {
         return Ok(ExitCode::SUCCESS);
@@ -325,7 +336,12 @@ fn run_pool_and_summarise(
         "not every run ended done or diverged; `shallow status {}` shows why",
         pool.worker.db
     );
-    Ok(ExitCode::FAILURE)
+    // Workers that stopped on a fault of their environment: the code one such worker exits with.
+    if outcome.faults.is_empty() {
+        Ok(ExitCode::FAILURE)
+    } else {
+        Ok(ExitCode::from(fault::EXIT_ENVIRONMENT))
+    }
 }
 
 fn train_command(args: &TrainArgs) -> Result<ExitCode> {

@@ -261,6 +261,72 @@ pub fn defaults(layout: Layout) -> RunConfig {
     <Defaults as clap::Parser>::parse_from(["defaults", "--layout", layout.as_str()]).config
 }
 
+/// Every setting of `cfg` (the `shallow train` flags, by their grid names) with its value as a
+/// grid file writes it: `head` → `gap`, `batchnorm` → `true`, `holdout` → `1000`; a setting left
+/// out of the serialised form (at its default) by its default, one without a value as `none`.
+pub fn value_texts(cfg: &RunConfig) -> std::collections::BTreeMap<String, String> {
+    let serialised = match serde_json::to_value(cfg) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    described()
+        .iter()
+        .map(|s| {
+            let text = match serialised.get(s.name) {
+                None | Some(serde_json::Value::Null) => s.default.clone(),
+                Some(serde_json::Value::String(v)) => v.clone(),
+                Some(v) => v.to_string(),
+            };
+            (s.name.to_owned(), text)
+        })
+        .collect()
+}
+
+/// A run setting as [`RunConfig`] defines it: its name (the grid key; the `shallow train` flag
+/// with `-` for `_`), its default as text (`none` where it has none) and its named choices, if
+/// any (`stop`: none, plateau, target).
+#[derive(Debug)]
+pub struct Described {
+    pub name: &'static str,
+    pub default: String,
+    pub choices: Vec<String>,
+}
+
+/// The names of [`described`], in the same order.
+pub fn names() -> &'static [&'static str] {
+    static NAMES: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| described().iter().map(|s| s.name).collect())
+}
+
+/// Every run setting of [`RunConfig`], in the order of its fields; read once from its derived
+/// command-line arguments, so that a field added to `RunConfig` is a grid key, a store column
+/// and a `--help` entry with nothing else to edit.
+pub fn described() -> &'static [Described] {
+    use clap::Args;
+    static DESCRIBED: std::sync::OnceLock<Vec<Described>> = std::sync::OnceLock::new();
+    DESCRIBED.get_or_init(|| {
+        // Built, so that flags carry the defaults clap gives them (`false`).
+        let mut command = RunConfig::augment_args(clap::Command::new("settings"));
+        command.build();
+        command
+            .get_arguments()
+            .filter(|a| !["help", "version"].contains(&a.get_id().as_str()))
+            .map(|a| Described {
+                name: Box::leak(a.get_id().as_str().to_owned().into_boxed_str()),
+                default: a
+                    .get_default_values()
+                    .first()
+                    .map_or("none".to_owned(), |v| v.to_string_lossy().into_owned()),
+                choices: a
+                    .get_possible_values()
+                    .iter()
+                    .map(|v| v.get_name().to_owned())
+                    .collect(),
+            })
+            .collect()
+    })
+}
+
 /// A dataset name is a folder under the data directory and part of plot file names: letters,
 /// digits, `_`, `-` and `.`, not starting with `.` (so never `..`, a path or a hidden file) — or
 /// `npz:PATH`, a user's NumPy archive.
@@ -432,12 +498,16 @@ impl RunConfig {
             !self.force_flip || self.augment == Augment::CropFlip,
             "force_flip is used only with augment = crop-flip"
         );
+        let decides = [
+            (!self.stop.is_none()).then(|| format!("stop = {}", serde_name(&self.stop))),
+            (self.schedule == Schedule::Plateau).then(|| "schedule = plateau".to_owned()),
+        ];
+        let decides: Vec<String> = decides.into_iter().flatten().collect();
         ensure!(
-            self.holdout.is_some() || (self.stop.is_none() && self.schedule != Schedule::Plateau),
-            "stop = {} and schedule = {} decide on the held-out loss: set holdout (e.g. \
-             holdout = 5000); the test set is never used for a decision",
-            serde_name(&self.stop),
-            serde_name(&self.schedule)
+            self.holdout.is_some() || decides.is_empty(),
+            "{} decide(s) on the held-out loss: set holdout (e.g. holdout = 5000); the test set \
+             is never used for a decision",
+            decides.join(" and ")
         );
         match (self.stop, self.target_loss) {
             (StopRule::Target, None) => anyhow::bail!("stop = target needs target_loss"),

@@ -97,10 +97,10 @@ const MNIST_FILES: [Checked; 4] = idx_files([
 ]);
 
 const FASHION_FILES: [Checked; 4] = idx_files([
-    "08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc",
-    "b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc",
-    "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229",
-    "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf",
+    "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+    "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+    "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+    "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
 ]);
 
 const KMNIST_FILES: [Checked; 4] = idx_files([
@@ -323,6 +323,17 @@ pub const BUILTIN: [Builtin; 8] = [
     },
 ];
 
+impl Builtin {
+    /// Every file of the dataset with its pinned SHA-256, as it lies in the dataset's folder
+    /// (an archive's members, not the archive).
+    pub fn pinned(&self) -> &'static [Checked] {
+        match self.files {
+            Files::Each(files) => files,
+            Files::Archive { members, .. } => members,
+        }
+    }
+}
+
 /// The built-in dataset of this name.
 pub fn builtin(name: &str) -> Option<&'static Builtin> {
     BUILTIN.iter().find(|b| b.name == name)
@@ -342,10 +353,7 @@ mod tests {
         for b in &BUILTIN {
             assert_eq!(BUILTIN.iter().filter(|o| o.name == b.name).count(), 1);
             assert!(b.classes >= 2 && !b.mirrors.is_empty() && b.megabytes > 0);
-            let checked = match b.files {
-                Files::Each(files) => files,
-                Files::Archive { members, .. } => members,
-            };
+            let checked = b.pinned();
             for (file, sha) in checked {
                 assert!(
                     sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit()),

@@ -76,7 +76,8 @@ fn part_path(dest: &Path) -> PathBuf {
     dest.with_file_name(name)
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+/// The SHA-256 of a file, in lower-case hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     hash_into(&mut hasher, path)?;
     Ok(hex::encode(hasher.finalize()))

@@ -11,11 +11,48 @@ use super::Split;
 
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
+/// The most image files a split may list: a bound on what reading a folder may take on (a
+/// dataset this large belongs in another format).
+pub const MAX_IMAGES: usize = 10_000_000;
+
+/// Every file a folder dataset is made of, and nothing else: the image files directly in each
+/// class folder of each split, in class then file-name order, with their classes. Nothing below
+/// a class folder is visited, so no walk can loop: a symlinked class folder or image is followed
+/// (one step, as any open does), a symlink or sub-folder inside a class folder is ignored.
+#[derive(Debug)]
+pub struct Listing {
+    pub classes: Vec<String>,
+    pub train: Vec<(u8, PathBuf)>,
+    pub test: Vec<(u8, PathBuf)>,
+}
+
+impl Listing {
+    /// The listing of the folder dataset `root`.
+    pub fn of(root: &Path) -> Result<Listing> {
+        let classes = class_names(&root.join("train"))?;
+        let train = list_split(&root.join("train"), &classes, true)?;
+        let test = list_split(&root.join("test"), &classes, false)?;
+        Ok(Listing {
+            classes,
+            train,
+            test,
+        })
+    }
+
+    /// Every file, training split first.
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        self.train
+            .iter()
+            .chain(&self.test)
+            .map(|(_, p)| p.as_path())
+    }
+}
+
 /// Reads the training and test splits of the folder `root`.
 pub fn read(root: &Path) -> Result<(Split, Split)> {
-    let classes = class_names(&root.join("train"))?;
-    let train = read_split(&root.join("train"), &classes)?;
-    let test = read_split(&root.join("test"), &classes)?;
+    let listing = Listing::of(root)?;
+    let train = decode(&listing.train)?;
+    let test = decode(&listing.test)?;
     let grey = train.iter().chain(&test).all(|(_, image)| is_grey(image));
     Ok((to_split(train, grey)?, to_split(test, grey)?))
 }
@@ -38,9 +75,11 @@ fn class_names(train: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Every image of a split with its class, in class then file-name order.
-fn read_split(dir: &Path, classes: &[String]) -> Result<Vec<(u8, DynamicImage)>> {
-    let mut images = Vec::new();
+/// The image files of one split with their classes, in class then file-name order. Every class
+/// folder of the training split must hold images (a class never trained on cannot be compared);
+/// the test split may lack a class, never add one.
+fn list_split(dir: &Path, classes: &[String], training: bool) -> Result<Vec<(u8, PathBuf)>> {
+    let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let path = entry?.path();
         if !path.is_dir() {
@@ -53,32 +92,52 @@ fn read_split(dir: &Path, classes: &[String]) -> Result<Vec<(u8, DynamicImage)>>
                 path.display()
             );
         };
-        for file in image_files(&path)? {
-            let image = image::open(&file)
-                .with_context(|| format!("cannot read image {}", file.display()))?;
-            images.push((class as u8, file, image));
-        }
+        let images = image_files(&path)?;
+        ensure!(
+            !training || !images.is_empty(),
+            "{}: class '{name}' has no images ({}): add images to it or remove the folder",
+            path.display(),
+            EXTENSIONS.join(", ")
+        );
+        files.extend(images.into_iter().map(|f| (class as u8, f)));
+        ensure!(
+            files.len() <= MAX_IMAGES,
+            "{}: more than {MAX_IMAGES} images in one split",
+            dir.display()
+        );
     }
-    images.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    ensure!(!images.is_empty(), "{}: no images", dir.display());
-    let first = (images[0].2.width(), images[0].2.height());
-    if let Some((_, file, image)) = images
+    files.sort();
+    ensure!(!files.is_empty(), "{}: no images", dir.display());
+    Ok(files)
+}
+
+/// Decodes the images of a split; all must have one size.
+fn decode(files: &[(u8, PathBuf)]) -> Result<Vec<(u8, DynamicImage)>> {
+    let mut images = Vec::with_capacity(files.len());
+    for (class, file) in files {
+        let image =
+            image::open(file).with_context(|| format!("cannot read image {}", file.display()))?;
+        images.push((*class, image));
+    }
+    let first = (images[0].1.width(), images[0].1.height());
+    if let Some(at) = images
         .iter()
-        .find(|(_, _, i)| (i.width(), i.height()) != first)
+        .position(|(_, i)| (i.width(), i.height()) != first)
     {
         bail!(
             "{}: {}×{} pixels, but {} is {}×{}: every image must have one size",
-            file.display(),
-            image.width(),
-            image.height(),
-            images[0].1.display(),
+            files[at].1.display(),
+            images[at].1.width(),
+            images[at].1.height(),
+            files[0].1.display(),
             first.0,
             first.1
         );
     }
-    Ok(images.into_iter().map(|(c, _, i)| (c, i)).collect())
+    Ok(images)
 }
 
+/// The image files directly in `dir` (regular files, or links to them), sorted.
 fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
@@ -87,6 +146,7 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
             p.extension()
                 .and_then(|x| x.to_str())
                 .is_some_and(|x| EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
+                && p.is_file()
         })
         .collect();
     files.sort();

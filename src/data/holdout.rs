@@ -14,11 +14,39 @@ use serde::{Deserialize, Serialize};
 
 /// How many training examples are held out: a count (`holdout = 5000`) or a fraction of the
 /// official training set (`holdout = 0.1`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Holdout {
     Count(u64),
     Fraction(f64),
+}
+
+/// A whole number is a count, any other number a fraction; anything else is refused saying what
+/// a holdout is.
+impl<'de> Deserialize<'de> for Holdout {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Holdout;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a count of examples (holdout = 5000) or a fraction in (0, 1) (0.1)")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Holdout, E> {
+                Ok(Holdout::Count(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Holdout, E> {
+                u64::try_from(v).map(Holdout::Count).map_err(|_| {
+                    E::custom(format!(
+                        "holdout must be a positive count of examples, got {v}"
+                    ))
+                })
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Holdout, E> {
+                Ok(Holdout::Fraction(v))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl Holdout {

@@ -102,8 +102,24 @@ pub fn needs_download(
         .collect::<Vec<_>>()
         .join("\n");
     if let Some(path) = user_path(data_dir, name) {
+        let npz = name.starts_with(NPZ);
+        if path.is_dir() {
+            bail!(
+                "dataset '{name}': {} is a folder; npz: names a .npz file (a folder of images \
+                 is folder:PATH)",
+                path.display()
+            );
+        }
+        if path.exists() && !npz {
+            bail!(
+                "dataset '{name}': {} is a file; folder: names a folder holding train/<class>/ \
+                 and test/<class>/ (a NumPy archive is npz:PATH)",
+                path.display()
+            );
+        }
         bail!(
-            "dataset '{name}': no such file or folder {}",
+            "dataset '{name}': no such {} {}",
+            if npz { "file" } else { "folder" },
             path.display()
         );
     }
@@ -141,6 +157,39 @@ impl Split {
 
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
+    }
+}
+
+/// What sizing a run needs of its dataset: the image shape, the classes and the sizes of the
+/// training and test splits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    /// Channels, height, width of an image.
+    pub shape: [usize; 3],
+    pub classes: usize,
+    /// Images in the training and test splits.
+    pub sizes: (usize, usize),
+}
+
+impl Builtin {
+    /// A built-in dataset's facts, from the catalog (no file read).
+    pub fn facts(&self) -> Facts {
+        Facts {
+            shape: self.shape,
+            classes: self.classes,
+            sizes: self.sizes,
+        }
+    }
+}
+
+impl RawDataset {
+    /// The facts of the dataset as read.
+    pub fn facts(&self) -> Facts {
+        Facts {
+            shape: self.train.shape,
+            classes: self.classes,
+            sizes: (self.train.len(), self.test.len()),
+        }
     }
 }
 

@@ -115,6 +115,14 @@ fn image_layout(dims: &[usize]) -> Result<([usize; 3], bool)> {
 /// The factor that brings pixels to 0..=255: 1 for bytes and floats in [0, 255], 255 for floats
 /// in [0, 1].
 fn pixel_scale(x: &Array) -> Result<f64> {
+    if let Some(at) = x.values.iter().position(|v| !v.is_finite()) {
+        let per_image = x.shape.iter().skip(1).product::<usize>().max(1);
+        bail!(
+            "pixel {at} (image {}) is {}: images must be finite numbers",
+            at / per_image,
+            x.values[at]
+        );
+    }
     let (lo, hi) = x
         .values
         .iter()
@@ -179,7 +187,8 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Array> {
     let expected = count.and_then(|c| c.checked_mul(size));
     ensure!(
         expected == Some(data.len()),
-        "shape {shape:?} of {size}-byte elements needs {expected:?} bytes, the array has {}",
+        "shape {shape:?} of {size}-byte elements needs {} bytes, the array has {}",
+        expected.map_or("more than 2^64".to_owned(), |b| b.to_string()),
         data.len()
     );
     let values = data
@@ -344,7 +353,7 @@ mod tests {
             [-2.0, 300.0]
         );
         let err = parse_npy(&encode_npy("|u1", &[2, 3], &[0; 5])).unwrap_err();
-        assert!(err.to_string().contains("needs Some(6) bytes"), "{err}");
+        assert!(err.to_string().contains("needs 6 bytes"), "{err}");
         assert!(parse_npy(&encode_npy("<c8", &[1], &[0; 8])).is_err());
     }
 

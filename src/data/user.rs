@@ -2,10 +2,11 @@
 //! that enters their runs' identity.
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use sha2::{Digest, Sha256};
 
 use super::download::hash_into;
+use super::folder;
 
 /// The prefix of a dataset that is a user's NumPy archive: `npz:PATH`.
 pub const NPZ: &str = "npz:";
@@ -22,34 +23,24 @@ pub fn user_path(data_dir: &Path, name: &str) -> Option<PathBuf> {
         .map(|path| data_dir.join(path))
 }
 
-/// The SHA-256 of a user's data (the `npz:` file, or every file of a `folder:` with its path),
-/// which becomes part of its runs' identity; `None` for other datasets.
+/// The SHA-256 of a user's data — the `npz:` file, or every file a `folder:` dataset loads
+/// ([`folder::Listing`]) with its path — which becomes part of its runs' identity; `None` for
+/// other datasets. A file the folder's reader never opens (notes, sub-folders) changes nothing.
 pub fn content_hash(data_dir: &Path, name: &str) -> Result<Option<String>> {
     let Some(path) = user_path(data_dir, name) else {
         return Ok(None);
     };
+    let files = if name.starts_with(FOLDER) {
+        let listing = folder::Listing::of(&path)?;
+        listing.files().map(Path::to_owned).collect()
+    } else {
+        vec![path.clone()]
+    };
     let mut hash = Sha256::new();
-    let mut files = vec![];
-    collect_files(&path, &mut files)?;
-    files.sort();
     for file in files {
         let relative = file.strip_prefix(&path).unwrap_or(&file);
         hash.update(relative.to_string_lossy().as_bytes());
         hash_into(&mut hash, &file)?;
     }
     Ok(Some(hex::encode(hash.finalize())))
-}
-
-/// `path` if a file, else every file below it.
-fn collect_files(path: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
-    if !path.is_dir() {
-        files.push(path.to_owned());
-        return Ok(());
-    }
-    let entries =
-        std::fs::read_dir(path).with_context(|| format!("cannot read {}", path.display()))?;
-    for entry in entries {
-        collect_files(&entry?.path(), files)?;
-    }
-    Ok(())
 }

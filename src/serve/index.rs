@@ -10,7 +10,6 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 use serde_json::Value as Json;
 
-use crate::sweep::grid::SETTINGS;
 use crate::sweep::store::{RunsQuery, SortKey, Store};
 
 /// Configs read per store call while catching up.
@@ -70,7 +69,12 @@ impl SettingsIndex {
         q.check()?;
         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
         index.catch_up(store)?;
-        let column = |name: &str| SETTINGS.iter().position(|s| *s == name).expect("checked");
+        let column = |name: &str| {
+            crate::settings::names()
+                .iter()
+                .position(|s| *s == name)
+                .expect("checked")
+        };
         // Per filter, which codes of its column match (a default also matches an absent value).
         let filters: Vec<(usize, Vec<bool>)> = q
             .settings
@@ -105,7 +109,10 @@ impl SettingsIndex {
 impl Index {
     fn catch_up(&mut self, store: &dyn Store) -> Result<()> {
         if self.columns.is_empty() {
-            self.columns = SETTINGS.iter().map(|_| Column::default()).collect();
+            self.columns = crate::settings::names()
+                .iter()
+                .map(|_| Column::default())
+                .collect();
         }
         loop {
             let page = store.configs_page(self.upto, PAGE)?;
@@ -115,7 +122,7 @@ impl Index {
             for (seq, text) in page {
                 let config: serde_json::Map<String, Json> = serde_json::from_str(&text)
                     .with_context(|| format!("the config of the run at queue position {seq}"))?;
-                for (name, column) in SETTINGS.iter().zip(&mut self.columns) {
+                for (name, column) in crate::settings::names().iter().zip(&mut self.columns) {
                     column.push(config.get(*name).cloned().unwrap_or(Json::Null));
                 }
                 self.seqs.push(seq);

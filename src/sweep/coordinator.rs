@@ -29,6 +29,8 @@ pub struct SweepOptions {
     pub max_attempts: u32,
     /// Put failed runs back to pending before training.
     pub retry_failed: bool,
+    /// Remove the pending runs queued for another version of a user data file of the grid.
+    pub requeue_changed_data: bool,
 }
 
 /// Worker processes on this machine, started by `shallow sweep` or `shallow worker --workers N`.
@@ -80,6 +82,48 @@ pub struct Queued {
     pub log_path: PathBuf,
     /// Failed runs put back to pending (`--retry-failed`).
     pub retried: usize,
+    /// Pending runs of a changed data file removed (`--requeue-changed-data`), and the finished
+    /// runs of such files, which stay.
+    pub stale: Stale,
+}
+
+/// The runs of a sweep queued for another version of a user data file than the one here now.
+#[derive(Debug, Default)]
+pub struct Stale {
+    pub pending: Vec<String>,
+    pub finished: usize,
+    /// The data files concerned.
+    pub datasets: Vec<String>,
+}
+
+/// The runs of sweep `sweep` whose user dataset is in `hashes` under another content hash.
+fn stale_runs(
+    store: &dyn store::Store,
+    sweep: &str,
+    hashes: &std::collections::HashMap<String, String>,
+) -> Result<Stale> {
+    let mut stale = Stale::default();
+    if hashes.is_empty() {
+        return Ok(stale);
+    }
+    for run in store.runs()? {
+        let cfg = &run.config;
+        let Some(here) = hashes.get(&cfg.dataset) else {
+            continue;
+        };
+        if run.sweep != sweep || cfg.data_hash.as_ref() == Some(here) {
+            continue;
+        }
+        if !stale.datasets.contains(&cfg.dataset) {
+            stale.datasets.push(cfg.dataset.clone());
+        }
+        match run.status {
+            RunStatus::Pending => stale.pending.push(run.id),
+            s if s.ended() => stale.finished += 1,
+            _ => {}
+        }
+    }
+    Ok(stale)
 }
 
 /// Loads the grid, checks its inputs (downloading missing datasets) and adds its runs to the
@@ -96,7 +140,20 @@ pub fn queue(opts: &SweepOptions) -> Result<Queued> {
         }
     }
     let mut store = store::open(&opts.db)?;
+    let stale = stale_runs(store.as_ref(), &grid.name, &hashes)?;
+    anyhow::ensure!(
+        stale.pending.is_empty() || opts.requeue_changed_data,
+        "{} pending run(s) of sweep '{}' were queued for another version of {} than the one in \
+         {} now, and would stop every worker with a data fault: restore the file, or run this \
+         command again with --requeue-changed-data to remove them and queue the runs of the file \
+         as it is now",
+        stale.pending.len(),
+        grid.name,
+        stale.datasets.join(", "),
+        opts.data_dir.display()
+    );
     let added = queue_in_chunks(store.as_mut(), &grid, &text, &hashes)?;
+    store.drop_pending(&stale.pending)?;
     let retried = if opts.retry_failed {
         store.retry_failed()?
     } else {
@@ -111,6 +168,7 @@ pub fn queue(opts: &SweepOptions) -> Result<Queued> {
         threads,
         log_path: opts.db.worker_log(),
         retried,
+        stale,
     })
 }
 

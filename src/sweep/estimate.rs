@@ -10,6 +10,7 @@ use tch::Device;
 use crate::data;
 use crate::device;
 use crate::model::{Architecture, Precision};
+use crate::train::optim::Optimizer;
 use crate::train::{REESTIMATE_BATCHES, RunConfig, fused};
 
 /// At most this many of the grid's architectures are timed, spread over where its work lies.
@@ -25,47 +26,51 @@ pub struct Execution {
     pub fuse: usize,
 }
 
-/// What estimates made before any data is loaded assume of a dataset (its image shape, set sizes
-/// and classes): a built-in dataset's own; other datasets count as MNIST.
-pub fn assumed(dataset: &str) -> &'static data::Builtin {
-    data::builtin(dataset).unwrap_or(&data::BUILTIN[0])
-}
-
-/// The training images a run uses: its limit, at most the dataset's known size.
-pub fn train_examples(cfg: &RunConfig) -> usize {
-    let available = assumed(&cfg.dataset).sizes.0;
-    let available = available - held_out(cfg).min(available);
+/// The training images a run uses: its limit, at most what its dataset has once the held-out
+/// examples are carved off.
+pub fn train_examples(cfg: &RunConfig, facts: &data::Facts) -> usize {
+    let available = facts.sizes.0;
+    let available = available - held_out(cfg, facts).min(available);
     cfg.train_limit.unwrap_or(available).min(available)
 }
 
 /// The training examples a run holds out.
-fn held_out(cfg: &RunConfig) -> usize {
-    cfg.holdout
-        .map_or(0, |h| h.size(assumed(&cfg.dataset).sizes.0))
+fn held_out(cfg: &RunConfig, facts: &data::Facts) -> usize {
+    cfg.holdout.map_or(0, |h| h.size(facts.sizes.0))
 }
 
-pub fn architecture(cfg: &RunConfig) -> Architecture {
-    let known = assumed(&cfg.dataset);
-    cfg.architecture(known.shape, known.classes)
+pub fn architecture(cfg: &RunConfig, facts: &data::Facts) -> Architecture {
+    cfg.architecture(facts.shape, facts.classes)
 }
 
-/// Multiply-adds of a whole run: forward + backward (≈ 3 forwards) per training image and epoch,
-/// one forward per validation and held-out image and epoch (every epoch up to the cap: a stopping
+/// Multiply-adds of a whole run: forward + backward (≈ 3 forwards) per training image, epoch and
+/// evaluation of the loss (one per batch, L-BFGS up to PyTorch's `max_eval`, 5/4 of its
+/// iterations), one forward per validation and held-out image and epoch (every epoch up to the cap: a stopping
 /// rule may end it sooner); after training, the training set once, the
 /// validation set in the other arrangement and, with batch norm, the batches that re-estimate
 /// its statistics.
-fn run_macs(cfg: &RunConfig, arch: &Architecture) -> f64 {
-    let val = assumed(&cfg.dataset).sizes.1;
-    let train = train_examples(cfg) as f64;
+fn run_macs(cfg: &RunConfig, arch: &Architecture, facts: &data::Facts) -> f64 {
+    let val = facts.sizes.1;
+    let train = train_examples(cfg, facts) as f64;
     let val = cfg.val_limit.unwrap_or(val).min(val) as f64;
     let reestimate = if cfg.batchnorm {
         ((REESTIMATE_BATCHES * cfg.batch_size) as f64).min(train)
     } else {
         0.0
     };
-    let evaluated = val + held_out(cfg) as f64;
-    let forwards = cfg.epochs as f64 * (3.0 * train + evaluated) + train + val + reestimate;
+    let evaluated = val + held_out(cfg, facts) as f64;
+    let trained = 3.0 * train * evaluations_per_batch(cfg);
+    let forwards = cfg.epochs as f64 * (trained + evaluated) + train + val + reestimate;
     arch.forward_macs() * forwards
+}
+
+/// Forward and backward passes over each batch: one, or L-BFGS's evaluations of its closure (at
+/// most `max_eval` = 5/4 of its iterations, PyTorch's default, which its line search reaches).
+fn evaluations_per_batch(cfg: &RunConfig) -> f64 {
+    match cfg.optimizer {
+        Optimizer::Lbfgs => cfg.lbfgs_iterations as f64 * 1.25,
+        _ => 1.0,
+    }
 }
 
 /// The grid's multiply-adds per distinct architecture, batch size and precision, added up run by
@@ -74,11 +79,11 @@ fn run_macs(cfg: &RunConfig, arch: &Architecture) -> f64 {
 pub struct Work(HashMap<(Architecture, usize, Precision), f64>);
 
 impl Work {
-    pub fn add(&mut self, cfg: &RunConfig, arch: Architecture) {
+    pub fn add(&mut self, cfg: &RunConfig, arch: Architecture, facts: &data::Facts) {
         *self
             .0
             .entry((arch, cfg.batch_size, cfg.precision))
-            .or_default() += run_macs(cfg, &arch);
+            .or_default() += run_macs(cfg, &arch, facts);
     }
 
     /// Estimated wall seconds of all the work under `e`, and how many architectures were timed.

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 pub use super::estimate::Execution;
-use super::estimate::{self, architecture, assumed, train_examples};
+use super::estimate::{self, architecture, train_examples};
 use super::grid::{Grid, RunSpec};
 use crate::data;
 use crate::device;
@@ -25,13 +25,33 @@ pub fn plan_workers(workers: Option<usize>, threads: Option<usize>) -> (usize, u
     }
 }
 
+/// What each dataset of a grid is (shape, classes, split sizes), as sizing needs it: read from
+/// its files where they were read, else a built-in dataset's catalog entry.
+#[derive(Debug, Default)]
+pub struct DataFacts(BTreeMap<String, data::Facts>);
+
+impl DataFacts {
+    /// The facts of the built-in datasets only, from the catalog.
+    pub fn catalog() -> Self {
+        Self::default()
+    }
+
+    pub fn of(&self, dataset: &str) -> Result<data::Facts> {
+        self.0
+            .get(dataset)
+            .copied()
+            .or_else(|| data::builtin(dataset).map(data::Builtin::facts))
+            .with_context(|| format!("dataset '{dataset}' has not been read: its size is unknown"))
+    }
+}
+
 /// Checks, before anything is queued or trained, that every dataset of the grid can be had (with
 /// `fetch`, downloading what is missing) and is usable, and that every run fits its images and
 /// this machine's memory. A dataset that is missing but downloadable is not loaded without
-/// `fetch`; its runs are checked against its known shape.
-pub fn check_inputs(grid: &Grid, data_dir: &Path, offline: bool, fetch: bool) -> Result<()> {
-    let mut shapes = std::collections::BTreeMap::new();
-    let mut labels = std::collections::BTreeMap::new();
+/// `fetch`; its runs are checked against its known shape. Returns what each dataset is.
+pub fn check_inputs(grid: &Grid, data_dir: &Path, offline: bool, fetch: bool) -> Result<DataFacts> {
+    let mut facts = DataFacts::default();
+    let mut labels = BTreeMap::new();
     for dataset in grid.datasets() {
         let raw = if fetch {
             data::ensure_available(data_dir, dataset, offline)?;
@@ -41,12 +61,8 @@ pub fn check_inputs(grid: &Grid, data_dir: &Path, offline: bool, fetch: bool) ->
         } else {
             Some(data::load(data_dir, dataset)?)
         };
-        let known = assumed(dataset);
-        let shape = raw
-            .as_ref()
-            .map_or((known.shape, known.classes), |r| (r.train.shape, r.classes));
-        shapes.insert(dataset.as_str(), shape);
         if let Some(raw) = raw {
+            facts.0.insert(dataset.clone(), raw.facts());
             labels.insert(dataset.as_str(), raw.train.labels);
         }
     }
@@ -57,8 +73,9 @@ pub fn check_inputs(grid: &Grid, data_dir: &Path, offline: bool, fetch: bool) ->
         let cfg = &run.config;
         let dataset = cfg.dataset.as_str();
         let place = || format!("{}: run {} of the grid ({dataset})", grid.origin(), run.id);
-        let (shape, classes) = shapes[dataset];
-        crate::train::check_fits_within(cfg, shape, classes, available).with_context(place)?;
+        let known = facts.of(dataset)?;
+        crate::train::check_fits_within(cfg, known.shape, known.classes, available)
+            .with_context(place)?;
         if let (Some(h), Some(labels)) = (cfg.holdout, labels.get(dataset))
             && splits_checked.insert((dataset.to_owned(), h.to_string(), cfg.data_seed))
         {
@@ -68,11 +85,11 @@ pub fn check_inputs(grid: &Grid, data_dir: &Path, offline: bool, fetch: bool) ->
                 .with_context(place)?;
         }
     }
-    Ok(())
+    Ok(facts)
 }
 
 /// `--dry-run`: what the sweep holds and roughly how long it takes here. Streams the runs, once.
-pub fn dry_run(grid: &Grid, e: &Execution) -> Result<String> {
+pub fn dry_run(grid: &Grid, facts: &DataFacts, e: &Execution) -> Result<String> {
     let mut params = 0.0;
     let mut work = estimate::Work::default();
     let mut compared = Compared::default();
@@ -80,10 +97,11 @@ pub fn dry_run(grid: &Grid, e: &Execution) -> Result<String> {
     for run in grid.runs() {
         let run = run?;
         stopping += usize::from(!run.config.stop.is_none());
-        let arch = architecture(&run.config);
+        let known = facts.of(&run.config.dataset)?;
+        let arch = architecture(&run.config, &known);
         params += arch.parameter_count() as f64;
-        work.add(&run.config, arch);
-        compared.add(&run, &arch)?;
+        work.add(&run.config, arch, &known);
+        compared.add(&run, &arch, &known)?;
     }
     let (seconds, timed) = work.seconds(e)?;
     let cap_note = if stopping > 0 {
@@ -120,12 +138,13 @@ pub fn dry_run(grid: &Grid, e: &Execution) -> Result<String> {
 /// [`crate::model::Q_BINS`]): pair ids (a configuration and seed) with at least two different
 /// networks (numbers of stages D; at L = 1 sequential and parallel are one network). Q
 /// depends on the parameters and the training examples, never on the layout, so every run of a
-/// pair id falls in the same bin. Known datasets only: others count with MNIST's size.
-pub fn compared_per_q_bin(grid: &Grid) -> Result<BTreeMap<String, [usize; 4]>> {
+/// pair id falls in the same bin.
+pub fn compared_per_q_bin(grid: &Grid, facts: &DataFacts) -> Result<BTreeMap<String, [usize; 4]>> {
     let mut compared = Compared::default();
     for run in grid.runs() {
         let run = run?;
-        compared.add(&run, &architecture(&run.config))?;
+        let known = facts.of(&run.config.dataset)?;
+        compared.add(&run, &architecture(&run.config, &known), &known)?;
     }
     Ok(compared.per_q_bin())
 }
@@ -141,9 +160,9 @@ struct Compared {
 }
 
 impl Compared {
-    fn add(&mut self, run: &RunSpec, arch: &Architecture) -> Result<()> {
+    fn add(&mut self, run: &RunSpec, arch: &Architecture, facts: &data::Facts) -> Result<()> {
         let cfg = &run.config;
-        let examples = train_examples(cfg);
+        let examples = train_examples(cfg, facts);
         let bin = q_bin(determination_ratio(
             examples,
             arch.classes,

@@ -113,36 +113,12 @@ pub fn default_settings() -> toml::Table {
     table
 }
 
-/// Every run setting a grid (and a store query) may name. Axes are expanded in this order, the
-/// last one innermost, so that the two layouts of a pair are neighbours and a partly finished
-/// sweep holds complete pairs.
-pub const SETTINGS: [&str; 35] = [
-    "dataset",
-    "holdout",
-    "data_seed",
-    "seed",
-    "epochs",
-    "batch_size",
-    "train_limit",
-    "val_limit",
-    "subset",
-    "precision",
-    "optimizer",
-    "weight_decay",
-    "momentum",
-    "nesterov",
-    "lbfgs_iterations",
-    "lbfgs_history",
-    "line_search",
-    "schedule",
-    "warmup",
-    "lr_step",
-    "lr_factor",
-    "lr_patience",
-    "stop",
-    "patience",
-    "min_delta",
-    "target_loss",
+/// The settings expanded outermost, in this order: a partly finished sweep then holds every
+/// configuration of the first datasets and seeds.
+const OUTERMOST: [&str; 4] = ["dataset", "holdout", "data_seed", "seed"];
+/// The settings expanded innermost, `layout` last: the layouts of a configuration are
+/// neighbours, and the nets of one training recipe follow each other.
+const INNERMOST: [&str; 9] = [
     "lr",
     "batchnorm",
     "pool",
@@ -153,6 +129,26 @@ pub const SETTINGS: [&str; 35] = [
     "layers",
     "layout",
 ];
+
+/// Every run setting a grid may name — every field of [`RunConfig`] ([`crate::settings::names`])
+/// — in the order a grid expands them, the last one innermost: [`OUTERMOST`], the others in the
+/// order of `RunConfig`'s fields, then [`INNERMOST`], so that a partly finished sweep holds
+/// complete pairs.
+pub fn settings() -> &'static [&'static str] {
+    static ORDER: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    ORDER.get_or_init(|| {
+        let names = crate::settings::names();
+        let middle = names
+            .iter()
+            .copied()
+            .filter(|n| !OUTERMOST.contains(n) && !INNERMOST.contains(n));
+        OUTERMOST
+            .into_iter()
+            .chain(middle)
+            .chain(INNERMOST)
+            .collect()
+    })
+}
 
 pub fn load(path: &Path) -> Result<Grid> {
     load_limited(path, DEFAULT_MAX_RUNS)
@@ -183,11 +179,11 @@ pub fn parse_limited(text: &str, origin: &str, max_runs: u64) -> Result<Grid> {
         .collect();
     for (key, value) in &file.runs {
         let name = key.get_ref();
-        if !SETTINGS.contains(&name.as_str()) {
+        if !settings().contains(&name.as_str()) {
             bail!(
                 "{}: unknown setting `{name}` in [runs]; known: {}",
                 at(key.span()),
-                SETTINGS.join(", ")
+                settings().join(", ")
             );
         }
         let values = values_of(value.get_ref().clone());
@@ -201,7 +197,7 @@ pub fn parse_limited(text: &str, origin: &str, max_runs: u64) -> Result<Grid> {
             .map_err(|e| anyhow!("{}: `{name}`: {e:#}", at(value.span())))?;
         axes.insert(name.clone(), values);
     }
-    let axes: Axes = SETTINGS
+    let axes: Axes = settings()
         .iter()
         .filter_map(|name| axes.remove_entry(*name))
         .collect();
@@ -264,9 +260,20 @@ fn values_of(value: Value) -> Vec<Value> {
 fn check_value(name: &str, value: &Value) -> Result<RunConfig> {
     let mut table = first_of_each(&default_settings());
     table.insert(name.to_owned(), value.clone());
-    let config = parse_config(&table)?;
+    let config = parse_config(&table).map_err(|e| match choices_of(name) {
+        Some(choices) => anyhow!("expected one of {choices}, found {value}"),
+        None => e,
+    })?;
     config.validate_settings()?;
     Ok(config)
+}
+
+/// The values a setting with named choices (`stop`, `head`, …) takes, as `--help` lists them.
+fn choices_of(name: &str) -> Option<String> {
+    let setting = crate::settings::described()
+        .iter()
+        .find(|s| s.name == name)?;
+    (!setting.choices.is_empty()).then(|| setting.choices.join(", "))
 }
 
 fn first_of_each(table: &toml::Table) -> toml::Table {
@@ -299,7 +306,7 @@ fn parse_excludes(
         .map(|rule| {
             rule.iter()
                 .map(|(key, value)| {
-                    if !SETTINGS.contains(&key.get_ref().as_str()) {
+                    if !settings().contains(&key.get_ref().as_str()) {
                         bail!(
                             "{}: unknown setting `{}` in [[exclude]]",
                             at(key.span()),
@@ -373,4 +380,23 @@ pub fn pair_id(config: &RunConfig) -> String {
         .expect("config is an object")
         .remove("layout");
     short_hash(&canonical(&value))
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::*;
+
+    #[test]
+    fn the_expansion_order_names_every_setting_once_and_no_other() {
+        let names = crate::settings::names();
+        for n in OUTERMOST.iter().chain(&INNERMOST) {
+            assert!(names.contains(n), "{n} is not a setting of RunConfig");
+        }
+        let mut order = settings().to_vec();
+        assert_eq!(order.last(), Some(&"layout"));
+        order.sort_unstable();
+        let mut all = names.to_vec();
+        all.sort_unstable();
+        assert_eq!(order, all);
+    }
 }

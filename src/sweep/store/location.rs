@@ -73,6 +73,18 @@ impl fmt::Display for Location {
 }
 
 impl Location {
+    /// How a document names the store: a SQLite file by its file name (not the path of the
+    /// machine that made it), a server by its redacted URL.
+    pub fn name(&self) -> String {
+        match self {
+            Location::Sqlite(path) => path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+            Location::Postgres(url) => redact(url),
+        }
+    }
+
     /// The location as given, password included: for passing to a child process through its
     /// environment, never for showing.
     pub fn as_os_str(&self) -> &std::ffi::OsStr {

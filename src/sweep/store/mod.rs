@@ -220,6 +220,9 @@ pub trait Store {
     fn release_worker(&mut self, worker: &str, max_attempts: u32) -> Result<usize>;
     /// Puts every failed run back to pending, its attempts reset. Returns how many.
     fn retry_failed(&mut self) -> Result<usize>;
+    /// Removes those of the runs `ids` that are still pending (nothing of them is recorded);
+    /// a run claimed meanwhile is left alone. Returns how many were removed.
+    fn drop_pending(&mut self, ids: &[String]) -> Result<usize>;
     fn runs(&self) -> Result<Vec<RunRow>>;
     fn epochs(&self) -> Result<Vec<EpochRow>>;
     /// Up to `limit` runs after queue position `after` (0: from the first), in queue order, and

@@ -65,6 +65,10 @@ impl Store for Named {
         let r = self.inner.retry_failed();
         r.with_context(|| self.name.clone())
     }
+    fn drop_pending(&mut self, ids: &[String]) -> Result<usize> {
+        let r = self.inner.drop_pending(ids);
+        r.with_context(|| self.name.clone())
+    }
     fn runs(&self) -> Result<Vec<RunRow>> {
         self.inner.runs().with_context(|| self.name.clone())
     }

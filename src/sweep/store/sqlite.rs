@@ -270,6 +270,19 @@ impl Store for SqliteStore {
         )?)
     }
 
+    fn drop_pending(&mut self, ids: &[String]) -> Result<usize> {
+        let tx = self.conn.transaction()?;
+        let mut dropped = 0;
+        {
+            let mut delete = tx.prepare("DELETE FROM runs WHERE id = ?1 AND status = 'pending'")?;
+            for id in ids {
+                dropped += delete.execute(params![id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(dropped)
+    }
+
     fn runs(&self) -> Result<Vec<RunRow>> {
         Ok(self.runs_page(0, usize::MAX)?.0)
     }

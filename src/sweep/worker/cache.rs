@@ -45,8 +45,10 @@ impl DataCache {
         {
             let path = crate::data::dataset_dir(&self.data_dir, &cfg.dataset);
             return Err(anyhow::anyhow!(
-                "{} is not the file its runs were queued with (SHA-256 {} here, {queued} when \
-                 queued): restore it, or queue the grid again to add runs for the new file",
+                "{} is not the data its runs were queued with (SHA-256 {} here, {queued} when \
+                 queued): restore it, or run `shallow sweep GRID --requeue-changed-data` (with \
+                 --no-train for workers elsewhere) to replace the pending runs of the old version \
+                 by runs of this one",
                 path.display(),
                 here.as_deref().unwrap_or("unreadable")
             ))

@@ -250,6 +250,15 @@ impl Store for PostgresStore {
         })
     }
 
+    fn drop_pending(&mut self, ids: &[String]) -> Result<usize> {
+        self.with(|client| {
+            Ok(client.execute(
+                "DELETE FROM runs WHERE id = ANY($1) AND status = 'pending'",
+                &[&ids],
+            )? as usize)
+        })
+    }
+
     fn runs(&self) -> Result<Vec<RunRow>> {
         Ok(self.runs_page(0, usize::MAX)?.0)
     }

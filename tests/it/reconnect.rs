@@ -2,7 +2,7 @@
 //! administrator's `pg_terminate_backend`) reconnects and carries on: no call of a worker's
 //! fails, so no run is marked failed for what was only a dropped connection. Needs the test
 //! server of `tests/common/stores.rs`.
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};

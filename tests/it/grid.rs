@@ -337,9 +337,52 @@ fn study_preset_holds_ten_families_per_q_bin_and_dataset() {
         assert!(bins.iter().all(|&n| n >= 10), "{dataset}: {bins:?}");
     }
     assert_eq!(
-        shallow::sweep::plan::compared_per_q_bin(&g).unwrap(),
+        shallow::sweep::plan::compared_per_q_bin(&g, &shallow::sweep::plan::DataFacts::catalog())
+            .unwrap(),
         counted
     );
     let seeds: BTreeSet<u64> = runs(&g).iter().map(|r| r.config.seed).collect();
     assert!(seeds.len() >= 3, "seeds: {seeds:?}");
+}
+
+/// Every setting of `RunConfig` (what `shallow train --help` lists) is a grid key: a grid giving
+/// it its own default value parses and yields the same runs' configs as leaving it out, and a
+/// grid key no `RunConfig` field has is refused. Adding a field to `RunConfig` needs no other edit.
+#[test]
+fn every_run_setting_is_a_grid_key_and_nothing_else_is() {
+    let base = "[runs]\ndataset = \"mnist\"\nlayout = \"parallel\"\n";
+    let plain = runs(&grid::parse(base, "plain.toml").unwrap());
+    let defaults = shallow::settings::defaults(Layout::Parallel);
+    let texts = shallow::settings::value_texts(&defaults);
+    let mut help = Vec::new();
+    <shallow::settings::RunConfig as clap::Args>::augment_args(clap::Command::new("train"))
+        .get_arguments()
+        .for_each(|a| help.push(a.get_id().to_string()));
+    let keys: BTreeSet<String> = grid::settings().iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        keys,
+        help.into_iter().collect(),
+        "grid keys and train flags"
+    );
+    for setting in shallow::settings::described() {
+        let name = setting.name;
+        let value = match texts[name].as_str() {
+            _ if ["dataset", "layout"].contains(&name) => continue, // in the base already
+            "none" if setting.choices.is_empty() => continue,       // no default value to give
+            t if t.parse::<f64>().is_ok() || t == "true" || t == "false" => t.to_owned(),
+            t => format!("\"{t}\""),
+        };
+        let g = grid::parse(&format!("{base}{name} = {value}\n"), "one.toml")
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert_eq!(
+            runs(&g).iter().map(|r| &r.config).collect::<Vec<_>>(),
+            plain.iter().map(|r| &r.config).collect::<Vec<_>>(),
+            "{name} = {value}"
+        );
+    }
+    let err = grid::parse(&format!("{base}colour = 1\n"), "bad.toml").unwrap_err();
+    assert!(
+        format!("{err:#}").contains("unknown setting `colour`"),
+        "{err:#}"
+    );
 }

@@ -1,7 +1,7 @@
 //! `shallow serve` as its users meet it: a live sweep watched in a real headless Chromium, a
 //! finished store left byte for byte as it was, a token on every request to a non-loopback
 //! address, and no password on any page or error.
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

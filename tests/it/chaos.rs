@@ -4,7 +4,7 @@
 //! must end done exactly once with epochs 1..E exactly once, and with the same final metrics as an
 //! undisturbed sweep of the same grid; the broken worker must stop with the environment's exit
 //! code, failing nothing.
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

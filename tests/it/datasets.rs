@@ -2,7 +2,7 @@
 //! over Fashion-MNIST, CIFAR-100 and a user's `.npz` trains and gets a verdict per dataset; the
 //! `.npz`'s content is part of its runs' identity, and a worker refuses a file changed since its
 //! runs were queued.
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::Path;
@@ -13,7 +13,7 @@ use common::sweeps::query;
 use shallow::data::{cifar, npz};
 
 /// A `.npz` of `n` 8×8 RGB images channels-last (uint8) in 4 classes, and `n / 2` test images.
-fn write_npz(path: &Path, n: usize, salt: u8) {
+pub(crate) fn write_npz(path: &Path, n: usize, salt: u8) {
     let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
     let stored =
         zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
@@ -136,10 +136,13 @@ fn a_grid_over_fashion_cifar100_and_an_npz_gets_a_verdict_per_dataset() {
     }
 }
 
-/// Two different files under one name never share run ids; a worker whose file differs from
-/// the one the runs were queued with leaves them pending and stops, naming the file.
+/// A `.npz`'s content is part of its runs' identity. A worker whose file differs from the one
+/// its runs were queued with leaves them pending and stops with exit 69 (one worker or several),
+/// naming the file and the way out; queueing the grid again is refused while the old runs are
+/// pending, until `--requeue-changed-data` removes them, after which a worker trains the runs of
+/// the new file.
 #[test]
-fn an_npz_is_part_of_its_runs_identity_and_a_changed_file_is_refused() {
+fn a_changed_npz_stops_workers_and_requeue_changed_data_replaces_its_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -153,36 +156,66 @@ fn an_npz_is_part_of_its_runs_identity_and_a_changed_file_is_refused() {
     .unwrap();
     let db = tmp.path().join("r.db");
     let (db_arg, grid_arg) = (db.to_str().unwrap(), grid.to_str().unwrap());
-    let queue = || {
+    let queue = |extra: &[&str]| {
+        let mut args = vec!["sweep", grid_arg, "--db", db_arg, "--no-train", "--offline"];
+        args.extend(extra);
+        shallow(&args, &data)
+    };
+    assert!(queue(&[]).status.success());
+    let first: Vec<String> = query(&db, "SELECT id FROM runs ORDER BY seq");
+    assert_eq!(first.len(), 2);
+    write_npz(&file, 40, 1);
+    for workers in ["2", "1"] {
         let out = shallow(
-            &["sweep", grid_arg, "--db", db_arg, "--no-train", "--offline"],
+            &["worker", "--db", db_arg, "--offline", "--workers", workers],
             &data,
         );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    queue();
-    let first: Vec<String> = query(&db, "SELECT id FROM runs ORDER BY seq");
-    write_npz(&file, 40, 1);
-    queue();
-    let all: Vec<String> = query(&db, "SELECT id FROM runs ORDER BY seq");
-    assert_eq!(
-        (first.len(), all.len()),
-        (2, 4),
-        "the new file's runs are new runs"
-    );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(69), "--workers {workers}: {stderr}");
+    }
+    let log = std::fs::read_to_string(tmp.path().join("r.db.workers.log")).unwrap_or_default();
     let out = shallow(&["worker", "--db", db_arg, "--offline"], &data);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(69), "{stderr}");
     assert!(
-        stderr.contains("mine.npz is not the file its runs were queued with"),
-        "{stderr}"
+        stderr.contains("mine.npz is not the data its runs were queued with")
+            && stderr.contains("--requeue-changed-data"),
+        "{stderr}{log}"
     );
     let states: Vec<String> = query(&db, "SELECT status || ' ' || attempts FROM runs");
-    assert_eq!(states, vec!["pending 0"; 4]);
+    assert_eq!(states, vec!["pending 0"; 2]);
+
+    let refused = queue(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("2 pending run(s) of sweep 'npz'")
+            && stderr.contains("--requeue-changed-data"),
+        "{stderr}"
+    );
+    assert_eq!(query::<String>(&db, "SELECT id FROM runs").len(), 2);
+
+    let out = queue(&["--requeue-changed-data"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("2 pending run(s) of the old version removed"),
+        "{stdout}"
+    );
+    let now: Vec<String> = query(&db, "SELECT id FROM runs ORDER BY seq");
+    assert_eq!(now.len(), 2);
+    assert!(now.iter().all(|id| !first.contains(id)), "new ids: {now:?}");
+    let out = shallow(&["worker", "--db", db_arg, "--offline"], &data);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let states: Vec<String> = query(&db, "SELECT status FROM runs");
+    assert_eq!(states, vec!["done"; 2]);
 }
 
 /// Augmentation is drawn from the run's seed: the same run trains to the same losses twice, and
@@ -235,11 +268,57 @@ fn augmented_runs_are_reproducible_and_differ_from_plain_ones() {
     assert_eq!(a, b, "same seed, same augmented batches");
     assert_ne!(a, plain);
     assert_ne!(train("crop"), a);
+
+    // The same in a grid: `augment` is a grid key like every other setting, and a sweep trains
+    // the crop-flip run to the losses `train` gives it.
+    let grid = tmp.path().join("augment.toml");
+    std::fs::write(
+        &grid,
+        "name = \"augment\"\n[runs]\ndataset = \"cifar10\"\nlayout = \"parallel\"\n\
+         layers = 2\nfilters = 4\nepochs = 2\nbatch_size = 16\naugment = [\"none\", \"crop-flip\"]\n",
+    )
+    .unwrap();
+    let db = tmp.path().join("augment.db");
+    let out = shallow(
+        &[
+            "sweep",
+            grid.to_str().unwrap(),
+            "--db",
+            db.to_str().unwrap(),
+            "--offline",
+            "--workers",
+            "1",
+            "--threads",
+            "1",
+        ],
+        tmp.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let losses = |augment: &str| -> Vec<f64> {
+        query(
+            &db,
+            &format!(
+                "SELECT e.train_loss FROM epochs e JOIN runs r ON r.id = e.run_id WHERE \
+                 coalesce(json_extract(r.config, '$.augment'), 'none') = '{augment}' \
+                 ORDER BY e.epoch"
+            ),
+        )
+    };
+    assert_eq!(
+        losses("crop-flip"),
+        a,
+        "the grid's augmented run is train's"
+    );
+    assert_eq!(losses("none"), plain);
 }
 
 /// Writes `n` 6×5 images per class into `dir/<class>/`, grey or RGB, as PNG (JPEG for every
 /// third, to read both formats).
-fn write_images(dir: &Path, classes: &[&str], n: usize, rgb: bool) {
+pub(crate) fn write_images(dir: &Path, classes: &[&str], n: usize, rgb: bool) {
     for (c, class) in classes.iter().enumerate() {
         let folder = dir.join(class);
         std::fs::create_dir_all(&folder).unwrap();

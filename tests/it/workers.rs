@@ -2,7 +2,7 @@
 //! replaces a killed worker and still ends every run exactly once, and the summary counts only
 //! what this invocation trained; a failed store write puts the run back rather than failing it;
 //! a worker whose environment is broken leaves every run as it was and stops.
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The report's equivalence verdicts: the t-test, TOST and sample-size statistics against values
 //! computed independently (statsmodels 0.15 and scipy 1.17, written here as numbers), verdicts on
 //! synthetic pairs built to be equivalent, different and too few, and the seed-noise columns.
-mod common;
+use crate::common;
 
 use common::synthetic::{Synthetic, config, fill, seeded_pair};
 use shallow::model::Layout;

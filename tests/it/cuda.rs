@@ -1,6 +1,6 @@
 //! The same computations on a CUDA GPU. Ignored by default (CI has no GPU); on a GPU machine:
 //! `cargo test --release --test cuda -- --ignored` (scripts/gpu-check.sh runs them).
-mod common;
+use crate::common;
 
 use common::assert_bf16_within_tolerance_of_fp32;
 use shallow::device::{self, DeviceChoice};

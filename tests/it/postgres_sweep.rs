@@ -2,7 +2,7 @@
 //! `--db postgres://…`, read it with `status` and `report`, move it to SQLite with `copy`, and get
 //! the same report. The password never appears in anything printed, and the workers' log goes to
 //! the current folder, named after the database.
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

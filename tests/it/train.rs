@@ -1,5 +1,5 @@
 //! One training run on real and generated data.
-mod common;
+use crate::common;
 
 use common::{assert_bf16_within_tolerance_of_fp32, real_data, run_config, write_idx_dataset};
 use shallow::data::{self, Subset};

@@ -1,5 +1,5 @@
 //! Dataset readers on generated files (round trips, errors naming the file) and on the real data.
-mod common;
+use crate::common;
 
 use common::{real_data, write_cifar_dataset, write_idx_dataset};
 use shallow::data::{self, idx};

@@ -1,5 +1,5 @@
 //! The command line as a user meets it: help, bad input, offline errors, JSON results.
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
@@ -162,7 +162,11 @@ fn the_families_per_q_bin_count_only_different_networks() {
     let count = |runs: &str| {
         std::fs::write(&path, format!("[runs]\ndataset = \"mnist\"\n{runs}")).unwrap();
         let grid = shallow::sweep::grid::load(&path).unwrap();
-        let counts = shallow::sweep::plan::compared_per_q_bin(&grid).unwrap();
+        let counts = shallow::sweep::plan::compared_per_q_bin(
+            &grid,
+            &shallow::sweep::plan::DataFacts::catalog(),
+        )
+        .unwrap();
         counts["mnist"].iter().sum::<usize>()
     };
     assert_eq!(count("layers = [1, 2, 4]\nseed = [0, 1]"), 4);
@@ -222,7 +226,11 @@ fn dry_run_prints_an_estimate_and_the_families_per_q_bin() {
         "{text}"
     );
     let grid = shallow::sweep::grid::load(std::path::Path::new("configs/study-cpu.toml")).unwrap();
-    let counts = shallow::sweep::plan::compared_per_q_bin(&grid).unwrap();
+    let counts = shallow::sweep::plan::compared_per_q_bin(
+        &grid,
+        &shallow::sweep::plan::DataFacts::catalog(),
+    )
+    .unwrap();
     assert_eq!(counts.len(), 2);
     for (dataset, bins) in counts {
         let row: String = bins.iter().map(|n| format!("{n:>9}")).collect();

@@ -3,7 +3,7 @@
 //! hashing, the init, the random-number crates (rand 0.9 changed its samplers), the data order —
 //! must fail this test, because every recorded sweep depends on them: a resumed sweep would mix
 //! runs of the old and the new behaviour under the same ids.
-mod common;
+use crate::common;
 
 use common::{run_config, write_idx_dataset};
 use shallow::data;

@@ -1,6 +1,6 @@
 //! Converged nets: the held-out split, stopping rules that restore the best epoch's weights
 //! (solo and fused), and the refusal of settings that cannot work, before any training.
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,6 +1,6 @@
 //! The sweep's progress display as a user sees it on a terminal: run under a pseudo-terminal
 //! (util-linux `script`), each worker's line names the run it trains and its epoch.
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! One suite for both results stores, SQLite and PostgreSQL (a real server: see
 //! `tests/common/stores.rs`): claims, leases and fencing, the attempts cap, `--retry-failed`,
 //! copying between backends, read-only opens, foreign and future databases, migration.
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The Slurm deploy script run by a real one-node Slurm on localhost (`scripts/slurm-test-cluster.sh`
 //! starts it: munge, slurmctld, slurmd from Debian's slurm-wlm): a job array of workers trains a
 //! sweep queued on the local PostgreSQL to the end.
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,7 +1,7 @@
 //! The report's section on converged nets, on stores of synthetic runs with known values: the
 //! budget curve and the verdicts at the best held-out epoch against values computed here, and
 //! the warning above the verdicts when runs hit their epoch cap still improving.
-mod common;
+use crate::common;
 
 use std::path::Path;
 

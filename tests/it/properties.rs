@@ -61,8 +61,8 @@ fn table() -> impl Strategy<Value = String> {
     })
 }
 
-const SVHN_TRAIN: &[u8] = include_bytes!("fixtures/svhn-train.mat");
-const SVHN_TEST: &[u8] = include_bytes!("fixtures/svhn-test.mat");
+const SVHN_TRAIN: &[u8] = include_bytes!("../fixtures/svhn-train.mat");
+const SVHN_TEST: &[u8] = include_bytes!("../fixtures/svhn-test.mat");
 
 fn grid_text() -> impl Strategy<Value = String> {
     (table(), prop::collection::vec(table(), 0..3)).prop_map(|(runs, excludes)| {

@@ -2,7 +2,7 @@
 //! initial weights, batch order, every step's loss and variable checksums) and
 //! `bench/reference.py replay` trains the same run in PyTorch from the same weights and order,
 //! failing at the first step and tensor where the two part (tolerances in reference.py).
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -243,7 +243,7 @@ fn lbfgs_trains_as_torch_optim_lbfgs_does() {
 /// improvement) has a held-out loss that rises in epoch 4 (measured: 0.670 → 0.679), so its
 /// fifth epoch runs at the reduced rate on both sides. Without batch norm: beyond one epoch its
 /// amplified rounding outgrows the 1e-5 tolerance (measured 1.4e-5 in epoch 2 of the plateau
-/// run); restoring its statistics is tested in tests/convergence.rs.
+/// run); restoring its statistics is tested in tests/it/convergence.rs.
 #[test]
 fn stopping_rules_and_the_plateau_schedule_train_as_pytorch_does() {
     let schedule = replay(

@@ -1,5 +1,5 @@
 //! The downloader against a loopback HTTP server serving the real dataset files.
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -243,4 +243,39 @@ fn cli_fetches_and_train_downloads_a_missing_dataset() {
     );
     assert!(data::missing_files(fresh.path(), "mnist").is_empty());
     assert_eq!(server.requests.load(Ordering::SeqCst), 8);
+}
+
+/// Every pinned checksum whose file is in the real data folder is the file's own: a wrong pin
+/// would make `shallow data fetch` delete a good file as corrupt.
+#[test]
+fn every_pinned_checksum_matches_the_real_file_where_it_exists() {
+    let real = real_data();
+    let mut checked = Vec::new();
+    let mut wrong = Vec::new();
+    for b in &data::BUILTIN {
+        for &(file, sha) in b.pinned() {
+            let path = data::dataset_dir(&real, b.name).join(file);
+            if !path.is_file() {
+                continue;
+            }
+            let actual = download::sha256_file(&path).unwrap();
+            if actual != sha {
+                wrong.push(format!("{}: pinned {sha}, file {actual}", path.display()));
+            }
+            checked.push(format!("{}/{file}", b.name));
+        }
+    }
+    assert!(wrong.is_empty(), "wrong pins:\n{}", wrong.join("\n"));
+    // MNIST is always there (real_data() requires it), so the test cannot pass on no file.
+    for file in data::builtin("mnist").unwrap().pinned() {
+        assert!(
+            checked.contains(&format!("mnist/{}", file.0)),
+            "{checked:?}"
+        );
+    }
+    eprintln!(
+        "{} pinned files verified: {}",
+        checked.len(),
+        checked.join(", ")
+    );
 }

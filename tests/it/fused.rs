@@ -1,5 +1,5 @@
 //! Fused training: M members trained as one array reproduce M solo runs.
-mod common;
+use crate::common;
 
 use common::{real_data, run_config};
 use shallow::data::{self, Tensors};

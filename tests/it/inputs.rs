@@ -1,6 +1,6 @@
 //! Bad input, as careless and hostile users give it: each case a clear error naming the file or
 //! setting, raised before any training or queueing, with a non-zero exit code and no panic.
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,6 +1,6 @@
 //! The sweep as a user runs it: the binary on a generated dataset, killed and resumed, two
 //! processes on one database, a diverging run, status and export.
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -1,6 +1,6 @@
 //! The report on stores filled with synthetic runs of known values, the statistics against
 //! reference values, and the report files themselves.
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,0 +1,30 @@
+//! The integration tests, one binary (each module was its own binary, each linking libtorch).
+mod common;
+
+mod chaos;
+mod cli;
+mod convergence;
+mod cuda;
+mod data;
+mod datasets;
+mod download;
+mod equivalence;
+mod fidelity;
+mod fused;
+mod golden;
+mod grid;
+mod inputs;
+mod model;
+mod postgres_sweep;
+mod progress;
+mod properties;
+mod reconnect;
+mod report;
+mod report_convergence;
+mod serve;
+mod slurm;
+mod store;
+mod sweep;
+mod train;
+mod user_data;
+mod workers;
