@@ -237,7 +237,7 @@ pub fn equivalence(pairs: &[Pair], margins: &Margins) -> Vec<EquivalenceRow> {
     .collect()
 }
 
-fn group_rows(group: &str, members: &[&Pair], margins: &Margins) -> Vec<EquivalenceRow> {
+pub fn group_rows(group: &str, members: &[&Pair], margins: &Margins) -> Vec<EquivalenceRow> {
     let sequential = families(members, Layout::Sequential);
     let parallel = families(members, Layout::Parallel);
     let mut rows = Vec::new();

@@ -2,8 +2,10 @@
 //! as the deep one?" — Markdown and self-contained HTML, CSV tables, SVG/PNG plots. It only reads
 //! the store, and works on partial sweeps and on databases still being written.
 pub mod analysis;
+pub mod anova;
 mod converged;
 pub mod convergence;
+pub mod drivers;
 pub mod equivalence;
 pub mod plots;
 mod render;
@@ -48,16 +50,22 @@ pub fn generate(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFi
     let verdicts = equivalence::equivalence(&pairs, margins);
     let to_target = speed::time_to_target(&pairs, &epochs);
     let converged = converged::Section::of(&runs, &pairs, &epochs, margins);
+    let drivers = drivers::drivers(&pairs, &datasets, margins);
 
-    let mut blocks = vec![Block::Heading(format!("Deep vs shallow: report on {db}"))];
+    let mut blocks = vec![Block::Heading(format!(
+        "Deep vs shallow: report on {}",
+        db.name()
+    ))];
     blocks.extend(converged.warning());
     blocks.extend(verdicts::blocks(
         out,
         &verdicts,
         &datasets,
+        &drivers,
         margins,
         same_network,
     )?);
+    blocks.extend(drivers::blocks(out, &drivers, margins)?);
     blocks.extend(converged.blocks(out, &datasets, margins)?);
     blocks.extend(summary(&runs));
     blocks.extend(table2_blocks(&cells, &datasets));
@@ -84,6 +92,7 @@ pub fn generate(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFi
     tables::write_truncation(out, &truncated)?;
     tables::write_stages(out, &stage_cells)?;
     converged.write_tables(out)?;
+    drivers::write_tables(out, &drivers)?;
     write_pages(out, &blocks, &runs)
 }
 
@@ -97,14 +106,17 @@ pub fn verdicts_page(db: &Location, out: &Path, margins: &Margins) -> Result<Rep
     let datasets = analysis::datasets(&runs);
     let (pairs, same_network) = analysis::compared_pairs(&runs);
     let verdicts = equivalence::equivalence(&pairs, margins);
+    let drivers = drivers::drivers(&pairs, &datasets, margins);
     let mut blocks = vec![Block::Heading(format!("Verdicts so far on {db}"))];
     blocks.extend(verdicts::blocks(
         out,
         &verdicts,
         &datasets,
+        &drivers,
         margins,
         same_network,
     )?);
+    blocks.extend(drivers::blocks(out, &drivers, margins)?);
     blocks.extend(summary(&runs));
     blocks.extend(table2_blocks(&analysis::table2(&runs), &datasets));
     blocks.extend(verdicts::table(&verdicts, margins));

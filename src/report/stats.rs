@@ -167,7 +167,7 @@ pub fn map_on_every_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sy
 }
 
 /// The 2.5 % and 97.5 % quantiles of bootstrap statistics.
-fn percentile_interval(mut stats: Vec<f64>) -> (f64, f64) {
+pub(crate) fn percentile_interval(mut stats: Vec<f64>) -> (f64, f64) {
     stats.sort_by(f64::total_cmp);
     (
         quantile_sorted(&stats, 0.025),

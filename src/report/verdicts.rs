@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::analysis::fmt_p;
+use super::drivers::Drivers;
 use super::equivalence::{self, EquivalenceRow, Margins, Quantity};
 use super::plots;
 use super::render::Block;
@@ -14,6 +15,7 @@ pub fn blocks(
     out: &Path,
     rows: &[EquivalenceRow],
     datasets: &[String],
+    drivers: &[Drivers],
     margins: &Margins,
     same_network: usize,
 ) -> Result<Vec<Block>> {
@@ -58,6 +60,12 @@ pub fn blocks(
                 "**{d}**, {}",
                 equivalence::sentence(row, margins)
             )));
+        }
+        if let Some(dr) = drivers
+            .iter()
+            .find(|dr| &dr.dataset == d && dr.top().is_some())
+        {
+            blocks.push(Block::Paragraph(super::drivers::importance_sentence(dr)));
         }
     }
     let dir = out.join("plots");

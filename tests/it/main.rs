@@ -8,6 +8,7 @@ mod cuda;
 mod data;
 mod datasets;
 mod download;
+mod drivers;
 mod equivalence;
 mod fidelity;
 mod fused;

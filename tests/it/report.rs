@@ -358,8 +358,10 @@ fn report_files_are_complete_and_self_contained() {
     ] {
         assert!(!html.contains(forbidden), "external reference {forbidden}");
     }
-    // 9 figures, and the budget curve of each dataset (its runs trained a fixed 2 epochs).
-    assert_eq!(html.matches("<svg").count(), 11, "every figure inline");
+    // 9 figures, the budget curve of each dataset (its runs trained a fixed 2 epochs) and its
+    // two forest plots of Δ by setting.
+    assert_eq!(html.matches("<svg").count(), 15, "every figure inline");
+    assert!(html.contains("Which settings drive"));
     assert!(html.contains("Partial sweep") && html.contains("4 runs are not finished"));
     assert!(html.contains("0.05201"), "the paper's values are shown");
     let md = std::fs::read_to_string(&files.markdown).unwrap();

@@ -231,7 +231,9 @@ fn a_live_sweep_is_watched_in_headless_chromium() {
     }
     let verdicts = dom(&format!("{}verdicts", served.url), profile.path());
     assert!(
-        verdicts.contains("every run has finished") && verdicts.contains("Verdict"),
+        verdicts.contains("every run has finished")
+            && verdicts.contains("Verdict")
+            && verdicts.contains("Which settings drive"),
         "{}",
         &verdicts[..verdicts.len().min(2000)]
     );
