@@ -215,7 +215,7 @@ fn importance_table(ranked: &[Importance]) -> Block {
         .iter()
         .map(|i| {
             vec![
-                format!("`{}`", i.name),
+                i.name.clone(),
                 format!("{:.1} %", 100.0 * i.share),
                 i.ci.map_or("–".into(), |(lo, hi)| {
                     format!("[{:.1}, {:.1}]", 100.0 * lo, 100.0 * hi)
@@ -242,7 +242,7 @@ fn value_table(d: &Drivers, margins: &Margins) -> Block {
         for r in eq {
             let q = r.quantity;
             rows.push(vec![
-                format!("`{setting}` = {value}"),
+                format!("{setting} = {value}"),
                 q.name().into(),
                 format!("{} ({})", r.n, r.pairs),
                 r.t.map_or(format!("{} (median)", q.format(r.median)), |t| {
