@@ -2,7 +2,8 @@
 # The project's test command: installs libtorch and the PyTorch reference (scripts/setup.sh with
 # SHALLOW_TORCH_FULL=1: tests/it/fidelity.rs trains runs in PyTorch too), finds the real datasets,
 # starts a throwaway PostgreSQL server (scripts/pg-test-server.sh; needs apt-get install postgresql),
-# then runs formatting and lint checks and the whole test suite.
+# then runs formatting and lint checks and the whole test suite (cargo-nextest where installed:
+# per-test times, the slowest listed at the end).
 #
 # Real data: $SHALLOW_DATA if set, else ../shared/data if present, else ./data (downloaded once).
 set -euo pipefail
@@ -26,4 +27,21 @@ fi
 export SHALLOW_TEST_PG
 cargo fmt --check
 cargo clippy -q --all-targets -- -D warnings
-cargo test
+# cargo-nextest (on this project's machines) runs each test in its own process and times it; the
+# log ends with the slowest tests and a "N passed, N failed" line. Without it, plain cargo test.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo test
+  exit
+fi
+log=$(mktemp)
+status=0
+cargo nextest run --no-fail-fast 2>&1 | tee "$log" || status=$?
+echo
+echo "slowest tests (seconds):"
+sed -nE 's/^ *(PASS|FAIL|SIGSEGV|SIGABRT|TIMEOUT) \[ *([0-9.]+)s\] \( *[0-9]+\/[0-9]+\) (.*)$/\2 \3/p' "$log" |
+  sort -rn | head -n 15 | awk '{ printf "  %8.1f  %s\n", $1, $2 " " $3 }'
+summary=$(grep -E '^ *Summary \[' "$log" | tail -n 1)
+count() { echo "$summary" | grep -oE "[0-9]+ $1" | grep -oE '^[0-9]+' || echo 0; }
+echo "$(count passed) passed, $(count failed) failed, $(count skipped) skipped"
+rm -f "$log"
+exit "$status"

@@ -209,15 +209,21 @@ impl Compared {
 }
 
 fn q_bin_table(counts: &BTreeMap<String, [usize; 4]>) -> String {
+    let width = counts
+        .keys()
+        .map(|d| d.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(10);
     let mut out = format!(
-        "configurations in ≥ 2 different arrangements (pairs, or families of staged layouts) per Q bin:\n  {:<10}",
+        "configurations in ≥ 2 different arrangements (pairs, or families of staged layouts) per Q bin:\n  {:<width$}",
         "dataset"
     );
     for label in Q_BINS {
         out += &format!("{label:>9}");
     }
     for (dataset, row) in counts {
-        out += &format!("\n  {dataset:<10}");
+        out += &format!("\n  {dataset:<width$}");
         for compared in row {
             out += &format!("{compared:>9}");
         }

@@ -139,9 +139,9 @@ const BF16_TOLERANCE: f64 = 0.10;
 /// Trains the MNIST bench net (L=4, F=32, k=3) on 3k MNIST for one epoch in both layouts and
 /// precisions on `device`; bf16's final training and validation losses must stay within
 /// BF16_TOLERANCE of fp32's.
-pub fn assert_bf16_within_tolerance_of_fp32(device: Device) {
+pub fn assert_bf16_within_tolerance_of_fp32(device: Device, layouts: &[Layout]) {
     let raw = data::load(&real_data(), data::MNIST).unwrap();
-    for layout in [Layout::Sequential, Layout::Parallel] {
+    for &layout in layouts {
         let cfg = RunConfig {
             train_limit: Some(3000),
             val_limit: Some(1000),
