@@ -41,7 +41,7 @@ echo "slowest tests (seconds):"
 # (awk reads all its input: a `head` here would end `sort` with SIGPIPE, which pipefail turns into
 # the script's exit code)
 sed -nE 's/^ *(PASS|FAIL|SIGSEGV|SIGABRT|TIMEOUT) \[ *([0-9.]+)s\] \( *[0-9]+\/[0-9]+\) (.*)$/\2 \3/p' "$log" |
-  sort -rn | awk 'NR <= 15 { printf "  %8.1f  %s\n", $1, $2 " " $3 }'
+  sort -rn | uniq | awk 'NR <= 15 { printf "  %8.1f  %s\n", $1, $2 " " $3 }'
 summary=$(grep -E '^ *Summary \[' "$log" | tail -n 1 || true)
 count() { echo "$summary" | grep -oE "[0-9]+ $1" | grep -oE '^[0-9]+' || echo 0; }
 echo "$(count passed) passed, $(count failed) failed, $(count skipped) skipped"

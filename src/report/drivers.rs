@@ -272,25 +272,13 @@ fn value_table(d: &Drivers, margins: &Margins) -> Block {
 }
 
 fn forest(out: &Path, d: &Drivers, q: Quantity, margins: &Margins) -> Result<Option<Block>> {
-    let scale = if q == Quantity::RelValLoss {
-        100.0
-    } else {
-        1.0
-    };
+    let (scale, unit) = q.plot_axis();
     let rows: Vec<plots::ForestRow> = d
         .by_value
         .iter()
         .flat_map(|(setting, value, eq)| eq.iter().map(move |r| (setting, value, r)))
         .filter(|(_, _, r)| r.quantity == q)
-        .filter_map(|(setting, value, r)| {
-            let t = r.t?;
-            Some(plots::ForestRow {
-                label: format!("{setting}={value} (n={})", r.n),
-                mean: scale * t.mean,
-                interval: (scale * t.ci90.0, scale * t.ci90.1),
-                median: scale * r.median,
-            })
-        })
+        .filter_map(|(setting, value, r)| r.forest_row(format!("{setting}={value} (n={})", r.n)))
         .collect();
     if rows.is_empty() {
         return Ok(None);
@@ -300,10 +288,6 @@ fn forest(out: &Path, d: &Drivers, q: Quantity, margins: &Margins) -> Result<Opt
         Quantity::ValAccPoints => "drivers_val_acc",
     };
     let name = plots::figure_name(kind, &d.dataset);
-    let unit = match q {
-        Quantity::RelValLoss => "Δ validation loss, % of sequential",
-        Quantity::ValAccPoints => "Δ validation accuracy, points",
-    };
     plots::forest(
         &out.join("plots"),
         &name,

@@ -106,6 +106,14 @@ impl Quantity {
         self == Quantity::RelValLoss
     }
 
+    /// How forest plots draw it: the factor to the plotted unit and the axis label.
+    pub fn plot_axis(self) -> (f64, &'static str) {
+        match self {
+            Quantity::RelValLoss => (100.0, "Δ validation loss, % of sequential"),
+            Quantity::ValAccPoints => (1.0, "Δ validation accuracy, points"),
+        }
+    }
+
     /// A value in this quantity's unit: `+1.23 %` or `+0.40 pt`.
     pub fn format(self, x: f64) -> String {
         match self {
@@ -277,6 +285,18 @@ pub fn group_rows(group: &str, members: &[&Pair], margins: &Margins) -> Vec<Equi
 }
 
 impl EquivalenceRow {
+    /// The row's line in a forest plot, in the plotted unit: none without a spread to draw.
+    pub fn forest_row(&self, label: String) -> Option<super::plots::ForestRow> {
+        let t = self.t?;
+        let (scale, _) = self.quantity.plot_axis();
+        Some(super::plots::ForestRow {
+            label,
+            mean: scale * t.mean,
+            interval: (scale * t.ci90.0, scale * t.ci90.1),
+            median: scale * self.median,
+        })
+    }
+
     /// What n counts: "pairs" when every configuration has one seed, else "configurations".
     pub fn unit(&self) -> &'static str {
         if self.n == self.pairs {

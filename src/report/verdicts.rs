@@ -83,30 +83,18 @@ fn forest_figure(
     q: Quantity,
     margins: &Margins,
 ) -> Result<Option<Block>> {
-    let scale = if q == Quantity::RelValLoss {
-        100.0
-    } else {
-        1.0
-    };
+    let (scale, unit) = q.plot_axis();
     let forest: Vec<plots::ForestRow> = rows
         .iter()
         .filter(|r| r.quantity == q)
-        .filter_map(|r| {
-            let t = r.t?;
-            Some(plots::ForestRow {
-                label: format!("{} (n={})", r.group, r.n),
-                mean: scale * t.mean,
-                interval: (scale * t.ci90.0, scale * t.ci90.1),
-                median: scale * r.median,
-            })
-        })
+        .filter_map(|r| r.forest_row(format!("{} (n={})", r.group, r.n)))
         .collect();
     if forest.is_empty() {
         return Ok(None);
     }
-    let (name, unit) = match q {
-        Quantity::RelValLoss => ("forest_val_loss", "Δ validation loss, % of sequential"),
-        Quantity::ValAccPoints => ("forest_val_acc", "Δ validation accuracy, points"),
+    let name = match q {
+        Quantity::RelValLoss => "forest_val_loss",
+        Quantity::ValAccPoints => "forest_val_acc",
     };
     plots::forest(
         dir,
