@@ -262,6 +262,11 @@ pub struct SweepArgs {
     /// is now. Without it such a sweep is refused.
     #[arg(long)]
     pub requeue_changed_data: bool,
+    /// Remove the pending runs of this sweep that its grid no longer holds (after narrowing the
+    /// grid of a sweep under way); finished runs stay in the database. Without it such runs are
+    /// trained too, and the sweep says how many there are.
+    #[arg(long)]
+    pub drop_removed: bool,
     #[command(flatten)]
     pub queue: QueueArgs,
     /// Worker processes training concurrently [default: one per core].

@@ -173,7 +173,11 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
     if args.dry_run {
         let grid = grid::load_limited(&args.config, args.max_runs)?;
         let data_dir = data::resolve_data_dir(args.runtime.data_dir.as_deref());
-        let facts = plan::check_inputs(&grid, &data_dir, args.runtime.offline, false)?;
+        let known = plan::Known {
+            facts: plan::check_inputs(&grid, &data_dir, args.runtime.offline, false)?,
+            hashes: grid::DataHashes::of(&grid, &data_dir)?,
+            history: plan::History::read(&args.db)?,
+        };
         let (workers, threads) = plan::plan_workers(args.workers, args.runtime.threads);
         let device = device::select_device(args.runtime.device)?;
         let execution = plan::Execution {
@@ -182,7 +186,7 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
             device,
             fuse: args.queue.fuse.cap(device),
         };
-        println!("{}", plan::dry_run(&grid, &facts, &execution)?);
+        println!("{}", plan::dry_run(&grid, known, &execution)?);
         return Ok(ExitCode::SUCCESS);
     }
     let data_dir = data::resolve_data_dir(args.runtime.data_dir.as_deref());
@@ -198,6 +202,7 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
         max_attempts: args.queue.max_attempts,
         retry_failed: args.retry_failed,
         requeue_changed_data: args.requeue_changed_data,
+        drop_removed: args.drop_removed,
     };
     let queued = coordinator::queue(&opts)?;
     println!(
@@ -216,6 +221,18 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
             stale.pending.len(),
             stale.finished
         );
+    }
+    match queued.removed {
+        coordinator::Removed { pending: 0, .. } => {}
+        coordinator::Removed {
+            pending,
+            dropped: true,
+        } => println!("{pending} pending run(s) no longer in the grid removed"),
+        coordinator::Removed { pending, .. } => println!(
+            "{pending} pending run(s) of sweep '{}' are no longer in its grid and will be trained \
+             too: --drop-removed removes them",
+            queued.name
+        ),
     }
     if args.no_train {
         return Ok(ExitCode::SUCCESS);

@@ -31,6 +31,8 @@ pub struct SweepOptions {
     pub retry_failed: bool,
     /// Remove the pending runs queued for another version of a user data file of the grid.
     pub requeue_changed_data: bool,
+    /// Remove pending runs of the sweep that its grid no longer holds.
+    pub drop_removed: bool,
 }
 
 /// Worker processes on this machine, started by `shallow sweep` or `shallow worker --workers N`.
@@ -85,6 +87,51 @@ pub struct Queued {
     /// Pending runs of a changed data file removed (`--requeue-changed-data`), and the finished
     /// runs of such files, which stay.
     pub stale: Stale,
+    /// Pending runs of the sweep that its grid no longer holds, and whether they were removed
+    /// (`--drop-removed`) or stay queued.
+    pub removed: Removed,
+}
+
+/// Pending runs of a sweep that its grid (narrowed since they were queued) no longer holds.
+#[derive(Debug, Default)]
+pub struct Removed {
+    pub pending: usize,
+    pub dropped: bool,
+}
+
+/// The ids of the pending runs of `grid`'s sweep in `store` that `grid` no longer holds, its
+/// runs identified as they are queued (with the content hash of their user data file, from
+/// `hashes`). The grid's ids are kept as 64-bit hashes, so that a grid of millions of runs stays
+/// small.
+fn removed_runs(
+    store: &dyn store::Store,
+    grid: &grid::Grid,
+    hashes: &grid::DataHashes,
+) -> Result<Vec<String>> {
+    let hash = |id: &str| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(id, &mut h);
+        std::hash::Hasher::finish(&h)
+    };
+    let mut held = std::collections::HashSet::new();
+    for run in grid.runs() {
+        held.insert(hash(&hashes.stamp(run?).id));
+    }
+    let mut removed = Vec::new();
+    let mut after = 0;
+    loop {
+        let (rows, last) = store.runs_page(after, QUEUE_CHUNK)?;
+        removed.extend(
+            rows.iter()
+                .filter(|r| r.sweep == grid.name && r.status == RunStatus::Pending)
+                .filter(|r| !held.contains(&hash(&r.id)))
+                .map(|r| r.id.clone()),
+        );
+        if rows.len() < QUEUE_CHUNK {
+            return Ok(removed);
+        }
+        after = last;
+    }
 }
 
 /// The runs of a sweep queued for another version of a user data file than the one here now.
@@ -97,11 +144,7 @@ pub struct Stale {
 }
 
 /// The runs of sweep `sweep` whose user dataset is in `hashes` under another content hash.
-fn stale_runs(
-    store: &dyn store::Store,
-    sweep: &str,
-    hashes: &std::collections::HashMap<String, String>,
-) -> Result<Stale> {
+fn stale_runs(store: &dyn store::Store, sweep: &str, hashes: &grid::DataHashes) -> Result<Stale> {
     let mut stale = Stale::default();
     if hashes.is_empty() {
         return Ok(stale);
@@ -133,12 +176,7 @@ pub fn queue(opts: &SweepOptions) -> Result<Queued> {
     check_inputs(&grid, &opts.data_dir, opts.offline, true)?;
     let text = std::fs::read_to_string(&opts.config)
         .with_context(|| format!("cannot read {}", opts.config.display()))?;
-    let mut hashes = std::collections::HashMap::new();
-    for dataset in grid.datasets() {
-        if let Some(hash) = crate::data::content_hash(&opts.data_dir, dataset)? {
-            hashes.insert(dataset.clone(), hash);
-        }
-    }
+    let hashes = grid::DataHashes::of(&grid, &opts.data_dir)?;
     let mut store = store::open(&opts.db)?;
     let stale = stale_runs(store.as_ref(), &grid.name, &hashes)?;
     anyhow::ensure!(
@@ -154,6 +192,10 @@ pub fn queue(opts: &SweepOptions) -> Result<Queued> {
     );
     let added = queue_in_chunks(store.as_mut(), &grid, &text, &hashes)?;
     store.drop_pending(&stale.pending)?;
+    let removed = removed_runs(store.as_ref(), &grid, &hashes)?;
+    if opts.drop_removed {
+        store.drop_pending(&removed)?;
+    }
     let retried = if opts.retry_failed {
         store.retry_failed()?
     } else {
@@ -169,6 +211,10 @@ pub fn queue(opts: &SweepOptions) -> Result<Queued> {
         log_path: opts.db.worker_log(),
         retried,
         stale,
+        removed: Removed {
+            pending: removed.len(),
+            dropped: opts.drop_removed,
+        },
     })
 }
 
@@ -176,12 +222,12 @@ pub fn queue(opts: &SweepOptions) -> Result<Queued> {
 /// queued in bounded memory, and a queueing cut short is completed by the next `sweep`.
 const QUEUE_CHUNK: usize = 10_000;
 
-/// `hashes`: the content hash of each user data file, by dataset name, stamped into its runs.
+/// `hashes`: the content hash of each user data file, stamped into its runs.
 fn queue_in_chunks(
     store: &mut dyn store::Store,
     grid: &grid::Grid,
     text: &str,
-    hashes: &std::collections::HashMap<String, String>,
+    hashes: &grid::DataHashes,
 ) -> Result<store::Added> {
     let mut added = store::Added {
         new: 0,
@@ -192,9 +238,7 @@ fn queue_in_chunks(
     while runs.peek().is_some() {
         chunk.clear();
         for run in runs.by_ref().take(QUEUE_CHUNK) {
-            let run = run?;
-            let hash = hashes.get(&run.config.dataset);
-            chunk.push(grid::with_data_hash(run, hash));
+            chunk.push(hashes.stamp(run?));
         }
         let a = store.add_runs(&grid.name, text, &chunk)?;
         added.new += a.new;

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-pub use super::estimate::Execution;
 use super::estimate::{self, architecture, train_examples};
-use super::grid::{Grid, RunSpec};
+pub use super::estimate::{Execution, History};
+use super::grid::{DataHashes, Grid, RunSpec};
 use crate::data;
 use crate::device;
 use crate::model::{Architecture, Q_BINS, determination_ratio, q_bin};
@@ -88,36 +88,49 @@ pub fn check_inputs(grid: &Grid, data_dir: &Path, offline: bool, fetch: bool) ->
     Ok(facts)
 }
 
-/// `--dry-run`: what the sweep holds and roughly how long it takes here. Streams the runs, once.
-pub fn dry_run(grid: &Grid, facts: &DataFacts, e: &Execution) -> Result<String> {
+/// What a dry run knows beyond the grid: what each dataset is, the hashes of its user data files
+/// (which the stored ids carry) and the runs already finished in the sweep's store.
+pub struct Known {
+    pub facts: DataFacts,
+    pub hashes: DataHashes,
+    pub history: History,
+}
+
+/// `--dry-run`: what the sweep holds and roughly how long what is left of it takes here. Streams
+/// the runs, once.
+pub fn dry_run(grid: &Grid, known: Known, e: &Execution) -> Result<String> {
+    let Known {
+        facts,
+        hashes,
+        mut history,
+    } = known;
     let mut params = 0.0;
     let mut work = estimate::Work::default();
     let mut compared = Compared::default();
-    let mut stopping = 0;
+    let mut left = 0;
     for run in grid.runs() {
-        let run = run?;
-        stopping += usize::from(!run.config.stop.is_none());
+        let run = hashes.stamp(run?);
         let known = facts.of(&run.config.dataset)?;
         let arch = architecture(&run.config, &known);
         params += arch.parameter_count() as f64;
-        work.add(&run.config, arch, &known);
         compared.add(&run, &arch, &known)?;
+        if !history.finished(&run.id) {
+            left += 1;
+            let epochs = history.expected_epochs(&run.config);
+            work.add(&run.config, arch, &known, epochs);
+        }
     }
     let (seconds, timed) = work.seconds(e)?;
-    let cap_note = if stopping > 0 {
-        format!(
-            "{stopping} run(s) have a stopping rule: the estimate trains them to their epoch cap, \
-             they may end sooner\n"
-        )
-    } else {
-        String::new()
+    let finished = match grid.len() - left {
+        0 => String::new(),
+        done => format!(" for the {left} run(s) left ({done} already ended in the store)"),
     };
     Ok(format!(
         "sweep '{}': {} runs ({} pairs) on {}\n\
          total parameters: {:.3e} (mean {:.0} per run)\n\
-         estimated time: {} with {} worker(s) × {} thread(s) on {:?}, up to {} run(s) fused per \
-         array (rough: each run's multiply-adds ÷ the rate measured just now on training steps \
-         of {timed} of the grid's architectures, the nearest in size)\n{cap_note}{}{}",
+         estimated time: {}{finished} with {} worker(s) × {} thread(s) on {:?}, up to {} run(s) \
+         fused per array (rough: each run's multiply-adds ÷ the rate measured just now on \
+         training steps of {timed} of the grid's architectures, the nearest in size)\n{}{}{}",
         grid.name,
         grid.len(),
         grid.pairs(),
@@ -129,6 +142,7 @@ pub fn dry_run(grid: &Grid, facts: &DataFacts, e: &Execution) -> Result<String> 
         e.threads,
         e.device,
         e.fuse,
+        history.note(),
         q_bin_table(&compared.per_q_bin()),
         compared.same_network_note(),
     ))

@@ -283,43 +283,60 @@ fn a_grid_that_cannot_work_is_refused_before_anything_is_queued() {
     }
 }
 
-/// `--dry-run` estimates runs with a stopping rule at their cap, and says so.
+/// `--dry-run` estimates runs with a stopping rule at their cap while no run like them has
+/// finished, and from the epochs of finished runs like them once some have; the runs already
+/// finished in the store are left out of the estimate.
 #[test]
-fn the_dry_run_says_its_estimate_trains_to_the_cap() {
+fn the_dry_run_learns_the_epochs_of_stopped_runs_from_finished_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let grid = tmp.path().join("g.toml");
-    std::fs::write(
-        &grid,
-        "[runs]\ndataset = \"mnist\"\nlayers = 2\nfilters = 4\ntrain_limit = 500\n\
-         holdout = 500\nstop = [\"none\", \"plateau\"]\nepochs = 20\n",
-    )
-    .unwrap();
-    let out = Command::new(shallow_bin())
-        .args([
-            "sweep",
-            "--dry-run",
-            "--offline",
-            "--threads",
-            "1",
-            "--workers",
-            "1",
-        ])
-        .arg(&grid)
-        .arg("--db")
-        .arg(tmp.path().join("g.db"))
-        .arg("--data-dir")
-        .arg(real_data())
-        .output()
+    let write_grid = |seeds: &str| {
+        std::fs::write(
+            &grid,
+            format!(
+                "[runs]\ndataset = \"mnist\"\nlayout = \"parallel\"\nlayers = 2\nfilters = 4\n\
+                 train_limit = 500\nholdout = 500\nstop = [\"none\", \"plateau\"]\n\
+                 patience = 2\nepochs = 20\nseed = {seeds}\n"
+            ),
+        )
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    };
+    let shallow = |args: &[&str]| {
+        let out = Command::new(shallow_bin())
+            .args(args)
+            .args(["--offline", "--threads", "1", "--workers", "1"])
+            .arg(&grid)
+            .arg("--db")
+            .arg(tmp.path().join("g.db"))
+            .arg("--data-dir")
+            .arg(real_data())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    write_grid("0");
+    let before = shallow(&["sweep", "--dry-run"]);
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        before.contains("1 run(s) left have a stopping rule")
+            && before.contains("1 trained to their epoch cap (no finished run like them yet"),
+        "{before}"
+    );
+    assert!(!before.contains("already ended"), "{before}");
+    shallow(&["sweep"]);
+    write_grid("[0, 1]");
+    let after = shallow(&["sweep", "--dry-run"]);
+    assert!(
+        after.contains("for the 2 run(s) left (2 already ended in the store)"),
+        "{after}"
     );
     assert!(
-        stdout
-            .contains("2 run(s) have a stopping rule: the estimate trains them to their epoch cap"),
-        "{stdout}"
+        after.contains(
+            "1 run(s) left have a stopping rule; the estimate expects of each the share of its \
+             epoch cap that finished runs like it took; 1 from runs of the same dataset, \
+             arrangement, head, depth, batch norm, optimizer and training size"
+        ),
+        "{after}"
     );
+    assert!(!after.contains("epoch cap (no finished"), "{after}");
 }

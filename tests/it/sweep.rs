@@ -335,3 +335,58 @@ fn fused_sweep_records_each_member_as_its_solo_run() {
     );
     assert_eq!(count(&solo.db, timings), 4);
 }
+
+/// Narrowing the grid of a sweep under way: its pending runs that the grid no longer holds are
+/// named, and trained unless `--drop-removed` removes them; finished runs, and the runs of a user
+/// data file (whose stored ids carry the file's hash), stay.
+#[test]
+fn a_narrowed_grid_drops_its_removed_pending_runs_only_when_told() {
+    let s = setup("", 200, 8);
+    crate::datasets::write_npz(&s.data.join("user.npz"), 40, 0);
+    let grid = |seeds: &str| {
+        std::fs::write(
+            &s.config,
+            format!(
+                "name = \"t\"\n[runs]\ndataset = [\"tiny\", \"npz:user.npz\"]\nlayers = 1\n\
+                 filters = 2\nepochs = 1\nlayout = \"parallel\"\nseed = {seeds}\n"
+            ),
+        )
+        .unwrap();
+    };
+    let queue = |extra: &[&str]| {
+        let out = sweep_command(&s, 1).args(extra).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let seeds = |status: &str| {
+        query::<i64>(
+            &s.db,
+            &format!(
+                "SELECT json_extract(config, '$.seed') FROM runs WHERE status = '{status}' \
+                 ORDER BY 1"
+            ),
+        )
+    };
+    grid("0");
+    queue(&[]);
+    assert_eq!(seeds("done"), [0, 0]);
+    grid("[0, 1, 2, 3]");
+    assert!(!queue(&["--no-train"]).contains("no longer"));
+    grid("[1, 2]");
+    let kept = queue(&["--no-train"]);
+    assert!(
+        kept.contains(
+            "2 pending run(s) of sweep 't' are no longer in its grid and will be trained too: \
+             --drop-removed removes them"
+        ),
+        "{kept}"
+    );
+    assert_eq!(seeds("pending"), [1, 1, 2, 2, 3, 3]);
+    let dropped = queue(&["--no-train", "--drop-removed"]);
+    assert!(
+        dropped.contains("2 pending run(s) no longer in the grid removed"),
+        "{dropped}"
+    );
+    assert_eq!(seeds("pending"), [1, 1, 2, 2]);
+    assert_eq!(seeds("done"), [0, 0], "finished runs outside the grid stay");
+}

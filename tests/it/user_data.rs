@@ -214,7 +214,8 @@ fn dry_run_p_and_bin(stdout: &str, dataset: &str) -> (u64, usize) {
 }
 
 /// The dry run sizes an `.npz` and an image folder as they are (8×8 RGB in 4 classes, 6×5 grey
-/// in 3): its P and Q bin are those the trained runs store.
+/// in 3): its P and Q bin are those the trained runs store; once they are trained, it knows them
+/// as finished.
 #[test]
 fn the_dry_run_sizes_user_datasets_as_the_trained_runs_do() {
     let tmp = tempfile::tempdir().unwrap();
@@ -262,6 +263,15 @@ fn the_dry_run_sizes_user_datasets_as_the_trained_runs_do() {
         assert_eq!(
             query::<String>(&db, "SELECT status FROM runs"),
             vec!["done"; 2]
+        );
+        let again = shallow(
+            &["sweep", grid_arg, "--dry-run", "--offline", "--db", db_arg],
+            &data,
+        );
+        let again = String::from_utf8_lossy(&again.stdout);
+        assert!(
+            again.contains("for the 0 run(s) left (2 already ended in the store)"),
+            "{dataset}: the finished runs (whose ids carry the file's hash) are known: {again}"
         );
     }
 }

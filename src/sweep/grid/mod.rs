@@ -362,15 +362,41 @@ pub fn fusion_key(config: &RunConfig) -> String {
     run_id(&config.fusion_group())
 }
 
-/// `run` with the content hash of its data file (see [`RunConfig::data_hash`]) in its config and
-/// so in its ids.
-pub fn with_data_hash(mut run: RunSpec, hash: Option<&String>) -> RunSpec {
-    if let Some(hash) = hash {
-        run.config.data_hash = Some(hash.clone());
-        run.id = run_id(&run.config);
-        run.pair_id = pair_id(&run.config);
+/// The content hash of each user data file (`npz:`, `folder:`) of a grid, by dataset name (see
+/// [`RunConfig::data_hash`]): stamped into its runs, and so into their ids, as they are queued —
+/// a grid's runs are compared with stored ones only once stamped.
+#[derive(Debug, Default)]
+pub struct DataHashes(std::collections::HashMap<String, String>);
+
+impl DataHashes {
+    /// Hashes the user data files of `grid` under `data_dir`.
+    pub fn of(grid: &Grid, data_dir: &Path) -> Result<DataHashes> {
+        let mut hashes = DataHashes::default();
+        for dataset in grid.datasets() {
+            if let Some(hash) = crate::data::content_hash(data_dir, dataset)? {
+                hashes.0.insert(dataset.clone(), hash);
+            }
+        }
+        Ok(hashes)
     }
-    run
+
+    pub fn get(&self, dataset: &str) -> Option<&String> {
+        self.0.get(dataset)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `run` with its data file's hash in its config and ids.
+    pub fn stamp(&self, mut run: RunSpec) -> RunSpec {
+        if let Some(hash) = self.0.get(&run.config.dataset) {
+            run.config.data_hash = Some(hash.clone());
+            run.id = run_id(&run.config);
+            run.pair_id = pair_id(&run.config);
+        }
+        run
+    }
 }
 
 pub fn pair_id(config: &RunConfig) -> String {
