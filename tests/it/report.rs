@@ -679,3 +679,69 @@ fn work_on_every_core_comes_back_in_order() {
     assert!(stats::map_on_every_core(&items[..0], f).is_empty());
     assert_eq!(stats::map_on_every_core(&items[..1], f), serial[..1]);
 }
+
+/// Every study committed with its database (`results/*/*.db.gz` and its `.sha256`) re-renders,
+/// from that file, to its committed report byte for byte: the report, its tables and plots, and
+/// no committed report file that the database no longer produces.
+#[test]
+fn every_committed_database_re_renders_its_committed_report_byte_for_byte() {
+    use flate2::read::GzDecoder;
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+
+    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+    let mut studies = 0;
+    for study in std::fs::read_dir(&results).unwrap() {
+        let study = study.unwrap().path();
+        let name = study.file_name().unwrap().to_string_lossy().into_owned();
+        let gz = study.join(format!("{name}.db.gz"));
+        if !gz.exists() {
+            continue;
+        }
+        studies += 1;
+        let packed = std::fs::read(&gz).unwrap();
+        let pinned = std::fs::read_to_string(study.join(format!("{name}.db.gz.sha256"))).unwrap();
+        let digest = format!("{:x}", Sha256::digest(&packed));
+        assert!(
+            pinned.starts_with(&digest),
+            "{}: sha256 {digest} is not the committed {pinned}",
+            gz.display()
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join(format!("{name}.db"));
+        let mut bytes = Vec::new();
+        GzDecoder::new(&packed[..]).read_to_end(&mut bytes).unwrap();
+        std::fs::write(&db, bytes).unwrap();
+        let out = tmp.path().join("report");
+        let rendered = std::process::Command::new(common::shallow_bin())
+            .arg("report")
+            .arg(&db)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(rendered.status.success(), "{name}: {rendered:?}");
+        let files = |root: &Path| -> Vec<String> {
+            let mut found = vec!["report.md".to_owned(), "report.html".to_owned()];
+            for sub in ["tables", "plots"] {
+                for f in std::fs::read_dir(root.join(sub)).unwrap() {
+                    found.push(format!("{sub}/{}", f.unwrap().file_name().to_string_lossy()));
+                }
+            }
+            found.sort();
+            found
+        };
+        assert_eq!(
+            files(&study),
+            files(&out),
+            "{name}: the committed report files against those its database renders"
+        );
+        for file in files(&out) {
+            assert!(
+                std::fs::read(study.join(&file)).unwrap() == std::fs::read(out.join(&file)).unwrap(),
+                "{name}: {file} differs from what {name}.db.gz renders (`shallow report` it again)"
+            );
+        }
+    }
+    assert!(studies >= 2, "found {studies} committed databases under results/");
+}
