@@ -2,8 +2,8 @@
 # The project's test command: installs libtorch and the PyTorch reference (scripts/setup.sh with
 # SHALLOW_TORCH_FULL=1: tests/it/fidelity.rs trains runs in PyTorch too), finds the real datasets,
 # starts a throwaway PostgreSQL server (scripts/pg-test-server.sh; needs apt-get install postgresql),
-# then runs formatting and lint checks and the whole test suite (cargo-nextest where installed:
-# per-test times, the slowest listed at the end).
+# then checks formatting and runs the whole test suite, linted by clippy as it is built
+# (cargo-nextest where installed: per-test times, the slowest listed at the end).
 #
 # Real data: $SHALLOW_DATA if set, else ../shared/data if present, else ./data (downloaded once).
 set -euo pipefail
@@ -26,7 +26,14 @@ if [ -z "${SHALLOW_TEST_PG:-}" ]; then
 fi
 export SHALLOW_TEST_PG
 cargo fmt --check
-cargo clippy -q --all-targets -- -D warnings
+# Clippy lints every target of the crate (-D warnings) while it is compiled for the tests, as
+# `cargo clippy` does for a check-only build (clippy-driver as the workspace's compiler wrapper):
+# one compilation of the crate and its dependencies instead of two.
+RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver"
+CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
+# A build from a clean clone gains nothing from incremental compilation's bookkeeping.
+if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 # cargo-nextest (on this project's machines) runs each test in its own process and times it; the
 # log ends with the slowest tests and a "N passed, N failed" line. Without it, plain cargo test.
 if ! cargo nextest --version >/dev/null 2>&1; then
