@@ -37,87 +37,146 @@ pub type Factor = (String, Vec<String>);
 /// The type II decomposition of `y` over `factors`; `None` with fewer than two observations or
 /// no variation.
 pub fn type2(factors: &[Factor], y: &[f64]) -> Option<Anova> {
-    let n = y.len();
-    if n < 2 || factors.iter().any(|(_, levels)| levels.len() != n) {
-        return None;
-    }
-    let columns: Vec<Vec<Vec<f64>>> = factors.iter().map(|(_, l)| dummies(l)).collect();
-    let fit = |leave_out: Option<usize>| {
-        let mut design = vec![vec![1.0; n]];
-        for (i, c) in columns.iter().enumerate() {
-            if Some(i) != leave_out {
-                design.extend(c.iter().cloned());
-            }
+    let design = Design::of(factors, y)?;
+    design.decompose(&design.gram(&vec![1.0; y.len()]))
+}
+
+/// The observations coded once: for each, the indicator columns it has a 1 in (the intercept
+/// first, then one treatment-coded column per factor whose level is not its first, sorted), so
+/// that a weighted Gram matrix — all a least-squares fit needs — costs O(n·k²) and each fit
+/// O(p³), whatever the number of observations.
+struct Design<'a> {
+    names: Vec<&'a str>,
+    /// Per observation, its columns that are 1.
+    ones: Vec<Vec<usize>>,
+    y: &'a [f64],
+    /// Per factor, its columns.
+    columns: Vec<std::ops::Range<usize>>,
+    /// Columns of the design; `y` is the one after them in the Gram matrix.
+    width: usize,
+}
+
+/// The Gram matrix of the design columns and `y` (the last row and column), each observation
+/// weighted.
+type Gram = Vec<Vec<f64>>;
+
+impl<'a> Design<'a> {
+    fn of(factors: &'a [Factor], y: &'a [f64]) -> Option<Design<'a>> {
+        let n = y.len();
+        if n < 2 || factors.iter().any(|(_, levels)| levels.len() != n) {
+            return None;
         }
-        least_squares(design, y)
+        let mut ones = vec![vec![0]; n];
+        let mut columns = Vec::with_capacity(factors.len());
+        let mut width = 1;
+        for (_, levels) in factors {
+            let mut distinct: Vec<&String> = levels.iter().collect();
+            distinct.sort();
+            distinct.dedup();
+            for (row, level) in ones.iter_mut().zip(levels) {
+                let index = distinct
+                    .binary_search(&level)
+                    .expect("a level of its own factor");
+                if index > 0 {
+                    row.push(width + index - 1);
+                }
+            }
+            columns.push(width..width + distinct.len() - 1);
+            width += distinct.len() - 1;
+        }
+        Some(Design {
+            names: factors.iter().map(|(name, _)| name.as_str()).collect(),
+            ones,
+            y,
+            columns,
+            width,
+        })
+    }
+
+    fn gram(&self, weights: &[f64]) -> Gram {
+        let mut g = vec![vec![0.0; self.width + 1]; self.width + 1];
+        for ((row, &w), &y) in self.ones.iter().zip(weights).zip(self.y) {
+            if w == 0.0 {
+                continue;
+            }
+            for &a in row {
+                for &b in row {
+                    g[a][b] += w;
+                }
+                g[a][self.width] += w * y;
+            }
+            g[self.width][self.width] += w * y * y;
+        }
+        for a in 0..self.width {
+            g[self.width][a] = g[a][self.width];
+        }
+        g
+    }
+
+    /// The decomposition of the weighted observations whose Gram matrix is `g`.
+    fn decompose(&self, g: &Gram) -> Option<Anova> {
+        let all: Vec<usize> = (0..self.width).collect();
+        let (full_rss, full_rank) = least_squares(g, &all);
+        let weight = g[0][0];
+        let total = g[self.width][self.width] - g[0][self.width].powi(2) / weight;
+        if total <= 1e-14 * g[self.width][self.width] {
+            return None;
+        }
+        let terms = self
+            .columns
+            .iter()
+            .zip(&self.names)
+            .map(|(left_out, name)| {
+                let kept: Vec<usize> = all
+                    .iter()
+                    .copied()
+                    .filter(|c| !left_out.contains(c))
+                    .collect();
+                let (rss, rank) = least_squares(g, &kept);
+                Term {
+                    name: (*name).to_owned(),
+                    sum_sq: (rss - full_rss).max(0.0),
+                    df: full_rank - rank,
+                }
+            })
+            .collect();
+        Some(Anova {
+            terms,
+            residual: full_rss.max(0.0),
+            residual_df: (weight.round() as usize).saturating_sub(full_rank),
+            total,
+        })
+    }
+}
+
+/// A column whose squared norm, once the columns before it are projected out, is at most this
+/// share of its own is taken as aliased with them (as the columns of confounded settings are) and
+/// dropped. Far below any real remainder of 0/1 columns (≥ ~1/n of the norm), far above rounding.
+const ALIASED: f64 = 1e-9;
+
+/// Residual sum of squares of `y` (the Gram matrix's last column) on the span of the design
+/// columns `kept`, and the span's rank: the rows of the Cholesky factor of their Gram matrix,
+/// one per column in turn — Gram–Schmidt on inner products — dropping aliased columns.
+fn least_squares(g: &Gram, kept: &[usize]) -> (f64, usize) {
+    let y = g.len() - 1;
+    // Each row: the accepted column's inner products with the columns after it and with y, once
+    // the columns before it are projected out, over its own remaining norm.
+    let mut rows: Vec<Vec<f64>> = Vec::new();
+    let reduced = |rows: &[Vec<f64>], a: usize, b: usize| {
+        g[a][b] - rows.iter().map(|r| r[a] * r[b]).sum::<f64>()
     };
-    let (full_rss, full_rank) = fit(None);
-    let mean = y.iter().sum::<f64>() / n as f64;
-    let total: f64 = y.iter().map(|v| (v - mean).powi(2)).sum();
-    if total <= 0.0 {
-        return None;
-    }
-    let terms = factors
-        .iter()
-        .enumerate()
-        .map(|(i, (name, _))| {
-            let (rss, rank) = fit(Some(i));
-            Term {
-                name: name.clone(),
-                sum_sq: (rss - full_rss).max(0.0),
-                df: full_rank - rank,
+    for (i, &j) in kept.iter().enumerate() {
+        let remainder = reduced(&rows, j, j);
+        if g[j][j] > 0.0 && remainder > ALIASED * g[j][j] {
+            let norm = remainder.sqrt();
+            let mut row = vec![0.0; g.len()];
+            for &c in kept[i + 1..].iter().chain([&y]) {
+                row[c] = reduced(&rows, j, c) / norm;
             }
-        })
-        .collect();
-    Some(Anova {
-        terms,
-        residual: full_rss,
-        residual_df: n - full_rank,
-        total,
-    })
-}
-
-/// Treatment-coded indicator columns of a factor: one per level after the first (sorted).
-fn dummies(levels: &[String]) -> Vec<Vec<f64>> {
-    let mut distinct: Vec<&String> = levels.iter().collect();
-    distinct.sort();
-    distinct.dedup();
-    distinct
-        .iter()
-        .skip(1)
-        .map(|level| {
-            levels
-                .iter()
-                .map(|l| f64::from(u8::from(l == *level)))
-                .collect()
-        })
-        .collect()
-}
-
-/// Residual sum of squares of `y` on the span of `columns`, and the span's rank: modified
-/// Gram–Schmidt, dropping a column whose remainder is below 1e-10 of its norm (aliased with
-/// earlier ones, as confounded settings are).
-fn least_squares(mut columns: Vec<Vec<f64>>, y: &[f64]) -> (f64, usize) {
-    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-    let mut basis: Vec<Vec<f64>> = Vec::new();
-    for column in &mut columns {
-        let norm = dot(column, column).sqrt();
-        for q in &basis {
-            let r = dot(q, column);
-            column.iter_mut().zip(q).for_each(|(c, q)| *c -= r * q);
-        }
-        let remainder = dot(column, column).sqrt();
-        if norm > 0.0 && remainder > 1e-10 * norm {
-            column.iter_mut().for_each(|c| *c /= remainder);
-            basis.push(std::mem::take(column));
+            rows.push(row);
         }
     }
-    let mut residual = y.to_vec();
-    for q in &basis {
-        let r = dot(q, &residual);
-        residual.iter_mut().zip(q).for_each(|(e, q)| *e -= r * q);
-    }
-    (dot(&residual, &residual), basis.len())
+    (reduced(&rows, y, y), rows.len())
 }
 
 /// A setting's importance: its type II sum of squares as a share of the total variation, with a
@@ -134,7 +193,9 @@ pub struct Importance {
 /// largest first, with the share nobody explains (the residual) as the last entry named
 /// "residual". `None` when [`type2`] is.
 pub fn importances(factors: &[Factor], y: &[f64]) -> Option<Vec<Importance>> {
-    let anova = type2(factors, y)?;
+    let design = Design::of(factors, y)?;
+    let n = y.len();
+    let anova = design.decompose(&design.gram(&vec![1.0; n]))?;
     let shares = |a: &Anova| -> Vec<f64> {
         a.terms
             .iter()
@@ -143,17 +204,16 @@ pub fn importances(factors: &[Factor], y: &[f64]) -> Option<Vec<Importance>> {
             .collect()
     };
     let observed = shares(&anova);
-    let n = y.len();
     let mut rng = ChaCha8Rng::seed_from_u64(BOOTSTRAP_SEED);
     let mut draws: Vec<Vec<f64>> = vec![Vec::new(); observed.len()];
+    let mut weights = vec![0.0; n];
     for _ in 0..BOOTSTRAP_RESAMPLES {
-        let pick: Vec<usize> = (0..n).map(|_| rng.gen_range(0..n)).collect();
-        let factors: Vec<Factor> = factors
-            .iter()
-            .map(|(name, l)| (name.clone(), pick.iter().map(|&i| l[i].clone()).collect()))
-            .collect();
-        let y: Vec<f64> = pick.iter().map(|&i| y[i]).collect();
-        if let Some(a) = type2(&factors, &y) {
+        // A resample of the configurations, as how many times each was drawn.
+        weights.iter_mut().for_each(|w| *w = 0.0);
+        for _ in 0..n {
+            weights[rng.gen_range(0..n)] += 1.0;
+        }
+        if let Some(a) = design.decompose(&design.gram(&weights)) {
             for (d, s) in draws.iter_mut().zip(shares(&a)) {
                 d.push(s);
             }

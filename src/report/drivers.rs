@@ -61,21 +61,26 @@ fn of_dataset(dataset: &str, pairs: &[&Pair], margins: &Margins) -> Drivers {
         .map(|p| crate::settings::value_texts(&p.seq.config))
         .collect();
     let varied = varied(&texts);
+    // Per pair, its level of each varied setting.
+    let levels: Vec<Vec<usize>> = texts
+        .iter()
+        .map(|t| varied.iter().map(|v| v.level(t)).collect())
+        .collect();
     let mut by_value = Vec::new();
-    for (setting, values) in &varied {
-        for value in values {
+    for (s, setting) in varied.iter().enumerate() {
+        for (l, label) in setting.labels.iter().enumerate() {
             let members: Vec<&Pair> = pairs
                 .iter()
-                .zip(&texts)
-                .filter(|(_, t)| t.get(setting) == Some(value))
+                .zip(&levels)
+                .filter(|(_, of)| of[s] == l)
                 .map(|(p, _)| *p)
                 .collect();
-            let group = format!("{dataset} · {setting}={value}");
+            let group = format!("{dataset} · {}={label}", setting.name);
             let rows = equivalence::group_rows(&group, &members, margins);
-            by_value.push((setting.clone(), value.clone(), rows));
+            by_value.push((setting.name.clone(), label.clone(), rows));
         }
     }
-    let (factors, y) = configuration_table(pairs, &texts, &varied);
+    let (factors, y) = configuration_table(pairs, &levels, &varied);
     let importances = (y.len() >= 3)
         .then(|| anova::importances(&factors, &y))
         .flatten();
@@ -87,9 +92,30 @@ fn of_dataset(dataset: &str, pairs: &[&Pair], margins: &Margins) -> Drivers {
     }
 }
 
+/// A numeric setting with more distinct values than this (a sampled grid's learning rates, say)
+/// is broken down by this many ranges of consecutive values instead, so that tables, plots and
+/// the importance model (one column per level) stay readable and small.
+const MAX_LEVELS: usize = 12;
+
+/// A setting taking more than one value: its levels as the breakdown shows them, in order — each
+/// value, or ranges of values ([`MAX_LEVELS`]).
+struct Varied {
+    name: String,
+    labels: Vec<String>,
+    /// Each value's level.
+    level_of: BTreeMap<String, usize>,
+}
+
+impl Varied {
+    fn level(&self, texts: &BTreeMap<String, String>) -> usize {
+        self.level_of[&texts[&self.name]]
+    }
+}
+
 /// The settings taking more than one value among `texts`, each with its values sorted (numbers
-/// by value).
-fn varied(texts: &[BTreeMap<String, String>]) -> Vec<(String, Vec<String>)> {
+/// by value) and, numeric ones with more than [`MAX_LEVELS`], grouped into as many ranges of
+/// (as nearly as can be) equally many consecutive values, labelled `low–high`.
+fn varied(texts: &[BTreeMap<String, String>]) -> Vec<Varied> {
     let Some(first) = texts.first() else {
         return Vec::new();
     };
@@ -103,17 +129,42 @@ fn varied(texts: &[BTreeMap<String, String>]) -> Vec<(String, Vec<String>)> {
                 _ => a.cmp(b),
             });
             values.dedup();
-            (values.len() > 1).then(|| (k.clone(), values))
+            (values.len() > 1).then(|| levels(k, values))
         })
         .collect()
 }
 
-/// Per configuration: its value of every varied setting and its Δ of the relative validation
+fn levels(name: &str, values: Vec<String>) -> Varied {
+    let numeric = values.iter().all(|v| v.parse::<f64>().is_ok());
+    let ranges = if numeric && values.len() > MAX_LEVELS {
+        MAX_LEVELS
+    } else {
+        values.len()
+    };
+    let mut labels = Vec::with_capacity(ranges);
+    let mut level_of = BTreeMap::new();
+    for level in 0..ranges {
+        let chunk = &values[level * values.len() / ranges..(level + 1) * values.len() / ranges];
+        labels.push(match chunk {
+            [one] => one.clone(),
+            [low, .., high] => format!("{low}–{high}"),
+            [] => unreachable!("ranges ≤ values: every range holds a value"),
+        });
+        level_of.extend(chunk.iter().map(|v| (v.clone(), level)));
+    }
+    Varied {
+        name: name.to_owned(),
+        labels,
+        level_of,
+    }
+}
+
+/// Per configuration: its level of every varied setting and its Δ of the relative validation
 /// loss (the mean over its seeds' pairs, as the verdicts take it).
 fn configuration_table(
     pairs: &[&Pair],
-    texts: &[BTreeMap<String, String>],
-    varied: &[(String, Vec<String>)],
+    levels: &[Vec<usize>],
+    varied: &[Varied],
 ) -> (Vec<anova::Factor>, Vec<f64>) {
     let mut sums: BTreeMap<Configuration, (usize, f64, usize)> = BTreeMap::new();
     for (i, p) in pairs.iter().enumerate() {
@@ -125,13 +176,13 @@ fn configuration_table(
     }
     let mut factors: Vec<anova::Factor> = varied
         .iter()
-        .map(|(name, _)| (name.clone(), Vec::new()))
+        .map(|v| (v.name.clone(), Vec::new()))
         .collect();
     let mut y = Vec::new();
     for (first, sum, n) in sums.into_values() {
         y.push(sum / n as f64);
-        for (name, levels) in &mut factors {
-            levels.push(texts[first][name.as_str()].clone());
+        for ((_, of), (v, &level)) in factors.iter_mut().zip(varied.iter().zip(&levels[first])) {
+            of.push(v.labels[level].clone());
         }
     }
     (factors, y)

@@ -5,7 +5,7 @@ use crate::common;
 
 use std::path::Path;
 
-use common::synthetic::{Synthetic, config, fill};
+use common::synthetic::{Synthetic, config, fill, seeded_pair};
 use shallow::model::{Head, Layout};
 use shallow::report::anova::{self, Factor};
 use shallow::report::{self, equivalence::Margins};
@@ -145,4 +145,56 @@ fn delta_per_setting_value_and_importances_match_values_computed_here() {
         md.contains("**mnist**: Δ of the validation loss depends mostly on `filters` (90 %"),
         "{md}"
     );
+}
+
+/// A sampled grid's setting with many values (30 training sizes here) is broken down by 12
+/// ranges of consecutive values, each holding its values' configurations, and enters the
+/// importance model as those 12 levels (11 df), not as 30.
+#[test]
+fn a_setting_with_many_values_is_broken_down_by_ranges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("r.db");
+    let sizes: Vec<usize> = (0..30).map(|i| 1000 + 10 * i).collect();
+    let mut runs = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        for head in [Head::Flatten, Head::Gap] {
+            let mut pair = seeded_pair("mnist", 4, 0, (1.0, 1.0 + 0.01 * i as f64));
+            for run in &mut pair {
+                run.config.train_limit = Some(size);
+                run.config.head = head;
+            }
+            runs.extend(pair);
+        }
+    }
+    fill(&db, &runs, 0);
+    let out = tmp.path().join("report");
+    report::generate(&Location::Sqlite(db), &out, &Margins::default()).unwrap();
+    let table = columns(&std::fs::read_to_string(out.join("tables/drivers.csv")).unwrap());
+    let col = |name: &str| &table.iter().find(|(h, _)| h == name).unwrap().1;
+    let ranges: Vec<(String, usize)> = (0..col("setting").len())
+        .filter(|&i| {
+            col("setting")[i] == "train_limit" && col("delta_of")[i] == "val loss (relative)"
+        })
+        .map(|i| {
+            (
+                col("value")[i].clone(),
+                col("configurations")[i].parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(ranges.len(), 12, "{ranges:?}");
+    assert_eq!(ranges[0], ("1000–1010".to_owned(), 4), "{ranges:?}");
+    assert_eq!(ranges[11].0, "1270–1290", "{ranges:?}");
+    assert_eq!(
+        ranges.iter().map(|r| r.1).sum::<usize>(),
+        60,
+        "every configuration once"
+    );
+    let shares = columns(&std::fs::read_to_string(out.join("tables/importance.csv")).unwrap());
+    let of = |name: &str| &shares.iter().find(|(h, _)| h == name).unwrap().1;
+    let row = of("setting")
+        .iter()
+        .position(|s| s == "train_limit")
+        .unwrap();
+    assert_eq!(of("df")[row], "11");
 }

@@ -725,7 +725,10 @@ fn every_committed_database_re_renders_its_committed_report_byte_for_byte() {
             let mut found = vec!["report.md".to_owned(), "report.html".to_owned()];
             for sub in ["tables", "plots"] {
                 for f in std::fs::read_dir(root.join(sub)).unwrap() {
-                    found.push(format!("{sub}/{}", f.unwrap().file_name().to_string_lossy()));
+                    found.push(format!(
+                        "{sub}/{}",
+                        f.unwrap().file_name().to_string_lossy()
+                    ));
                 }
             }
             found.sort();
@@ -738,10 +741,14 @@ fn every_committed_database_re_renders_its_committed_report_byte_for_byte() {
         );
         for file in files(&out) {
             assert!(
-                std::fs::read(study.join(&file)).unwrap() == std::fs::read(out.join(&file)).unwrap(),
+                std::fs::read(study.join(&file)).unwrap()
+                    == std::fs::read(out.join(&file)).unwrap(),
                 "{name}: {file} differs from what {name}.db.gz renders (`shallow report` it again)"
             );
         }
     }
-    assert!(studies >= 2, "found {studies} committed databases under results/");
+    assert!(
+        studies >= 2,
+        "found {studies} committed databases under results/"
+    );
 }
