@@ -107,9 +107,8 @@ impl<'a> Design<'a> {
             }
             g[self.width][self.width] += w * y * y;
         }
-        for a in 0..self.width {
-            g[self.width][a] = g[a][self.width];
-        }
+        let y_column: Vec<f64> = g.iter().map(|row| row[self.width]).collect();
+        g[self.width] = y_column;
         g
     }
 

@@ -7,6 +7,7 @@ mod converged;
 pub mod convergence;
 pub mod drivers;
 pub mod equivalence;
+mod optimizers;
 pub mod plots;
 mod render;
 mod speed;
@@ -51,6 +52,7 @@ pub fn generate(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFi
     let to_target = speed::time_to_target(&pairs, &epochs);
     let converged = converged::Section::of(&runs, &pairs, &epochs, margins);
     let drivers = drivers::drivers(&pairs, &datasets, margins);
+    let optimizers = optimizers::comparisons(&runs);
 
     let mut blocks = vec![Block::Heading(format!(
         "Deep vs shallow: report on {}",
@@ -67,6 +69,7 @@ pub fn generate(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFi
     )?);
     blocks.extend(drivers::blocks(out, &drivers, margins)?);
     blocks.extend(converged.blocks(out, &datasets, margins)?);
+    blocks.extend(optimizers::blocks(&optimizers));
     blocks.extend(summary(&runs));
     blocks.extend(table2_blocks(&cells, &datasets));
     blocks.extend(paired_blocks(&paired, &diverged));
@@ -93,6 +96,9 @@ pub fn generate(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFi
     tables::write_stages(out, &stage_cells)?;
     converged.write_tables(out)?;
     drivers::write_tables(out, &drivers)?;
+    if !optimizers.is_empty() {
+        optimizers::write_table(out, &optimizers)?;
+    }
     write_pages(out, &blocks, &runs)
 }
 

@@ -752,3 +752,102 @@ fn every_committed_database_re_renders_its_committed_report_byte_for_byte() {
         "found {studies} committed databases under results/"
     );
 }
+
+/// Runs of the same network, data and seed under two optimizers (each with its own learning rate
+/// and batch size) are compared per layout: the mean over configurations of the relative loss
+/// and the accuracy difference, against a direct computation; a run without its match under the
+/// other optimizer is left out.
+#[test]
+fn optimizers_are_compared_on_matched_runs() {
+    use shallow::train::optim::Optimizer;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("r.db");
+    // Validation loss of a run: L-BFGS lower by a configuration- and seed-specific share.
+    let loss = |filters: usize, seed: u64, lbfgs: bool| {
+        let base = 0.5 + 0.1 * seed as f64 + 0.01 * filters as f64;
+        if lbfgs {
+            base * (1.0 - 0.01 * (filters as f64 + seed as f64))
+        } else {
+            base
+        }
+    };
+    let mut runs = Vec::new();
+    for filters in [4, 8, 16] {
+        for seed in [0, 1] {
+            for lbfgs in [false, true] {
+                for layout in [Layout::Sequential, Layout::Parallel] {
+                    let mut c = config("mnist", layout, filters, 2);
+                    c.seed = seed;
+                    if lbfgs {
+                        c.optimizer = Optimizer::Lbfgs;
+                        c.lr = 1.0;
+                        c.batch_size = 256;
+                    }
+                    runs.push(Synthetic {
+                        config: c,
+                        q: 2.0,
+                        train_loss: 0.1,
+                        val_loss: loss(filters, seed, lbfgs),
+                        val_acc: if lbfgs { 0.92 } else { 0.9 },
+                        seconds: if lbfgs { 30.0 } else { 3.0 },
+                        diverged: false,
+                    });
+                }
+            }
+        }
+    }
+    // An Adam run whose L-BFGS match is missing.
+    let mut lone = config("mnist", Layout::Sequential, 32, 2);
+    lone.seed = 0;
+    runs.push(Synthetic {
+        config: lone,
+        q: 2.0,
+        train_loss: 0.1,
+        val_loss: 9.0,
+        val_acc: 0.1,
+        seconds: 3.0,
+        diverged: false,
+    });
+    fill(&db, &runs, 0);
+    let out = tmp.path().join("report");
+    report::generate(&Location::Sqlite(db), &out, &Margins::default()).unwrap();
+    let csv = std::fs::read_to_string(out.join("tables/optimizers.csv")).unwrap();
+    let lines: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    // Per configuration the mean over its seeds of (lbfgs − adam) / adam, then their mean.
+    let want: f64 = [4usize, 8, 16]
+        .iter()
+        .map(|&f| {
+            [0u64, 1]
+                .iter()
+                .map(|&s| (loss(f, s, true) - loss(f, s, false)) / loss(f, s, false))
+                .sum::<f64>()
+                / 2.0
+        })
+        .sum::<f64>()
+        / 3.0;
+    for (line, layout) in lines.iter().zip(["parallel", "sequential"]) {
+        assert_eq!(
+            &line[..6],
+            &["mnist", layout, "adam", "lbfgs", "3", "6"],
+            "{csv}"
+        );
+        let got: f64 = line[6].parse().unwrap();
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        let (low, high): (f64, f64) = (line[7].parse().unwrap(), line[8].parse().unwrap());
+        assert!(low < got && got < high, "{csv}");
+        let points: f64 = line[9].parse().unwrap();
+        assert!((points - 2.0).abs() < 1e-9, "{csv}");
+        let seconds: (f64, f64) = (line[12].parse().unwrap(), line[13].parse().unwrap());
+        assert_eq!(seconds, (3.0, 30.0), "{csv}");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("| mnist | sequential | lbfgs − adam | 3 (6) |"),
+        "{md}"
+    );
+}
