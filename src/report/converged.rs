@@ -10,7 +10,7 @@ use super::analysis::Pair;
 use super::convergence::{
     self, AtBest, BestRow, BudgetPoint, Ratio, STILL_IMPROVING_WARNING, StopRow, Test,
 };
-use super::equivalence::{Margins, Verdict};
+use super::equivalence::Margins;
 use super::plots;
 use super::render::Block;
 use super::tables::write_rows;
@@ -178,7 +178,7 @@ impl<'a> Section<'a> {
                     r.test.pairs.to_string(),
                     r.quantity.format(r.test.mean),
                     interval(r.quantity, r.test.ci90),
-                    verdict_text(r.test.verdict, &r.quantity.format(r.margin)),
+                    r.test.verdict.with_margin(&r.quantity.format(r.margin)),
                 ]
             })
             .collect();
@@ -245,7 +245,7 @@ impl<'a> Section<'a> {
                     p.test.n.to_string(),
                     AtBest::TestLoss.format(p.test.mean),
                     interval(AtBest::TestLoss, p.test.ci90),
-                    verdict_text(p.test.verdict, &AtBest::TestLoss.format(margins.val_loss)),
+                    p.test.verdict.with_margin(&AtBest::TestLoss.format(margins.val_loss)),
                 ]
             })
             .collect();
@@ -312,15 +312,6 @@ fn interval(q: AtBest, (lo, hi): (f64, f64)) -> String {
     format!("[{}, {}]", q.format(lo), q.format(hi))
 }
 
-fn verdict_text(v: Verdict, margin: &str) -> String {
-    match v {
-        Verdict::ParallelBetter => "parallel better".into(),
-        Verdict::SequentialBetter => "sequential better".into(),
-        Verdict::Equivalent => format!("equivalent within ±{}", margin.trim_start_matches('+')),
-        Verdict::Inconclusive => "inconclusive".into(),
-    }
-}
-
 /// One tested quantity as a CSV row (`epoch` 0 where it does not apply).
 #[derive(Serialize)]
 struct TestCsv<'a> {
@@ -346,12 +337,7 @@ impl<'a> TestCsv<'a> {
             mean: t.mean,
             ci90_low: t.ci90.0,
             ci90_high: t.ci90.1,
-            verdict: match t.verdict {
-                Verdict::ParallelBetter => "parallel better",
-                Verdict::SequentialBetter => "sequential better",
-                Verdict::Equivalent => "equivalent",
-                Verdict::Inconclusive => "inconclusive",
-            },
+            verdict: t.verdict.name(),
         }
     }
 }

@@ -133,16 +133,27 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub fn text(self, q: Quantity, margins: &Margins) -> String {
+    /// The verdict in words, as every table and sentence of the report says it.
+    pub fn name(self) -> &'static str {
         match self {
-            Verdict::ParallelBetter => "parallel better".into(),
-            Verdict::SequentialBetter => "sequential better".into(),
-            Verdict::Equivalent => format!(
-                "equivalent within ±{}",
-                q.format(q.margin(margins)).trim_start_matches('+')
-            ),
-            Verdict::Inconclusive => "inconclusive".into(),
+            Verdict::ParallelBetter => "parallel better",
+            Verdict::SequentialBetter => "sequential better",
+            Verdict::Equivalent => "equivalent",
+            Verdict::Inconclusive => "inconclusive",
         }
+    }
+
+    /// [`Verdict::name`], an equivalence with its margin (`margin`: the margin as formatted, a
+    /// leading sign dropped): "equivalent within ±2.0 %".
+    pub fn with_margin(self, margin: &str) -> String {
+        match self {
+            Verdict::Equivalent => format!("equivalent within ±{}", margin.trim_start_matches('+')),
+            other => other.name().into(),
+        }
+    }
+
+    pub fn text(self, q: Quantity, margins: &Margins) -> String {
+        self.with_margin(&q.format(q.margin(margins)))
     }
 }
 
