@@ -245,7 +245,9 @@ impl<'a> Section<'a> {
                     p.test.n.to_string(),
                     AtBest::TestLoss.format(p.test.mean),
                     interval(AtBest::TestLoss, p.test.ci90),
-                    p.test.verdict.with_margin(&AtBest::TestLoss.format(margins.val_loss)),
+                    p.test
+                        .verdict
+                        .with_margin(&AtBest::TestLoss.format(margins.val_loss)),
                 ]
             })
             .collect();
