@@ -390,3 +390,31 @@ fn a_narrowed_grid_drops_its_removed_pending_runs_only_when_told() {
     assert_eq!(seeds("pending"), [1, 1, 2, 2]);
     assert_eq!(seeds("done"), [0, 0], "finished runs outside the grid stay");
 }
+
+/// A grid is queued seed by seed, every dataset within a seed: a sweep stopped part-way holds
+/// every dataset's configurations for its first seeds, not some datasets whole and others none.
+#[test]
+fn the_queue_holds_every_dataset_of_a_seed_before_the_next_seed() {
+    let s = setup("", 100, 8);
+    common::write_idx_dataset(&s.data.join("tiny2"), 100, 50, 8, false);
+    std::fs::write(
+        &s.config,
+        "name = \"t\"\n[runs]\ndataset = [\"tiny\", \"tiny2\"]\nlayers = [1, 2]\nfilters = 2\n\
+         seed = [0, 1]\n",
+    )
+    .unwrap();
+    let out = sweep_command(&s, 1).arg("--no-train").output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let order = query::<String>(
+        &s.db,
+        "SELECT json_extract(config, '$.seed') || ' ' || json_extract(config, '$.dataset') \
+         FROM runs ORDER BY seq",
+    );
+    let mut expected = Vec::new();
+    for seed in [0, 1] {
+        for dataset in ["tiny", "tiny2"] {
+            expected.extend(std::iter::repeat_n(format!("{seed} {dataset}"), 4));
+        }
+    }
+    assert_eq!(order, expected);
+}

@@ -114,8 +114,9 @@ pub fn default_settings() -> toml::Table {
 }
 
 /// The settings expanded outermost, in this order: a partly finished sweep then holds every
-/// configuration of the first datasets and seeds.
-const OUTERMOST: [&str; 4] = ["dataset", "holdout", "data_seed", "seed"];
+/// configuration of every dataset for its first seeds — a whole answer with fewer replicates,
+/// which the next seeds make more precise — rather than some datasets done and others untouched.
+const OUTERMOST: [&str; 4] = ["seed", "dataset", "holdout", "data_seed"];
 /// The settings expanded innermost, `layout` last: the layouts of a configuration are
 /// neighbours, and the nets of one training recipe follow each other.
 const INNERMOST: [&str; 9] = [
