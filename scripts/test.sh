@@ -40,6 +40,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo test
   exit
 fi
+# One intra-op thread per test process: nextest runs a test per core, and libtorch's OpenMP
+# threads (a team per process, spinning while they wait) would otherwise contend for the same
+# cores. A test or run that sets its threads (`--threads`) still gets them.
+export OMP_NUM_THREADS=1
 log=$(mktemp)
 status=0
 cargo nextest run --no-fail-fast 2>&1 | tee "$log" || status=$?
