@@ -323,7 +323,7 @@ fn run_pool_and_summarise(
     println!(
         "finished in {}: trained now {done} done, {diverged} diverged, {failed} failed \
          ({:.0} runs/hour); in the database {} done, {} diverged, {} failed, {} pending",
-        plan::human_duration(outcome.wall_seconds),
+        shallow::human::duration(outcome.wall_seconds),
         (done + diverged + failed) as f64 / (outcome.wall_seconds / 3600.0).max(1e-9),
         outcome.count(RunStatus::Done),
         outcome.count(RunStatus::Diverged),

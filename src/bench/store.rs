@@ -8,7 +8,7 @@ use anyhow::{Result, bail, ensure};
 use serde::Serialize;
 
 use crate::model::Layout;
-use crate::sweep::grid::{RunSpec, pair_id, run_id};
+use crate::sweep::store::identity::RunSpec;
 use crate::sweep::store::{self, Finish, Location, Store, WorkerInfo};
 use crate::train::{EpochMetrics, Outcome, RunConfig, RunResult};
 
@@ -32,15 +32,10 @@ pub struct StoreBench {
 fn specs(count: usize, offset: usize) -> Vec<RunSpec> {
     (offset..offset + count)
         .map(|seed| {
-            let config = RunConfig {
+            RunSpec::of(RunConfig {
                 seed: seed as u64,
-                ..crate::settings::defaults(Layout::Sequential)
-            };
-            RunSpec {
-                id: run_id(&config),
-                pair_id: pair_id(&config),
-                config,
-            }
+                ..crate::train::settings::defaults(Layout::Sequential)
+            })
         })
         .collect()
 }

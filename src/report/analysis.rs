@@ -7,6 +7,7 @@ use super::stats::{self, Wilcoxon};
 use crate::model::Layout;
 pub use crate::model::{Q_BINS, Q_EDGES, q_bin};
 use crate::sweep::store::{RunRow, RunStatus};
+use crate::train::settings::RunConfig;
 
 /// Table 2 of the paper: mean (training loss, validation loss) per Q bin.
 pub struct PaperRow {
@@ -94,13 +95,26 @@ pub fn configuration_key(r: &RunRow) -> Configuration {
             Ok(())
         }
     }
-    let mut c = r.config.clone();
-    c.seed = 0;
-    c.layout = Layout::Sequential;
+    let (c, _) = within_configuration(&r.config);
     let mut hashing = Hashing(DefaultHasher::new());
     // Writing into a hasher cannot fail, and a RunConfig always serialises.
     let _ = serde_json::to_writer(&mut hashing, &c);
     Configuration(hashing.0.finish())
+}
+
+/// The settings in which the runs of one configuration differ (the seed and the layout): `config`
+/// with them set to their defaults, and their names and values in `config`.
+pub fn within_configuration(config: &RunConfig) -> (RunConfig, [(&'static str, String); 2]) {
+    let varied = [
+        ("seed", config.seed.to_string()),
+        ("layout", config.layout.to_string()),
+    ];
+    let fixed = RunConfig {
+        seed: 0,
+        layout: Layout::Sequential,
+        ..config.clone()
+    };
+    (fixed, varied)
 }
 
 /// Values, each with the configuration (a [`configuration_key`]) it came from.

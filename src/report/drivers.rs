@@ -58,7 +58,7 @@ pub fn drivers(pairs: &[Pair], datasets: &[String], margins: &Margins) -> Vec<Dr
 fn of_dataset(dataset: &str, pairs: &[&Pair], margins: &Margins) -> Drivers {
     let texts: Vec<BTreeMap<String, String>> = pairs
         .iter()
-        .map(|p| crate::settings::value_texts(&p.seq.config))
+        .map(|p| crate::train::settings::value_texts(&p.seq.config))
         .collect();
     let varied = varied(&texts);
     // Per pair, its level of each varied setting.

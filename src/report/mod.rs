@@ -102,31 +102,46 @@ pub fn generate(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFi
     write_pages(out, &blocks, &runs)
 }
 
-/// The verdicts so far, for `shallow serve`: the report's own verdicts with their forest plots,
-/// its summary, Table 2 and the verdict table, from the runs alone (no epochs are read), written
-/// as `report.html` and `report.md` in `out`.
-pub fn verdicts_page(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFiles> {
+/// The verdicts so far, for `shallow serve`: a self-contained HTML page of the report's own
+/// verdicts with their forest plots, its summary, Table 2 and the verdict table, from the runs
+/// alone (no epochs are read). The plots it shows are drawn in `scratch`.
+pub fn verdicts_page(db: &Location, scratch: &Path, margins: &Margins) -> Result<VerdictsPage> {
     let runs = store::open_reader(db)?.runs()?;
-    std::fs::create_dir_all(out.join("plots"))
-        .with_context(|| format!("cannot create {}", out.join("plots").display()))?;
+    std::fs::create_dir_all(scratch.join("plots"))
+        .with_context(|| format!("cannot create {}", scratch.join("plots").display()))?;
     let datasets = analysis::datasets(&runs);
     let (pairs, same_network) = analysis::compared_pairs(&runs);
     let verdicts = equivalence::equivalence(&pairs, margins);
     let drivers = drivers::drivers(&pairs, &datasets, margins);
     let mut blocks = vec![Block::Heading(format!("Verdicts so far on {db}"))];
     blocks.extend(verdicts::blocks(
-        out,
+        scratch,
         &verdicts,
         &datasets,
         &drivers,
         margins,
         same_network,
     )?);
-    blocks.extend(drivers::blocks(out, &drivers, margins)?);
+    blocks.extend(drivers::blocks(scratch, &drivers, margins)?);
     blocks.extend(summary(&runs));
     blocks.extend(table2_blocks(&analysis::table2(&runs), &datasets));
     blocks.extend(verdicts::table(&verdicts, margins));
-    write_pages(out, &blocks, &runs)
+    Ok(VerdictsPage {
+        html: render::to_html(&render::to_markdown(&blocks), scratch)?,
+        finished_runs: finished_runs(&runs),
+        total_runs: runs.len(),
+    })
+}
+
+/// [`verdicts_page`]'s page, and how many of the runs it was made from had finished.
+pub struct VerdictsPage {
+    pub html: String,
+    pub finished_runs: usize,
+    pub total_runs: usize,
+}
+
+fn finished_runs(runs: &[RunRow]) -> usize {
+    runs.iter().filter(|r| r.status.finished()).count()
 }
 
 /// `report.md` and the self-contained `report.html` of `blocks`.
@@ -141,7 +156,7 @@ fn write_pages(out: &Path, blocks: &[Block], runs: &[RunRow]) -> Result<ReportFi
     Ok(ReportFiles {
         markdown,
         html,
-        finished_runs: runs.iter().filter(|r| r.status.finished()).count(),
+        finished_runs: finished_runs(runs),
         total_runs: runs.len(),
     })
 }
@@ -162,7 +177,7 @@ fn summary(runs: &[RunRow]) -> Vec<Block> {
             .map(|(s, n)| format!("{n} {s}"))
             .collect::<Vec<_>>()
             .join(", "),
-        crate::sweep::plan::human_duration(compute)
+        crate::human::duration(compute)
     );
     if open > 0 {
         text += &format!(
@@ -179,11 +194,10 @@ fn summary(runs: &[RunRow]) -> Vec<Block> {
 
 /// Every setting with its values in the sweep, in order of first appearance.
 fn settings_table(runs: &[RunRow]) -> Block {
-    // A value of any setting but the seed and the layout first appears with a new
-    // configuration, so only those are serialised whole.
+    // A value of any setting but those that vary within a configuration first appears with a
+    // new configuration, so only those are serialised whole.
     let mut axes: BTreeMap<String, (Vec<String>, HashSet<String>)> = BTreeMap::new();
-    let mut add = |k: String, v: serde_json::Value| {
-        let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    let mut add = |k: String, v: String| {
         let (values, seen) = axes.entry(k).or_default();
         if seen.insert(v.clone()) {
             values.push(v);
@@ -193,11 +207,14 @@ fn settings_table(runs: &[RunRow]) -> Block {
     for r in runs {
         if configurations.insert(analysis::configuration_key(r)) {
             if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(&r.config) {
-                map.into_iter().for_each(|(k, v)| add(k, v));
+                for (k, v) in map {
+                    add(k, v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+                }
             }
         } else {
-            add("seed".into(), r.config.seed.into());
-            add("layout".into(), r.config.layout.to_string().into());
+            for (k, v) in analysis::within_configuration(&r.config).1 {
+                add(k.into(), v);
+            }
         }
     }
     let rows = axes

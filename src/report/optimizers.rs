@@ -64,7 +64,7 @@ struct Keyed<'a> {
 
 impl<'a> Keyed<'a> {
     fn of(run: &'a RunRow) -> Keyed<'a> {
-        let texts = crate::settings::value_texts(&run.config);
+        let texts = crate::train::settings::value_texts(&run.config);
         let mut matched_by = String::new();
         let mut configuration = String::new();
         for (name, value) in &texts {

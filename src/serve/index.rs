@@ -70,7 +70,7 @@ impl SettingsIndex {
         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
         index.catch_up(store)?;
         let column = |name: &str| {
-            crate::settings::names()
+            crate::train::settings::names()
                 .iter()
                 .position(|s| *s == name)
                 .expect("checked")
@@ -109,7 +109,7 @@ impl SettingsIndex {
 impl Index {
     fn catch_up(&mut self, store: &dyn Store) -> Result<()> {
         if self.columns.is_empty() {
-            self.columns = crate::settings::names()
+            self.columns = crate::train::settings::names()
                 .iter()
                 .map(|_| Column::default())
                 .collect();
@@ -122,7 +122,10 @@ impl Index {
             for (seq, text) in page {
                 let config: serde_json::Map<String, Json> = serde_json::from_str(&text)
                     .with_context(|| format!("the config of the run at queue position {seq}"))?;
-                for (name, column) in crate::settings::names().iter().zip(&mut self.columns) {
+                for (name, column) in crate::train::settings::names()
+                    .iter()
+                    .zip(&mut self.columns)
+                {
                     column.push(config.get(*name).cloned().unwrap_or(Json::Null));
                 }
                 self.seqs.push(seq);

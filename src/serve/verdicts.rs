@@ -24,6 +24,7 @@ struct State {
 }
 
 pub struct Verdicts {
+    /// Where the page's plots are drawn.
     dir: tempfile::TempDir,
     state: Mutex<State>,
 }
@@ -56,11 +57,8 @@ impl Verdicts {
     }
 
     fn make(&self, db: &Location, counts: Counts) {
-        let made = report::verdicts_page(db, self.dir.path(), &Margins::default()).and_then(|f| {
-            let html = std::fs::read_to_string(&f.html)
-                .with_context(|| format!("cannot read {}", f.html.display()))?;
-            Ok(with_state(&html, f.finished_runs, f.total_runs))
-        });
+        let made = report::verdicts_page(db, self.dir.path(), &Margins::default())
+            .map(|page| with_state(&page.html, page.finished_runs, page.total_runs));
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.making = false;
         match made {

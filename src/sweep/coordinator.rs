@@ -99,39 +99,36 @@ pub struct Removed {
     pub dropped: bool,
 }
 
-/// The ids of the pending runs of `grid`'s sweep in `store` that `grid` no longer holds, its
-/// runs identified as they are queued (with the content hash of their user data file, from
-/// `hashes`). The grid's ids are kept as 64-bit hashes, so that a grid of millions of runs stays
-/// small.
-fn removed_runs(
-    store: &dyn store::Store,
-    grid: &grid::Grid,
-    hashes: &grid::DataHashes,
-) -> Result<Vec<String>> {
-    let hash = |id: &str| {
+/// The run ids of a grid as it was queued, each kept as a 64-bit hash so that a grid of
+/// millions of runs stays small.
+#[derive(Default)]
+struct HeldIds(std::collections::HashSet<u64>);
+
+impl HeldIds {
+    fn key(id: &str) -> u64 {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         std::hash::Hash::hash(id, &mut h);
         std::hash::Hasher::finish(&h)
-    };
-    let mut held = std::collections::HashSet::new();
-    for run in grid.runs() {
-        held.insert(hash(&hashes.stamp(run?).id));
     }
+    fn insert(&mut self, id: &str) {
+        self.0.insert(Self::key(id));
+    }
+    fn contains(&self, id: &str) -> bool {
+        self.0.contains(&Self::key(id))
+    }
+}
+
+/// The ids of the pending runs of sweep `sweep` in `store` that its grid, queued as `held`, no
+/// longer holds.
+fn removed_runs(store: &dyn store::Store, sweep: &str, held: &HeldIds) -> Result<Vec<String>> {
     let mut removed = Vec::new();
-    let mut after = 0;
-    loop {
-        let (rows, last) = store.runs_page(after, QUEUE_CHUNK)?;
-        removed.extend(
-            rows.iter()
-                .filter(|r| r.sweep == grid.name && r.status == RunStatus::Pending)
-                .filter(|r| !held.contains(&hash(&r.id)))
-                .map(|r| r.id.clone()),
-        );
-        if rows.len() < QUEUE_CHUNK {
-            return Ok(removed);
+    for run in store::each_run(store, QUEUE_CHUNK) {
+        let run = run?;
+        if run.sweep == sweep && run.status == RunStatus::Pending && !held.contains(&run.id) {
+            removed.push(run.id);
         }
-        after = last;
     }
+    Ok(removed)
 }
 
 /// The runs of a sweep queued for another version of a user data file than the one here now.
@@ -149,7 +146,8 @@ fn stale_runs(store: &dyn store::Store, sweep: &str, hashes: &grid::DataHashes) 
     if hashes.is_empty() {
         return Ok(stale);
     }
-    for run in store.runs()? {
+    for run in store::each_run(store, QUEUE_CHUNK) {
+        let run = run?;
         let cfg = &run.config;
         let Some(here) = hashes.get(&cfg.dataset) else {
             continue;
@@ -190,9 +188,9 @@ pub fn queue(opts: &SweepOptions) -> Result<Queued> {
         stale.datasets.join(", "),
         opts.data_dir.display()
     );
-    let added = queue_in_chunks(store.as_mut(), &grid, &text, &hashes)?;
+    let (added, held) = queue_in_chunks(store.as_mut(), &grid, &text, &hashes)?;
     store.drop_pending(&stale.pending)?;
-    let removed = removed_runs(store.as_ref(), &grid, &hashes)?;
+    let removed = removed_runs(store.as_ref(), &grid.name, &held)?;
     if opts.drop_removed {
         store.drop_pending(&removed)?;
     }
@@ -222,13 +220,15 @@ pub fn queue(opts: &SweepOptions) -> Result<Queued> {
 /// queued in bounded memory, and a queueing cut short is completed by the next `sweep`.
 const QUEUE_CHUNK: usize = 10_000;
 
-/// `hashes`: the content hash of each user data file, stamped into its runs.
+/// `hashes`: the content hash of each user data file, stamped into its runs. Returns what was
+/// added, and the ids of every run of the grid.
 fn queue_in_chunks(
     store: &mut dyn store::Store,
     grid: &grid::Grid,
     text: &str,
     hashes: &grid::DataHashes,
-) -> Result<store::Added> {
+) -> Result<(store::Added, HeldIds)> {
+    let mut held = HeldIds::default();
     let mut added = store::Added {
         new: 0,
         existing: 0,
@@ -238,13 +238,15 @@ fn queue_in_chunks(
     while runs.peek().is_some() {
         chunk.clear();
         for run in runs.by_ref().take(QUEUE_CHUNK) {
-            chunk.push(hashes.stamp(run?));
+            let run = hashes.stamp(run?);
+            held.insert(&run.id);
+            chunk.push(run);
         }
         let a = store.add_runs(&grid.name, text, &chunk)?;
         added.new += a.new;
         added.existing += a.existing;
     }
-    Ok(added)
+    Ok((added, held))
 }
 
 /// Trains the queue to completion with worker processes of `exe` (its hidden `worker-child`
@@ -264,14 +266,14 @@ pub fn run_pool(pool: &PoolOptions, exe: &Path) -> Result<SweepOutcome> {
         .collect::<Result<_>>()?;
     let mut ids = std::collections::HashSet::new();
     ids.extend(children.iter().map(|w| w.id.clone()));
-    let mut progress = Progress::new(store.as_ref(), &children);
+    let mut progress = Progress::new(store.as_ref(), &ids_of(&children));
     let (mut lost, mut faults) = (0, Vec::<String>::new());
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     let mut forwarded = false;
     while !children.is_empty() {
         std::thread::sleep(Duration::from_millis(500));
-        progress.update(store.as_ref(), &children, settings.lease);
+        progress.update(store.as_ref(), &ids_of(&children), settings.lease);
         if stop.load(Ordering::Relaxed) && !forwarded {
             // The workers may have had it too (a scheduler signals the whole job); each hands
             // its run back and exits.
@@ -315,7 +317,7 @@ pub fn run_pool(pool: &PoolOptions, exe: &Path) -> Result<SweepOutcome> {
         }
         children = still;
     }
-    progress.update(store.as_ref(), &children, settings.lease);
+    progress.update(store.as_ref(), &ids_of(&children), settings.lease);
     progress.finish();
     Ok(SweepOutcome {
         trained_now: trained_by(&store.runs()?, &ids, since),
@@ -328,7 +330,11 @@ pub fn run_pool(pool: &PoolOptions, exe: &Path) -> Result<SweepOutcome> {
 }
 
 /// A worker process this sweep started, under the id it gave it.
-pub struct Worker {
+fn ids_of(workers: &[Worker]) -> Vec<&str> {
+    workers.iter().map(|w| w.id.as_str()).collect()
+}
+
+struct Worker {
     pub id: String,
     process: Child,
     fault_file: PathBuf,
@@ -384,11 +390,6 @@ impl Worker {
         std::fs::read_to_string(&self.fault_file)
             .map(|f| f.trim().to_owned())
             .unwrap_or_else(|_| "a fault of its environment (see the worker log)".into())
-    }
-
-    /// The process id, for signals.
-    pub fn pid(&self) -> u32 {
-        self.process.id()
     }
 }
 

@@ -11,8 +11,8 @@ use super::store::{self, Location, RunStatus};
 use crate::data;
 use crate::device;
 use crate::model::{Architecture, Precision};
-use crate::settings::RunConfig;
 use crate::train::optim::Optimizer;
+use crate::train::settings::RunConfig;
 use crate::train::{REESTIMATE_BATCHES, fused};
 
 /// At most this many of the grid's architectures are timed, spread over where its work lies.
@@ -195,20 +195,16 @@ impl History {
         }
         let store = store::open_reader(location)
             .with_context(|| format!("reading the runs already finished in {location}"))?;
-        let mut after = 0;
-        loop {
-            let (rows, last) = store.runs_page(after, HISTORY_PAGE)?;
-            for row in rows.iter().filter(|r| r.status.ended()) {
+        for row in store::each_run(&*store, HISTORY_PAGE) {
+            let row = row?;
+            if row.status.ended() {
                 history.finished.insert(row.id.clone());
-                if row.status == RunStatus::Done {
-                    history.record(&row.config, row.epochs_recorded as usize);
-                }
             }
-            if rows.len() < HISTORY_PAGE {
-                return Ok(history);
+            if row.status == RunStatus::Done {
+                history.record(&row.config, row.epochs_recorded as usize);
             }
-            after = last;
         }
+        Ok(history)
     }
 
     /// Learns from a run of `cfg` that trained `epochs` epochs and ended done.
@@ -289,7 +285,7 @@ mod tests {
             epochs: 200,
             stop: StopRule::Plateau,
             train_limit: Some(train_limit),
-            ..crate::settings::defaults(layout)
+            ..crate::train::settings::defaults(layout)
         }
     }
 

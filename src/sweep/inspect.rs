@@ -5,9 +5,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use super::plan::human_duration;
 use super::store::{self, Location, RunRow, RunStatus, RunsQuery, SortKey, Store};
 use crate::data::Subset;
+use crate::human;
 use crate::model::{Activation, Head, Layout, Pool, Precision};
 use crate::train::optim::{Optimizer, Schedule};
 use crate::train::stopping::StopRule;
@@ -163,7 +163,7 @@ pub fn status_text(db: &Location, lease: Duration) -> Result<String> {
         out += &format!(
             "throughput: {per_hour:.1} runs/hour; remaining {} runs ≈ {} at that rate\n",
             p.remaining,
-            human_duration(eta)
+            human::duration(eta)
         );
     }
     for r in &p.running {

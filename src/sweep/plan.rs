@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 
 use super::estimate::{self, architecture, train_examples};
 pub use super::estimate::{Execution, History};
-use super::grid::{DataHashes, Grid, RunSpec};
+use super::grid::{DataHashes, Grid};
+use super::store::identity::RunSpec;
 use crate::data;
 use crate::device;
 use crate::model::{Architecture, Q_BINS, determination_ratio, q_bin};
@@ -137,7 +138,7 @@ pub fn dry_run(grid: &Grid, known: Known, e: &Execution) -> Result<String> {
         grid.datasets().join(", "),
         params,
         params / grid.len() as f64,
-        human_duration(seconds),
+        crate::human::duration(seconds),
         e.workers,
         e.threads,
         e.device,
@@ -243,13 +244,4 @@ fn q_bin_table(counts: &BTreeMap<String, [usize; 4]>) -> String {
         }
     }
     out
-}
-
-pub fn human_duration(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
-    match s {
-        0..=119 => format!("{s}s"),
-        120..=7199 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
-    }
 }

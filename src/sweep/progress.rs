@@ -5,7 +5,6 @@ use std::time::Duration;
 use anyhow::Result;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::coordinator::Worker;
 use super::store::{RunStatus, Running, Store};
 
 /// The overall bar (runs done/total, ETA, failures) and one line per worker.
@@ -34,7 +33,8 @@ fn finished(counts: &[(RunStatus, i64)]) -> (u64, u64, i64) {
 }
 
 impl Progress {
-    pub fn new(store: &dyn Store, workers: &[Worker]) -> Progress {
+    /// `workers`: the ids of the workers started, a line each.
+    pub fn new(store: &dyn Store, workers: &[&str]) -> Progress {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let counts = store.status_counts().unwrap_or_else(|e| {
             tracing::warn!("progress display starts empty: {e:#}");
@@ -58,7 +58,7 @@ impl Progress {
             .map(|(i, worker)| {
                 let line = multi.add(ProgressBar::new_spinner());
                 line.set_message(format!("worker {}: starting", i + 1));
-                (worker.id.clone(), line)
+                (worker.to_string(), line)
             })
             .collect();
         Progress {
@@ -69,14 +69,15 @@ impl Progress {
         }
     }
 
-    /// Shows the store's counts and each worker's run. A failed query is logged and skipped.
-    pub fn update(&self, store: &dyn Store, workers: &[Worker], lease: Duration) {
-        if let Err(e) = self.try_update(store, workers, lease) {
+    /// Shows the store's counts and each worker's run (`alive`: the ids of the workers still
+    /// running). A failed query is logged and skipped.
+    pub fn update(&self, store: &dyn Store, alive: &[&str], lease: Duration) {
+        if let Err(e) = self.try_update(store, alive, lease) {
             tracing::warn!("progress display not updated: {e:#}");
         }
     }
 
-    fn try_update(&self, store: &dyn Store, workers: &[Worker], lease: Duration) -> Result<()> {
+    fn try_update(&self, store: &dyn Store, alive: &[&str], lease: Duration) -> Result<()> {
         let (done, total, failed) = finished(&store.status_counts()?);
         self.overall.set_length(total);
         self.overall.set_position(done);
@@ -91,7 +92,7 @@ impl Progress {
         self.last_done.set(done);
         let running = store.running(lease)?;
         for (i, (id, line)) in self.lines.iter().enumerate() {
-            let alive = workers.iter().any(|w| w.id == *id);
+            let alive = alive.contains(&id.as_str());
             let here = running.iter().find(|r| r.worker == *id);
             line.set_message(match (alive, here) {
                 (_, Some(r)) => format!("worker {}: {}", i + 1, describe(r)),

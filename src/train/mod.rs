@@ -12,8 +12,8 @@ use tch::{Device, Kind, Reduction, Tensor, nn};
 
 use crate::data::Tensors;
 use crate::model::{Layout, Net, determination_ratio, parameter_count};
-pub use crate::settings::RunConfig;
 use optim::LrSchedule;
+pub use settings::RunConfig;
 use stopping::{Convergence, Monitor, Snapshot};
 
 pub(crate) mod adam;
@@ -22,6 +22,7 @@ pub(crate) mod fused;
 pub mod lbfgs;
 mod observer;
 pub mod optim;
+pub mod settings;
 pub mod stopping;
 pub use fused::train_fused;
 pub use observer::{Bar, Both, Observer, Silent, Step, Stopped};

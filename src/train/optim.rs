@@ -238,7 +238,7 @@ mod tests {
     use crate::model::Layout;
 
     fn schedule(edit: impl FnOnce(&mut RunConfig)) -> LrSchedule {
-        let mut cfg = crate::settings::defaults(Layout::Sequential);
+        let mut cfg = crate::train::settings::defaults(Layout::Sequential);
         cfg.lr = 0.1;
         cfg.epochs = 6;
         edit(&mut cfg);

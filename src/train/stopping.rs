@@ -188,7 +188,7 @@ mod tests {
     use crate::model::Layout;
 
     fn monitor(edit: impl FnOnce(&mut RunConfig)) -> Monitor {
-        let mut cfg = crate::settings::defaults(Layout::Sequential);
+        let mut cfg = crate::train::settings::defaults(Layout::Sequential);
         edit(&mut cfg);
         Monitor::new(&cfg)
     }

@@ -275,7 +275,7 @@ fn a_three_class_dataset_trains_with_three_outputs() {
     assert_eq!(n, 60.0);
     assert!((q * p / n - 3.0).abs() < 1e-9, "M = Q·P/N = {}", q * p / n);
     // The same net with 10 outputs has 7 × (features + 1) more parameters.
-    let arch = shallow::settings::defaults(shallow::model::Layout::Parallel);
+    let arch = shallow::train::settings::defaults(shallow::model::Layout::Parallel);
     let cfg = shallow::train::RunConfig {
         layers: 2,
         filters: 4,

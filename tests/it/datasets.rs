@@ -44,14 +44,7 @@ fn write_cifar100(dir: &Path, train: usize, test: usize) {
     }
 }
 
-fn shallow(args: &[&str], data: &Path) -> std::process::Output {
-    Command::new(shallow_bin())
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .unwrap()
-}
+use common::shallow_on as shallow;
 
 #[test]
 fn a_grid_over_fashion_cifar100_and_an_npz_gets_a_verdict_per_dataset() {

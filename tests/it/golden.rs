@@ -8,7 +8,7 @@ use crate::common;
 use common::{run_config, write_idx_dataset};
 use shallow::data;
 use shallow::model::{Activation, Architecture, Head, Layout, Net, Pool};
-use shallow::sweep::grid::{pair_id, run_id};
+use shallow::sweep::store::identity::{pair_id, run_id};
 use shallow::train::{self, Observer, RunConfig, Step};
 use tch::{Device, Kind, nn};
 

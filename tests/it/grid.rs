@@ -2,7 +2,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use shallow::model::{Layout, Precision};
-use shallow::sweep::grid::{self, Grid, RunSpec};
+use shallow::sweep::grid::{self, Grid};
+use shallow::sweep::store::identity::RunSpec;
 
 fn runs(g: &Grid) -> Vec<RunSpec> {
     g.runs().collect::<anyhow::Result<_>>().unwrap()
@@ -352,10 +353,10 @@ fn study_preset_holds_ten_families_per_q_bin_and_dataset() {
 fn every_run_setting_is_a_grid_key_and_nothing_else_is() {
     let base = "[runs]\ndataset = \"mnist\"\nlayout = \"parallel\"\n";
     let plain = runs(&grid::parse(base, "plain.toml").unwrap());
-    let defaults = shallow::settings::defaults(Layout::Parallel);
-    let texts = shallow::settings::value_texts(&defaults);
+    let defaults = shallow::train::settings::defaults(Layout::Parallel);
+    let texts = shallow::train::settings::value_texts(&defaults);
     let mut help = Vec::new();
-    <shallow::settings::RunConfig as clap::Args>::augment_args(clap::Command::new("train"))
+    <shallow::train::settings::RunConfig as clap::Args>::augment_args(clap::Command::new("train"))
         .get_arguments()
         .for_each(|a| help.push(a.get_id().to_string()));
     let keys: BTreeSet<String> = grid::settings().iter().map(|s| s.to_string()).collect();
@@ -364,7 +365,7 @@ fn every_run_setting_is_a_grid_key_and_nothing_else_is() {
         help.into_iter().collect(),
         "grid keys and train flags"
     );
-    for setting in shallow::settings::described() {
+    for setting in shallow::train::settings::described() {
         let name = setting.name;
         let value = match texts[name].as_str() {
             _ if ["dataset", "layout"].contains(&name) => continue, // in the base already

@@ -8,14 +8,7 @@ use std::process::{Command, Output};
 use common::{shallow_bin, write_idx_dataset};
 use shallow::data::idx;
 
-fn shallow(args: &[&str], data_dir: &Path) -> Output {
-    Command::new(shallow_bin())
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .output()
-        .unwrap()
-}
+use common::shallow_on as shallow;
 
 /// Failed cleanly: exit code 1 (not a panic's 101, an abort's 134 or a divergence's 3), the
 /// message on stderr containing `says`, and no epoch trained.

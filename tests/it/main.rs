@@ -15,6 +15,7 @@ mod fused;
 mod golden;
 mod grid;
 mod inputs;
+mod layers;
 mod model;
 mod postgres_sweep;
 mod progress;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::stores;
 use common::synthetic::{Synthetic, config, result_of};
 use shallow::model::Layout;
-use shallow::sweep::grid::{RunSpec, pair_id, run_id};
+use shallow::sweep::store::identity::RunSpec;
 use shallow::sweep::store::{self, Finish, Location, RunStatus, Store, WorkerInfo};
 use shallow::train::RunResult;
 
@@ -40,11 +40,7 @@ fn admin(url: &str) -> postgres::Client {
 /// A queued run, claimed by the worker of this process, and a result for it.
 fn claimed(s: &mut dyn Store) -> (WorkerInfo, RunSpec, RunResult) {
     let config = config("tiny", Layout::Sequential, 4, 2);
-    let spec = RunSpec {
-        id: run_id(&config),
-        pair_id: pair_id(&config),
-        config,
-    };
+    let spec = RunSpec::of(config);
     let result = result_of(&Synthetic {
         config: spec.config.clone(),
         q: 1.5,

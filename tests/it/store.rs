@@ -10,7 +10,7 @@ use common::stores::{self, TestStore, execute};
 use common::synthetic::{Synthetic, config, result_of};
 use shallow::data::Holdout;
 use shallow::model::Layout;
-use shallow::sweep::grid::{RunSpec, fusion_key, pair_id, run_id};
+use shallow::sweep::store::identity::{RunSpec, fusion_key};
 use shallow::sweep::store::{
     self, Finish, Location, RunStatus, RunsQuery, SortKey, Store, WorkerInfo,
 };
@@ -26,11 +26,7 @@ fn specs_with(n: usize, holdout: Option<Holdout>) -> Vec<RunSpec> {
     (0..n)
         .flat_map(|i| [Layout::Sequential, Layout::Parallel].map(|l| config("tiny", l, 4, i + 1)))
         .map(|config| RunConfig { holdout, ..config })
-        .map(|config| RunSpec {
-            id: run_id(&config),
-            pair_id: pair_id(&config),
-            config,
-        })
+        .map(RunSpec::of)
         .collect()
 }
 
@@ -379,11 +375,7 @@ fn fusable_specs() -> Vec<RunSpec> {
                         seed,
                         ..config("tiny", layout, 4, layers)
                     };
-                    out.push(RunSpec {
-                        id: run_id(&config),
-                        pair_id: pair_id(&config),
-                        config,
-                    });
+                    out.push(RunSpec::of(config));
                 }
             }
         }
@@ -450,11 +442,7 @@ fn concurrent_group_claims_take_whole_fusion_groups_once(t: TestStore) {
                 filters: 5,
                 ..r.config
             };
-            RunSpec {
-                id: run_id(&config),
-                pair_id: pair_id(&config),
-                config,
-            }
+            RunSpec::of(config)
         })
         .collect();
     s.add_runs("s2", "", &more).unwrap();

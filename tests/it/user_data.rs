@@ -14,14 +14,7 @@ use common::sweeps::query;
 use shallow::data::{self, npz};
 use shallow::model::q_bin;
 
-fn shallow(args: &[&str], data: &Path) -> Output {
-    Command::new(shallow_bin())
-        .args(args)
-        .arg("--data-dir")
-        .arg(data)
-        .output()
-        .unwrap()
-}
+use common::shallow_on as shallow;
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

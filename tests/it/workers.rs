@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use common::run_config;
 use common::sweeps::{count, query, setup, sweep_command};
 use shallow::model::Layout;
-use shallow::sweep::grid::{RunSpec, pair_id, run_id};
 use shallow::sweep::inspect;
+use shallow::sweep::store::identity::RunSpec;
 use shallow::sweep::store::{Location, SqliteStore, Store, WorkerInfo};
 
 #[test]
@@ -20,11 +20,7 @@ fn a_zombie_worker_is_dead_at_once_and_status_says_so() {
     let db = tmp.path().join("r.db");
     let mut store = SqliteStore::open(&db).unwrap();
     let config = run_config("mnist", Layout::Sequential);
-    let spec = RunSpec {
-        id: run_id(&config),
-        pair_id: pair_id(&config),
-        config,
-    };
+    let spec = RunSpec::of(config);
     store.add_runs("z", "", &[spec]).unwrap();
     // A child that exits and is not reaped: a zombie, which `kill(pid, 0)` still finds.
     let mut child = Command::new("true").spawn().unwrap();

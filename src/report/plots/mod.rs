@@ -7,8 +7,8 @@ use plotters::prelude::*;
 
 use super::analysis::{Metric, Pair, Q_EDGES};
 use crate::model::Layout;
-use crate::sweep::grid::short_hash;
 use crate::sweep::store::EpochRow;
+use crate::sweep::store::identity::short_hash;
 
 const SIZE: (u32, u32) = (720, 540);
 const DATASET_COLOURS: [RGBColor; 4] = [

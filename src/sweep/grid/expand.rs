@@ -5,7 +5,8 @@
 use anyhow::{Result, anyhow};
 use toml::Value;
 
-use super::{RunSpec, pair_id, run_id, same_value, to_config};
+use super::{same_value, to_config};
+use crate::sweep::store::identity::RunSpec;
 
 /// The axes of a grid, in expansion order (the last innermost), each with its distinct values.
 pub(super) type Axes = Vec<(String, Vec<Value>)>;
@@ -184,21 +185,13 @@ impl Iterator for Runs<'_> {
                 .zip(index)
                 .map(|((name, values), &i)| (name.clone(), values[i].clone()))
                 .collect();
-            return Some(
-                to_config(&table)
-                    .map(|config| RunSpec {
-                        id: run_id(&config),
-                        pair_id: pair_id(&config),
-                        config,
-                    })
-                    .map_err(|e| {
-                        anyhow!(
-                            "{}: impossible combination {}: {e:#}",
-                            self.origin,
-                            describe(&table)
-                        )
-                    }),
-            );
+            return Some(to_config(&table).map(RunSpec::of).map_err(|e| {
+                anyhow!(
+                    "{}: impossible combination {}: {e:#}",
+                    self.origin,
+                    describe(&table)
+                )
+            }));
         }
     }
 }

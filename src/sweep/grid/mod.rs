@@ -18,10 +18,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use toml::{Spanned, Value};
 
 use crate::model::Layout;
+use crate::sweep::store::identity::RunSpec;
 use crate::train::RunConfig;
 
 mod expand;
@@ -37,17 +37,6 @@ struct GridFile {
     runs: BTreeMap<Spanned<String>, Spanned<Value>>,
     #[serde(default)]
     exclude: Vec<BTreeMap<Spanned<String>, Spanned<Value>>>,
-}
-
-/// One run of a sweep with its stable identity.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunSpec {
-    /// Hash of the canonical resolved config.
-    pub id: String,
-    /// Hash of the config without its layout: the sequential and parallel runs of one
-    /// configuration share it.
-    pub pair_id: String,
-    pub config: RunConfig,
 }
 
 /// Grids whose cartesian product (before `[[exclude]]`) is larger than this are refused unless
@@ -102,9 +91,9 @@ impl Grid {
 }
 
 /// The settings a grid file may leave out, with the values `shallow train` uses (derived from
-/// [`crate::settings`], where each is defined), except that the layout defaults to both.
+/// [`crate::train::settings`], where each is defined), except that the layout defaults to both.
 pub fn default_settings() -> toml::Table {
-    let mut table = toml::Table::try_from(crate::settings::defaults(Layout::Sequential))
+    let mut table = toml::Table::try_from(crate::train::settings::defaults(Layout::Sequential))
         .expect("a run config serialises as a TOML table");
     table.insert(
         "layout".into(),
@@ -131,14 +120,14 @@ const INNERMOST: [&str; 9] = [
     "layout",
 ];
 
-/// Every run setting a grid may name — every field of [`RunConfig`] ([`crate::settings::names`])
+/// Every run setting a grid may name — every field of [`RunConfig`] ([`crate::train::settings::names`])
 /// — in the order a grid expands them, the last one innermost: [`OUTERMOST`], the others in the
 /// order of `RunConfig`'s fields, then [`INNERMOST`], so that a partly finished sweep holds
 /// complete pairs.
 pub fn settings() -> &'static [&'static str] {
     static ORDER: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
     ORDER.get_or_init(|| {
-        let names = crate::settings::names();
+        let names = crate::train::settings::names();
         let middle = names
             .iter()
             .copied()
@@ -271,7 +260,7 @@ fn check_value(name: &str, value: &Value) -> Result<RunConfig> {
 
 /// The values a setting with named choices (`stop`, `head`, …) takes, as `--help` lists them.
 fn choices_of(name: &str) -> Option<String> {
-    let setting = crate::settings::described()
+    let setting = crate::train::settings::described()
         .iter()
         .find(|s| s.name == name)?;
     (!setting.choices.is_empty()).then(|| setting.choices.join(", "))
@@ -342,27 +331,6 @@ pub(super) fn same_value(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// Canonical form of a config: JSON with keys sorted (serde_json's map is ordered).
-fn canonical(value: &serde_json::Value) -> String {
-    serde_json::to_string(value).expect("a JSON value serialises")
-}
-
-/// 16 hex digits of the SHA-256 of `text`: ids and file names.
-pub fn short_hash(text: &str) -> String {
-    hex::encode(&Sha256::digest(text.as_bytes())[..8])
-}
-
-pub fn run_id(config: &RunConfig) -> String {
-    short_hash(&canonical(
-        &serde_json::to_value(config).expect("config serialises"),
-    ))
-}
-
-/// Runs with the same fusion key can be trained together ([`RunConfig::fusion_group`]).
-pub fn fusion_key(config: &RunConfig) -> String {
-    run_id(&config.fusion_group())
-}
-
 /// The content hash of each user data file (`npz:`, `folder:`) of a grid, by dataset name (see
 /// [`RunConfig::data_hash`]): stamped into its runs, and so into their ids, as they are queued —
 /// a grid's runs are compared with stored ones only once stamped.
@@ -390,23 +358,15 @@ impl DataHashes {
     }
 
     /// `run` with its data file's hash in its config and ids.
-    pub fn stamp(&self, mut run: RunSpec) -> RunSpec {
-        if let Some(hash) = self.0.get(&run.config.dataset) {
-            run.config.data_hash = Some(hash.clone());
-            run.id = run_id(&run.config);
-            run.pair_id = pair_id(&run.config);
+    pub fn stamp(&self, run: RunSpec) -> RunSpec {
+        match self.0.get(&run.config.dataset) {
+            Some(hash) => RunSpec::of(RunConfig {
+                data_hash: Some(hash.clone()),
+                ..run.config
+            }),
+            None => run,
         }
-        run
     }
-}
-
-pub fn pair_id(config: &RunConfig) -> String {
-    let mut value = serde_json::to_value(config).expect("config serialises");
-    value
-        .as_object_mut()
-        .expect("config is an object")
-        .remove("layout");
-    short_hash(&canonical(&value))
 }
 
 #[cfg(test)]
@@ -415,7 +375,7 @@ mod order_tests {
 
     #[test]
     fn the_expansion_order_names_every_setting_once_and_no_other() {
-        let names = crate::settings::names();
+        let names = crate::train::settings::names();
         for n in OUTERMOST.iter().chain(&INNERMOST) {
             assert!(names.contains(n), "{n} is not a setting of RunConfig");
         }

@@ -9,19 +9,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value as Json};
 
-use super::row::{Field, Row};
+use super::row::{Field, Kind, Row, Value};
 use super::{EpochRow, RunRow};
 use crate::train::RunResult;
-
-/// What a column holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
-    Text,
-    Integer,
-    Real,
-    /// A JSON document (a run's config, its convergence record), stored as text.
-    Json,
-}
 
 /// Who writes a run column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,24 +106,6 @@ pub(super) const EPOCH_COLUMNS: &[Column] = &[
     column("holdout_loss", Real),
     column("holdout_acc", Real),
 ];
-
-/// A value as a backend binds or reads it; NULL keeps its kind (PostgreSQL binds typed NULLs).
-#[derive(Debug, Clone, PartialEq)]
-pub(super) enum Value {
-    Text(Option<String>),
-    Integer(Option<i64>),
-    Real(Option<f64>),
-}
-
-impl Value {
-    pub(super) fn null(kind: Kind) -> Value {
-        match kind {
-            Text | JsonText => Value::Text(None),
-            Integer => Value::Integer(None),
-            Real => Value::Real(None),
-        }
-    }
-}
 
 /// `columns`' values of `row` (serialised by serde, so read by field name), in list order.
 /// Non-finite numbers are NULL (SQLite has no NaN): a diverged run's losses are still recorded.

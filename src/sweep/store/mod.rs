@@ -13,9 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::grid::RunSpec;
 use crate::train::stopping::Convergence;
 use crate::train::{EpochMetrics, RunConfig, RunResult};
+use identity::RunSpec;
 
 /// Where a run stands: `pending → running → done | diverged | failed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -198,7 +198,7 @@ pub trait Store {
     }
     /// Atomically moves a group of pending runs that can be trained together to running for
     /// `worker`: the first pending run in queue order, then the next pending runs of its fusion
-    /// key ([`fusion_key`](super::grid::fusion_key)), `limit(first run's config)` runs in all at
+    /// key ([`fusion_key`](identity::fusion_key)), `limit(first run's config)` runs in all at
     /// most. Empty when none is pending.
     fn claim_group(
         &mut self,
@@ -276,7 +276,7 @@ fn run_spec(id: String, pair_id: String, config: &str) -> Result<RunSpec> {
 fn stored_fusion_key(config: &str) -> Result<String> {
     let config: RunConfig = serde_json::from_str(config)
         .map_err(|e| anyhow::anyhow!("a stored run config is not readable: {e}"))?;
-    Ok(super::grid::fusion_key(&config))
+    Ok(identity::fusion_key(&config))
 }
 
 /// Opens the store at `location` for a sweep or worker: created if missing, migrated if older.
@@ -302,6 +302,44 @@ pub fn open_reader(location: &Location) -> Result<Box<dyn Store + Send>> {
 /// and their epochs, whatever the size of the database.
 const COPY_PAGE: usize = 10_000;
 
+/// One page of [`run_pages`]: its runs in queue order, and the queue positions it spans (after
+/// `after`, through `last`).
+pub struct RunPage {
+    pub runs: Vec<RunRow>,
+    pub after: i64,
+    pub last: i64,
+}
+
+/// Every run of `store` in queue order, at most `size` a time: memory bounded by a page whatever
+/// the size of the store. Ends after the first page shorter than `size`.
+pub fn run_pages(store: &dyn Store, size: usize) -> impl Iterator<Item = Result<RunPage>> + '_ {
+    let mut next = Some(0);
+    std::iter::from_fn(move || {
+        let after = next.take()?;
+        match store.runs_page(after, size) {
+            Err(e) => Some(Err(e)),
+            Ok((runs, _)) if runs.is_empty() => None,
+            Ok((runs, last)) => {
+                if runs.len() >= size {
+                    next = Some(last);
+                }
+                Some(Ok(RunPage { runs, after, last }))
+            }
+        }
+    })
+}
+
+/// Every run of `store` in queue order, read [`run_pages`] of `size` at a time.
+pub fn each_run(store: &dyn Store, size: usize) -> impl Iterator<Item = Result<RunRow>> + '_ {
+    run_pages(store, size).flat_map(|page| {
+        let (runs, error) = match page {
+            Ok(page) => (page.runs, None),
+            Err(e) => (Vec::new(), Some(Err(e))),
+        };
+        error.into_iter().chain(runs.into_iter().map(Ok))
+    })
+}
+
 /// Copies every sweep, run and epoch of `from` into `to` (created if missing), a page of runs at
 /// a time. Runs `to` already has are left alone, so a second copy (or one cut short and run
 /// again) changes nothing it did.
@@ -314,18 +352,14 @@ pub fn copy(from: &Location, to: &Location) -> Result<Added> {
         new: 0,
         existing: 0,
     };
-    let mut after = 0;
-    loop {
-        let (runs, last) = source.runs_page(after, COPY_PAGE)?;
-        if runs.is_empty() {
-            return Ok(added);
-        }
-        let epochs = source.epochs_between(after, last)?;
-        let page = target.import(&sweeps, &runs, &epochs)?;
-        added.new += page.new;
-        added.existing += page.existing;
-        after = last;
+    for page in run_pages(&*source, COPY_PAGE) {
+        let page = page?;
+        let epochs = source.epochs_between(page.after, page.last)?;
+        let imported = target.import(&sweeps, &page.runs, &epochs)?;
+        added.new += imported.new;
+        added.existing += imported.existing;
     }
+    Ok(added)
 }
 
 /// The schema version of a database from its table names, reading the recorded version (with
@@ -365,6 +399,7 @@ fn check_version(version: i64, location: &str) -> Result<()> {
 }
 
 mod columns;
+pub mod identity;
 mod location;
 mod named;
 mod postgres;

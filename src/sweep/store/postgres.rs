@@ -12,16 +12,16 @@ use anyhow::{Context, Result, bail};
 use postgres::{Client, GenericClient, NoTls, Row};
 
 use super::columns::{
-    Column, EPOCH_COLUMNS, Kind, RUN_COLUMNS, Value, assignments, column_list, decode_epoch,
-    decode_run, placeholders, positions, result_columns, result_values, values_of,
+    Column, EPOCH_COLUMNS, RUN_COLUMNS, assignments, column_list, decode_epoch, decode_run,
+    placeholders, positions, result_columns, result_values, values_of,
 };
+use super::identity::{RunSpec, fusion_key};
+use super::row::{Kind, Value};
 use super::schema::{self, Absent, Dialect, Step, select_columns};
 use super::{
     Added, EpochRow, Finish, RunRow, RunStatus, Running, SCHEMA_VERSION, Store, WorkerInfo,
     check_version, not_owned, portable, redact, run_spec, schema_version_of, stored_fusion_key,
 };
-use crate::sweep::grid::RunSpec;
-use crate::sweep::grid::fusion_key;
 use crate::train::{EpochMetrics, Outcome, RunConfig};
 
 /// The server's time, in seconds since the Unix epoch.

@@ -6,7 +6,33 @@ use serde::de::value::{Error, StrDeserializer};
 use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, Visitor};
 use serde::forward_to_deserialize_any;
 
-use super::columns::{Kind, Value};
+/// What a column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Text,
+    Integer,
+    Real,
+    /// A JSON document (a run's config, its convergence record), stored as text.
+    Json,
+}
+
+/// A value as a backend binds or reads it; NULL keeps its kind (PostgreSQL binds typed NULLs).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Value {
+    Text(Option<String>),
+    Integer(Option<i64>),
+    Real(Option<f64>),
+}
+
+impl Value {
+    pub(super) fn null(kind: Kind) -> Value {
+        match kind {
+            Kind::Text | Kind::Json => Value::Text(None),
+            Kind::Integer => Value::Integer(None),
+            Kind::Real => Value::Real(None),
+        }
+    }
+}
 
 /// One stored value, with its column's name and kind.
 pub(super) struct Field<'a> {
@@ -165,7 +191,7 @@ mod tests {
             pair_id: "fedcba9876543210".into(),
             sweep: "s".into(),
             status: RunStatus::Diverged,
-            config: crate::settings::defaults(Layout::Staged(2)),
+            config: crate::train::settings::defaults(Layout::Staged(2)),
             attempts: 2,
             worker: Some("w-1".into()),
             host: None,

@@ -4,7 +4,8 @@ use std::collections::HashSet;
 
 use anyhow::Result;
 
-use super::columns::{Column, EPOCH_COLUMNS, Kind, RUN_BOOKKEEPING, RUN_COLUMNS};
+use super::columns::{Column, EPOCH_COLUMNS, RUN_BOOKKEEPING, RUN_COLUMNS};
+use super::row::Kind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Dialect {

@@ -7,16 +7,16 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 
 use super::columns::{
-    Column, EPOCH_COLUMNS, RUN_COLUMNS, Value, assignments, column_list, decode_epoch, decode_run,
+    Column, EPOCH_COLUMNS, RUN_COLUMNS, assignments, column_list, decode_epoch, decode_run,
     placeholders, positions, result_columns, result_values, values_of,
 };
+use super::identity::{RunSpec, fusion_key};
+use super::row::Value;
 use super::schema::{Absent, Dialect, select_columns};
 use super::{
     Added, EpochRow, Finish, RunRow, RunStatus, Running, Store, WorkerInfo, not_owned, now,
     run_spec, worker_gone,
 };
-use crate::sweep::grid::RunSpec;
-use crate::sweep::grid::fusion_key;
 use crate::train::{EpochMetrics, Outcome, RunConfig};
 
 pub struct SqliteStore {

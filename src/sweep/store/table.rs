@@ -6,9 +6,10 @@ use anyhow::{Result, bail};
 use serde_json::Value as Json;
 
 use super::RunStatus;
-use super::columns::{Kind, RUN_COLUMNS};
+use super::columns::RUN_COLUMNS;
+use super::row::Kind;
 use super::schema::Dialect;
-use crate::settings;
+use crate::train::settings;
 
 /// What a page of the runs table shows.
 #[derive(Debug, Clone, Default)]
@@ -33,7 +34,7 @@ impl RunsQuery {
     /// does not.
     pub fn check(&self) -> Result<()> {
         for (name, value) in &self.settings {
-            if !crate::settings::names().contains(&name.as_str()) {
+            if !crate::train::settings::names().contains(&name.as_str()) {
                 bail!("no setting named `{name}` to filter by");
             }
             is_default(name, value)?;
@@ -63,7 +64,7 @@ impl SortKey {
         {
             return Ok(SortKey::Column(c.name));
         }
-        match crate::settings::names().iter().find(|s| **s == name) {
+        match crate::train::settings::names().iter().find(|s| **s == name) {
             Some(s) => Ok(SortKey::Setting(s)),
             None => bail!("no column or setting named `{name}` to sort by"),
         }
@@ -128,7 +129,7 @@ pub(super) fn page_sql(d: Dialect, q: &RunsQuery, select: &str) -> Result<PageSq
         conditions.push(format!("pair_id = {}", bind(pair.clone(), &mut params)));
     }
     for (name, value) in &q.settings {
-        let Some(name) = crate::settings::names().iter().find(|s| *s == name) else {
+        let Some(name) = crate::train::settings::names().iter().find(|s| *s == name) else {
             bail!("no setting named `{name}` to filter by");
         };
         let at = bind(value.to_string(), &mut params);

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use super::fault::{Cause, environment, environment_fault, out_of_memory};
-use super::grid::{RunSpec, fusion_key};
+use super::store::identity::{RunSpec, fusion_key};
 use super::store::{self, Finish, Location, Store, WorkerInfo};
 use crate::device::{self, DeviceChoice};
 use crate::train::{self, EpochMetrics, Observer, RunResult, Stopped};

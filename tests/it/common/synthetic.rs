@@ -2,7 +2,7 @@
 use std::path::Path;
 
 use shallow::model::Layout;
-use shallow::sweep::grid::{RunSpec, pair_id, run_id};
+use shallow::sweep::store::identity::{RunSpec, run_id};
 use shallow::sweep::store::{Finish, SqliteStore, Store, WorkerInfo};
 use shallow::train::stopping::{Convergence, StopReason};
 use shallow::train::{EpochMetrics, Outcome, RunConfig, RunResult};
@@ -123,14 +123,7 @@ pub fn fill_with(
     edit: &dyn Fn(&mut RunResult),
 ) {
     let mut store = SqliteStore::open(db).unwrap();
-    let specs: Vec<RunSpec> = runs
-        .iter()
-        .map(|s| RunSpec {
-            id: run_id(&s.config),
-            pair_id: pair_id(&s.config),
-            config: s.config.clone(),
-        })
-        .collect();
+    let specs: Vec<RunSpec> = runs.iter().map(|s| RunSpec::of(s.config.clone())).collect();
     store.add_runs("synthetic", "", &specs).unwrap();
     let me = WorkerInfo::this_process(1);
     store.register_worker(&me).unwrap();
