@@ -6,11 +6,9 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use super::store::{self, Location, RunRow, RunStatus, RunsQuery, SortKey, Store};
-use crate::data::Subset;
 use crate::human;
-use crate::model::{Activation, Head, Layout, Pool, Precision};
-use crate::train::optim::{Optimizer, Schedule};
-use crate::train::stopping::StopRule;
+use crate::model::Layout;
+use crate::train::settings;
 
 /// A store's progress: what `shallow status` prints and `shallow serve` shows.
 #[derive(Debug, Serialize)]
@@ -191,30 +189,30 @@ pub fn status_text(db: &Location, lease: Duration) -> Result<String> {
     Ok(out)
 }
 
-/// One row of `shallow export`; the CSV header is derived from the field names.
+/// The columns of `shallow export` before the settings: the run's identity and status.
 #[derive(Serialize)]
-struct ExportRow<'a> {
+struct Identity<'a> {
     id: &'a str,
     pair_id: &'a str,
     sweep: &'a str,
     status: RunStatus,
-    dataset: &'a str,
-    layout: Layout,
-    layers: usize,
-    filters: usize,
-    kernel: usize,
-    activation: Activation,
-    pool: Pool,
-    batchnorm: bool,
-    head: Head,
-    lr: f64,
-    batch_size: usize,
-    epochs: usize,
-    seed: u64,
-    train_limit: Option<usize>,
-    val_limit: Option<usize>,
-    subset: Subset,
-    precision: Precision,
+}
+
+impl<'a> Identity<'a> {
+    fn of(r: &'a RunRow) -> Identity<'a> {
+        Identity {
+            id: &r.id,
+            pair_id: &r.pair_id,
+            sweep: &r.sweep,
+            status: r.status,
+        }
+    }
+}
+
+/// The columns of `shallow export` after the settings: what the run measured, and where and how
+/// long it ran.
+#[derive(Serialize)]
+struct Measured<'a> {
     params: Option<i64>,
     q: Option<f64>,
     train_examples: Option<i64>,
@@ -233,21 +231,6 @@ struct ExportRow<'a> {
     host: Option<&'a str>,
     worker: Option<&'a str>,
     error: Option<&'a str>,
-    holdout: Option<String>,
-    data_seed: u64,
-    optimizer: Optimizer,
-    weight_decay: f64,
-    momentum: f64,
-    nesterov: bool,
-    schedule: Schedule,
-    warmup: usize,
-    lr_step: usize,
-    lr_factor: f64,
-    lr_patience: usize,
-    stop: StopRule,
-    patience: usize,
-    min_delta: f64,
-    target_loss: Option<f64>,
     stop_reason: Option<&'static str>,
     best_epoch: Option<usize>,
     best_holdout_loss: Option<f64>,
@@ -258,32 +241,10 @@ struct ExportRow<'a> {
     seconds_to_best: Option<f64>,
 }
 
-impl<'a> ExportRow<'a> {
-    fn of(r: &'a RunRow) -> ExportRow<'a> {
-        let c = &r.config;
+impl<'a> Measured<'a> {
+    fn of(r: &'a RunRow) -> Measured<'a> {
         let conv = r.convergence.as_ref();
-        ExportRow {
-            id: &r.id,
-            pair_id: &r.pair_id,
-            sweep: &r.sweep,
-            status: r.status,
-            dataset: &c.dataset,
-            layout: c.layout,
-            layers: c.layers,
-            filters: c.filters,
-            kernel: c.kernel,
-            activation: c.activation,
-            pool: c.pool,
-            batchnorm: c.batchnorm,
-            head: c.head,
-            lr: c.lr,
-            batch_size: c.batch_size,
-            epochs: c.epochs,
-            seed: c.seed,
-            train_limit: c.train_limit,
-            val_limit: c.val_limit,
-            subset: c.subset,
-            precision: c.precision,
+        Measured {
             params: r.params,
             q: r.q,
             train_examples: r.train_examples,
@@ -302,21 +263,6 @@ impl<'a> ExportRow<'a> {
             host: r.host.as_deref(),
             worker: r.worker.as_deref(),
             error: r.error.as_deref(),
-            holdout: c.holdout.map(|h| h.to_string()),
-            data_seed: c.data_seed,
-            optimizer: c.optimizer,
-            weight_decay: c.weight_decay(),
-            momentum: c.momentum,
-            nesterov: c.nesterov,
-            schedule: c.schedule,
-            warmup: c.warmup,
-            lr_step: c.lr_step,
-            lr_factor: c.lr_factor,
-            lr_patience: c.lr_patience,
-            stop: c.stop,
-            patience: c.patience,
-            min_delta: c.min_delta,
-            target_loss: c.target_loss,
             stop_reason: conv.map(|v| v.stop_reason.as_str()),
             best_epoch: conv.map(|v| v.best_epoch),
             best_holdout_loss: conv.map(|v| v.best_holdout_loss),
@@ -327,6 +273,15 @@ impl<'a> ExportRow<'a> {
             seconds_to_best: conv.map(|v| v.seconds_to_best),
         }
     }
+}
+
+/// The header the csv crate writes for the struct `row`.
+fn header_of(row: &impl Serialize) -> Result<Vec<String>> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.serialize(row)?;
+    let bytes = writer.into_inner().map_err(|e| e.into_error())?;
+    let mut reader = csv::Reader::from_reader(bytes.as_slice());
+    Ok(reader.headers()?.iter().map(str::to_owned).collect())
 }
 
 /// `shallow export`: one CSV row per run — identity, config columns, status, final metrics,
@@ -348,10 +303,21 @@ pub fn export_csv_to(db: &Location, out: impl std::io::Write) -> Result<usize> {
     Ok(runs.len())
 }
 
+/// The identity, every setting of [`settings::described`] (in force: defaults filled in) and the
+/// measurements of each run; the setting columns come from `RunConfig`, so none can be missing.
 fn write_rows(runs: &[RunRow], out: impl std::io::Write) -> Result<()> {
-    let mut writer = csv::Writer::from_writer(out);
+    let mut writer = csv::WriterBuilder::new()
+        .has_headers(false)
+        .from_writer(out);
+    if let Some(first) = runs.first() {
+        let mut header = header_of(&Identity::of(first))?;
+        header.extend(settings::names().iter().map(|n| n.to_string()));
+        header.extend(header_of(&Measured::of(first))?);
+        writer.write_record(&header)?;
+    }
     for r in runs {
-        writer.serialize(ExportRow::of(r))?;
+        let settings = r.config.values_in_force();
+        writer.serialize((Identity::of(r), settings, Measured::of(r)))?;
     }
     writer.flush()?;
     Ok(())

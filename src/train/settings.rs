@@ -261,10 +261,10 @@ pub fn defaults(layout: Layout) -> RunConfig {
     <Defaults as clap::Parser>::parse_from(["defaults", "--layout", layout.as_str()]).config
 }
 
-/// Every setting of `cfg` (the `shallow train` flags, by their grid names) with its value as a
-/// grid file writes it: `head` → `gap`, `batchnorm` → `true`, `holdout` → `1000`; a setting left
-/// out of the serialised form (at its default) by its default, one without a value as `none`.
-pub fn value_texts(cfg: &RunConfig) -> std::collections::BTreeMap<String, String> {
+/// Every setting of [`described`], in its order, with its value in `cfg` as a grid file writes
+/// it (`head` → `gap`, `batchnorm` → `true`, `holdout` → `1000`): a setting left out of the
+/// serialised form (at its default) by its default; `None` for one without a value.
+pub fn values(cfg: &RunConfig) -> Vec<(&'static Described, Option<String>)> {
     let serialised = match serde_json::to_value(cfg) {
         Ok(serde_json::Value::Object(map)) => map,
         _ => serde_json::Map::new(),
@@ -274,22 +274,34 @@ pub fn value_texts(cfg: &RunConfig) -> std::collections::BTreeMap<String, String
         .map(|s| {
             let text = match serialised.get(s.name) {
                 None | Some(serde_json::Value::Null) => s.default.clone(),
-                Some(serde_json::Value::String(v)) => v.clone(),
-                Some(v) => v.to_string(),
+                Some(serde_json::Value::String(v)) => Some(v.clone()),
+                Some(v) => Some(v.to_string()),
             };
-            (s.name.to_owned(), text)
+            (s, text)
         })
         .collect()
 }
 
+/// [`values`] by setting name, `none` for a setting without a value.
+pub fn value_texts(cfg: &RunConfig) -> std::collections::BTreeMap<String, String> {
+    values(cfg)
+        .into_iter()
+        .map(|(s, v)| (s.name.to_owned(), v.unwrap_or_else(|| "none".to_owned())))
+        .collect()
+}
+
 /// A run setting as [`RunConfig`] defines it: its name (the grid key; the `shallow train` flag
-/// with `-` for `_`), its default as text (`none` where it has none) and its named choices, if
+/// with `-` for `_`), its default as text (`None` where it has none) and its named choices, if
 /// any (`stop`: none, plateau, target).
 #[derive(Debug)]
 pub struct Described {
     pub name: &'static str,
-    pub default: String,
+    pub default: Option<String>,
+    /// It must be given (it has no default).
+    pub required: bool,
     pub choices: Vec<String>,
+    /// Its help text (the field's doc comment).
+    pub help: String,
 }
 
 /// The names of [`described`], in the same order.
@@ -316,15 +328,42 @@ pub fn described() -> &'static [Described] {
                 default: a
                     .get_default_values()
                     .first()
-                    .map_or("none".to_owned(), |v| v.to_string_lossy().into_owned()),
+                    .map(|v| v.to_string_lossy().into_owned()),
+                required: a.is_required_set(),
                 choices: a
                     .get_possible_values()
                     .iter()
                     .map(|v| v.get_name().to_owned())
                     .collect(),
+                help: a
+                    .get_long_help()
+                    .or(a.get_help())
+                    .map(|h| h.to_string())
+                    .unwrap_or_default(),
             })
             .collect()
     })
+}
+
+/// The README's table of every run setting: its name (grid key; `--name-with-dashes` on
+/// `shallow train`), default, choices and help text, as [`described`] reads them.
+pub fn markdown_table() -> String {
+    let mut table = String::from("| setting | default | choices | what |\n|---|---|---|---|\n");
+    for s in described() {
+        let cell = |text: &str| text.replace('|', "\\|").replace('\n', " ");
+        table += &format!(
+            "| `{}` | {} | {} | {} |\n",
+            s.name,
+            match (&s.default, s.required) {
+                (_, true) => "(required)".to_owned(),
+                (Some(d), false) => cell(d),
+                (None, false) => "none".to_owned(),
+            },
+            cell(&s.choices.join(", ")),
+            cell(&s.help)
+        );
+    }
+    table
 }
 
 /// A dataset name is a folder under the data directory and part of plot file names: letters,
@@ -375,6 +414,19 @@ impl RunConfig {
             && self.weight_decay.unwrap_or(0.0) == 0.0
             && self.schedule == Schedule::Constant
             && self.warmup == 0
+    }
+
+    /// Every setting of [`described`] with the value in force in this run (its default where
+    /// it was not given; the weight decay of its optimizer; empty without a value), in that
+    /// order: `shallow export`'s setting columns.
+    pub fn values_in_force(&self) -> Vec<String> {
+        values(self)
+            .into_iter()
+            .map(|(s, v)| match s.name {
+                "weight_decay" => self.weight_decay().to_string(),
+                _ => v.unwrap_or_default(),
+            })
+            .collect()
     }
 
     /// The weight decay in force: the setting, else the optimizer's PyTorch default.

@@ -237,3 +237,28 @@ fn dry_run_prints_an_estimate_and_the_families_per_q_bin() {
         assert!(text.contains(&format!("  {dataset:<10}{row}")), "{text}");
     }
 }
+
+/// The README's table of every run setting is the one `RunConfig` describes: a setting added,
+/// renamed or documented anew fails here until the README shows it as `--help` does.
+#[test]
+fn the_readme_lists_every_run_setting_as_run_config_describes_it() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let (begin, end) = (
+        "<!-- settings table: settings::markdown_table() -->\n",
+        "<!-- end of settings table -->",
+    );
+    let start = readme
+        .find(begin)
+        .expect("the README marks its settings table")
+        + begin.len();
+    let stop = start
+        + readme[start..]
+            .find(end)
+            .expect("the table's end is marked");
+    let want = shallow::train::settings::markdown_table();
+    assert!(
+        readme[start..stop] == want,
+        "README.md's settings table is out of date; it should read:\n{want}"
+    );
+}

@@ -212,6 +212,14 @@ fn status_and_export_describe_the_results() {
     let column = |name: &str| headers.iter().position(|h| h == name).unwrap();
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     assert_eq!(rows.len(), 4);
+    // Every run setting is a column, with the value in force where the grid left it out.
+    for name in shallow::train::settings::names() {
+        assert!(headers.iter().any(|h| h == *name), "no column {name}");
+    }
+    assert_eq!(
+        ["augment", "weight_decay", "optimizer", "filters"].map(|c| &rows[0][column(c)]),
+        ["none", "0", "adam", "3"]
+    );
     for row in &rows {
         assert_eq!(&row[column("status")], "done");
         assert!(
