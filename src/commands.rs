@@ -319,12 +319,16 @@ fn run_pool_and_summarise(
     );
     let exe = std::env::current_exe().context("cannot find the shallow binary")?;
     let outcome = coordinator::run_pool(pool, &exe)?;
-    let [done, diverged, failed] = outcome.trained_now;
+    let coordinator::Trained {
+        done,
+        diverged,
+        failed,
+    } = outcome.trained_now;
     println!(
         "finished in {}: trained now {done} done, {diverged} diverged, {failed} failed \
          ({:.0} runs/hour); in the database {} done, {} diverged, {} failed, {} pending",
         shallow::human::duration(outcome.wall_seconds),
-        (done + diverged + failed) as f64 / (outcome.wall_seconds / 3600.0).max(1e-9),
+        outcome.trained_now.total() as f64 / (outcome.wall_seconds / 3600.0).max(1e-9),
         outcome.count(RunStatus::Done),
         outcome.count(RunStatus::Diverged),
         outcome.count(RunStatus::Failed),

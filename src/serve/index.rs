@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use anyhow::{Context, Result};
 use serde_json::Value as Json;
 
-use crate::sweep::store::{RunsQuery, SortKey, Store};
+use crate::sweep::store::{RunsQuery, SortKey, Store, StoredConfig};
 
 /// Configs read per store call while catching up.
 const PAGE: usize = 20_000;
@@ -116,10 +116,10 @@ impl Index {
         }
         loop {
             let page = store.configs_page(self.upto, PAGE)?;
-            let Some(&(last, _)) = page.last() else {
+            let Some(last) = page.last().map(|c| c.seq) else {
                 return Ok(());
             };
-            for (seq, text) in page {
+            for StoredConfig { seq, config: text } in page {
                 let config: serde_json::Map<String, Json> = serde_json::from_str(&text)
                     .with_context(|| format!("the config of the run at queue position {seq}"))?;
                 for (name, column) in crate::train::settings::names()

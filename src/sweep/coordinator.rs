@@ -12,7 +12,7 @@ use super::fault::{EXIT_ENVIRONMENT, FAULT_FILE_ENV};
 use super::grid;
 use super::plan::{check_inputs, plan_workers};
 use super::progress::Progress;
-use super::store::{self, Location, RunRow, RunStatus};
+use super::store::{self, Location, RunStatus};
 use super::worker::WorkerSettings;
 use crate::device::DeviceChoice;
 
@@ -42,12 +42,26 @@ pub struct PoolOptions {
     pub workers: usize,
     pub log_path: PathBuf,
 }
+/// Runs ended by the workers of one sweep invocation, by how they ended.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Trained {
+    pub done: u64,
+    pub diverged: u64,
+    pub failed: u64,
+}
+
+impl Trained {
+    pub fn total(&self) -> u64 {
+        self.done + self.diverged + self.failed
+    }
+}
+
 /// Final counts of a sweep.
 #[derive(Debug)]
 pub struct SweepOutcome {
     pub counts: Vec<(RunStatus, i64)>,
-    /// Runs that this invocation's workers ended: done, diverged, failed.
-    pub trained_now: [u64; 3],
+    /// Runs that this invocation's workers ended.
+    pub trained_now: Trained,
     /// Worker processes that died (killed, crashed) and were replaced while runs remained.
     pub workers_lost: usize,
     /// SIGTERM arrived: the workers were told to hand back their runs and stop.
@@ -320,7 +334,7 @@ pub fn run_pool(pool: &PoolOptions, exe: &Path) -> Result<SweepOutcome> {
     progress.update(store.as_ref(), &ids_of(&children), settings.lease);
     progress.finish();
     Ok(SweepOutcome {
-        trained_now: trained_by(&store.runs()?, &ids, since),
+        trained_now: trained_by(store.as_ref(), &ids, since)?,
         counts: store.status_counts()?,
         workers_lost: lost,
         stopped: forwarded,
@@ -395,19 +409,24 @@ impl Worker {
 
 /// Done, diverged and failed runs that the workers `ids` (those this process started) ended
 /// since `since`.
-fn trained_by(runs: &[RunRow], ids: &std::collections::HashSet<String>, since: f64) -> [u64; 3] {
-    let mut counts = [0; 3];
-    for r in runs
-        .iter()
-        .filter(|r| r.finished_at.is_some_and(|t| t >= since))
-        .filter(|r| r.worker.as_ref().is_some_and(|w| ids.contains(w)))
-    {
-        if let Some(i) = [RunStatus::Done, RunStatus::Diverged, RunStatus::Failed]
-            .iter()
-            .position(|s| *s == r.status)
-        {
-            counts[i] += 1;
+fn trained_by(
+    store: &dyn store::Store,
+    ids: &std::collections::HashSet<String>,
+    since: f64,
+) -> Result<Trained> {
+    let mut trained = Trained::default();
+    for r in store::each_run(store, QUEUE_CHUNK) {
+        let r = r?;
+        let ours = r.worker.as_ref().is_some_and(|w| ids.contains(w));
+        if !ours || r.finished_at.is_none_or(|t| t < since) {
+            continue;
+        }
+        match r.status {
+            RunStatus::Done => trained.done += 1,
+            RunStatus::Diverged => trained.diverged += 1,
+            RunStatus::Failed => trained.failed += 1,
+            RunStatus::Pending | RunStatus::Running => {}
         }
     }
-    counts
+    Ok(trained)
 }

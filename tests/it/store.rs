@@ -175,7 +175,7 @@ fn the_runs_table_filters_sorts_and_pages_as_rust_does(t: TestStore) {
         .configs_page(0, 100)
         .unwrap()
         .iter()
-        .map(|(seq, _)| *seq)
+        .map(|c| c.seq)
         .collect();
     assert_eq!(seqs.len(), 48);
     let listed: Vec<i64> = seqs[..12].iter().rev().copied().collect();
@@ -769,7 +769,10 @@ fn copy_round_trips_between_backends() {
     );
     assert_eq!(
         dst.sweeps().unwrap(),
-        vec![("copied".into(), "[runs]\nlayers = 1\n".into())]
+        vec![store::SweepRecord {
+            name: "copied".into(),
+            grid: "[runs]\nlayers = 1\n".into()
+        }]
     );
 }
 

@@ -158,6 +158,20 @@ pub struct RunRow {
     pub epochs_recorded: i64,
 }
 
+/// A sweep as recorded: its name and the text of its grid.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepRecord {
+    pub name: String,
+    pub grid: String,
+}
+
+/// A run's queue position and stored config (JSON text), read without its results.
+#[derive(Debug, Clone)]
+pub struct StoredConfig {
+    pub seq: i64,
+    pub config: String,
+}
+
 /// Per-epoch metrics of one run; stored flat, one column per field.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochRow {
@@ -238,18 +252,18 @@ pub trait Store {
     fn summary(&self) -> Result<Summary>;
     /// Queue positions and config texts of up to `limit` runs after position `after`, in queue
     /// order: settings read without reading results.
-    fn configs_page(&self, after: i64, limit: usize) -> Result<Vec<(i64, String)>>;
+    fn configs_page(&self, after: i64, limit: usize) -> Result<Vec<StoredConfig>>;
     fn status_counts(&self) -> Result<Vec<(RunStatus, i64)>>;
     /// The runs in progress, with the latest epoch each has recorded; a run whose worker has
     /// been silent for `lease` is marked gone.
     fn running(&self, lease: Duration) -> Result<Vec<Running>>;
-    /// The sweeps recorded: name and grid text.
-    fn sweeps(&self) -> Result<Vec<(String, String)>>;
+    /// The sweeps recorded.
+    fn sweeps(&self) -> Result<Vec<SweepRecord>>;
     /// Copies finished and pending runs with their epochs from another store: runs this store
     /// lacks are inserted as they are there; runs it has are left alone.
     fn import(
         &mut self,
-        sweeps: &[(String, String)],
+        sweeps: &[SweepRecord],
         runs: &[RunRow],
         epochs: &[EpochRow],
     ) -> Result<Added>;

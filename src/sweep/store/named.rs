@@ -4,7 +4,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::{Added, EpochRow, Finish, Location, RunRow, RunSpec, RunStatus, Running, Store};
-use super::{EpochMetrics, RunConfig, WorkerInfo};
+use super::{EpochMetrics, RunConfig, StoredConfig, SweepRecord, WorkerInfo};
 
 pub struct Named {
     inner: Box<dyn Store + Send>,
@@ -92,7 +92,7 @@ impl Store for Named {
             .with_context(|| self.name.clone())
     }
 
-    fn configs_page(&self, after: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+    fn configs_page(&self, after: i64, limit: usize) -> Result<Vec<StoredConfig>> {
         self.inner
             .configs_page(after, limit)
             .with_context(|| self.name.clone())
@@ -117,12 +117,12 @@ impl Store for Named {
     fn running(&self, lease: Duration) -> Result<Vec<Running>> {
         self.inner.running(lease).with_context(|| self.name.clone())
     }
-    fn sweeps(&self) -> Result<Vec<(String, String)>> {
+    fn sweeps(&self) -> Result<Vec<SweepRecord>> {
         self.inner.sweeps().with_context(|| self.name.clone())
     }
     fn import(
         &mut self,
-        sweeps: &[(String, String)],
+        sweeps: &[SweepRecord],
         runs: &[RunRow],
         epochs: &[EpochRow],
     ) -> Result<Added> {

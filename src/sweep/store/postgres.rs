@@ -19,8 +19,9 @@ use super::identity::{RunSpec, fusion_key};
 use super::row::{Kind, Value};
 use super::schema::{self, Absent, Dialect, Step, select_columns};
 use super::{
-    Added, EpochRow, Finish, RunRow, RunStatus, Running, SCHEMA_VERSION, Store, WorkerInfo,
-    check_version, not_owned, portable, redact, run_spec, schema_version_of, stored_fusion_key,
+    Added, EpochRow, Finish, RunRow, RunStatus, Running, SCHEMA_VERSION, Store, StoredConfig,
+    SweepRecord, WorkerInfo, check_version, not_owned, portable, redact, run_spec,
+    schema_version_of, stored_fusion_key,
 };
 use crate::train::{EpochMetrics, Outcome, RunConfig};
 

@@ -14,8 +14,8 @@ use super::identity::{RunSpec, fusion_key};
 use super::row::Value;
 use super::schema::{Absent, Dialect, select_columns};
 use super::{
-    Added, EpochRow, Finish, RunRow, RunStatus, Running, Store, WorkerInfo, not_owned, now,
-    run_spec, worker_gone,
+    Added, EpochRow, Finish, RunRow, RunStatus, Running, Store, StoredConfig, SweepRecord,
+    WorkerInfo, not_owned, now, run_spec, worker_gone,
 };
 use crate::train::{EpochMetrics, Outcome, RunConfig};
 
@@ -295,7 +295,7 @@ impl Store for SqliteStore {
         self.table_page(query)
     }
 
-    fn configs_page(&self, after: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+    fn configs_page(&self, after: i64, limit: usize) -> Result<Vec<StoredConfig>> {
         SqliteStore::configs_page(self, after, limit)
     }
 
@@ -359,24 +359,29 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    fn sweeps(&self) -> Result<Vec<(String, String)>> {
+    fn sweeps(&self) -> Result<Vec<SweepRecord>> {
         let mut query = self
             .conn
             .prepare("SELECT name, config_toml FROM sweeps ORDER BY created_at, name")?;
-        let rows = query.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = query.query_map([], |r| {
+            Ok(SweepRecord {
+                name: r.get(0)?,
+                grid: r.get(1)?,
+            })
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn import(
         &mut self,
-        sweeps: &[(String, String)],
+        sweeps: &[SweepRecord],
         runs: &[RunRow],
         epochs: &[EpochRow],
     ) -> Result<Added> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for (name, text) in sweeps {
+        for SweepRecord { name, grid: text } in sweeps {
             tx.execute(
                 "INSERT INTO sweeps (name, config_toml, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?3) ON CONFLICT (name) DO NOTHING",

@@ -271,7 +271,7 @@ impl Store for PostgresStore {
         self.table_page(query)
     }
 
-    fn configs_page(&self, after: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+    fn configs_page(&self, after: i64, limit: usize) -> Result<Vec<StoredConfig>> {
         PostgresStore::configs_page(self, after, limit)
     }
 
@@ -364,19 +364,25 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    fn sweeps(&self) -> Result<Vec<(String, String)>> {
+    fn sweeps(&self) -> Result<Vec<SweepRecord>> {
         let rows = self.with(|client| {
             Ok(client.query(
                 "SELECT name, config_toml FROM sweeps ORDER BY created_at, name",
                 &[],
             )?)
         })?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| SweepRecord {
+                name: r.get(0),
+                grid: r.get(1),
+            })
+            .collect())
     }
 
     fn import(
         &mut self,
-        sweeps: &[(String, String)],
+        sweeps: &[SweepRecord],
         runs: &[RunRow],
         epochs: &[EpochRow],
     ) -> Result<Added> {
@@ -387,7 +393,7 @@ impl Store for PostgresStore {
             .collect::<Result<Vec<_>>>()?;
         let new = self.with(|client| {
             let mut tx = client.transaction()?;
-            for (name, text) in sweeps {
+            for SweepRecord { name, grid: text } in sweeps {
                 tx.execute(
                     &format!(
                         "INSERT INTO sweeps (name, config_toml, created_at, updated_at)

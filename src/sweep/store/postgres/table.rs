@@ -7,7 +7,7 @@ use super::super::schema::{Dialect, select_columns};
 use super::super::table::{
     RunsQuery, SUMMARY_BY_SWEEP, SUMMARY_SPAN, Summary, configs_sql, page_sql,
 };
-use super::super::{EpochRow, RunRow};
+use super::super::{EpochRow, RunRow, StoredConfig};
 use super::{PostgresStore, epoch_rows, run_rows};
 
 impl PostgresStore {
@@ -31,11 +31,17 @@ impl PostgresStore {
         Ok((run_rows(&rows)?, u64::try_from(total).unwrap_or(0)))
     }
 
-    pub(super) fn configs_page(&self, after: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+    pub(super) fn configs_page(&self, after: i64, limit: usize) -> Result<Vec<StoredConfig>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
             .with(|client| Ok(client.query(configs_sql(Dialect::Postgres), &[&after, &limit])?))?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| StoredConfig {
+                seq: r.get(0),
+                config: r.get(1),
+            })
+            .collect())
     }
 
     pub(super) fn summary_of_runs(&self) -> Result<Summary> {

@@ -7,7 +7,7 @@ use super::super::schema::{Dialect, select_columns};
 use super::super::table::{
     RunsQuery, SUMMARY_BY_SWEEP, SUMMARY_SPAN, Summary, configs_sql, page_sql,
 };
-use super::super::{EpochRow, RunRow};
+use super::super::{EpochRow, RunRow, StoredConfig};
 use super::{SqliteStore, read};
 
 impl SqliteStore {
@@ -28,11 +28,14 @@ impl SqliteStore {
         Ok((runs, u64::try_from(total).unwrap_or(0)))
     }
 
-    pub(super) fn configs_page(&self, after: i64, limit: usize) -> Result<Vec<(i64, String)>> {
+    pub(super) fn configs_page(&self, after: i64, limit: usize) -> Result<Vec<StoredConfig>> {
         let mut query = self.conn.prepare(configs_sql(Dialect::Sqlite))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = query.query_map(rusqlite::params![after, limit], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok(StoredConfig {
+                seq: r.get(0)?,
+                config: r.get(1)?,
+            })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
