@@ -59,6 +59,8 @@ pub struct Cli {
 pub enum Command {
     /// Train one network and print its metrics.
     Train(Box<TrainArgs>),
+    /// Evaluate a net saved by `train --save` on a dataset's test images: loss and accuracy.
+    Eval(EvalArgs),
     /// Run a grid of trainings (both layouts of every configuration) into a results database;
     /// resumable: run it again to continue.
     Sweep(SweepArgs),
@@ -323,6 +325,27 @@ pub struct RuntimeArgs {
 }
 
 #[derive(Args)]
+pub struct EvalArgs {
+    /// The saved net (`train --save`).
+    pub model: PathBuf,
+    /// Dataset whose test images to evaluate on [default: the one it was trained on]; its
+    /// images must have the net's shape, its labels the net's classes. Images are normalised as
+    /// in training (the statistics saved with the net).
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Evaluate on this many test images only, picked as in training [default: the run's
+    /// `val_limit`; with --dataset, all].
+    #[arg(long)]
+    pub val_limit: Option<usize>,
+    /// Write the images evaluated (normalised), their labels and the net's logits to this
+    /// safetensors file (`images`, `labels`, `logits`).
+    #[arg(long, value_name = "FILE")]
+    pub outputs: Option<PathBuf>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Args)]
 pub struct TrainArgs {
     #[command(flatten)]
     pub config: RunConfig,
@@ -336,6 +359,11 @@ pub struct TrainArgs {
     /// batch order (trace.npz), every step's loss and variable checksums (trace.json).
     #[arg(long)]
     pub trace: Option<PathBuf>,
+    /// Save the trained net (the best held-out epoch's weights, where a stopping rule restored
+    /// them) to this safetensors file, with its architecture, normalisation and settings:
+    /// `shallow eval` evaluates it, `bench/shallow_net.py` loads it into PyTorch.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use shallow::sweep::{coordinator, fault, grid, inspect, plan, worker};
 use shallow::trace::Trace;
 use shallow::train::{self, Outcome, RunResult};
 
-use crate::cli::{BenchArgs, Command, DataCommand, SweepArgs, TrainArgs, WorkerArgs};
+use crate::cli::{BenchArgs, Command, DataCommand, EvalArgs, SweepArgs, TrainArgs, WorkerArgs};
 
 /// Exit code of `train` when the run diverged (its result is still printed and written).
 const EXIT_DIVERGED: u8 = 3;
@@ -25,6 +25,7 @@ const EXIT_DIVERGED: u8 = 3;
 pub fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Train(args) => train_command(&args),
+        Command::Eval(args) => eval_command(&args),
         Command::Sweep(args) => sweep_command(&args),
         Command::Status { db, lease } => {
             print!("{}", inspect::status_text(&db, Duration::from_secs(lease))?);
@@ -417,22 +418,28 @@ fn train_command(args: &TrainArgs) -> Result<ExitCode> {
         .progress_chars("=> "),
     );
     let mut progress = train::Bar(bar.clone());
-    let result = match &args.trace {
-        Some(dir) => {
-            let mut recorder = Trace::new(dir, &tensors)?;
-            let result = train::train(
-                &cfg,
-                &tensors,
-                device,
-                &mut train::Both(&mut progress, &mut recorder),
-            )?;
-            recorder.finish(&result)?;
-            result
-        }
-        None => train::train(&cfg, &tensors, device, &mut progress)?,
-    };
+    let mut recorder = args
+        .trace
+        .as_ref()
+        .map(|dir| Trace::new(dir, &tensors))
+        .transpose()?;
+    let mut saver = (args.save.as_ref())
+        .map(|path| train::SaveNet::new(path, &cfg, &tensors).context("--save"))
+        .transpose()?;
+    let mut observers: Vec<&mut dyn train::Observer> = vec![&mut progress];
+    observers.extend(recorder.as_mut().map(|r| r as &mut dyn train::Observer));
+    observers.extend(saver.as_mut().map(|s| s as &mut dyn train::Observer));
+    let result = train::train(&cfg, &tensors, device, &mut train::All(observers))?;
+    if let Some(recorder) = recorder {
+        recorder.finish(&result)?;
+    }
     bar.finish_and_clear();
     print_summary(&mut human, &result)?;
+    match (&args.save, result.outcome) {
+        (Some(path), Outcome::Done) => writeln!(human, "trained net saved to {}", path.display())?,
+        (Some(_), Outcome::Diverged) => writeln!(human, "no net saved: the run diverged")?,
+        (None, _) => {}
+    }
     match &args.json {
         Some(_) if json_to_stdout => println!("{}", serde_json::to_string_pretty(&result)?),
         Some(path) => {
@@ -445,6 +452,55 @@ fn train_command(args: &TrainArgs) -> Result<ExitCode> {
         Outcome::Done => ExitCode::SUCCESS,
         Outcome::Diverged => ExitCode::from(EXIT_DIVERGED),
     })
+}
+
+/// `shallow eval`: a saved net's test loss and accuracy, as `train` reports its own.
+fn eval_command(args: &EvalArgs) -> Result<ExitCode> {
+    let rt = &args.runtime;
+    let device = device::select_device(rt.device)?;
+    let (_vars, net, meta) = shallow::model::saved::load(&args.model, device)?;
+    let trained: train::RunConfig = serde_json::from_value(meta.settings.clone())
+        .with_context(|| format!("{}: its settings are not readable", args.model.display()))?;
+    let net = net.with_precision(trained.precision);
+    let dataset = args
+        .dataset
+        .clone()
+        .unwrap_or_else(|| trained.dataset.clone());
+    let limit = args
+        .val_limit
+        .or(trained.val_limit.filter(|_| args.dataset.is_none()));
+    let data_dir = data::resolve_data_dir(rt.data_dir.as_deref());
+    data::ensure_available(&data_dir, &dataset, rt.offline)?;
+    let raw = data::load(&data_dir, &dataset)?;
+    let arch = net.architecture();
+    anyhow::ensure!(
+        raw.test.shape == arch.input && raw.classes == arch.classes,
+        "{}: a net for {:?} images of {} classes; dataset '{dataset}' has {:?} images of {} classes",
+        args.model.display(),
+        arch.input,
+        arch.classes,
+        raw.test.shape,
+        raw.classes
+    );
+    device::set_threads(rt.threads.unwrap_or_else(device::available_cores));
+    let (x, y) = data::test_images(&raw, limit, trained.subset, &meta.normalisation, device);
+    let (loss, acc) = train::evaluate(&net, &x, &y);
+    println!(
+        "{} on {} test images of {dataset}: loss {loss:.5}  acc {:.2}%",
+        args.model.display(),
+        y.size()[0],
+        100.0 * acc
+    );
+    if let Some(path) = &args.outputs {
+        let tensors = [
+            ("images".to_owned(), x.shallow_clone()),
+            ("labels".to_owned(), y.shallow_clone()),
+            ("logits".to_owned(), train::logits(&net, &x)),
+        ];
+        shallow::model::saved::write_tensors(path, &tensors, Default::default())?;
+        println!("images, labels and logits written to {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_summary(out: &mut dyn Write, r: &RunResult) -> std::io::Result<()> {

@@ -13,7 +13,9 @@ mod svhn;
 mod user;
 
 pub use holdout::Holdout;
-pub use selection::{Selection, Subset, Tensors, prepare, subset_indices};
+pub use selection::{
+    Normalisation, Selection, Subset, Tensors, prepare, subset_indices, test_images,
+};
 pub use user::{FOLDER, NPZ, content_hash, user_path};
 
 use std::path::{Path, PathBuf};

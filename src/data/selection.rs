@@ -110,6 +110,28 @@ pub struct Tensors {
     pub shape: [usize; 3],
     /// Labels are below this (the net's outputs, M).
     pub classes: usize,
+    /// How every image was normalised.
+    pub normalisation: Normalisation,
+}
+
+/// The normalisation of a run's images: pixel values / 255, then per channel minus `mean` and
+/// divided by `std` (statistics of the images trained on).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normalisation {
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+impl Normalisation {
+    /// `images` (N × C × H × W, pixel values / 255) normalised, on `device`.
+    pub fn apply(&self, images: Tensor, device: Device) -> Tensor {
+        let channel = |v: &[f64]| {
+            Tensor::from_slice(v)
+                .to_kind(Kind::Float)
+                .view([1, -1, 1, 1])
+        };
+        ((images - channel(&self.mean)) / channel(&self.std)).to_device(device)
+    }
 }
 
 impl Tensors {
@@ -143,6 +165,10 @@ pub fn prepare(raw: &RawDataset, selection: &Selection, device: Device) -> Resul
         holdout,
         shape: raw.train.shape,
         classes: raw.classes,
+        normalisation: Normalisation {
+            mean: Vec::try_from(mean.flatten(0, -1).to_kind(Kind::Double))?,
+            std: Vec::try_from(std.flatten(0, -1).to_kind(Kind::Double))?,
+        },
     })
 }
 
@@ -161,6 +187,20 @@ fn check_variance(dataset: &str, std: &Tensor, examples: usize) -> Result<()> {
 }
 
 /// Images in [0, 1] as float NCHW and labels as int64, of the examples at `keep`.
+/// The first `limit` (all if `None`) test images of `raw` picked as `subset` picks them, with
+/// their labels, normalised by `normalisation`: a saved net's evaluation.
+pub fn test_images(
+    raw: &RawDataset,
+    limit: Option<usize>,
+    subset: Subset,
+    normalisation: &Normalisation,
+    device: Device,
+) -> (Tensor, Tensor) {
+    let keep = subset_indices(&raw.test.labels, limit, subset);
+    let (x, y) = gather(&raw.test, &keep);
+    (normalisation.apply(x, device), y.to_device(device))
+}
+
 fn gather(split: &Split, keep: &[usize]) -> (Tensor, Tensor) {
     let [c, h, w] = split.shape;
     let per_image = c * h * w;

@@ -174,7 +174,8 @@ impl std::fmt::Display for Layout {
 }
 
 /// Everything that fixes the architecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Architecture {
     pub layout: Layout,
     /// Input channels, height, width.

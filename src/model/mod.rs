@@ -25,6 +25,7 @@ use tch::{Kind, Tensor, nn};
 
 mod architecture;
 pub mod fused;
+pub mod saved;
 
 pub use architecture::{Activation, Architecture, Head, Layout, Pool, Precision};
 

@@ -25,7 +25,7 @@ pub mod optim;
 pub mod settings;
 pub mod stopping;
 pub use fused::train_fused;
-pub use observer::{Bar, Both, Observer, Silent, Step, Stopped};
+pub use observer::{All, Bar, Observer, SaveNet, Silent, Step, Stopped};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
@@ -302,6 +302,7 @@ pub fn train(
         if let Some(best) = &best {
             best.restore();
         }
+        observer.trained(&vs)?;
         result.conclude(
             evaluate(&net, &data.train_x, &data.train_y),
             evaluate(&net, &data.val_x, &data.val_y),
@@ -424,6 +425,18 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Tensor {
 }
 
 /// Mean loss and accuracy in eval mode (batch norm with running statistics), without gradients.
+/// The logits of `net` for the images `x`, in eval mode, a batch at a time.
+pub fn logits(net: &Net, x: &Tensor) -> Tensor {
+    tch::no_grad(|| {
+        let n = x.size()[0];
+        let parts: Vec<Tensor> = (0..n)
+            .step_by(EVAL_BATCH as usize)
+            .map(|start| net.forward(&x.narrow(0, start, EVAL_BATCH.min(n - start)), false))
+            .collect();
+        Tensor::cat(&parts, 0)
+    })
+}
+
 pub fn evaluate(net: &Net, x: &Tensor, y: &Tensor) -> (f64, f64) {
     tch::no_grad(|| {
         let n = y.size()[0];

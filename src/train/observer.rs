@@ -1,10 +1,11 @@
 //! What a run tells while it trains: the [`Observer`] interface, and the observers every caller
-//! shares (none, two at once, a progress bar).
+//! shares (none, several at once, a progress bar, saving the trained net).
 use anyhow::Result;
 use indicatif::ProgressBar;
 use tch::{Tensor, nn};
 
 use super::EpochMetrics;
+use crate::data::Tensors;
 
 /// One optimisation step, as an observer sees it after the update.
 pub struct Step<'a> {
@@ -33,6 +34,11 @@ pub trait Observer {
     fn should_stop(&self) -> bool {
         false
     }
+    /// The trained variables, once, at the end of a run that did not diverge (the best
+    /// held-out epoch's, where a stopping rule restored them); an error fails the run.
+    fn trained(&mut self, _vars: &nn::VarStore) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Training was stopped on request ([`Observer::should_stop`]), e.g. by SIGTERM.
@@ -47,27 +53,58 @@ impl std::fmt::Display for Stopped {
 
 impl std::error::Error for Stopped {}
 
-/// Two observers, both told everything (`first` first).
-pub struct Both<'a>(pub &'a mut dyn Observer, pub &'a mut dyn Observer);
-impl Observer for Both<'_> {
+/// Several observers, each told everything, in order.
+pub struct All<'a>(pub Vec<&'a mut dyn Observer>);
+impl Observer for All<'_> {
     fn start(&mut self, vars: &nn::VarStore) -> Result<()> {
-        self.0.start(vars)?;
-        self.1.start(vars)
+        self.0.iter_mut().try_for_each(|o| o.start(vars))
     }
     fn start_epoch(&mut self, epoch: usize, steps: usize, order: &Tensor) {
-        self.0.start_epoch(epoch, steps, order);
-        self.1.start_epoch(epoch, steps, order);
+        for o in &mut self.0 {
+            o.start_epoch(epoch, steps, order);
+        }
     }
     fn step(&mut self, step: &Step) {
-        self.0.step(step);
-        self.1.step(step);
+        for o in &mut self.0 {
+            o.step(step);
+        }
     }
     fn epoch(&mut self, metrics: &EpochMetrics) -> Result<()> {
-        self.0.epoch(metrics)?;
-        self.1.epoch(metrics)
+        self.0.iter_mut().try_for_each(|o| o.epoch(metrics))
     }
     fn should_stop(&self) -> bool {
-        self.0.should_stop() || self.1.should_stop()
+        self.0.iter().any(|o| o.should_stop())
+    }
+    fn trained(&mut self, vars: &nn::VarStore) -> Result<()> {
+        self.0.iter_mut().try_for_each(|o| o.trained(vars))
+    }
+}
+
+/// Writes the trained net to a file ([`crate::model::saved`]) at the end of the run.
+pub struct SaveNet {
+    path: std::path::PathBuf,
+    meta: crate::model::saved::Metadata,
+}
+
+impl SaveNet {
+    /// Saves the net of `cfg` trained on `data` to `path`; fails now if `path` cannot be
+    /// written, before any training.
+    pub fn new(path: &std::path::Path, cfg: &super::RunConfig, data: &Tensors) -> Result<SaveNet> {
+        crate::files::check_writable(path)?;
+        Ok(SaveNet {
+            path: path.to_owned(),
+            meta: crate::model::saved::Metadata {
+                architecture: cfg.architecture(data.shape, data.classes),
+                normalisation: data.normalisation.clone(),
+                settings: serde_json::to_value(cfg)?,
+            },
+        })
+    }
+}
+
+impl Observer for SaveNet {
+    fn trained(&mut self, vars: &nn::VarStore) -> Result<()> {
+        crate::model::saved::save(&self.path, vars, &self.meta)
     }
 }
 

@@ -4,26 +4,10 @@
 //! failing at the first step and tensor where the two part (tolerances in reference.py).
 use crate::common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{real_data, shallow_bin};
-
-/// The project's Python with PyTorch importable (`SHALLOW_TORCH_FULL=1 scripts/setup.sh`).
-fn python() -> PathBuf {
-    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let ok = Command::new(&python)
-        .args(["-c", "import torch, numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "the PyTorch reference tests need torch and numpy importable from {}: \
-         run `SHALLOW_TORCH_FULL=1 scripts/setup.sh`",
-        python.display()
-    );
-    python
-}
+use common::{python, real_data, shallow_bin};
 
 /// One epoch of a small subset, traced by shallow and replayed by the reference.
 fn assert_replay_matches(dataset: &str, layout: &str, batchnorm: bool, arch: &[&str]) {

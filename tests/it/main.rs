@@ -23,6 +23,7 @@ mod properties;
 mod reconnect;
 mod report;
 mod report_convergence;
+mod saved;
 mod serve;
 mod slurm;
 mod store;

@@ -109,6 +109,22 @@ pub fn shallow_bin() -> &'static str {
     env!("CARGO_BIN_EXE_shallow")
 }
 
+/// The project's Python with PyTorch importable (`SHALLOW_TORCH_FULL=1 scripts/setup.sh`).
+pub fn python() -> PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import torch, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "the PyTorch reference tests need torch and numpy importable from {}: \
+         run `SHALLOW_TORCH_FULL=1 scripts/setup.sh`",
+        python.display()
+    );
+    python
+}
+
 /// Runs `shallow ARGS --data-dir DATA` to its end.
 pub fn shallow_on(args: &[&str], data: &Path) -> std::process::Output {
     std::process::Command::new(shallow_bin())
