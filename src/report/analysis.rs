@@ -201,7 +201,9 @@ pub struct Table2Cell {
     pub val_loss: Option<Estimate>,
 }
 
-pub fn is_finished(r: &RunRow) -> bool {
+/// Done, with the final metrics a comparison needs: the runs the report compares. (A run
+/// [`RunStatus::finished`] may have failed; one [`RunStatus::ended`] may have diverged.)
+pub fn has_results(r: &RunRow) -> bool {
     r.status == RunStatus::Done
         && r.final_train_loss.is_some()
         && r.final_val_loss.is_some()
@@ -240,7 +242,7 @@ pub fn table2(runs: &[RunRow]) -> Vec<Table2Cell> {
         if r.status == RunStatus::Diverged {
             cell.diverged += 1;
         } else if let (true, Some(train), Some(val)) =
-            (is_finished(r), r.final_train_loss, r.final_val_loss)
+            (has_results(r), r.final_train_loss, r.final_val_loss)
         {
             cell.done.push((configuration_key(r), train, val));
         }
@@ -284,8 +286,8 @@ impl Pair<'_> {
     pub fn q(&self) -> f64 {
         self.seq.q.unwrap_or(f64::NAN)
     }
-    pub fn both_finished(&self) -> bool {
-        is_finished(self.seq) && is_finished(self.par)
+    pub fn both_have_results(&self) -> bool {
+        has_results(self.seq) && has_results(self.par)
     }
     /// Whether both layouts are one network: the same number of stages (only at L = 1).
     pub fn same_network(&self) -> bool {
@@ -412,7 +414,7 @@ pub struct PairedStat {
 pub fn deltas(pairs: &[&Pair], metric: Metric) -> Vec<(Configuration, f64)> {
     pairs
         .iter()
-        .filter(|p| p.both_finished())
+        .filter(|p| p.both_have_results())
         .filter_map(|p| {
             let d = metric.value(p.par)? - metric.value(p.seq)?;
             Some((p.configuration, d))

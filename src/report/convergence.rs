@@ -106,7 +106,7 @@ pub fn budget_curve(
 ) -> Vec<BudgetPoint> {
     let fixed: Vec<Pair> = pairs
         .iter()
-        .filter(|p| p.both_finished())
+        .filter(|p| p.both_have_results())
         .cloned()
         .collect();
     let mut points = Vec::new();
@@ -214,7 +214,7 @@ pub fn at_best_epoch(pairs: &[Pair], margins: &Margins) -> Vec<BestRow> {
         for quantity in AtBest::ALL {
             let keyed: Vec<(Configuration, f64)> = members
                 .iter()
-                .filter(|p| p.both_finished())
+                .filter(|p| p.both_have_results())
                 .filter_map(|p| {
                     let (s, q) = (p.seq.convergence.as_ref()?, p.par.convergence.as_ref()?);
                     Some((p.configuration, quantity.delta(s, q)))
@@ -263,7 +263,7 @@ type StopGroup<'a> = ((String, Layout), Vec<(&'a RunRow, &'a Convergence)>);
 /// Per dataset and layout, how the runs with a held-out split stopped.
 pub fn stops(runs: &[RunRow]) -> Vec<StopRow> {
     let mut groups: Vec<StopGroup> = Vec::new();
-    for r in runs.iter().filter(|r| analysis::is_finished(r)) {
+    for r in runs.iter().filter(|r| analysis::has_results(r)) {
         let Some(c) = &r.convergence else { continue };
         let key = (r.config.dataset.clone(), r.config.layout);
         match groups.iter_mut().find(|(k, _)| *k == key) {
@@ -313,7 +313,7 @@ pub fn seconds_to_best_ratio(pairs: &[Pair]) -> Vec<Ratio> {
         .filter_map(|(dataset, members)| {
             let (ratios, keys): (Vec<f64>, Vec<Configuration>) = members
                 .iter()
-                .filter(|p| p.both_finished())
+                .filter(|p| p.both_have_results())
                 .filter_map(|p| {
                     let (s, q) = (p.seq.convergence.as_ref()?, p.par.convergence.as_ref()?);
                     let ratio = q.seconds_to_best / s.seconds_to_best;

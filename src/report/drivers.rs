@@ -48,7 +48,7 @@ pub fn drivers(pairs: &[Pair], datasets: &[String], margins: &Margins) -> Vec<Dr
         .filter_map(|d| {
             let of: Vec<&Pair> = pairs
                 .iter()
-                .filter(|p| p.dataset() == d && p.both_finished())
+                .filter(|p| p.dataset() == d && p.both_have_results())
                 .collect();
             (!of.is_empty()).then(|| of_dataset(d, &of, margins))
         })

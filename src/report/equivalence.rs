@@ -214,7 +214,7 @@ pub fn verdict(t: Option<&PairedT>, margin: f64, lower_is_better: bool) -> (Verd
 /// of seed.
 fn families<'a>(pairs: &[&Pair<'a>], layout: Layout) -> Vec<Vec<&'a RunRow>> {
     let mut families: HashMap<Configuration, Vec<&RunRow>> = HashMap::new();
-    for p in pairs.iter().filter(|p| p.both_finished()) {
+    for p in pairs.iter().filter(|p| p.both_have_results()) {
         let r = if layout == Layout::Sequential {
             p.seq
         } else {
@@ -263,7 +263,7 @@ pub fn group_rows(group: &str, members: &[&Pair], margins: &Margins) -> Vec<Equi
     for q in Quantity::ALL {
         let keyed: Vec<(Configuration, f64)> = members
             .iter()
-            .filter(|p| p.both_finished())
+            .filter(|p| p.both_have_results())
             .filter_map(|p| Some((p.configuration, q.between(p.seq, p.par)?)))
             .collect();
         if keyed.is_empty() {

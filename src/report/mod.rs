@@ -382,7 +382,7 @@ fn paired_blocks(
 fn representative<'a>(pairs: &'a [Pair<'a>], dataset: &str) -> Vec<(String, &'a Pair<'a>)> {
     let mut finished: Vec<(&Pair, f64)> = pairs
         .iter()
-        .filter(|p| p.dataset() == dataset && p.both_finished())
+        .filter(|p| p.dataset() == dataset && p.both_have_results())
         .filter_map(|p| {
             Some((
                 p,

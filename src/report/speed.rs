@@ -62,7 +62,7 @@ pub fn time_to_target(pairs: &[Pair], epochs: &[EpochRow]) -> Vec<TimeToTarget> 
     let curve = |r: &RunRow| by_run.get(r.id.as_str()).cloned().unwrap_or_default();
     pairs
         .iter()
-        .filter(|p| p.both_finished())
+        .filter(|p| p.both_have_results())
         .filter_map(|p| {
             let best = p.seq.final_val_loss?.min(p.par.final_val_loss?);
             let target = best * (1.0 + SLACK);

@@ -2,7 +2,7 @@
 //! several arrangements — D = 1 (parallel) … D = L (sequential) stages — compared by D.
 use std::collections::BTreeMap;
 
-use super::analysis::{Configuration, Estimate, MedianEstimate, configuration_key, is_finished};
+use super::analysis::{Configuration, Estimate, MedianEstimate, configuration_key, has_results};
 use super::render::Block;
 use super::stats::median;
 use crate::sweep::store::RunRow;
@@ -24,7 +24,7 @@ pub struct Family {
 pub fn families(runs: &[RunRow]) -> Vec<Family> {
     type Runs<'a> = (&'a RunRow, BTreeMap<usize, f64>);
     let mut groups: BTreeMap<(&str, usize, &str), Runs> = BTreeMap::new();
-    for r in runs.iter().filter(|r| is_finished(r)) {
+    for r in runs.iter().filter(|r| has_results(r)) {
         let Some(loss) = r.final_val_loss else {
             continue;
         };

@@ -4,7 +4,7 @@
 //! stacked add higher-order terms it was never trained with.
 use std::collections::BTreeMap;
 
-use super::analysis::{Configuration, MedianEstimate, configuration_key, is_finished};
+use super::analysis::{Configuration, MedianEstimate, configuration_key, has_results};
 use super::render::Block;
 use super::stats::mean;
 use crate::model::Layout;
@@ -33,7 +33,7 @@ pub struct TruncationRow {
 pub fn rows(runs: &[RunRow]) -> Vec<TruncationRow> {
     type Key = (String, Layout, usize, bool);
     let mut groups: BTreeMap<Key, Vec<&RunRow>> = BTreeMap::new();
-    for r in runs.iter().filter(|r| is_finished(r)) {
+    for r in runs.iter().filter(|r| has_results(r)) {
         if r.truncated_val_loss.is_some() && r.truncated_val_acc.is_some() {
             let c = &r.config;
             let key = (c.dataset.clone(), c.layout, c.layers, c.batchnorm);

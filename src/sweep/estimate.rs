@@ -174,7 +174,8 @@ fn likeness_key(cfg: &RunConfig, level: usize) -> String {
 /// runs most like it.
 #[derive(Default)]
 pub struct History {
-    finished: HashSet<String>,
+    /// The runs that ended ([`RunStatus::ended`]): done or diverged, nothing left to train.
+    ended: HashSet<String>,
     /// Per likeness level and key: the sum of finished runs' epochs ÷ cap, and their number.
     share: [HashMap<String, (f64, usize)>; 3],
     /// Runs whose epochs came from each likeness level, and from none (trained to the cap).
@@ -198,7 +199,7 @@ impl History {
         for row in store::each_run(&*store, HISTORY_PAGE) {
             let row = row?;
             if row.status.ended() {
-                history.finished.insert(row.id.clone());
+                history.ended.insert(row.id.clone());
             }
             if row.status == RunStatus::Done {
                 history.record(&row.config, row.epochs_recorded as usize);
@@ -220,12 +221,8 @@ impl History {
         }
     }
 
-    pub fn finished(&self, id: &str) -> bool {
-        self.finished.contains(id)
-    }
-
-    pub fn finished_count(&self) -> usize {
-        self.finished.len()
+    pub fn ended(&self, id: &str) -> bool {
+        self.ended.contains(id)
     }
 
     /// The epochs `cfg` is expected to train: all of them without a stopping rule; with one, the

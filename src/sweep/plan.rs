@@ -115,7 +115,7 @@ pub fn dry_run(grid: &Grid, known: Known, e: &Execution) -> Result<String> {
         let arch = architecture(&run.config, &known);
         params += arch.parameter_count() as f64;
         compared.add(&run, &arch, &known)?;
-        if !history.finished(&run.id) {
+        if !history.ended(&run.id) {
             left += 1;
             let epochs = history.expected_epochs(&run.config);
             work.add(&run.config, arch, &known, epochs);

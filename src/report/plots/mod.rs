@@ -253,7 +253,7 @@ fn pair_points(
 ) -> Vec<(usize, f64, f64)> {
     pairs
         .iter()
-        .filter(|p| p.both_finished())
+        .filter(|p| p.both_have_results())
         .filter_map(|p| {
             Some((
                 datasets.iter().position(|d| d == p.dataset())?,
