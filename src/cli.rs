@@ -181,7 +181,18 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub queue: QueueArgs,
     #[command(flatten)]
+    pub keep: KeepArgs,
+    #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+/// What a sweep's workers keep of the runs they train, besides their metrics.
+#[derive(Args, Clone)]
+pub struct KeepArgs {
+    /// Save every run's trained net (as `train --save` does) to DIR/<run id>.safetensors;
+    /// created if missing. A folder every worker reaches (on a cluster, a shared one).
+    #[arg(long, value_name = "DIR")]
+    pub save_nets: Option<PathBuf>,
 }
 
 /// How workers take runs from the queue, and what happens to runs whose workers die.
@@ -271,6 +282,8 @@ pub struct SweepArgs {
     pub drop_removed: bool,
     #[command(flatten)]
     pub queue: QueueArgs,
+    #[command(flatten)]
+    pub keep: KeepArgs,
     /// Worker processes training concurrently [default: one per core].
     #[arg(long, value_parser = parallelism)]
     pub workers: Option<usize>,

@@ -250,6 +250,7 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
             lease: Duration::from_secs(args.queue.lease),
             fuse: args.queue.fuse,
             forever: false,
+            save_nets: args.keep.save_nets.clone(),
         },
         workers: queued.workers,
         log_path: queued.log_path.clone(),
@@ -269,6 +270,7 @@ fn worker_command(args: &WorkerArgs) -> Result<ExitCode> {
         lease: Duration::from_secs(args.queue.lease),
         forever: args.forever,
         fuse: args.queue.fuse,
+        save_nets: args.keep.save_nets.clone(),
     };
     if args.workers > 1 {
         let pool = coordinator::PoolOptions {

@@ -178,6 +178,27 @@ impl FusedNet {
         vars
     }
 
+    /// Copies of member `m`'s variables and batch-norm running statistics under a solo
+    /// [`Net`](super::Net)'s names and shapes: what [`super::saved::save`] writes for it.
+    pub fn member_state(&self, m: usize) -> Vec<(String, Tensor)> {
+        let mut state: Vec<(String, Tensor)> = self
+            .member_variables(m, &|t| t.detach().copy())
+            .into_iter()
+            .map(|(name, t)| (name.to_owned(), t))
+            .collect();
+        if let Some(bn) = &self.bn {
+            let size = (self.arch.layers * self.arch.filters) as i64;
+            for (name, t) in [
+                ("units.bn.running_mean", &bn.running_mean),
+                ("units.bn.running_var", &bn.running_var),
+            ] {
+                let member = t.detach().select(UNIT_MEMBER_AXIS as i64, m as i64);
+                state.push((name.to_owned(), member.reshape([size]).copy()));
+            }
+        }
+        state
+    }
+
     /// Member `m` as a solo [`Net`] of copies of its weights (for evaluation; batch norm's
     /// running statistics fresh).
     pub fn member_net(&self, m: usize) -> Net {

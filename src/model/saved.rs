@@ -92,9 +92,9 @@ pub fn write_tensors(
     crate::files::write_atomically(path, |file| Ok(file.write_all(&bytes)?))
 }
 
-/// Writes the variables of `vars` (a [`Net`]'s) and `meta` to `path`, whole or not at all.
-pub fn save(path: &Path, vars: &nn::VarStore, meta: &Metadata) -> Result<()> {
-    let tensors: Vec<(String, Tensor)> = vars.variables().into_iter().collect();
+/// Writes a [`Net`]'s named variables (`state`, as its variable store names them) and `meta` to
+/// `path`, whole or not at all.
+pub fn save(path: &Path, state: &[(String, Tensor)], meta: &Metadata) -> Result<()> {
     let info = HashMap::from([
         ("format".to_owned(), FORMAT.to_owned()),
         (
@@ -107,7 +107,7 @@ pub fn save(path: &Path, vars: &nn::VarStore, meta: &Metadata) -> Result<()> {
         ),
         ("settings".to_owned(), meta.settings.to_string()),
     ]);
-    write_tensors(path, &tensors, info)
+    write_tensors(path, state, info)
 }
 
 /// Reads a net [`save`] wrote: its variables in a new store on `device`, the net over them

@@ -24,6 +24,8 @@ pub enum Cause {
     Store,
     /// The worker could not renew its lease: its runs would be taken from it.
     Heartbeat,
+    /// The folder for what the runs keep (`--save-nets`) cannot be written.
+    Output,
 }
 
 impl fmt::Display for Cause {
@@ -33,6 +35,7 @@ impl fmt::Display for Cause {
             Cause::Device => "device unavailable",
             Cause::Store => "results store unavailable",
             Cause::Heartbeat => "heartbeat failed",
+            Cause::Output => "output folder unwritable",
         })
     }
 }

@@ -116,6 +116,7 @@ pub fn train_fused(
     let tests = array.evaluate(&data.val_x, &data.val_y);
     for (m, result) in results.iter_mut().enumerate() {
         if result.outcome == Outcome::Done {
+            observers[m].trained(&array.net.member_state(m))?;
             result.conclude(finals[m], tests[m], &monitors[m]);
             let member = array.net.member_net(m);
             result.truncated(truncated_evaluation(&member, data, first.batch_size)?);

@@ -302,7 +302,8 @@ pub fn train(
         if let Some(best) = &best {
             best.restore();
         }
-        observer.trained(&vs)?;
+        let state: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        observer.trained(&state)?;
         result.conclude(
             evaluate(&net, &data.train_x, &data.train_y),
             evaluate(&net, &data.val_x, &data.val_y),

@@ -34,9 +34,10 @@ pub trait Observer {
     fn should_stop(&self) -> bool {
         false
     }
-    /// The trained variables, once, at the end of a run that did not diverge (the best
-    /// held-out epoch's, where a stopping rule restored them); an error fails the run.
-    fn trained(&mut self, _vars: &nn::VarStore) -> Result<()> {
+    /// The trained net's variables and batch-norm statistics by name, once, at the end of a run
+    /// that did not diverge (the best held-out epoch's, where a stopping rule restored them);
+    /// an error fails the run.
+    fn trained(&mut self, _state: &[(String, Tensor)]) -> Result<()> {
         Ok(())
     }
 }
@@ -75,8 +76,8 @@ impl Observer for All<'_> {
     fn should_stop(&self) -> bool {
         self.0.iter().any(|o| o.should_stop())
     }
-    fn trained(&mut self, vars: &nn::VarStore) -> Result<()> {
-        self.0.iter_mut().try_for_each(|o| o.trained(vars))
+    fn trained(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+        self.0.iter_mut().try_for_each(|o| o.trained(state))
     }
 }
 
@@ -103,8 +104,8 @@ impl SaveNet {
 }
 
 impl Observer for SaveNet {
-    fn trained(&mut self, vars: &nn::VarStore) -> Result<()> {
-        crate::model::saved::save(&self.path, vars, &self.meta)
+    fn trained(&mut self, state: &[(String, Tensor)]) -> Result<()> {
+        crate::model::saved::save(&self.path, state, &self.meta)
     }
 }
 

@@ -180,3 +180,46 @@ fn broken_foreign_and_mismatched_files_are_refused_and_a_diverged_run_saves_noth
     assert!(text(&out).contains("no net saved"), "{}", text(&out));
     assert!(!diverged.exists());
 }
+
+/// A sweep with `--save-nets` keeps every run's net, fused members' included (their own
+/// weights and batch-norm statistics): each file scores its run's recorded test loss.
+#[test]
+fn a_sweep_keeps_every_runs_net_fused_members_included() {
+    use common::sweeps::{query, setup, sweep_command};
+    let s = setup(
+        "layout = [\"sequential\", \"parallel\"]\nlayers = 2\nfilters = 3\nepochs = 2\n\
+         batchnorm = true\nlr = [1e-3, 3e-3]\nseed = [0, 1]\n",
+        120,
+        8,
+    );
+    let nets = s.db.with_file_name("nets");
+    let out = sweep_command(&s, 1)
+        .args(["--save-nets", nets.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // Members of one array share each epoch's wall time: the four runs of a layout were fused.
+    let arrays = "SELECT COUNT(DISTINCT e.seconds) FROM epochs e JOIN runs r ON r.id = e.run_id
+                  WHERE e.epoch = 1 GROUP BY r.config LIKE '%\"layout\":\"parallel\"%'";
+    assert_eq!(query::<i64>(&s.db, arrays), [1, 1]);
+    let runs: Vec<String> = query(&s.db, "SELECT id || ' ' || final_val_loss FROM runs");
+    assert_eq!(runs.len(), 8);
+    for run in runs {
+        let (id, recorded) = run.split_once(' ').unwrap();
+        let recorded: f64 = recorded.parse().unwrap();
+        let net = nets.join(format!("{id}.safetensors"));
+        let eval = shallow_on(&["eval", net.to_str().unwrap(), "--offline"], &s.data);
+        assert!(eval.status.success(), "{}", text(&eval));
+        let said = text(&eval);
+        let loss: f64 = said
+            .split("loss ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("no loss in: {said}"));
+        assert!(
+            (loss - recorded).abs() <= 1e-4 * recorded.max(1.0),
+            "run {id}: recorded test loss {recorded}, its saved net scores {loss}"
+        );
+    }
+}

@@ -48,6 +48,9 @@ pub struct WorkerSettings {
     pub forever: bool,
     /// How many runs of one fusion group to train together.
     pub fuse: Fuse,
+    /// Where each run's trained net is saved, as `<run id>.safetensors` (none if `None`).
+    #[serde(default)]
+    pub save_nets: Option<PathBuf>,
 }
 
 /// Counts of what one worker did.
@@ -66,6 +69,11 @@ pub struct WorkerSummary {
 pub fn run(opts: &WorkerSettings) -> Result<WorkerSummary> {
     device::set_threads(opts.threads);
     let device = device::select_device(opts.device).map_err(environment(Cause::Device))?;
+    if let Some(dir) = &opts.save_nets {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--save-nets {}", dir.display()))
+            .map_err(environment(Cause::Output))?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     let mut store = store::open(&opts.db).map_err(environment(Cause::Store))?;
@@ -222,10 +230,27 @@ impl Worker<'_> {
                 stop: &self.stop,
             })
             .collect();
-        let mut observers: Vec<&mut dyn Observer> = recorders
+        let mut savers = group
+            .iter()
+            .map(|run| {
+                let dir = self.opts.save_nets.as_ref()?;
+                let path = dir.join(format!("{}.safetensors", run.id));
+                Some(train::SaveNet::new(&path, &run.config, tensors))
+            })
+            .map(Option::transpose)
+            .collect::<Result<Vec<_>>>()
+            .map_err(environment(Cause::Output))?;
+        let mut each: Vec<train::All> = recorders
             .iter_mut()
-            .map(|r| r as &mut dyn Observer)
+            .zip(&mut savers)
+            .map(|(recorder, saver)| {
+                let mut observers: Vec<&mut dyn Observer> = vec![recorder];
+                observers.extend(saver.as_mut().map(|s| s as &mut dyn Observer));
+                train::All(observers)
+            })
             .collect();
+        let mut observers: Vec<&mut dyn Observer> =
+            each.iter_mut().map(|o| o as &mut dyn Observer).collect();
         let configs: Vec<_> = group.iter().map(|r| r.config.clone()).collect();
         train::train_fused(&configs, tensors, self.device, &mut observers)
     }
