@@ -93,6 +93,10 @@ pub enum Command {
         /// silent this long shows as abandoned.
         #[arg(long, default_value_t = DEFAULT_LEASE.as_secs(), value_name = "SECONDS")]
         lease: u64,
+        /// The folder the workers saved the runs' nets in (`--save-nets`): the runs table
+        /// links each run's file.
+        #[arg(long, value_name = "DIR")]
+        nets: Option<PathBuf>,
     },
     /// Write one CSV row per run: config columns, status, final metrics, timings (`--csv -`: to
     /// standard output).

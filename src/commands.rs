@@ -36,11 +36,13 @@ pub fn run(command: Command) -> Result<ExitCode> {
             bind,
             token,
             lease,
+            nets,
         } => serve_command(ServeOptions {
             db,
             bind,
             token,
             lease: Duration::from_secs(lease),
+            nets,
         }),
         Command::Export { db, csv } if csv.as_os_str() == "-" => {
             let n = inspect::export_csv_to(&db, std::io::stdout().lock())?;

@@ -30,6 +30,8 @@ pub struct RunsPage {
     pub total: u64,
     pub offset: usize,
     pub runs: Vec<RunRow>,
+    /// The ids of this page's runs whose net was saved in the dashboard's `--nets` folder.
+    pub nets: Vec<String>,
 }
 
 /// The query of `/api/runs`: `offset`, `limit`, `status`, `pair`, `sort`, `desc=1`, and any
@@ -64,10 +66,12 @@ pub fn runs_query(pairs: &[(String, String)]) -> Result<RunsQuery> {
 }
 
 /// A page of the runs table: settings filtered and sorted by `index`, the rest by the database.
+/// `nets`: the folder of the saved nets, if any.
 pub fn runs(
     store: &dyn Store,
     index: &SettingsIndex,
     pairs: &[(String, String)],
+    nets: Option<&std::path::Path>,
 ) -> Result<RunsPage> {
     let mut q = runs_query(pairs).map_err(|e| BadQuery(format!("{e:#}")))?;
     let offset = q.offset;
@@ -87,10 +91,17 @@ pub fn runs(
         }
     }
     let (runs, counted) = store.runs_table(&q)?;
+    let nets = nets.map_or_else(Vec::new, |dir| {
+        runs.iter()
+            .filter(|r| dir.join(format!("{}.safetensors", r.id)).is_file())
+            .map(|r| r.id.clone())
+            .collect()
+    });
     Ok(RunsPage {
         total: total.unwrap_or(counted),
         offset,
         runs,
+        nets,
     })
 }
 

@@ -29,6 +29,8 @@ pub struct ServeOptions {
     pub token: Option<String>,
     /// The workers' lease: a run whose worker has been silent this long shows as abandoned.
     pub lease: Duration,
+    /// The folder of the runs' saved nets (`--save-nets`), offered for download.
+    pub nets: Option<std::path::PathBuf>,
 }
 
 /// A dashboard listening on its address.
@@ -139,9 +141,24 @@ impl Server {
                 }
                 answered
             }
-            _ => text_response(404, "no such page"),
+            _ => match path.strip_prefix("/nets/").map(|file| self.net(file)) {
+                Some(Some(bytes)) => Response::from_data(bytes)
+                    .with_header(header("Content-Type", "application/octet-stream"))
+                    .with_header(header("Cache-Control", "no-store"))
+                    .with_header(header("X-Content-Type-Options", "nosniff")),
+                _ => text_response(404, "no such page"),
+            },
         };
         Ok(request.respond(response)?)
+    }
+
+    /// The bytes of the saved net `file` (`<run id>.safetensors`), if `--nets` holds it. Only
+    /// such names are served: a run id is hexadecimal, so no path can leave the folder.
+    fn net(&self, file: &str) -> Option<Vec<u8>> {
+        let id = file.strip_suffix(".safetensors")?;
+        let plain = !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit());
+        let dir = self.options.nets.as_ref().filter(|_| plain)?;
+        std::fs::read(dir.join(file)).ok()
     }
 
     /// The answer to a request that reads the store, through this thread's `reader`.
@@ -165,7 +182,12 @@ impl Server {
                 &self.options.db,
                 self.options.lease,
             )),
-            "/api/runs" => json(api::runs(store, &self.settings, query)),
+            "/api/runs" => json(api::runs(
+                store,
+                &self.settings,
+                query,
+                self.options.nets.as_deref(),
+            )),
             "/api/curves" => json(api::curves(store, query)),
             _ => match self.verdicts.page(store, &self.options.db) {
                 Ok(page) => html_response(&page),

@@ -69,6 +69,7 @@ struct Got {
     status: u16,
     head: String,
     body: String,
+    bytes: Vec<u8>,
 }
 
 fn request(addr: &str, method: &str, path: &str, headers: &[&str]) -> Got {
@@ -82,12 +83,14 @@ fn request(addr: &str, method: &str, path: &str, headers: &[&str]) -> Got {
     stream.write_all(text.as_bytes()).unwrap();
     let mut bytes = vec![];
     stream.read_to_end(&mut bytes).unwrap();
-    let raw = String::from_utf8(bytes).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let split = bytes.windows(4).position(|w| w == b"\r\n\r\n");
+    let (head, body) = split.map_or((&bytes[..], &[][..]), |at| (&bytes[..at], &bytes[at + 4..]));
+    let head = String::from_utf8_lossy(head).into_owned();
     Got {
         status: head.split(' ').nth(1).unwrap().parse().unwrap(),
-        head: head.to_owned(),
-        body: body.to_owned(),
+        head,
+        body: String::from_utf8_lossy(body).into_owned(),
+        bytes: body.to_vec(),
     }
 }
 
@@ -464,5 +467,59 @@ fn a_database_password_is_never_shown() {
     assert!(
         text.contains("alice:***@127.0.0.1") && !text.contains("hunter2"),
         "{text}"
+    );
+}
+
+/// With `--nets`, the runs table links every run's saved net and the file comes whole; only
+/// `<hex id>.safetensors` names are served, never a path out of the folder.
+#[test]
+fn saved_nets_are_linked_and_served_and_nothing_else_is() {
+    let s = setup(
+        "layout = [\"sequential\", \"parallel\"]\nlayers = 1\nfilters = 2\n",
+        60,
+        6,
+    );
+    let nets = s.db.with_file_name("nets");
+    let out = common::sweeps::sweep_command(&s, 1)
+        .args(["--save-nets", nets.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(s.db.with_file_name("secret.safetensors"), "x").unwrap();
+    let served = serve(
+        &s.db,
+        &["--bind", "127.0.0.1:0", "--nets", nets.to_str().unwrap()],
+    );
+    let page: serde_json::Value =
+        serde_json::from_str(&get(&served.addr, "/api/runs").body).unwrap();
+    let ids: Vec<String> = query(&s.db, "SELECT id FROM runs ORDER BY id");
+    let mut linked: Vec<String> = page["nets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    linked.sort();
+    assert_eq!(linked, ids);
+    for id in &ids {
+        let got = get(&served.addr, &format!("/nets/{id}.safetensors"));
+        assert_eq!(got.status, 200);
+        assert_eq!(
+            got.bytes,
+            std::fs::read(nets.join(format!("{id}.safetensors"))).unwrap()
+        );
+    }
+    for path in [
+        "/nets/..%2Fsecret.safetensors",
+        "/nets/../secret.safetensors",
+        "/nets/0123.safetensors",
+        "/nets/",
+    ] {
+        assert_eq!(get(&served.addr, path).status, 404, "{path}");
+    }
+    let page = include_str!("../../src/serve/page.html");
+    assert!(
+        page.contains("nets/${r.id}.safetensors"),
+        "the page links the files"
     );
 }
