@@ -98,8 +98,8 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         nets: Option<PathBuf>,
     },
-    /// Write one CSV row per run: config columns, status, final metrics, timings (`--csv -`: to
-    /// standard output).
+    /// Write one CSV row per run: id, status, every run setting (with its value in force), final
+    /// metrics, timings (`--csv -`: to standard output).
     Export {
         /// Results database (file or URL, as for `status`) [default: $SHALLOW_DB].
         #[arg(env = "SHALLOW_DB", hide_env_values = true)]
