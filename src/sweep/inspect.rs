@@ -209,28 +209,11 @@ impl<'a> Identity<'a> {
     }
 }
 
-/// The columns of `shallow export` after the settings: what the run measured, and where and how
-/// long it ran.
+/// The columns of `shallow export` after the stored ones: the epochs recorded and the
+/// convergence record's fields.
 #[derive(Serialize)]
-struct Measured<'a> {
-    params: Option<i64>,
-    q: Option<f64>,
-    train_examples: Option<i64>,
-    final_train_loss: Option<f64>,
-    final_train_acc: Option<f64>,
-    final_val_loss: Option<f64>,
-    final_val_acc: Option<f64>,
-    diverged_epoch: Option<i64>,
-    truncated_val_loss: Option<f64>,
-    truncated_val_acc: Option<f64>,
+struct Measured {
     epochs_recorded: i64,
-    train_seconds: Option<f64>,
-    total_seconds: Option<f64>,
-    attempts: i64,
-    device: Option<&'a str>,
-    host: Option<&'a str>,
-    worker: Option<&'a str>,
-    error: Option<&'a str>,
     stop_reason: Option<&'static str>,
     best_epoch: Option<usize>,
     best_holdout_loss: Option<f64>,
@@ -241,28 +224,11 @@ struct Measured<'a> {
     seconds_to_best: Option<f64>,
 }
 
-impl<'a> Measured<'a> {
-    fn of(r: &'a RunRow) -> Measured<'a> {
+impl Measured {
+    fn of(r: &RunRow) -> Measured {
         let conv = r.convergence.as_ref();
         Measured {
-            params: r.params,
-            q: r.q,
-            train_examples: r.train_examples,
-            final_train_loss: r.final_train_loss,
-            final_train_acc: r.final_train_acc,
-            final_val_loss: r.final_val_loss,
-            final_val_acc: r.final_val_acc,
-            diverged_epoch: r.diverged_epoch,
-            truncated_val_loss: r.truncated_val_loss,
-            truncated_val_acc: r.truncated_val_acc,
             epochs_recorded: r.epochs_recorded,
-            train_seconds: r.train_seconds,
-            total_seconds: r.total_seconds,
-            attempts: r.attempts,
-            device: r.device.as_deref(),
-            host: r.host.as_deref(),
-            worker: r.worker.as_deref(),
-            error: r.error.as_deref(),
             stop_reason: conv.map(|v| v.stop_reason.as_str()),
             best_epoch: conv.map(|v| v.best_epoch),
             best_holdout_loss: conv.map(|v| v.best_holdout_loss),
@@ -303,8 +269,9 @@ pub fn export_csv_to(db: &Location, out: impl std::io::Write) -> Result<usize> {
     Ok(runs.len())
 }
 
-/// The identity, every setting of [`settings::described`] (in force: defaults filled in) and the
-/// measurements of each run; the setting columns come from `RunConfig`, so none can be missing.
+/// The identity, every setting of [`settings::described`] (in force: defaults filled in), every
+/// plain stored column ([`store::scalar_cells`]) and the convergence record of each run: the
+/// setting and stored columns are derived, so none can be missing.
 fn write_rows(runs: &[RunRow], out: impl std::io::Write) -> Result<()> {
     let mut writer = csv::WriterBuilder::new()
         .has_headers(false)
@@ -312,12 +279,14 @@ fn write_rows(runs: &[RunRow], out: impl std::io::Write) -> Result<()> {
     if let Some(first) = runs.first() {
         let mut header = header_of(&Identity::of(first))?;
         header.extend(settings::names().iter().map(|n| n.to_string()));
+        header.extend(store::scalar_names().iter().map(|n| n.to_string()));
         header.extend(header_of(&Measured::of(first))?);
         writer.write_record(&header)?;
     }
     for r in runs {
         let settings = r.config.values_in_force();
-        writer.serialize((Identity::of(r), settings, Measured::of(r)))?;
+        let stored = store::scalar_cells(r)?;
+        writer.serialize((Identity::of(r), settings, stored, Measured::of(r)))?;
     }
     writer.flush()?;
     Ok(())

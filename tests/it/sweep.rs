@@ -213,9 +213,12 @@ fn status_and_export_describe_the_results() {
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     assert_eq!(rows.len(), 4);
     // Every run setting is a column, with the value in force where the grid left it out.
-    for name in shallow::train::settings::names() {
+    // ... and every plain stored column of a run.
+    let stored = shallow::sweep::store::scalar_names();
+    for name in shallow::train::settings::names().iter().chain(&stored) {
         assert!(headers.iter().any(|h| h == *name), "no column {name}");
     }
+    assert!(stored.contains(&"final_val_loss") && stored.contains(&"finished_at"));
     assert_eq!(
         ["augment", "weight_decay", "optimizer", "filters"].map(|c| &rows[0][column(c)]),
         ["none", "0", "adam", "3"]

@@ -2,8 +2,9 @@
 //! [`RunRow`], [`EpochRow`] and, for a result, [`RunResult`]), its kind and its constraints. Both
 //! backends derive from these lists their CREATE TABLEs, the columns a migration adds to an
 //! older database, their SELECTs (reading what an older database lacks as NULL), INSERTs and
-//! UPDATEs, and they decode rows by column name through serde. Adding a result column is one
-//! line in [`RUN_COLUMNS`] (and the field of that name in `RunRow` and `RunResult`).
+//! UPDATEs, and they decode rows by column name through serde; `shallow export` writes every
+//! plain one ([`scalar_cells`]). Adding a result column is one line in [`RUN_COLUMNS`] (and the
+//! field of that name in `RunRow` and `RunResult`, the types that carry it).
 use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -152,6 +153,34 @@ pub(super) fn result_columns() -> impl Iterator<Item = Column> {
         .iter()
         .copied()
         .filter(|c| c.role == Role::Result)
+}
+
+/// The run columns that hold one plain value each, in list order: all but the run's identity
+/// and status and its JSON documents (config, convergence record).
+fn scalar_run_columns() -> impl Iterator<Item = &'static Column> {
+    const IDENTITY: [&str; 4] = ["id", "pair_id", "sweep", "status"];
+    RUN_COLUMNS
+        .iter()
+        .filter(|c| c.kind != JsonText && !IDENTITY.contains(&c.name))
+}
+
+/// The names of [`scalar_cells`], in order.
+pub fn scalar_names() -> Vec<&'static str> {
+    scalar_run_columns().map(|c| c.name).collect()
+}
+
+/// `row`'s value of every [`scalar_run_columns`] as text (empty for NULL): a run's stored
+/// results and bookkeeping as `shallow export` writes them, so that a result column added to
+/// [`RUN_COLUMNS`] is exported with nothing else to edit.
+pub fn scalar_cells(row: &RunRow) -> Result<Vec<String>> {
+    let fields = fields_of(row)?;
+    Ok(scalar_run_columns()
+        .map(|c| match fields.get(c.name) {
+            None | Some(Json::Null) => String::new(),
+            Some(Json::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        })
+        .collect())
 }
 
 fn fields_of(row: &impl Serialize) -> Result<Map<String, Json>> {

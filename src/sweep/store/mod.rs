@@ -422,6 +422,7 @@ mod schema;
 mod sqlite;
 mod table;
 
+pub use columns::{scalar_cells, scalar_names};
 pub use location::{Location, redact};
 use named::Named;
 pub use postgres::PostgresStore;
