@@ -425,7 +425,6 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Tensor {
     logits.cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, -100, 0.0)
 }
 
-/// Mean loss and accuracy in eval mode (batch norm with running statistics), without gradients.
 /// The logits of `net` for the images `x`, in eval mode, a batch at a time.
 pub fn logits(net: &Net, x: &Tensor) -> Tensor {
     tch::no_grad(|| {
@@ -438,6 +437,7 @@ pub fn logits(net: &Net, x: &Tensor) -> Tensor {
     })
 }
 
+/// Mean loss and accuracy in eval mode (batch norm with running statistics), without gradients.
 pub fn evaluate(net: &Net, x: &Tensor, y: &Tensor) -> (f64, f64) {
     tch::no_grad(|| {
         let n = y.size()[0];
