@@ -21,6 +21,14 @@ use crate::data::Normalisation;
 /// The `format` entry of the metadata: what wrote the file, and the version of its layout.
 pub const FORMAT: &str = "shallow-net/1";
 
+/// The file of run `run_id`'s net in a folder of saved nets (`--save-nets`, `serve --nets`).
+pub fn file_in(dir: &Path, run_id: &str) -> std::path::PathBuf {
+    dir.join(format!("{run_id}.{EXTENSION}"))
+}
+
+/// The extension of a saved net's file.
+pub const EXTENSION: &str = "safetensors";
+
 /// What a saved net's metadata holds besides its variables.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metadata {

@@ -93,7 +93,7 @@ pub fn runs(
     let (runs, counted) = store.runs_table(&q)?;
     let nets = nets.map_or_else(Vec::new, |dir| {
         runs.iter()
-            .filter(|r| dir.join(format!("{}.safetensors", r.id)).is_file())
+            .filter(|r| crate::model::saved::file_in(dir, &r.id).is_file())
             .map(|r| r.id.clone())
             .collect()
     });

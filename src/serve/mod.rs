@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow};
 use tiny_http::{Header, Request, Response};
 
+use crate::model::saved;
 use crate::sweep::inspect;
 use crate::sweep::store::{self, Location, Store};
 
@@ -155,10 +156,14 @@ impl Server {
     /// The bytes of the saved net `file` (`<run id>.safetensors`), if `--nets` holds it. Only
     /// such names are served: a run id is hexadecimal, so no path can leave the folder.
     fn net(&self, file: &str) -> Option<Vec<u8>> {
-        let id = file.strip_suffix(".safetensors")?;
+        let (id, extension) = file.rsplit_once('.')?;
         let plain = !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit());
-        let dir = self.options.nets.as_ref().filter(|_| plain)?;
-        std::fs::read(dir.join(file)).ok()
+        let dir = self
+            .options
+            .nets
+            .as_ref()
+            .filter(|_| plain && extension == saved::EXTENSION)?;
+        std::fs::read(saved::file_in(dir, id)).ok()
     }
 
     /// The answer to a request that reads the store, through this thread's `reader`.

@@ -234,7 +234,7 @@ impl Worker<'_> {
             .iter()
             .map(|run| {
                 let dir = self.opts.save_nets.as_ref()?;
-                let path = dir.join(format!("{}.safetensors", run.id));
+                let path = crate::model::saved::file_in(dir, &run.id);
                 Some(train::SaveNet::new(&path, &run.config, tensors))
             })
             .map(Option::transpose)
