@@ -11,12 +11,13 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor, nn, nn::OptimizerConfig};
+use tch::{Device, Kind, Tensor, nn};
 
 use crate::device;
 use crate::model::{Activation, Architecture, Head, Layout, Net, Pool, Precision};
 use crate::report::stats::median;
 use crate::train::cross_entropy;
+use crate::train::torch_optim::{self, TorchOptimizer};
 
 /// A benchmark net (the same table is in bench/reference.py).
 #[derive(Debug, Clone, Copy)]
@@ -148,7 +149,7 @@ pub fn measure_step(
     device::set_threads(s.threads);
     let vs = nn::VarStore::new(s.device);
     let model = Net::new(&vs.root(), net.architecture(layout), 0)?.with_precision(s.precision);
-    let mut opt = nn::Adam::default().build(&vs, 1e-3)?;
+    let mut opt = TorchOptimizer::new(&torch_optim::Kind::Adam { wd: 0.0 }, &vs, 1e-3)?;
     let [c, h, w] = net.input.map(|d| d as i64);
     let x = Tensor::randn([BATCH as i64, c, h, w], (Kind::Float, s.device));
     let y = Tensor::randint(10, [BATCH as i64], (Kind::Int64, s.device));

@@ -26,6 +26,7 @@ use tch::{Kind, Tensor, nn};
 mod architecture;
 pub mod fused;
 pub mod saved;
+pub(crate) mod tensor_file;
 
 pub use architecture::{Activation, Architecture, Head, Layout, Pool, Precision};
 

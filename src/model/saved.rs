@@ -7,12 +7,11 @@
 //! `stem.weight` F×C×k×k, `stem.bias` F, `units.weight` L·F×F×k×k, `units.bias` L·F (without
 //! batch norm), `units.bn.{weight,bias,running_mean,running_var}` L·F (with it),
 //! `head.weight` M×features, `head.bias` M.
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail, ensure};
-use safetensors::tensor::{Dtype, View};
+use safetensors::tensor::Dtype;
 use tch::{Device, Kind, Tensor, nn};
 
 use super::{Architecture, Net};
@@ -38,52 +37,6 @@ pub struct Metadata {
     pub settings: serde_json::Value,
 }
 
-/// A tensor's bytes (f32 or i64, little-endian), for the safetensors writer.
-struct Raw {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl View for &Raw {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
-}
-
-fn raw(t: &Tensor) -> Result<Raw> {
-    let t = t.to_device(Device::Cpu).contiguous();
-    let shape = t.size().iter().map(|&d| d as usize).collect();
-    let flat = t.flatten(0, -1);
-    Ok(match t.kind() {
-        Kind::Int64 => Raw {
-            dtype: Dtype::I64,
-            shape,
-            bytes: Vec::<i64>::try_from(flat)?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        },
-        _ => Raw {
-            dtype: Dtype::F32,
-            shape,
-            bytes: Vec::<f32>::try_from(flat.to_kind(Kind::Float))?
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect(),
-        },
-    })
-}
-
 /// Writes named tensors (f32, or i64 for integer ones) and `metadata` to the safetensors file
 /// `path`, whole or not at all.
 pub fn write_tensors(
@@ -91,11 +44,17 @@ pub fn write_tensors(
     tensors: &[(String, Tensor)],
     metadata: HashMap<String, String>,
 ) -> Result<()> {
-    let raws = tensors
+    let tensors: Vec<(String, Tensor)> = tensors
         .iter()
-        .map(|(name, t)| Ok((name.clone(), raw(t)?)))
-        .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::tensor::serialize(raws.iter().map(|(n, t)| (n, t)), &Some(metadata))
+        .map(|(name, t)| {
+            let t = match t.kind() {
+                Kind::Int64 => t.shallow_clone(),
+                _ => t.to_kind(Kind::Float),
+            };
+            (name.clone(), t)
+        })
+        .collect();
+    let bytes = super::tensor_file::encode(&tensors, metadata)
         .with_context(|| format!("cannot encode the tensors for {}", path.display()))?;
     crate::files::write_atomically(path, |file| Ok(file.write_all(&bytes)?))
 }

@@ -50,6 +50,15 @@ impl Augmenter {
         })
     }
 
+    /// How far its random stream has gone ([`Augmenter::seek`] goes back there).
+    pub fn position(&self) -> u128 {
+        self.rng.get_word_pos()
+    }
+
+    pub fn seek(&mut self, position: u128) {
+        self.rng.set_word_pos(position);
+    }
+
     /// `x` ([B, C, H, W]) with each image cropped at its own offset from its padded copy, and
     /// flipped where drawn: two gathers, on `x`'s device.
     pub fn apply(&mut self, x: &Tensor) -> Tensor {

@@ -6,6 +6,9 @@
 //! Each call of [`Lbfgs::step`] runs up to `max_iter` iterations on one minibatch through a
 //! closure that computes its loss and gradients; the curvature history carries over from step to
 //! step, as in PyTorch.
+use std::collections::HashMap;
+
+use anyhow::{Context, Result, ensure};
 use tch::{Kind, Tensor};
 
 /// `torch.optim.LBFGS`'s defaults, and the strong-Wolfe constants of its line search.
@@ -65,6 +68,60 @@ impl Lbfgs {
 
     pub fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
+    }
+
+    /// What the next steps depend on besides the parameters, as named tensors (a checkpoint's
+    /// part): the iteration count, the last direction and step, the curvature history and the
+    /// last gradient.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let mut state = vec![
+            (
+                "n_iter".to_owned(),
+                Tensor::from_slice(&[self.n_iter as i64]),
+            ),
+            (
+                "t_h_diag".to_owned(),
+                Tensor::from_slice(&[self.t, self.h_diag]),
+            ),
+            ("ro".to_owned(), Tensor::from_slice(&self.ro)),
+        ];
+        let optional = [("d", &self.d), ("prev_flat_grad", &self.prev_flat_grad)];
+        for (name, t) in optional {
+            state.extend(t.as_ref().map(|t| (name.to_owned(), t.shallow_clone())));
+        }
+        for (i, (dir, stp)) in self.old_dirs.iter().zip(&self.old_stps).enumerate() {
+            state.push((format!("old_dirs.{i}"), dir.shallow_clone()));
+            state.push((format!("old_stps.{i}"), stp.shallow_clone()));
+        }
+        state
+    }
+
+    /// Takes back the [`Lbfgs::state`] of an optimizer over the same parameters (tensors moved
+    /// to the parameters' device).
+    pub fn restore(&mut self, state: &mut HashMap<String, Tensor>) -> Result<()> {
+        let device = self.params.first().map_or(tch::Device::Cpu, Tensor::device);
+        let mut take = |name: &str| state.remove(name).map(|t| t.to_device(device));
+        let need = |t: Option<Tensor>, name: &str| t.with_context(|| format!("no L-BFGS {name}"));
+        self.n_iter = usize::try_from(need(take("n_iter"), "n_iter")?.int64_value(&[0]))?;
+        let t_h = Vec::<f64>::try_from(need(take("t_h_diag"), "step")?)?;
+        ensure!(
+            t_h.len() == 2,
+            "L-BFGS step and scale: {} values",
+            t_h.len()
+        );
+        (self.t, self.h_diag) = (t_h[0], t_h[1]);
+        self.ro = Vec::<f64>::try_from(need(take("ro"), "ro")?)?;
+        self.d = take("d");
+        self.prev_flat_grad = take("prev_flat_grad");
+        self.old_dirs.clear();
+        self.old_stps.clear();
+        for i in 0..self.ro.len() {
+            self.old_dirs
+                .push(need(take(&format!("old_dirs.{i}")), "history")?);
+            self.old_stps
+                .push(need(take(&format!("old_stps.{i}")), "history")?);
+        }
+        Ok(())
     }
 
     fn zero_grad(&self) {

@@ -18,12 +18,15 @@ use stopping::{Convergence, Monitor, Snapshot};
 
 pub(crate) mod adam;
 pub mod augment;
+pub mod checkpoint;
 pub(crate) mod fused;
 pub mod lbfgs;
 mod observer;
 pub mod optim;
 pub mod settings;
 pub mod stopping;
+pub(crate) mod torch_optim;
+pub use checkpoint::Checkpoint;
 pub use fused::train_fused;
 pub use observer::{All, Bar, Observer, SaveNet, Silent, Step, Stopped};
 
@@ -243,6 +246,19 @@ pub fn train(
     device: Device,
     observer: &mut dyn Observer,
 ) -> Result<RunResult> {
+    train_from(cfg, data, device, observer, None)
+}
+
+/// [`train`], resumed after the epoch of `resume` when given (the checkpoint's epochs are told
+/// to the observer again, then training goes on as if it had never stopped). The observer is
+/// handed a [`Checkpoint`] after each epoch it asks for one ([`Observer::wants_checkpoint`]).
+pub fn train_from(
+    cfg: &RunConfig,
+    data: &Tensors,
+    device: Device,
+    observer: &mut dyn Observer,
+    resume: Option<&Checkpoint>,
+) -> Result<RunResult> {
     cfg.validate()?;
     check_holdout(cfg, data)?;
     check_fits(cfg, data.shape, data.classes, device)?;
@@ -259,7 +275,9 @@ pub fn train(
     let mut opt = optim::build(cfg, &vs)?;
     let mut schedule = LrSchedule::new(cfg);
     let mut monitor = Monitor::new(cfg);
-    let variables: Vec<Tensor> = vs.variables().into_values().collect();
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let variables: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
     let mut best: Option<Snapshot> = None;
     let mut draws = Draws {
         order: ChaCha8Rng::seed_from_u64(cfg.seed ^ SHUFFLE_STREAM),
@@ -267,7 +285,21 @@ pub fn train(
     };
     observer.start(&vs)?;
     let mut result = RunResult::begin(cfg, params, data, device);
-    for epoch in 1..=cfg.epochs {
+    let mut before = 0.0;
+    if let Some(checkpoint) = resume {
+        let resumed = checkpoint::restore(checkpoint, cfg, &named, &mut opt, &mut draws)?;
+        (before, best) = (resumed.elapsed, resumed.best);
+        for m in resumed.epochs {
+            observer.epoch(&m)?;
+            schedule.observe(m.epoch, m.holdout_loss);
+            if let Some(loss) = m.holdout_loss {
+                monitor.observe(m.epoch, loss);
+            }
+            result.push_epoch(m);
+        }
+    }
+    let first = result.epochs.len() + 1;
+    for epoch in first..=cfg.epochs {
         opt.set_lr(schedule.rate(epoch));
         let Some(m) = train_epoch(
             (&net, &vs),
@@ -297,13 +329,24 @@ pub fn train(
         if monitor.stopped() {
             break;
         }
+        if epoch < cfg.epochs && observer.wants_checkpoint(epoch) {
+            let state = checkpoint::Solo {
+                cfg,
+                result: &result,
+                elapsed: before + started.elapsed().as_secs_f64(),
+                variables: &named,
+                best: best.as_ref(),
+                opt: &opt,
+                draws: &draws,
+            };
+            observer.checkpoint(&state.capture()?)?;
+        }
     }
     if result.outcome == Outcome::Done {
         if let Some(best) = &best {
             best.restore();
         }
-        let state: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-        observer.trained(&state)?;
+        observer.trained(&named)?;
         result.conclude(
             evaluate(&net, &data.train_x, &data.train_y),
             evaluate(&net, &data.val_x, &data.val_y),
@@ -311,7 +354,7 @@ pub fn train(
         );
         result.truncated(truncated_evaluation(&net, data, cfg.batch_size)?);
     }
-    result.total_seconds = started.elapsed().as_secs_f64();
+    result.total_seconds = before + started.elapsed().as_secs_f64();
     Ok(result)
 }
 

@@ -4,7 +4,7 @@ use anyhow::Result;
 use indicatif::ProgressBar;
 use tch::{Tensor, nn};
 
-use super::EpochMetrics;
+use super::{Checkpoint, EpochMetrics};
 use crate::data::Tensors;
 
 /// One optimisation step, as an observer sees it after the update.
@@ -33,6 +33,15 @@ pub trait Observer {
     /// Asked before every step: `true` stops training with the error [`Stopped`].
     fn should_stop(&self) -> bool {
         false
+    }
+    /// Asked at the end of every epoch after which training goes on: `true` to be handed the
+    /// run's [`Checkpoint`] (built only then).
+    fn wants_checkpoint(&mut self, _epoch: usize) -> bool {
+        false
+    }
+    /// The run's state after the epoch just asked about; an error aborts the run.
+    fn checkpoint(&mut self, _checkpoint: &Checkpoint) -> Result<()> {
+        Ok(())
     }
     /// The trained net's variables and batch-norm statistics by name, once, at the end of a run
     /// that did not diverge (the best held-out epoch's, where a stopping rule restored them);
@@ -78,6 +87,17 @@ impl Observer for All<'_> {
     }
     fn trained(&mut self, state: &[(String, Tensor)]) -> Result<()> {
         self.0.iter_mut().try_for_each(|o| o.trained(state))
+    }
+    fn wants_checkpoint(&mut self, epoch: usize) -> bool {
+        // Every observer is asked (each may keep its own clock).
+        let mut wants = false;
+        for o in &mut self.0 {
+            wants |= o.wants_checkpoint(epoch);
+        }
+        wants
+    }
+    fn checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        self.0.iter_mut().try_for_each(|o| o.checkpoint(checkpoint))
     }
 }
 

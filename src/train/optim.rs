@@ -2,13 +2,15 @@
 //! `torch.optim.Adam`, `AdamW` and `SGD`), L-BFGS ([`super::lbfgs`]) and the schedules of `torch.optim.lr_scheduler`
 //! (`LinearLR` warm-up, then `CosineAnnealingLR`, `StepLR` or `ReduceLROnPlateau`), stepped once
 //! per epoch as PyTorch users do.
-use anyhow::Result;
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
-use tch::nn::{self, OptimizerConfig};
+use tch::{Tensor, nn};
 
 use super::RunConfig;
 use super::lbfgs::Lbfgs;
+use super::torch_optim::{self, TorchOptimizer};
 
 /// The optimizer of a run.
 #[derive(
@@ -93,7 +95,7 @@ pub const LBFGS_MIN_BATCH: usize = 256;
 
 /// A run's optimizer: one of libtorch's, or L-BFGS, which takes several evaluations per batch.
 pub enum Stepper {
-    Torch(nn::Optimizer),
+    Torch(TorchOptimizer),
     Lbfgs(Lbfgs),
 }
 
@@ -117,29 +119,51 @@ impl Stepper {
             Stepper::Lbfgs(opt) => opt.step(closure),
         }
     }
+
+    /// The optimizer's state as named tensors (libtorch's archive as bytes, or L-BFGS's
+    /// tensors), for a checkpoint.
+    pub fn state(&self) -> Result<Vec<(String, Tensor)>> {
+        Ok(match self {
+            Stepper::Torch(opt) => {
+                vec![("torch".to_owned(), Tensor::from_slice(&opt.state()?))]
+            }
+            Stepper::Lbfgs(opt) => opt
+                .state()
+                .into_iter()
+                .map(|(name, t)| (format!("lbfgs.{name}"), t))
+                .collect(),
+        })
+    }
+
+    /// Takes back the [`Stepper::state`] of the same optimizer over the same variables.
+    pub fn restore(&mut self, state: &mut HashMap<String, Tensor>) -> Result<()> {
+        match self {
+            Stepper::Torch(opt) => {
+                let bytes = state.remove("torch").context("no optimizer state")?;
+                opt.load_state(&Vec::<u8>::try_from(bytes)?)
+            }
+            Stepper::Lbfgs(opt) => {
+                let mut own: HashMap<String, Tensor> = state
+                    .drain()
+                    .filter_map(|(n, t)| Some((n.strip_prefix("lbfgs.")?.to_owned(), t)))
+                    .collect();
+                opt.restore(&mut own)
+            }
+        }
+    }
 }
 
 /// Builds the run's optimizer over every trainable variable of `vars`.
 pub fn build(cfg: &RunConfig, vars: &nn::VarStore) -> Result<Stepper> {
     let wd = cfg.weight_decay();
-    let opt = match cfg.optimizer {
-        Optimizer::Adam => nn::Adam {
-            wd,
-            ..Default::default()
-        }
-        .build(vars, cfg.lr)?,
-        Optimizer::Adamw => nn::AdamW {
-            wd,
-            ..Default::default()
-        }
-        .build(vars, cfg.lr)?,
-        Optimizer::Sgd => nn::Sgd {
+    let kind = match cfg.optimizer {
+        Optimizer::Adam => torch_optim::Kind::Adam { wd },
+        Optimizer::Adamw => torch_optim::Kind::AdamW { wd },
+        Optimizer::Sgd => torch_optim::Kind::Sgd {
             momentum: cfg.momentum,
-            dampening: 0.0,
             wd,
             nesterov: cfg.nesterov,
-        }
-        .build(vars, cfg.lr)?,
+        },
         Optimizer::Lbfgs => {
             return Ok(Stepper::Lbfgs(Lbfgs::new(
                 vars.trainable_variables(),
@@ -150,6 +174,7 @@ pub fn build(cfg: &RunConfig, vars: &nn::VarStore) -> Result<Stepper> {
             )));
         }
     };
+    let opt = TorchOptimizer::new(&kind, vars, cfg.lr)?;
     Ok(Stepper::Torch(opt))
 }
 

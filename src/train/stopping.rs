@@ -172,6 +172,16 @@ impl Snapshot {
         )
     }
 
+    /// The copies of `vars` given (a checkpoint's best weights), in `vars`' order.
+    pub fn of(vars: &[Tensor], copies: Vec<Tensor>) -> Snapshot {
+        Snapshot(vars.iter().map(Tensor::shallow_clone).zip(copies).collect())
+    }
+
+    /// The copies, in the order of the variables they were taken from.
+    pub fn copies(&self) -> impl Iterator<Item = Tensor> + '_ {
+        self.0.iter().map(|(_, copy)| copy.shallow_clone())
+    }
+
     /// Writes the copies back into the variables they were taken from.
     pub fn restore(&self) {
         tch::no_grad(|| {

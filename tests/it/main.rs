@@ -2,6 +2,7 @@
 mod common;
 
 mod chaos;
+mod checkpoint;
 mod cli;
 mod convergence;
 mod cuda;
