@@ -197,6 +197,11 @@ pub struct KeepArgs {
     /// created if missing. A folder every worker reaches (on a cluster, a shared one).
     #[arg(long, value_name = "DIR")]
     pub save_nets: Option<PathBuf>,
+    /// Write a run's checkpoint (weights, optimizer state, stream positions) to the store at
+    /// the end of an epoch once this many seconds have passed since its last; 0: after every
+    /// epoch. A run whose worker is killed or stopped resumes from its checkpoint, bit for bit.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub checkpoint_every: u64,
 }
 
 /// How workers take runs from the queue, and what happens to runs whose workers die.

@@ -253,6 +253,7 @@ fn sweep_command(args: &SweepArgs) -> Result<ExitCode> {
             fuse: args.queue.fuse,
             forever: false,
             save_nets: args.keep.save_nets.clone(),
+            checkpoint_every: Duration::from_secs(args.keep.checkpoint_every),
         },
         workers: queued.workers,
         log_path: queued.log_path.clone(),
@@ -273,6 +274,7 @@ fn worker_command(args: &WorkerArgs) -> Result<ExitCode> {
         forever: args.forever,
         fuse: args.queue.fuse,
         save_nets: args.keep.save_nets.clone(),
+        checkpoint_every: Duration::from_secs(args.keep.checkpoint_every),
     };
     if args.workers > 1 {
         let pool = coordinator::PoolOptions {

@@ -11,11 +11,13 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Reduction, Tensor};
 
+use super::Checkpoint;
 use super::adam::MemberAdam;
 use super::stopping::{Monitor, Snapshot};
 use super::{
     CHECK_EVERY, EVAL_BATCH, EpochMetrics, Observer, Outcome, RunConfig, RunResult, SHUFFLE_STREAM,
-    Stopped, check_fits_within, memory_to_check, shuffled_indices, train, truncated_evaluation,
+    Stopped, check_fits_within, memory_to_check, shuffled_indices, train_from,
+    truncated_evaluation,
 };
 use crate::data::Tensors;
 use crate::model::fused::FusedNet;
@@ -24,19 +26,27 @@ use crate::model::{Architecture, Precision};
 /// Trains `cfgs` (one run each, all of one [`RunConfig::fusion_group`]) together; `observers[m]`
 /// is told member m's epoch orders and metrics, and any of them can stop the whole array. Fused
 /// members get no per-step calls ([`Observer::start`], [`Observer::step`]): they have no variable
-/// store of their own. One run is trained by [`train`], today's path.
+/// store of their own. One run is trained by [`train_from`], today's path. `resumes[m]` is the
+/// checkpoint member m resumes from, if any.
 pub fn train_fused(
     cfgs: &[RunConfig],
     data: &Tensors,
     device: Device,
     observers: &mut [&mut dyn Observer],
+    resumes: &[Option<Checkpoint>],
 ) -> Result<Vec<RunResult>> {
     ensure!(
-        !cfgs.is_empty() && cfgs.len() == observers.len(),
-        "fused training needs one observer per run"
+        !cfgs.is_empty() && cfgs.len() == observers.len() && cfgs.len() == resumes.len(),
+        "fused training needs one observer and one checkpoint (or none) per run"
     );
-    if let ([cfg], [observer]) = (cfgs, &mut *observers) {
-        return Ok(vec![train(cfg, data, device, *observer)?]);
+    if let ([cfg], [observer], [resume]) = (cfgs, &mut *observers, resumes) {
+        return Ok(vec![train_from(
+            cfg,
+            data,
+            device,
+            *observer,
+            resume.as_ref(),
+        )?]);
     }
     let first = &cfgs[0];
     for cfg in cfgs {

@@ -4,13 +4,21 @@
 //! refused.
 use crate::common;
 
-use common::{real_data, run_config};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::stores::TestStore;
+use common::sweeps::{Setup, queue_only, setup};
+use common::{real_data, run_config, shallow_bin};
 use shallow::data::{self, Holdout, Tensors};
 use shallow::model::{Layout, Pool};
+use shallow::sweep::store::{self, Location};
 use shallow::train::augment::Augment;
 use shallow::train::optim::{Optimizer, Schedule};
 use shallow::train::stopping::StopRule;
-use shallow::train::{self, Checkpoint, Observer, RunConfig, RunResult};
+use shallow::train::{self, Checkpoint, EpochMetrics, Observer, RunConfig, RunResult};
 use tch::Device;
 
 /// Keeps every checkpoint it is offered.
@@ -149,4 +157,135 @@ fn a_checkpoint_not_whole_or_of_other_settings_or_code_is_refused() {
     )
     .unwrap_err();
     assert!(format!("{err:#}").contains("other settings"), "{err:#}");
+}
+
+/// A worker on `db` with a checkpoint after every epoch, fusing up to `fuse` runs.
+fn worker(s: &Setup, db: &str, fuse: &str) -> Command {
+    let mut c = Command::new(shallow_bin());
+    c.args(["worker", "--db", db, "--threads", "1", "--offline"])
+        .args(["--fuse", fuse, "--checkpoint-every", "0"])
+        .arg("--data-dir")
+        .arg(&s.data)
+        .env("SHALLOW_LOG", "info");
+    c
+}
+
+/// Every run's epochs (without their timings), by run id.
+fn epochs(location: &Location) -> BTreeMap<String, Vec<EpochMetrics>> {
+    let store = store::open(location).unwrap();
+    let mut all = BTreeMap::new();
+    for row in store.epochs().unwrap() {
+        let mut m = row.metrics;
+        (m.seconds, m.images_per_second) = (0.0, 0.0);
+        all.entry(row.run_id).or_insert_with(Vec::new).push(m);
+    }
+    all
+}
+
+/// Waits until a run of `ids` has a checkpoint after at least epoch 2 (while `worker` is still
+/// training).
+fn wait_for_checkpoints(location: &Location, ids: &[String], worker: &mut Child) {
+    let mut store = store::open(location).unwrap();
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoints"
+        );
+        if let Some(status) = worker.try_wait().unwrap() {
+            let mut log = String::new();
+            worker
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut log)
+                .unwrap();
+            panic!("the worker ended ({status}) before its checkpoints: {log}");
+        }
+        let epochs: Vec<Option<usize>> = ids
+            .iter()
+            .map(|id| {
+                let stored = store.checkpoint(id).unwrap()?;
+                Some(stored.open().unwrap().epoch())
+            })
+            .collect();
+        if epochs.iter().any(|e| e.is_some_and(|e| e >= 2)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Trains the grid of `runs_toml` once through, and once killed with `signal` after its runs'
+/// second checkpoints and resumed by a second worker: every epoch of every run is the same bit
+/// for bit, the second worker said it resumed, and no checkpoint is left.
+fn killed_and_resumed_equals_uninterrupted(
+    target: TestStore,
+    signal: i32,
+    runs_toml: &str,
+    fuse: &str,
+) {
+    let s = setup(runs_toml, 3000, 16);
+    let reference = common::stores::sqlite();
+    let db = |t: &TestStore| String::from(t.location.clone());
+    queue_only(&s, &db(&reference));
+    let whole = worker(&s, &db(&reference), fuse).output().unwrap();
+    assert!(whole.status.success(), "{whole:?}");
+    let expected = epochs(&reference.location);
+
+    queue_only(&s, &db(&target));
+    let ids: Vec<String> = expected.keys().cloned().collect();
+    let mut first = worker(&s, &db(&target), fuse)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_checkpoints(&target.location, &ids, &mut first);
+    // SAFETY: signals the worker this test started.
+    unsafe { libc::kill(first.id() as i32, signal) };
+    let out = first.wait_with_output().unwrap();
+    if signal == libc::SIGKILL {
+        if let Location::Postgres(_) = target.location {
+            // The dead worker's lease expires (as it would after --lease seconds).
+            common::stores::execute(&target.location, "UPDATE runs SET lease_renewed_at = 0");
+        }
+    } else {
+        assert!(out.status.success(), "{out:?}");
+    }
+    let mut store = store::open(&target.location).unwrap();
+    let kept: Vec<&String> = ids
+        .iter()
+        .filter(|id| store.checkpoint(id).unwrap().is_some())
+        .collect();
+    assert!(!kept.is_empty());
+    let second = worker(&s, &db(&target), fuse).output().unwrap();
+    let log = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{log}");
+    for id in kept {
+        assert!(
+            log.contains(&format!("run {id} resumes after epoch")),
+            "{log}"
+        );
+    }
+    assert_eq!(epochs(&target.location), expected, "{log}");
+    for id in &ids {
+        assert!(
+            store.checkpoint(id).unwrap().is_none(),
+            "{id} kept its checkpoint"
+        );
+    }
+}
+
+const SOLO: &str = "layers = 3\nfilters = 8\nepochs = 6\nbatch_size = 16\nholdout = 500\n\
+                    stop = \"plateau\"\npatience = 3\n";
+
+#[test]
+fn a_killed_worker_s_run_resumes_bit_for_bit_on_sqlite() {
+    killed_and_resumed_equals_uninterrupted(common::stores::sqlite(), libc::SIGKILL, SOLO, "1");
+    killed_and_resumed_equals_uninterrupted(common::stores::sqlite(), libc::SIGTERM, SOLO, "1");
+}
+
+#[test]
+fn a_killed_worker_s_run_resumes_bit_for_bit_on_postgres() {
+    killed_and_resumed_equals_uninterrupted(common::stores::postgres(), libc::SIGKILL, SOLO, "1");
+    killed_and_resumed_equals_uninterrupted(common::stores::postgres(), libc::SIGTERM, SOLO, "1");
 }

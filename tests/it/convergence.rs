@@ -124,7 +124,14 @@ fn fused_members_stop_independently_and_restore_their_own_best_weights() {
         let mut silent = [Silent, Silent, Silent];
         let mut observers: Vec<&mut dyn Observer> =
             silent.iter_mut().map(|s| s as &mut dyn Observer).collect();
-        let fused = train::train_fused(&cfgs, &tensors, Device::Cpu, &mut observers).unwrap();
+        let fused = train::train_fused(
+            &cfgs,
+            &tensors,
+            Device::Cpu,
+            &mut observers,
+            &vec![None; cfgs.len()],
+        )
+        .unwrap();
         let epochs: Vec<usize> = fused.iter().map(|r| r.epochs.len()).collect();
         eprintln!("batchnorm {batchnorm}: members trained {epochs:?} epochs");
         for (cfg, r) in cfgs.iter().zip(&fused) {

@@ -163,7 +163,14 @@ fn fused(cfgs: &[RunConfig], data: &Tensors) -> Vec<RunResult> {
         .iter_mut()
         .map(|s| s as &mut dyn train::Observer)
         .collect();
-    train::train_fused(cfgs, data, Device::Cpu, &mut observers).unwrap()
+    train::train_fused(
+        cfgs,
+        data,
+        Device::Cpu,
+        &mut observers,
+        &vec![None; cfgs.len()],
+    )
+    .unwrap()
 }
 
 /// Relative agreement of a fused member with its solo run, after one epoch (19 Adam steps) on
@@ -316,6 +323,13 @@ fn one_member_is_todays_solo_run_and_mismatched_runs_are_refused() {
     let mut silent = [Silent, Silent];
     let [s0, s1] = &mut silent;
     let mut observers: [&mut dyn train::Observer; 2] = [s0, s1];
-    let err = train::train_fused(&[cfg, other], &data, Device::Cpu, &mut observers).unwrap_err();
+    let err = train::train_fused(
+        &[cfg, other],
+        &data,
+        Device::Cpu,
+        &mut observers,
+        &[None, None],
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("only in lr and seed"), "{err}");
 }

@@ -14,7 +14,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::train::stopping::Convergence;
-use crate::train::{EpochMetrics, RunConfig, RunResult};
+use crate::train::{Checkpoint, EpochMetrics, RunConfig, RunResult};
 use identity::RunSpec;
 
 /// Where a run stands: `pending → running → done | diverged | failed`.
@@ -192,6 +192,38 @@ pub struct Running {
     pub worker_gone: bool,
 }
 
+/// A checkpoint as the store keeps it: its bytes and their SHA-256 when saved.
+#[derive(Debug, Clone)]
+pub struct StoredCheckpoint {
+    pub bytes: Vec<u8>,
+    pub sha256: String,
+}
+
+impl StoredCheckpoint {
+    fn of(checkpoint: &Checkpoint) -> StoredCheckpoint {
+        StoredCheckpoint {
+            bytes: checkpoint.bytes().to_vec(),
+            sha256: sha256_hex(checkpoint.bytes()),
+        }
+    }
+
+    /// The checkpoint, if its bytes are those saved and read as one ([`Checkpoint::from_bytes`]).
+    pub fn open(self) -> Result<Checkpoint> {
+        let sha256 = sha256_hex(&self.bytes);
+        anyhow::ensure!(
+            sha256 == self.sha256,
+            "its bytes changed since they were saved (SHA-256 {sha256}, saved as {})",
+            self.sha256
+        );
+        Checkpoint::from_bytes(self.bytes)
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
 /// What `add_runs` did.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Added {
@@ -220,6 +252,17 @@ pub trait Store {
         limit: &dyn Fn(&RunConfig) -> usize,
     ) -> Result<Vec<RunSpec>>;
     fn record_epoch(&mut self, run_id: &str, worker: &WorkerInfo, m: &EpochMetrics) -> Result<()>;
+    /// Keeps `checkpoint` as the run's latest, in place of any earlier one; refused if the run
+    /// is no longer `worker`'s. A run's checkpoint outlives its hand-back and requeueing (the
+    /// next claim resumes from it) and is deleted when it finishes or fails, or is dropped.
+    fn save_checkpoint(
+        &mut self,
+        run_id: &str,
+        worker: &WorkerInfo,
+        checkpoint: &Checkpoint,
+    ) -> Result<()>;
+    /// The latest checkpoint of a run, if it has one.
+    fn checkpoint(&mut self, run_id: &str) -> Result<Option<StoredCheckpoint>>;
     fn finish(&mut self, run_id: &str, worker: &WorkerInfo, finish: Finish) -> Result<()>;
     /// Puts runs back to pending whose worker is gone — its lease expired (no heartbeat for
     /// `stale_after`) or, where that is known to be safe, its process is dead. A run whose
@@ -272,8 +315,9 @@ pub trait Store {
 /// The version of the schema this release writes. Version 1 (no `shallow_meta` table) is the
 /// schema of releases before versioning; it is migrated in place when a writer opens it.
 /// Version 2 added the version record, version 3 the runs' fusion keys and truncated metrics,
-/// version 4 the runs' convergence records and the epochs' held-out metrics.
-pub const SCHEMA_VERSION: i64 = 4;
+/// version 4 the runs' convergence records and the epochs' held-out metrics, version 5 the
+/// runs' checkpoints.
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// A claimed run from its stored columns.
 fn run_spec(id: String, pair_id: String, config: &str) -> Result<RunSpec> {

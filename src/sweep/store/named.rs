@@ -3,8 +3,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use super::WorkerInfo;
 use super::{Added, EpochRow, Finish, Location, RunRow, RunSpec, RunStatus, Running, Store};
-use super::{EpochMetrics, RunConfig, StoredConfig, SweepRecord, WorkerInfo};
+use super::{Checkpoint, EpochMetrics, RunConfig, StoredCheckpoint, StoredConfig, SweepRecord};
 
 pub struct Named {
     inner: Box<dyn Store + Send>,
@@ -43,6 +44,14 @@ impl Store for Named {
     }
     fn record_epoch(&mut self, run_id: &str, w: &WorkerInfo, m: &EpochMetrics) -> Result<()> {
         let r = self.inner.record_epoch(run_id, w, m);
+        r.with_context(|| self.name.clone())
+    }
+    fn save_checkpoint(&mut self, run_id: &str, w: &WorkerInfo, c: &Checkpoint) -> Result<()> {
+        let r = self.inner.save_checkpoint(run_id, w, c);
+        r.with_context(|| self.name.clone())
+    }
+    fn checkpoint(&mut self, run_id: &str) -> Result<Option<StoredCheckpoint>> {
+        let r = self.inner.checkpoint(run_id);
         r.with_context(|| self.name.clone())
     }
     fn finish(&mut self, run_id: &str, w: &WorkerInfo, finish: Finish) -> Result<()> {

@@ -19,11 +19,11 @@ use super::identity::{RunSpec, fusion_key};
 use super::row::{Kind, Value};
 use super::schema::{self, Absent, Dialect, Step, select_columns};
 use super::{
-    Added, EpochRow, Finish, RunRow, RunStatus, Running, SCHEMA_VERSION, Store, StoredConfig,
-    SweepRecord, WorkerInfo, check_version, not_owned, portable, redact, run_spec,
+    Added, EpochRow, Finish, RunRow, RunStatus, Running, SCHEMA_VERSION, Store, StoredCheckpoint,
+    StoredConfig, SweepRecord, WorkerInfo, check_version, not_owned, portable, redact, run_spec,
     schema_version_of, stored_fusion_key,
 };
-use crate::train::{EpochMetrics, Outcome, RunConfig};
+use crate::train::{Checkpoint, EpochMetrics, Outcome, RunConfig};
 
 /// The server's time, in seconds since the Unix epoch.
 const NOW: &str = "extract(epoch from clock_timestamp())::float8";

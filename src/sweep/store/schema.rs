@@ -49,6 +49,14 @@ impl Dialect {
         runs.chain(EPOCH_COLUMNS.iter().map(|c| ("epochs", c)))
     }
 
+    /// The type of a column of bytes.
+    fn blob(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "BLOB",
+            Dialect::Postgres => "BYTEA",
+        }
+    }
+
     fn definitions<'a>(self, columns: impl Iterator<Item = &'a Column>) -> String {
         columns
             .map(|c| format!("    {} {} {}", c.name, self.kind(c.kind), c.constraint))
@@ -133,6 +141,13 @@ CREATE TABLE IF NOT EXISTS epochs (
 {epochs},
     PRIMARY KEY (run_id, epoch)
 );
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id TEXT PRIMARY KEY,
+    epoch {int} NOT NULL,
+    saved_at {real} NOT NULL,
+    sha256 TEXT NOT NULL,
+    bytes {blob} NOT NULL
+);
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
     host TEXT NOT NULL,
@@ -141,6 +156,7 @@ CREATE TABLE IF NOT EXISTS workers (
     started_at {real} NOT NULL,
     heartbeat_at {real} NOT NULL
 );",
+        blob = d.blob(),
         runs = d.definitions(d.run_columns()),
         epochs = d.definitions(EPOCH_COLUMNS.iter()),
     )
@@ -162,9 +178,10 @@ pub(super) enum Step {
 /// The migrations, by the version each leads to: what each version changed beyond its columns.
 /// Version 1 is the schema of releases before versioning; version 2 added the version record
 /// (`shallow_meta`, created with the tables); 3 the runs' fusion keys (computed here) and
-/// truncated metrics; 4 the runs' convergence records and the epochs' held-out metrics.
+/// truncated metrics; 4 the runs' convergence records and the epochs' held-out metrics; 5 the
+/// runs' checkpoints (a table, created with the tables).
 pub(super) const MIGRATIONS: &[(i64, &[Step])] =
-    &[(2, &[]), (3, &[Step::FillFusionKeys]), (4, &[])];
+    &[(2, &[]), (3, &[Step::FillFusionKeys]), (4, &[]), (5, &[])];
 
 /// The steps from version `from` to the current one. A new database (`from` 0) gets its tables
 /// whole and needs none.

@@ -14,10 +14,10 @@ use super::identity::{RunSpec, fusion_key};
 use super::row::Value;
 use super::schema::{Absent, Dialect, select_columns};
 use super::{
-    Added, EpochRow, Finish, RunRow, RunStatus, Running, Store, StoredConfig, SweepRecord,
-    WorkerInfo, not_owned, now, run_spec, worker_gone,
+    Added, EpochRow, Finish, RunRow, RunStatus, Running, Store, StoredCheckpoint, StoredConfig,
+    SweepRecord, WorkerInfo, not_owned, now, run_spec, worker_gone,
 };
-use crate::train::{EpochMetrics, Outcome, RunConfig};
+use crate::train::{Checkpoint, EpochMetrics, Outcome, RunConfig};
 
 pub struct SqliteStore {
     conn: Connection,
@@ -102,7 +102,8 @@ impl Store for SqliteStore {
             })?;
             rows.map(|r| {
                 let (id, pair_id, config): (String, String, String) = r?;
-                // Epochs of an earlier, abandoned attempt: the run restarts from scratch.
+                // Epochs of an earlier attempt: the run restarts from scratch, or from its checkpoint,
+                // whose epochs it records again.
                 tx.execute("DELETE FROM epochs WHERE run_id = ?1", [&id])?;
                 run_spec(id, pair_id, &config)
             })
@@ -156,11 +157,55 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn save_checkpoint(
+        &mut self,
+        run_id: &str,
+        w: &WorkerInfo,
+        checkpoint: &Checkpoint,
+    ) -> Result<()> {
+        let stored = StoredCheckpoint::of(checkpoint);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        ensure_owned(&tx, run_id, w)?;
+        tx.execute(
+            "INSERT INTO checkpoints (run_id, epoch, saved_at, sha256, bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (run_id) DO UPDATE SET epoch = ?2, saved_at = ?3, sha256 = ?4, bytes = ?5",
+            params![
+                run_id,
+                checkpoint.epoch() as i64,
+                now(),
+                stored.sha256,
+                stored.bytes
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, run_id: &str) -> Result<Option<StoredCheckpoint>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT bytes, sha256 FROM checkpoints WHERE run_id = ?1",
+                [run_id],
+                |r| {
+                    Ok(StoredCheckpoint {
+                        bytes: r.get(0)?,
+                        sha256: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
     fn finish(&mut self, run_id: &str, w: &WorkerInfo, finish: Finish) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         ensure_owned(&tx, run_id, w)?;
+        tx.execute("DELETE FROM checkpoints WHERE run_id = ?1", [run_id])?;
         match finish {
             Finish::Trained(r) => {
                 let status = match r.outcome {
@@ -275,8 +320,13 @@ impl Store for SqliteStore {
         let mut dropped = 0;
         {
             let mut delete = tx.prepare("DELETE FROM runs WHERE id = ?1 AND status = 'pending'")?;
+            let mut forget = tx.prepare("DELETE FROM checkpoints WHERE run_id = ?1")?;
             for id in ids {
-                dropped += delete.execute(params![id])?;
+                let n = delete.execute(params![id])?;
+                if n > 0 {
+                    forget.execute(params![id])?;
+                }
+                dropped += n;
             }
         }
         tx.commit()?;

@@ -51,6 +51,17 @@ pub struct WorkerSettings {
     /// Where each run's trained net is saved, as `<run id>.safetensors` (none if `None`).
     #[serde(default)]
     pub save_nets: Option<PathBuf>,
+    /// A run's checkpoint is written to the store at the end of an epoch once this long has
+    /// passed since its last (zero: after every epoch).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: Duration,
+}
+
+/// How often a run's checkpoint is written by default: a minute of training lost at most.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+
+fn default_checkpoint_every() -> Duration {
+    CHECKPOINT_EVERY
 }
 
 /// Counts of what one worker did.
@@ -218,6 +229,10 @@ impl Worker<'_> {
     }
 
     fn train_members(&mut self, group: &[RunSpec]) -> Result<Vec<RunResult>> {
+        let resumes = group
+            .iter()
+            .map(|run| self.checkpoint_of(run))
+            .collect::<Result<Vec<_>>>()?;
         let cfg = &group[0].config;
         let tensors = self.cache.tensors_of(cfg)?;
         let store = std::cell::RefCell::new(&mut self.store);
@@ -228,6 +243,8 @@ impl Worker<'_> {
                 run_id: &run.id,
                 worker: &self.me,
                 stop: &self.stop,
+                checkpoint_every: self.opts.checkpoint_every,
+                last_checkpoint: std::time::Instant::now(),
             })
             .collect();
         let mut savers = group
@@ -252,7 +269,29 @@ impl Worker<'_> {
         let mut observers: Vec<&mut dyn Observer> =
             each.iter_mut().map(|o| o as &mut dyn Observer).collect();
         let configs: Vec<_> = group.iter().map(|r| r.config.clone()).collect();
-        train::train_fused(&configs, tensors, self.device, &mut observers)
+        train::train_fused(&configs, tensors, self.device, &mut observers, &resumes)
+    }
+
+    /// The checkpoint `run` resumes from: its latest in the store, unless that is refused (not
+    /// whole, changed, of other code), when the run trains from its first epoch.
+    fn checkpoint_of(&mut self, run: &RunSpec) -> Result<Option<train::Checkpoint>> {
+        let stored = self
+            .store
+            .checkpoint(&run.id)
+            .map_err(environment(Cause::Store))?;
+        Ok(stored.and_then(|stored| match stored.open() {
+            Ok(checkpoint) => {
+                tracing::info!("run {} resumes after epoch {}", run.id, checkpoint.epoch());
+                Some(checkpoint)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "run {}: its checkpoint is refused ({e:#}); it trains from its first epoch",
+                    run.id
+                );
+                None
+            }
+        }))
     }
 
     /// An environment fault hands `group` back and is returned; any other error is each run's
@@ -323,17 +362,20 @@ struct StoreWriteFailed;
 
 impl std::fmt::Display for StoreWriteFailed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an epoch's metrics could not be written to the store")
+        f.write_str("an epoch's metrics or checkpoint could not be written to the store")
     }
 }
 
-/// Writes each epoch's metrics to the store as it ends.
+/// Writes each epoch's metrics to the store as it ends, and the run's checkpoint every
+/// `checkpoint_every`.
 struct EpochRecorder<'a, 's> {
     /// Shared by the members of a fused group.
     store: &'a std::cell::RefCell<&'s mut Box<dyn Store + Send>>,
     run_id: &'a str,
     worker: &'a WorkerInfo,
     stop: &'a AtomicBool,
+    checkpoint_every: Duration,
+    last_checkpoint: std::time::Instant,
 }
 
 impl Observer for EpochRecorder<'_, '_> {
@@ -346,6 +388,19 @@ impl Observer for EpochRecorder<'_, '_> {
 
     fn should_stop(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    fn wants_checkpoint(&mut self, _epoch: usize) -> bool {
+        self.last_checkpoint.elapsed() >= self.checkpoint_every
+    }
+
+    fn checkpoint(&mut self, checkpoint: &train::Checkpoint) -> Result<()> {
+        self.store
+            .borrow_mut()
+            .save_checkpoint(self.run_id, self.worker, checkpoint)
+            .context(StoreWriteFailed)?;
+        self.last_checkpoint = std::time::Instant::now();
+        Ok(())
     }
 }
 

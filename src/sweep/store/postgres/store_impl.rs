@@ -126,7 +126,8 @@ impl Store for PostgresStore {
             for row in rows {
                 let (id, pair_id, config): (String, String, String) =
                     (row.get(0), row.get(1), row.get(2));
-                // Epochs of an earlier, abandoned attempt: the run restarts from scratch.
+                // Epochs of an earlier attempt: the run restarts from scratch, or from its checkpoint,
+                // whose epochs it records again.
                 tx.execute("DELETE FROM epochs WHERE run_id = $1", &[&id])?;
                 group.push((id, pair_id, config));
             }
@@ -167,12 +168,51 @@ impl Store for PostgresStore {
         })
     }
 
+    fn save_checkpoint(
+        &mut self,
+        run_id: &str,
+        w: &WorkerInfo,
+        checkpoint: &Checkpoint,
+    ) -> Result<()> {
+        let stored = StoredCheckpoint::of(checkpoint);
+        let epoch = checkpoint.epoch() as i64;
+        self.with(|client| {
+            let mut tx = client.transaction()?;
+            ensure_owned(&mut tx, run_id, w, false)?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO checkpoints (run_id, epoch, saved_at, sha256, bytes)
+                     VALUES ($1, $2, {NOW}, $3, $4)
+                     ON CONFLICT (run_id) DO UPDATE
+                     SET epoch = $2, saved_at = {NOW}, sha256 = $3, bytes = $4"
+                ),
+                &[&run_id, &epoch, &stored.sha256, &stored.bytes],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn checkpoint(&mut self, run_id: &str) -> Result<Option<StoredCheckpoint>> {
+        self.with(|client| {
+            let row = client.query_opt(
+                "SELECT bytes, sha256 FROM checkpoints WHERE run_id = $1",
+                &[&run_id],
+            )?;
+            Ok(row.map(|r| StoredCheckpoint {
+                bytes: r.get(0),
+                sha256: r.get(1),
+            }))
+        })
+    }
+
     fn finish(&mut self, run_id: &str, w: &WorkerInfo, finish: Finish) -> Result<()> {
         self.with(|client| {
             let mut tx = client.transaction()?;
             if !ensure_owned(&mut tx, run_id, w, true)? {
                 return Ok(());
             }
+            tx.execute("DELETE FROM checkpoints WHERE run_id = $1", &[&run_id])?;
             match &finish {
                 Finish::Trained(r) => {
                     let status = match r.outcome {
@@ -252,10 +292,21 @@ impl Store for PostgresStore {
 
     fn drop_pending(&mut self, ids: &[String]) -> Result<usize> {
         self.with(|client| {
-            Ok(client.execute(
-                "DELETE FROM runs WHERE id = ANY($1) AND status = 'pending'",
-                &[&ids],
-            )? as usize)
+            let mut tx = client.transaction()?;
+            let dropped: Vec<String> = tx
+                .query(
+                    "DELETE FROM runs WHERE id = ANY($1) AND status = 'pending' RETURNING id",
+                    &[&ids],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            tx.execute(
+                "DELETE FROM checkpoints WHERE run_id = ANY($1)",
+                &[&dropped],
+            )?;
+            tx.commit()?;
+            Ok(dropped.len())
         })
     }
 
