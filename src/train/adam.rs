@@ -80,6 +80,22 @@ impl MemberAdam {
         });
     }
 
+    /// Member `m`'s moments (views of its slices, first then second moment of every variable)
+    /// and the step count all members share.
+    pub fn member_state(&self, m: usize) -> (Vec<Tensor>, i32) {
+        let slices = self
+            .slots
+            .iter()
+            .flat_map(|s| [&s.exp_avg, &s.exp_avg_sq].map(|t| t.narrow(s.member_axis, m as i64, 1)))
+            .collect();
+        (slices, self.steps)
+    }
+
+    /// Sets the step count all members share (a resumed array's).
+    pub fn set_steps(&mut self, steps: i32) {
+        self.steps = steps;
+    }
+
     /// Stops member `m` for good: its weights, state and learning rate set to zero, so that its
     /// slice computes finite zeros (whatever NaN it held) and never changes again.
     pub fn freeze(&mut self, m: usize) {
@@ -89,6 +105,16 @@ impl MemberAdam {
                 for t in [&slot.param, &slot.exp_avg, &slot.exp_avg_sq, &slot.lr] {
                     let _ = t.narrow(axis, m as i64, 1).zero_();
                 }
+            }
+        });
+    }
+
+    /// Member `m`'s learning rate set to zero: a frozen member's, resumed from a checkpoint
+    /// that holds the rest of its frozen state.
+    pub fn stop(&mut self, m: usize) {
+        tch::no_grad(|| {
+            for slot in &mut self.slots {
+                let _ = slot.lr.narrow(slot.member_axis, m as i64, 1).zero_();
             }
         });
     }

@@ -13,6 +13,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 use super::Checkpoint;
 use super::adam::MemberAdam;
+use super::checkpoint::member;
 use super::stopping::{Monitor, Snapshot};
 use super::{
     CHECK_EVERY, EVAL_BATCH, EpochMetrics, Observer, Outcome, RunConfig, RunResult, SHUFFLE_STREAM,
@@ -85,7 +86,16 @@ pub fn train_fused(
         .collect();
     let mut monitors: Vec<Monitor> = cfgs.iter().map(Monitor::new).collect();
     let mut best: Vec<Option<Snapshot>> = cfgs.iter().map(|_| None).collect();
-    for epoch in 1..=first.epochs {
+    let mut group = Group {
+        cfgs,
+        results: &mut results,
+        monitors: &mut monitors,
+        best: &mut best,
+        before: 0.0,
+    };
+    let done = group.resume(&mut array, resumes, observers)?;
+    let before = group.before;
+    for epoch in done + 1..=first.epochs {
         if !array.alive.contains(&true) {
             break;
         }
@@ -118,6 +128,17 @@ pub fn train_fused(
                 array.freeze(m);
             }
         }
+        if epoch < first.epochs && array.alive.contains(&true) {
+            let elapsed = before + started.elapsed().as_secs_f64();
+            let group = Group {
+                cfgs,
+                results: &mut results,
+                monitors: &mut monitors,
+                best: &mut best,
+                before: elapsed,
+            };
+            group.checkpoint(&array, epoch, observers)?;
+        }
     }
     for snapshot in best.iter().flatten() {
         snapshot.restore();
@@ -133,9 +154,121 @@ pub fn train_fused(
         }
     }
     for result in &mut results {
-        result.total_seconds = started.elapsed().as_secs_f64();
+        result.total_seconds = before + started.elapsed().as_secs_f64();
     }
     Ok(results)
+}
+
+/// The members' records beside the array: results, stopping rules and best weights.
+struct Group<'a> {
+    cfgs: &'a [RunConfig],
+    results: &'a mut [RunResult],
+    monitors: &'a mut [Monitor],
+    best: &'a mut [Option<Snapshot>],
+    /// Wall seconds of earlier attempts (resumed), or of the run so far (checkpointing).
+    before: f64,
+}
+
+impl Group<'_> {
+    /// Resumes every member from its checkpoint when each has one of this group, after one
+    /// epoch; otherwise (told why) all start afresh. Returns the epochs already trained.
+    fn resume(
+        &mut self,
+        array: &mut Array,
+        resumes: &[Option<Checkpoint>],
+        observers: &mut [&mut dyn Observer],
+    ) -> Result<usize> {
+        let Some(epoch) = self.resumable(resumes) else {
+            return Ok(0);
+        };
+        for (m, checkpoint) in resumes.iter().flatten().enumerate() {
+            let slices = array.net.member_slices(m);
+            let (moments, _) = array.adam.member_state(m);
+            let r = member::restore(
+                checkpoint,
+                self.cfgs,
+                m,
+                (&slices, &moments),
+                &mut array.rngs[m],
+            )?;
+            array.adam.set_steps(r.adam_steps);
+            self.before = self.before.max(r.elapsed);
+            self.best[m] = r.best.map(|copies| Snapshot::of(&slices, copies));
+            for metrics in r.epochs {
+                observers[m].epoch(&metrics)?;
+                let holdout_loss = metrics.holdout_loss;
+                let epoch = metrics.epoch;
+                if self.results[m].push_epoch(metrics)
+                    && let Some(loss) = holdout_loss
+                {
+                    self.monitors[m].observe(epoch, loss);
+                }
+            }
+            if let Some(e) = r.diverged_epoch {
+                self.results[m].diverge(e);
+            }
+            if !r.alive {
+                array.alive[m] = false;
+                array.adam.stop(m);
+            }
+        }
+        Ok(epoch)
+    }
+
+    /// The epoch every member's checkpoint is after, if all are of this group at one epoch.
+    fn resumable(&self, resumes: &[Option<Checkpoint>]) -> Option<usize> {
+        if resumes.iter().all(Option::is_none) {
+            return None;
+        }
+        let why = resumes.iter().enumerate().find_map(|(m, c)| match c {
+            None => Some(format!("member {m} has none")),
+            Some(c) if c.epoch() != resumes[0].as_ref()?.epoch() => {
+                Some("its members' checkpoints are of different epochs".into())
+            }
+            Some(c) => member::check(c, self.cfgs, m)
+                .err()
+                .map(|e| format!("member {m}'s is refused: {e:#}")),
+        });
+        match why {
+            Some(why) => {
+                tracing::warn!("a fused group trains from its first epoch: {why}");
+                None
+            }
+            None => resumes[0].as_ref().map(Checkpoint::epoch),
+        }
+    }
+
+    /// Hands every member's checkpoint to its observer, when any of them asks for one (so
+    /// that all are of one epoch).
+    fn checkpoint(
+        &self,
+        array: &Array,
+        epoch: usize,
+        observers: &mut [&mut dyn Observer],
+    ) -> Result<()> {
+        let mut due = false;
+        for observer in observers.iter_mut() {
+            due |= observer.wants_checkpoint(epoch);
+        }
+        if !due {
+            return Ok(());
+        }
+        for (m, observer) in observers.iter_mut().enumerate() {
+            let state = member::Member {
+                cfgs: self.cfgs,
+                index: m,
+                result: &self.results[m],
+                elapsed: self.before,
+                slices: array.net.member_slices(m),
+                best: self.best[m].as_ref().map(|s| s.copies().collect()),
+                adam: array.adam.member_state(m),
+                order: &array.rngs[m],
+                alive: array.alive[m],
+            };
+            observer.checkpoint(&state.capture()?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Refuses, before any work, an array whose training step would not fit this machine's memory

@@ -289,3 +289,55 @@ fn a_killed_worker_s_run_resumes_bit_for_bit_on_postgres() {
     killed_and_resumed_equals_uninterrupted(common::stores::postgres(), libc::SIGKILL, SOLO, "1");
     killed_and_resumed_equals_uninterrupted(common::stores::postgres(), libc::SIGTERM, SOLO, "1");
 }
+
+/// Two runs (seeds 0 and 1) trained as one fused array; the plateau rule may stop one first.
+const FUSED: &str = "layout = \"parallel\"\nlayers = 3\nfilters = 8\nepochs = 6\nbatch_size = 16\n\
+                     holdout = 500\nstop = \"plateau\"\npatience = 2\nseed = [0, 1]\n";
+
+#[test]
+fn a_killed_worker_s_fused_runs_resume_bit_for_bit_on_both_backends() {
+    killed_and_resumed_equals_uninterrupted(common::stores::sqlite(), libc::SIGKILL, FUSED, "2");
+    killed_and_resumed_equals_uninterrupted(common::stores::postgres(), libc::SIGTERM, FUSED, "2");
+}
+
+#[test]
+fn a_fused_group_resumed_from_any_epoch_equals_the_group_that_never_stopped() {
+    // lr 0.5 stops (or diverges) early, and its member is frozen while the other trains on.
+    let cfgs: Vec<RunConfig> = [(1e-3, 0), (0.5, 1)]
+        .map(|(lr, seed)| {
+            config(Layout::Parallel, |c| {
+                (c.lr, c.seed, c.schedule, c.patience, c.epochs) =
+                    (lr, seed, Schedule::Constant, 1, 6);
+                c.min_delta = 0.02;
+            })
+        })
+        .to_vec();
+    let data = tensors(&cfgs[0]);
+    let mut kept = [Keep::default(), Keep::default()];
+    let whole = {
+        let [a, b] = &mut kept;
+        let mut observers: Vec<&mut dyn Observer> = vec![a, b];
+        train::train_fused(&cfgs, &data, Device::Cpu, &mut observers, &[None, None]).unwrap()
+    };
+    let lengths: Vec<usize> = whole.iter().map(|r| r.epochs.len()).collect();
+    assert!(
+        lengths[1] < lengths[0],
+        "one member stops first: {lengths:?}"
+    );
+    for (a, b) in kept[0].0.iter().zip(&kept[1].0) {
+        let resumes = [Some(a.clone()), Some(b.clone())];
+        let mut silent = [train::Silent, train::Silent];
+        let [x, y] = &mut silent;
+        let mut observers: Vec<&mut dyn Observer> = vec![x, y];
+        let resumed =
+            train::train_fused(&cfgs, &data, Device::Cpu, &mut observers, &resumes).unwrap();
+        for (got, want) in resumed.iter().zip(&whole) {
+            assert_eq!(
+                without_times(got),
+                without_times(want),
+                "after epoch {}",
+                a.epoch()
+            );
+        }
+    }
+}

@@ -17,6 +17,8 @@ use super::stopping::Snapshot;
 use super::{Draws, EpochMetrics, RunConfig, RunResult, optim::Stepper};
 use crate::model::tensor_file;
 
+pub(super) mod member;
+
 /// The `format` entry of a checkpoint's metadata.
 pub const FORMAT: &str = "shallow-checkpoint/1";
 
@@ -45,6 +47,17 @@ struct State {
     /// Positions of the shuffling and augmentation streams (u128, as text).
     order: String,
     augment: Option<String>,
+    /// For a member of a fused group: its place, whether it still trains, and the epoch it
+    /// diverged in (the group's settings are the metadata's `group` entry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    member: Option<MemberState>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MemberState {
+    index: usize,
+    alive: bool,
+    diverged_epoch: Option<usize>,
 }
 
 impl Checkpoint {
@@ -128,6 +141,7 @@ impl Solo<'_> {
                 .augment
                 .as_ref()
                 .map(|a| a.position().to_string()),
+            member: None,
         };
         let meta = HashMap::from([
             ("format".to_owned(), FORMAT.to_owned()),
@@ -157,6 +171,10 @@ pub(super) fn restore(
     ensure!(
         meta.get("settings") == Some(&serde_json::to_string(cfg)?),
         "the checkpoint was written for other settings"
+    );
+    ensure!(
+        state.member.is_none(),
+        "the checkpoint is of a member of a fused group, which resumes only in its group"
     );
     let epochs = epochs_of(&tensors.remove("epochs").context("no epochs")?, cfg)?;
     let mut take = |name: String| {
