@@ -292,8 +292,8 @@ fn every_earlier_schema_version_is_read_and_migrated(fresh: TestStore) {
         Location::Postgres(_) => "postgres",
     };
     store::open(&fresh.location).unwrap();
-    let new_tables =
-        ["runs", "epochs", "workers", "sweeps"].map(|t| columns_of(&fresh.location, t));
+    let new_tables = ["runs", "epochs", "workers", "sweeps", "checkpoints"]
+        .map(|t| columns_of(&fresh.location, t));
     for version in ["v2", "v3-early", "v3"] {
         let t = match fresh.location {
             Location::Sqlite(_) => stores::sqlite(),
@@ -322,7 +322,8 @@ fn every_earlier_schema_version_is_read_and_migrated(fresh: TestStore) {
         );
         assert!(after.iter().all(|r| r.convergence.is_none()));
         assert_eq!(s.epochs().unwrap().len(), 8);
-        let tables = ["runs", "epochs", "workers", "sweeps"].map(|n| columns_of(&t.location, n));
+        let tables = ["runs", "epochs", "workers", "sweeps", "checkpoints"]
+            .map(|n| columns_of(&t.location, n));
         assert_eq!(
             tables, new_tables,
             "{dump}: migrated tables differ from a new database's"
