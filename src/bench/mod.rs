@@ -2,6 +2,7 @@
 //! (`bench/reference.py`), measured in the same invocation, alternating, repeated; ratios only,
 //! never absolute thresholds.
 pub mod augment;
+mod checkpoint;
 pub mod fused;
 pub mod store;
 use std::io::Write;
@@ -397,6 +398,7 @@ pub fn run(o: &BenchOptions, out: &mut dyn Write) -> Result<()> {
     }
     writeln!(out, "{}", speedups(o, &ours_median))?;
     augment::section(o, out)?;
+    checkpoint::section(o, out)?;
     if o.fused {
         fused::section(o, out)?;
     }
