@@ -294,7 +294,7 @@ fn every_earlier_schema_version_is_read_and_migrated(fresh: TestStore) {
     store::open(&fresh.location).unwrap();
     let new_tables = ["runs", "epochs", "workers", "sweeps", "checkpoints"]
         .map(|t| columns_of(&fresh.location, t));
-    for version in ["v2", "v3-early", "v3"] {
+    for version in ["v2", "v3-early", "v3", "v4"] {
         let t = match fresh.location {
             Location::Sqlite(_) => stores::sqlite(),
             Location::Postgres(_) => stores::postgres(),
