@@ -16,7 +16,8 @@ use shallow::sweep::store::{self, Location, RunStatus};
 
 const LEASE: &str = "15";
 
-/// The chaos test restarts the server: the tests of this file run one at a time.
+/// The chaos test restarts the server: the tests of this file run one at a time under `cargo
+/// test` (under nextest, in processes of their own, `.config/nextest.toml` runs it alone).
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Starts a worker whose log goes to a new file in `logs`.

@@ -463,6 +463,7 @@ mod named;
 mod postgres;
 mod row;
 mod schema;
+mod sql;
 mod sqlite;
 mod table;
 

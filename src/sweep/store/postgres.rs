@@ -18,10 +18,11 @@ use super::columns::{
 use super::identity::{RunSpec, fusion_key};
 use super::row::{Kind, Value};
 use super::schema::{self, Absent, Dialect, Step, select_columns};
+use super::sql;
 use super::{
     Added, EpochRow, Finish, RunRow, RunStatus, Running, SCHEMA_VERSION, Store, StoredCheckpoint,
-    StoredConfig, SweepRecord, WorkerInfo, check_version, not_owned, portable, redact, run_spec,
-    schema_version_of, stored_fusion_key,
+    StoredConfig, SweepRecord, WorkerInfo, check_version, not_owned, now, portable, redact,
+    run_spec, schema_version_of, stored_fusion_key,
 };
 use crate::train::{Checkpoint, EpochMetrics, Outcome, RunConfig};
 

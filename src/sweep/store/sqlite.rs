@@ -13,6 +13,7 @@ use super::columns::{
 use super::identity::{RunSpec, fusion_key};
 use super::row::Value;
 use super::schema::{Absent, Dialect, select_columns};
+use super::sql;
 use super::{
     Added, EpochRow, Finish, RunRow, RunStatus, Running, Store, StoredCheckpoint, StoredConfig,
     SweepRecord, WorkerInfo, not_owned, now, run_spec, worker_gone,
@@ -89,22 +90,16 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let claim = |filter: &str, key: Option<&str>, n: i64| -> Result<Vec<RunSpec>> {
-            let sql = format!(
-                "UPDATE runs SET status = 'running', worker = ?1, host = ?2, claimed_at = ?3,
-                     attempts = attempts + 1, error = NULL
-                 WHERE seq IN (SELECT seq FROM runs WHERE status = 'pending' {filter}
-                               ORDER BY seq LIMIT ?5)
-                 RETURNING id, pair_id, config"
-            );
+            let sql = sql::claim(Dialect::Sqlite, filter);
             let mut q = tx.prepare(&sql)?;
-            let rows = q.query_map(params![w.id, w.host, now(), key, n], |row| {
+            let rows = q.query_map(params![w.id, w.host, n, key, now()], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })?;
             rows.map(|r| {
                 let (id, pair_id, config): (String, String, String) = r?;
                 // Epochs of an earlier attempt: the run restarts from scratch, or from its checkpoint,
                 // whose epochs it records again.
-                tx.execute("DELETE FROM epochs WHERE run_id = ?1", [&id])?;
+                tx.execute(&sql::delete_epochs(Dialect::Sqlite), [&id])?;
                 run_spec(id, pair_id, &config)
             })
             .collect()
@@ -113,10 +108,7 @@ impl Store for SqliteStore {
         // whose claim it lost track of (an error after the commit). Take them again rather than
         // leave them held by a live worker forever — as the PostgreSQL backend does.
         let held = {
-            let mut q = tx.prepare(
-                "SELECT id, pair_id, config FROM runs WHERE worker = ?1 AND status = 'running'
-                 ORDER BY seq",
-            )?;
+            let mut q = tx.prepare(&sql::held(Dialect::Sqlite))?;
             let rows = q.query_map([&w.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect::<rusqlite::Result<Vec<(String, String, String)>>>()?
         };
@@ -124,7 +116,7 @@ impl Store for SqliteStore {
             let group = held
                 .into_iter()
                 .map(|(id, pair_id, config)| {
-                    tx.execute("DELETE FROM epochs WHERE run_id = ?1", [&id])?;
+                    tx.execute(&sql::delete_epochs(Dialect::Sqlite), [&id])?;
                     run_spec(id, pair_id, &config)
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -169,9 +161,7 @@ impl Store for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         ensure_owned(&tx, run_id, w)?;
         tx.execute(
-            "INSERT INTO checkpoints (run_id, epoch, saved_at, sha256, bytes)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (run_id) DO UPDATE SET epoch = ?2, saved_at = ?3, sha256 = ?4, bytes = ?5",
+            &sql::save_checkpoint(Dialect::Sqlite),
             params![
                 run_id,
                 checkpoint.epoch() as i64,
@@ -187,16 +177,12 @@ impl Store for SqliteStore {
     fn checkpoint(&mut self, run_id: &str) -> Result<Option<StoredCheckpoint>> {
         Ok(self
             .conn
-            .query_row(
-                "SELECT bytes, sha256 FROM checkpoints WHERE run_id = ?1",
-                [run_id],
-                |r| {
-                    Ok(StoredCheckpoint {
-                        bytes: r.get(0)?,
-                        sha256: r.get(1)?,
-                    })
-                },
-            )
+            .query_row(&sql::checkpoint(Dialect::Sqlite), [run_id], |r| {
+                Ok(StoredCheckpoint {
+                    bytes: r.get(0)?,
+                    sha256: r.get(1)?,
+                })
+            })
             .optional()?)
     }
 
@@ -205,7 +191,7 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         ensure_owned(&tx, run_id, w)?;
-        tx.execute("DELETE FROM checkpoints WHERE run_id = ?1", [run_id])?;
+        tx.execute(&sql::delete_checkpoint(Dialect::Sqlite), [run_id])?;
         match finish {
             Finish::Trained(r) => {
                 let status = match r.outcome {
@@ -267,7 +253,7 @@ impl Store for SqliteStore {
         };
         for id in &abandoned {
             tx.execute(REQUEUE, params![id, max_attempts])?;
-            tx.execute("DELETE FROM epochs WHERE run_id = ?1", [id])?;
+            tx.execute(&sql::delete_epochs(Dialect::Sqlite), [id])?;
         }
         tx.commit()?;
         if !abandoned.is_empty() {
@@ -286,7 +272,7 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<_>>()?;
         for id in &ids {
             tx.execute(REQUEUE, params![id, max_attempts])?;
-            tx.execute("DELETE FROM epochs WHERE run_id = ?1", [id])?;
+            tx.execute(&sql::delete_epochs(Dialect::Sqlite), [id])?;
         }
         tx.commit()?;
         Ok(ids.len())
@@ -302,17 +288,13 @@ impl Store for SqliteStore {
                  claimed_at = NULL WHERE id = ?1",
             [run_id],
         )?;
-        tx.execute("DELETE FROM epochs WHERE run_id = ?1", [run_id])?;
+        tx.execute(&sql::delete_epochs(Dialect::Sqlite), [run_id])?;
         tx.commit()?;
         Ok(())
     }
 
     fn retry_failed(&mut self) -> Result<usize> {
-        Ok(self.conn.execute(
-            "UPDATE runs SET status = 'pending', attempts = 0, worker = NULL, claimed_at = NULL,
-                 finished_at = NULL WHERE status = 'failed'",
-            [],
-        )?)
+        Ok(self.conn.execute(&sql::retry_failed(Dialect::Sqlite), [])?)
     }
 
     fn drop_pending(&mut self, ids: &[String]) -> Result<usize> {
@@ -320,7 +302,7 @@ impl Store for SqliteStore {
         let mut dropped = 0;
         {
             let mut delete = tx.prepare("DELETE FROM runs WHERE id = ?1 AND status = 'pending'")?;
-            let mut forget = tx.prepare("DELETE FROM checkpoints WHERE run_id = ?1")?;
+            let mut forget = tx.prepare(&sql::delete_checkpoint(Dialect::Sqlite))?;
             for id in ids {
                 let n = delete.execute(params![id])?;
                 if n > 0 {

@@ -15,14 +15,7 @@ fn claim_pending(
         None => ("AND $4 = ''", ""),
     };
     Ok(tx.query(
-        &format!(
-            "UPDATE runs SET status = 'running', worker = $1, host = $2,
-                 claimed_at = {NOW}, lease_renewed_at = {NOW},
-                 attempts = attempts + 1, error = NULL
-             WHERE seq IN (SELECT seq FROM runs WHERE status = 'pending' {filter}
-                           ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED)
-             RETURNING id, pair_id, config"
-        ),
+        &sql::claim(Dialect::Postgres, filter),
         &[&w.id, &w.host, &n, &key],
     )?)
 }
@@ -106,11 +99,7 @@ impl Store for PostgresStore {
             // A worker claims only when it trains nothing: runs still held under its id are
             // those whose claim committed but whose answer was lost to a dropped connection.
             // Take them again rather than leave them held by a live lease forever.
-            let mut rows = tx.query(
-                "SELECT id, pair_id, config FROM runs WHERE worker = $1 AND status = 'running'
-                 ORDER BY seq",
-                &[&w.id],
-            )?;
+            let mut rows = tx.query(&sql::held(Dialect::Postgres), &[&w.id])?;
             if rows.is_empty() {
                 rows = claim_pending(&mut tx, w, None, 1)?;
                 if let Some(first) = rows.first() {
@@ -128,7 +117,7 @@ impl Store for PostgresStore {
                     (row.get(0), row.get(1), row.get(2));
                 // Epochs of an earlier attempt: the run restarts from scratch, or from its checkpoint,
                 // whose epochs it records again.
-                tx.execute("DELETE FROM epochs WHERE run_id = $1", &[&id])?;
+                tx.execute(&sql::delete_epochs(Dialect::Postgres), &[&id])?;
                 group.push((id, pair_id, config));
             }
             tx.commit()?;
@@ -180,13 +169,8 @@ impl Store for PostgresStore {
             let mut tx = client.transaction()?;
             ensure_owned(&mut tx, run_id, w, false)?;
             tx.execute(
-                &format!(
-                    "INSERT INTO checkpoints (run_id, epoch, saved_at, sha256, bytes)
-                     VALUES ($1, $2, {NOW}, $3, $4)
-                     ON CONFLICT (run_id) DO UPDATE
-                     SET epoch = $2, saved_at = {NOW}, sha256 = $3, bytes = $4"
-                ),
-                &[&run_id, &epoch, &stored.sha256, &stored.bytes],
+                &sql::save_checkpoint(Dialect::Postgres),
+                &[&run_id, &epoch, &now(), &stored.sha256, &stored.bytes],
             )?;
             tx.commit()?;
             Ok(())
@@ -195,10 +179,7 @@ impl Store for PostgresStore {
 
     fn checkpoint(&mut self, run_id: &str) -> Result<Option<StoredCheckpoint>> {
         self.with(|client| {
-            let row = client.query_opt(
-                "SELECT bytes, sha256 FROM checkpoints WHERE run_id = $1",
-                &[&run_id],
-            )?;
+            let row = client.query_opt(&sql::checkpoint(Dialect::Postgres), &[&run_id])?;
             Ok(row.map(|r| StoredCheckpoint {
                 bytes: r.get(0),
                 sha256: r.get(1),
@@ -212,7 +193,7 @@ impl Store for PostgresStore {
             if !ensure_owned(&mut tx, run_id, w, true)? {
                 return Ok(());
             }
-            tx.execute("DELETE FROM checkpoints WHERE run_id = $1", &[&run_id])?;
+            tx.execute(&sql::delete_checkpoint(Dialect::Postgres), &[&run_id])?;
             match &finish {
                 Finish::Trained(r) => {
                     let status = match r.outcome {
@@ -274,20 +255,14 @@ impl Store for PostgresStore {
                      worker = NULL, claimed_at = NULL, lease_renewed_at = NULL WHERE id = $1",
                 &[&run_id],
             )?;
-            tx.execute("DELETE FROM epochs WHERE run_id = $1", &[&run_id])?;
+            tx.execute(&sql::delete_epochs(Dialect::Postgres), &[&run_id])?;
             tx.commit()?;
             Ok(())
         })
     }
 
     fn retry_failed(&mut self) -> Result<usize> {
-        self.with(|client| {
-            Ok(client.execute(
-                "UPDATE runs SET status = 'pending', attempts = 0, worker = NULL,
-                     claimed_at = NULL, finished_at = NULL WHERE status = 'failed'",
-                &[],
-            )? as usize)
-        })
+        self.with(|client| Ok(client.execute(&sql::retry_failed(Dialect::Postgres), &[])? as usize))
     }
 
     fn drop_pending(&mut self, ids: &[String]) -> Result<usize> {
