@@ -29,6 +29,14 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// The status of a run trained to this outcome.
+    pub fn of(outcome: crate::train::Outcome) -> RunStatus {
+        match outcome {
+            crate::train::Outcome::Done => RunStatus::Done,
+            crate::train::Outcome::Diverged => RunStatus::Diverged,
+        }
+    }
+
     pub const ALL: [RunStatus; 5] = [
         RunStatus::Pending,
         RunStatus::Running,

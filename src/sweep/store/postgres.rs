@@ -24,7 +24,7 @@ use super::{
     StoredConfig, SweepRecord, WorkerInfo, check_version, not_owned, now, portable, redact,
     run_spec, schema_version_of, stored_fusion_key,
 };
-use crate::train::{Checkpoint, EpochMetrics, Outcome, RunConfig};
+use crate::train::{Checkpoint, EpochMetrics, RunConfig};
 
 /// The server's time, in seconds since the Unix epoch.
 const NOW: &str = "extract(epoch from clock_timestamp())::float8";
@@ -231,10 +231,7 @@ fn ensure_owned(
     w: &WorkerInfo,
     done_ok: bool,
 ) -> Result<bool> {
-    let row = tx.query_opt(
-        "SELECT status, worker FROM runs WHERE id = $1 FOR UPDATE",
-        &[&run_id],
-    )?;
+    let row = tx.query_opt(&sql::owner(Dialect::Postgres), &[&run_id])?;
     let (status, worker): (String, Option<String>) = match row {
         Some(r) => (r.get(0), r.get(1)),
         None => return Err(not_owned(run_id, w)),

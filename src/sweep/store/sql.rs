@@ -2,6 +2,7 @@
 //! [`Dialect::render`] turns into PostgreSQL's (`$1`), with the runs' statuses spelled by
 //! [`RunStatus`] and each dialect's clock and row locking filled in.
 use super::RunStatus;
+use super::columns::{Column, assignments};
 use super::schema::Dialect;
 
 impl Dialect {
@@ -28,6 +29,16 @@ impl Dialect {
         match self {
             Dialect::Sqlite => "",
             Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+}
+
+impl Dialect {
+    /// The larger of two values.
+    fn greatest(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "MAX",
+            Dialect::Postgres => "GREATEST",
         }
     }
 }
@@ -63,6 +74,50 @@ pub(super) fn held(d: Dialect) -> String {
     d.render(&format!(
         "SELECT id, pair_id, config FROM runs WHERE worker = ?1 AND status = {} ORDER BY seq",
         status(RunStatus::Running)
+    ))
+}
+
+/// Run `?1`'s status and worker (its row locked, in PostgreSQL, until the transaction ends).
+pub(super) fn owner(d: Dialect) -> String {
+    let lock = match d {
+        Dialect::Sqlite => "",
+        Dialect::Postgres => " FOR UPDATE",
+    };
+    d.render(&format!(
+        "SELECT status, worker FROM runs WHERE id = ?1{lock}"
+    ))
+}
+
+/// Records run `?1` trained, with status `?2` and the values of `results` from `?3` on,
+/// finished at the parameter after them (SQLite; PostgreSQL's clock).
+pub(super) fn finish_trained(d: Dialect, results: &[Column]) -> String {
+    d.render(&format!(
+        "UPDATE runs SET status = ?2, {}, finished_at = {} WHERE id = ?1",
+        assignments(results, '?', 3),
+        d.clock(3 + results.len())
+    ))
+}
+
+/// Records run `?1` failed with error `?2`, at `?3` (SQLite; PostgreSQL's clock).
+pub(super) fn finish_failed(d: Dialect) -> String {
+    d.render(&format!(
+        "UPDATE runs SET status = {}, error = ?2, finished_at = {} WHERE id = ?1",
+        status(RunStatus::Failed),
+        d.clock(3)
+    ))
+}
+
+/// Run `?1` back to pending, unclaimed, its attempt not counted.
+pub(super) fn hand_back(d: Dialect) -> String {
+    let lease = match d {
+        Dialect::Sqlite => "",
+        Dialect::Postgres => ", lease_renewed_at = NULL",
+    };
+    d.render(&format!(
+        "UPDATE runs SET status = {}, attempts = {}(attempts - 1, 0), worker = NULL,
+             claimed_at = NULL{lease} WHERE id = ?1",
+        status(RunStatus::Pending),
+        d.greatest()
     ))
 }
 

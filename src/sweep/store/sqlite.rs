@@ -7,8 +7,8 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 
 use super::columns::{
-    Column, EPOCH_COLUMNS, RUN_COLUMNS, assignments, column_list, decode_epoch, decode_run,
-    placeholders, positions, result_columns, result_values, values_of,
+    Column, EPOCH_COLUMNS, RUN_COLUMNS, column_list, decode_epoch, decode_run, placeholders,
+    positions, result_columns, result_values, values_of,
 };
 use super::identity::{RunSpec, fusion_key};
 use super::row::Value;
@@ -18,7 +18,7 @@ use super::{
     Added, EpochRow, Finish, RunRow, RunStatus, Running, Store, StoredCheckpoint, StoredConfig,
     SweepRecord, WorkerInfo, not_owned, now, run_spec, worker_gone,
 };
-use crate::train::{Checkpoint, EpochMetrics, Outcome, RunConfig};
+use crate::train::{Checkpoint, EpochMetrics, RunConfig};
 
 pub struct SqliteStore {
     conn: Connection,
@@ -194,29 +194,22 @@ impl Store for SqliteStore {
         tx.execute(&sql::delete_checkpoint(Dialect::Sqlite), [run_id])?;
         match finish {
             Finish::Trained(r) => {
-                let status = match r.outcome {
-                    Outcome::Done => RunStatus::Done,
-                    Outcome::Diverged => RunStatus::Diverged,
-                };
                 let results: Vec<Column> = result_columns().collect();
                 let mut values = vec![
                     Value::Text(Some(run_id.to_owned())),
-                    Value::Text(Some(status.as_str().to_owned())),
-                    Value::Real(Some(now())),
+                    Value::Text(Some(RunStatus::of(r.outcome).as_str().to_owned())),
                 ];
                 values.extend(result_values(r)?);
+                values.push(Value::Real(Some(now())));
                 tx.execute(
-                    &format!(
-                        "UPDATE runs SET status = ?2, finished_at = ?3, {} WHERE id = ?1",
-                        assignments(&results, '?', 4)
-                    ),
+                    &sql::finish_trained(Dialect::Sqlite, &results),
                     params_from_iter(values),
                 )?;
             }
             Finish::Failed(error) => {
                 tx.execute(
-                    "UPDATE runs SET status = 'failed', finished_at = ?2, error = ?3 WHERE id = ?1",
-                    params![run_id, now(), error],
+                    &sql::finish_failed(Dialect::Sqlite),
+                    params![run_id, error, now()],
                 )?;
             }
         }
@@ -283,11 +276,7 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         ensure_owned(&tx, run_id, w)?;
-        tx.execute(
-            "UPDATE runs SET status = 'pending', attempts = MAX(attempts - 1, 0), worker = NULL,
-                 claimed_at = NULL WHERE id = ?1",
-            [run_id],
-        )?;
+        tx.execute(&sql::hand_back(Dialect::Sqlite), [run_id])?;
         tx.execute(&sql::delete_epochs(Dialect::Sqlite), [run_id])?;
         tx.commit()?;
         Ok(())
@@ -484,14 +473,16 @@ impl Store for SqliteStore {
 /// Refuses writes from a worker that no longer owns the run (it was requeued meanwhile).
 fn ensure_owned(tx: &rusqlite::Transaction, run_id: &str, w: &WorkerInfo) -> Result<()> {
     let owner: Option<(String, Option<String>)> = tx
-        .query_row(
-            "SELECT status, worker FROM runs WHERE id = ?1",
-            [run_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row(&sql::owner(Dialect::Sqlite), [run_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .optional()?;
     match owner {
-        Some((status, Some(worker))) if status == "running" && worker == w.id => Ok(()),
+        Some((status, Some(worker)))
+            if status.parse::<RunStatus>()? == RunStatus::Running && worker == w.id =>
+        {
+            Ok(())
+        }
         _ => Err(not_owned(run_id, w)),
     }
 }

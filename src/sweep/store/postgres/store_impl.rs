@@ -196,32 +196,19 @@ impl Store for PostgresStore {
             tx.execute(&sql::delete_checkpoint(Dialect::Postgres), &[&run_id])?;
             match &finish {
                 Finish::Trained(r) => {
-                    let status = match r.outcome {
-                        Outcome::Done => RunStatus::Done,
-                        Outcome::Diverged => RunStatus::Diverged,
-                    };
                     let results: Vec<Column> = result_columns().collect();
                     let mut values = vec![
                         Value::Text(Some(run_id.to_owned())),
-                        Value::Text(Some(status.as_str().to_owned())),
+                        Value::Text(Some(RunStatus::of(r.outcome).as_str().to_owned())),
                     ];
                     values.extend(result_values(r)?);
                     tx.execute(
-                        &format!(
-                            "UPDATE runs SET status = $2, finished_at = {NOW}, {} WHERE id = $1",
-                            assignments(&results, '$', 3)
-                        ),
+                        &sql::finish_trained(Dialect::Postgres, &results),
                         &params(&values),
                     )?;
                 }
                 Finish::Failed(error) => {
-                    tx.execute(
-                        &format!(
-                            "UPDATE runs SET status = 'failed', finished_at = {NOW}, error = $2
-                             WHERE id = $1"
-                        ),
-                        &[&run_id, error],
-                    )?;
+                    tx.execute(&sql::finish_failed(Dialect::Postgres), &[&run_id, error])?;
                 }
             }
             tx.commit()?;
@@ -250,11 +237,7 @@ impl Store for PostgresStore {
         self.with(|client| {
             let mut tx = client.transaction()?;
             ensure_owned(&mut tx, run_id, w, false)?;
-            tx.execute(
-                "UPDATE runs SET status = 'pending', attempts = GREATEST(attempts - 1, 0),
-                     worker = NULL, claimed_at = NULL, lease_renewed_at = NULL WHERE id = $1",
-                &[&run_id],
-            )?;
+            tx.execute(&sql::hand_back(Dialect::Postgres), &[&run_id])?;
             tx.execute(&sql::delete_epochs(Dialect::Postgres), &[&run_id])?;
             tx.commit()?;
             Ok(())
