@@ -44,8 +44,33 @@ impl Dialect {
 }
 
 /// A status as an SQL literal.
-fn status(s: RunStatus) -> String {
+pub(super) fn status(s: RunStatus) -> String {
     format!("'{}'", s.as_str())
+}
+
+/// The statuses of runs that finished with results (see [`RunStatus::finished`]), as a list of
+/// SQL literals.
+pub(super) fn finished() -> String {
+    let finished = RunStatus::ALL.into_iter().filter(|s| s.finished());
+    finished.map(status).collect::<Vec<_>>().join(", ")
+}
+
+/// The assignments that put an abandoned run back to pending — or mark it failed once its
+/// worker has died on it `attempts` (a parameter) times — unclaimed.
+pub(super) fn give_up_or_requeue(d: Dialect, attempts: &str) -> String {
+    let (now, lease) = match d {
+        Dialect::Sqlite => ("unixepoch('subsec')".to_owned(), ""),
+        Dialect::Postgres => (d.clock(0), ", lease_renewed_at = NULL"),
+    };
+    d.render(&format!(
+        "status = CASE WHEN attempts >= {attempts} THEN {failed} ELSE {pending} END,
+         error = CASE WHEN attempts >= {attempts}
+             THEN 'its worker died or went silent on it ' || attempts || ' times' ELSE error END,
+         finished_at = CASE WHEN attempts >= {attempts} THEN {now} ELSE NULL END,
+         worker = NULL, claimed_at = NULL{lease}",
+        failed = status(RunStatus::Failed),
+        pending = status(RunStatus::Pending),
+    ))
 }
 
 /// Moves up to `?3` pending runs (with `filter`, which may use `?4`) to running for worker `?1`

@@ -223,10 +223,11 @@ impl Store for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let deadline = now() - stale_after.as_secs_f64();
         let abandoned: Vec<String> = {
-            let mut query = tx.prepare(
+            let mut query = tx.prepare(&format!(
                 "SELECT r.id, w.host, w.pid, w.heartbeat_at FROM runs r
-                 LEFT JOIN workers w ON w.id = r.worker WHERE r.status = 'running'",
-            )?;
+                 LEFT JOIN workers w ON w.id = r.worker WHERE r.status = {}",
+                sql::status(RunStatus::Running)
+            ))?;
             let rows = query.query_map([], |row| {
                 Ok((
                     row.get::<_, String>(0)?,
@@ -245,7 +246,7 @@ impl Store for SqliteStore {
             ids
         };
         for id in &abandoned {
-            tx.execute(REQUEUE, params![id, max_attempts])?;
+            tx.execute(&requeue(), params![id, max_attempts])?;
             tx.execute(&sql::delete_epochs(Dialect::Sqlite), [id])?;
         }
         tx.commit()?;
@@ -260,11 +261,14 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let ids: Vec<String> = tx
-            .prepare("SELECT id FROM runs WHERE status = 'running' AND worker = ?1")?
+            .prepare(&format!(
+                "SELECT id FROM runs WHERE status = {} AND worker = ?1",
+                sql::status(RunStatus::Running)
+            ))?
             .query_map([worker], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         for id in &ids {
-            tx.execute(REQUEUE, params![id, max_attempts])?;
+            tx.execute(&requeue(), params![id, max_attempts])?;
             tx.execute(&sql::delete_epochs(Dialect::Sqlite), [id])?;
         }
         tx.commit()?;
@@ -290,7 +294,10 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction()?;
         let mut dropped = 0;
         {
-            let mut delete = tx.prepare("DELETE FROM runs WHERE id = ?1 AND status = 'pending'")?;
+            let mut delete = tx.prepare(&format!(
+                "DELETE FROM runs WHERE id = ?1 AND status = {}",
+                sql::status(RunStatus::Pending)
+            ))?;
             let mut forget = tx.prepare(&sql::delete_checkpoint(Dialect::Sqlite))?;
             for id in ids {
                 let n = delete.execute(params![id])?;
@@ -437,13 +444,14 @@ impl Store for SqliteStore {
     }
 
     fn running(&self, lease: Duration) -> Result<Vec<Running>> {
-        let mut query = self.conn.prepare(
+        let mut query = self.conn.prepare(&format!(
             "SELECT r.id, COALESCE(r.worker, ''),
                     (SELECT COALESCE(MAX(epoch), 0) FROM epochs e WHERE e.run_id = r.id),
                     r.config, w.host, w.pid, w.heartbeat_at
              FROM runs r LEFT JOIN workers w ON w.id = r.worker
-             WHERE r.status = 'running' ORDER BY r.worker",
-        )?;
+             WHERE r.status = {} ORDER BY r.worker",
+            sql::status(RunStatus::Running)
+        ))?;
         let deadline = now() - lease.as_secs_f64();
         let rows = query.query_map([], |r| {
             Ok((
@@ -487,15 +495,14 @@ fn ensure_owned(tx: &rusqlite::Transaction, run_id: &str, w: &WorkerInfo) -> Res
     }
 }
 
-/// Puts one abandoned run back to pending, or marks it failed once its worker died on it
-/// `?2` times.
-const REQUEUE: &str = "UPDATE runs SET
-    status = CASE WHEN attempts >= ?2 THEN 'failed' ELSE 'pending' END,
-    error = CASE WHEN attempts >= ?2
-        THEN 'its worker died or went silent on it ' || attempts || ' times' ELSE error END,
-    finished_at = CASE WHEN attempts >= ?2 THEN unixepoch('subsec') ELSE NULL END,
-    worker = NULL, claimed_at = NULL
-    WHERE id = ?1";
+/// Puts abandoned run `?1` back to pending, or marks it failed once its worker died on it `?2`
+/// times.
+fn requeue() -> String {
+    format!(
+        "UPDATE runs SET {} WHERE id = ?1",
+        sql::give_up_or_requeue(Dialect::Sqlite, "?2")
+    )
+}
 
 /// The INSERT of one epoch row.
 fn insert_epoch() -> String {

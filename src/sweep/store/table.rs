@@ -95,10 +95,15 @@ pub(super) fn configs_sql(d: Dialect) -> &'static str {
 /// The two queries of a [`Summary`], the same in both dialects.
 pub(super) const SUMMARY_BY_SWEEP: &str =
     "SELECT sweep, status, COUNT(*) FROM runs GROUP BY sweep, status ORDER BY sweep, status";
-pub(super) const SUMMARY_SPAN: &str = "SELECT MIN(claimed_at),
-    MAX(CASE WHEN status IN ('done', 'diverged') THEN finished_at END),
-    COUNT(CASE WHEN status IN ('done', 'diverged') AND finished_at IS NOT NULL THEN 1 END)
-    FROM runs";
+pub(super) fn summary_span() -> String {
+    let finished = super::sql::finished();
+    format!(
+        "SELECT MIN(claimed_at),
+         MAX(CASE WHEN status IN ({finished}) THEN finished_at END),
+         COUNT(CASE WHEN status IN ({finished}) AND finished_at IS NOT NULL THEN 1 END)
+         FROM runs"
+    )
+}
 
 /// The SQL of a page and of its count, and the parameters both bind (all text).
 pub(super) struct PageSql {

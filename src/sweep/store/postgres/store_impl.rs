@@ -79,8 +79,9 @@ impl Store for PostgresStore {
             tx.execute(
                 &format!(
                     "UPDATE runs SET lease_renewed_at = {NOW}
-                     WHERE seq IN (SELECT seq FROM runs WHERE worker = $1 AND status = 'running'
-                                   ORDER BY seq FOR UPDATE)"
+                     WHERE seq IN (SELECT seq FROM runs WHERE worker = $1 AND status = {running}
+                                   ORDER BY seq FOR UPDATE)",
+                    running = sql::status(RunStatus::Running)
                 ),
                 &[&w.id],
             )?;
@@ -253,7 +254,10 @@ impl Store for PostgresStore {
             let mut tx = client.transaction()?;
             let dropped: Vec<String> = tx
                 .query(
-                    "DELETE FROM runs WHERE id = ANY($1) AND status = 'pending' RETURNING id",
+                    &format!(
+                        "DELETE FROM runs WHERE id = ANY($1) AND status = {} RETURNING id",
+                        sql::status(RunStatus::Pending)
+                    ),
                     &[&ids],
                 )?
                 .iter()
@@ -355,7 +359,8 @@ impl Store for PostgresStore {
                     "SELECT id, COALESCE(worker, ''),
                     (SELECT COALESCE(MAX(epoch), 0) FROM epochs e WHERE e.run_id = runs.id),
                     config, COALESCE(lease_renewed_at < {NOW} - $1, true)
-                 FROM runs WHERE status = 'running' ORDER BY worker"
+                 FROM runs WHERE status = {running} ORDER BY worker",
+                    running = sql::status(RunStatus::Running)
                 ),
                 &[&stale],
             )?)
@@ -439,19 +444,16 @@ impl PostgresStore {
             let row = client.query_one(
                 &format!(
                     "WITH gone AS (
-                       UPDATE runs SET
-                         status = CASE WHEN attempts >= $1 THEN 'failed' ELSE 'pending' END,
-                         error = CASE WHEN attempts >= $1 THEN
-                           'its worker died or went silent on it ' || attempts || ' times'
-                           ELSE error END,
-                         finished_at = CASE WHEN attempts >= $1 THEN {NOW} ELSE NULL END,
-                         worker = NULL, claimed_at = NULL, lease_renewed_at = NULL
-                       WHERE seq IN (SELECT seq FROM runs WHERE status = 'running' AND {condition}
+                       UPDATE runs SET {assignments}
+                       WHERE seq IN (SELECT seq FROM runs WHERE status = {running} AND {condition}
                                      ORDER BY seq FOR UPDATE)
                        RETURNING id, status),
                      cleared AS (DELETE FROM epochs
-                       WHERE run_id IN (SELECT id FROM gone WHERE status = 'pending'))
-                     SELECT COUNT(*) FROM gone"
+                       WHERE run_id IN (SELECT id FROM gone WHERE status = {pending}))
+                     SELECT COUNT(*) FROM gone",
+                    assignments = sql::give_up_or_requeue(Dialect::Postgres, "$1"),
+                    running = sql::status(RunStatus::Running),
+                    pending = sql::status(RunStatus::Pending),
                 ),
                 &[&max, arg],
             )?;

@@ -5,7 +5,7 @@ use postgres::types::ToSql;
 use super::super::columns::{EPOCH_COLUMNS, RUN_COLUMNS};
 use super::super::schema::{Dialect, select_columns};
 use super::super::table::{
-    RunsQuery, SUMMARY_BY_SWEEP, SUMMARY_SPAN, Summary, configs_sql, page_sql,
+    RunsQuery, SUMMARY_BY_SWEEP, Summary, configs_sql, page_sql, summary_span,
 };
 use super::super::{EpochRow, RunRow, StoredConfig};
 use super::{PostgresStore, epoch_rows, run_rows};
@@ -48,7 +48,7 @@ impl PostgresStore {
         let (rows, span) = self.with(|client| {
             Ok((
                 client.query(SUMMARY_BY_SWEEP, &[])?,
-                client.query_one(SUMMARY_SPAN, &[])?,
+                client.query_one(&summary_span(), &[])?,
             ))
         })?;
         let by_sweep = rows

@@ -5,7 +5,7 @@ use rusqlite::params_from_iter;
 use super::super::columns::{EPOCH_COLUMNS, RUN_COLUMNS, decode_epoch, decode_run, positions};
 use super::super::schema::{Dialect, select_columns};
 use super::super::table::{
-    RunsQuery, SUMMARY_BY_SWEEP, SUMMARY_SPAN, Summary, configs_sql, page_sql,
+    RunsQuery, SUMMARY_BY_SWEEP, Summary, configs_sql, page_sql, summary_span,
 };
 use super::super::{EpochRow, RunRow, StoredConfig};
 use super::{SqliteStore, read};
@@ -48,9 +48,9 @@ impl SqliteStore {
             let status: String = row.get(1)?;
             by_sweep.push((row.get(0)?, status.parse()?, row.get(2)?));
         }
-        let (first_claim, last_end, trained) = self
-            .conn
-            .query_row(SUMMARY_SPAN, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        let (first_claim, last_end, trained) = self.conn.query_row(&summary_span(), [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
         Ok(Summary {
             by_sweep,
             first_claim,
