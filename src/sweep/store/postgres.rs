@@ -12,8 +12,8 @@ use anyhow::{Context, Result, bail};
 use postgres::{Client, GenericClient, NoTls, Row};
 
 use super::columns::{
-    Column, EPOCH_COLUMNS, RUN_COLUMNS, assignments, column_list, decode_epoch, decode_run,
-    placeholders, positions, result_columns, result_values, values_of,
+    Column, EPOCH_COLUMNS, RUN_COLUMNS, column_list, decode_epoch, decode_run, placeholders,
+    positions, result_columns, result_values, values_of,
 };
 use super::identity::{RunSpec, fusion_key};
 use super::row::{Kind, Value};

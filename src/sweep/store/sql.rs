@@ -2,7 +2,7 @@
 //! [`Dialect::render`] turns into PostgreSQL's (`$1`), with the runs' statuses spelled by
 //! [`RunStatus`] and each dialect's clock and row locking filled in.
 use super::RunStatus;
-use super::columns::{Column, assignments};
+use super::columns::{Column, EPOCH_COLUMNS, assignments, column_list, placeholders};
 use super::schema::Dialect;
 
 impl Dialect {
@@ -144,6 +144,26 @@ pub(super) fn hand_back(d: Dialect) -> String {
         status(RunStatus::Pending),
         d.greatest()
     ))
+}
+
+/// Inserts one epoch row (the values of `EPOCH_COLUMNS`, in order).
+pub(super) fn insert_epoch(d: Dialect) -> String {
+    d.render(&format!(
+        "INSERT INTO epochs ({}) VALUES ({})",
+        column_list(EPOCH_COLUMNS),
+        placeholders('?', 1, EPOCH_COLUMNS.len())
+    ))
+}
+
+/// [`insert_epoch`], or its metrics in place of the row's when the run has that epoch already
+/// (a retried write whose answer was lost replaces the epoch it wrote).
+pub(super) fn record_epoch(d: Dialect) -> String {
+    let metrics = &EPOCH_COLUMNS[2..];
+    format!(
+        "{} ON CONFLICT (run_id, epoch) DO UPDATE SET {}",
+        insert_epoch(d),
+        d.render(&assignments(metrics, '?', 3))
+    )
 }
 
 /// Deletes run `?1`'s epochs.

@@ -140,7 +140,10 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         ensure_owned(&tx, run_id, w)?;
-        tx.execute(&insert_epoch(), params_from_iter(epoch_values(run_id, m)?))?;
+        tx.execute(
+            &sql::record_epoch(Dialect::Sqlite),
+            params_from_iter(epoch_values(run_id, m)?),
+        )?;
         tx.execute(
             "UPDATE workers SET heartbeat_at = ?2 WHERE id = ?1",
             params![w.id, now()],
@@ -430,7 +433,7 @@ impl Store for SqliteStore {
                     inserted.insert(r.id.clone());
                 }
             }
-            let mut insert = tx.prepare(&insert_epoch())?;
+            let mut insert = tx.prepare(&sql::insert_epoch(Dialect::Sqlite))?;
             for e in epochs.iter().filter(|e| inserted.contains(&e.run_id)) {
                 insert.execute(params_from_iter(values_of(e, EPOCH_COLUMNS)?))?;
             }
@@ -501,15 +504,6 @@ fn requeue() -> String {
     format!(
         "UPDATE runs SET {} WHERE id = ?1",
         sql::give_up_or_requeue(Dialect::Sqlite, "?2")
-    )
-}
-
-/// The INSERT of one epoch row.
-fn insert_epoch() -> String {
-    format!(
-        "INSERT INTO epochs ({}) VALUES ({})",
-        column_list(EPOCH_COLUMNS),
-        placeholders('?', 1, EPOCH_COLUMNS.len())
     )
 }
 

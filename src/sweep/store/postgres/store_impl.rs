@@ -139,16 +139,7 @@ impl Store for PostgresStore {
                 metrics: m.clone(),
             };
             let values = values_of(&row, EPOCH_COLUMNS)?;
-            // A retry of a write whose answer was lost replaces the epoch it wrote.
-            let metrics = &EPOCH_COLUMNS[2..];
-            tx.execute(
-                &format!(
-                    "{} ON CONFLICT (run_id, epoch) DO UPDATE SET {}",
-                    insert_epoch(),
-                    assignments(metrics, '$', 3)
-                ),
-                &params(&values),
-            )?;
+            tx.execute(&sql::record_epoch(Dialect::Postgres), &params(&values))?;
             tx.execute(
                 &format!("UPDATE runs SET lease_renewed_at = {NOW} WHERE id = $1"),
                 &[&run_id],
@@ -492,7 +483,7 @@ fn insert_epochs(
     epochs: &[EpochRow],
     inserted: &HashSet<&str>,
 ) -> Result<()> {
-    let insert = tx.prepare(&insert_epoch())?;
+    let insert = tx.prepare(&sql::insert_epoch(Dialect::Postgres))?;
     for e in epochs
         .iter()
         .filter(|e| inserted.contains(e.run_id.as_str()))
@@ -500,13 +491,4 @@ fn insert_epochs(
         tx.execute(&insert, &params(&values_of(e, EPOCH_COLUMNS)?))?;
     }
     Ok(())
-}
-
-/// The INSERT of one epoch row.
-fn insert_epoch() -> String {
-    format!(
-        "INSERT INTO epochs ({}) VALUES ({})",
-        column_list(EPOCH_COLUMNS),
-        placeholders('$', 1, EPOCH_COLUMNS.len())
-    )
 }
