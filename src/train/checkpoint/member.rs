@@ -9,7 +9,8 @@ use rand_chacha::ChaCha8Rng;
 use tch::Tensor;
 
 use super::{
-    CODE, Checkpoint, FORMAT, MemberState, State, epoch_table, epochs_of, position, tensor_file,
+    CODE, Checkpoint, FORMAT, MemberState, State, epoch_table, epochs_of, metadata, position,
+    tensor_file,
 };
 use crate::train::{EpochMetrics, RunConfig, RunResult};
 
@@ -99,9 +100,7 @@ pub(in crate::train) fn check(
     cfgs: &[RunConfig],
     index: usize,
 ) -> Result<()> {
-    let (_, header) = safetensors::SafeTensors::read_metadata(&checkpoint.bytes)
-        .map_err(|e| anyhow::anyhow!("not a whole checkpoint: {e:?}"))?;
-    let meta = header.metadata().clone().unwrap_or_default();
+    let meta = metadata(&checkpoint.bytes)?;
     ensure!(
         meta.get("group") == Some(&group_of(cfgs)?),
         "it was written in another fused group (or alone)"

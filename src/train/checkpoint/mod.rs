@@ -73,9 +73,7 @@ impl Checkpoint {
     /// Stored bytes read back; refused, saying why, when they are not a whole checkpoint or
     /// were written by other training code.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Checkpoint> {
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| anyhow::anyhow!("not a whole checkpoint: {e:?}"))?;
-        let meta = header.metadata().clone().unwrap_or_default();
+        let meta = metadata(&bytes)?;
         let entry = |key: &str| meta.get(key).with_context(|| format!("no '{key}' entry"));
         let format = entry("format")?;
         ensure!(format == FORMAT, "a '{format}' file, not a '{FORMAT}'");
@@ -218,6 +216,13 @@ pub(super) fn restore(
         elapsed: state.elapsed,
         best: (!best.is_empty()).then(|| Snapshot::of(&vars, best)),
     })
+}
+
+/// The metadata of checkpoint `bytes` (the tensors not read); an error if they are not whole.
+fn metadata(bytes: &[u8]) -> Result<HashMap<String, String>> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| anyhow::anyhow!("not a whole checkpoint: {e:?}"))?;
+    Ok(header.metadata().clone().unwrap_or_default())
 }
 
 fn position(text: &str) -> Result<u128> {
