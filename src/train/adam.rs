@@ -109,12 +109,11 @@ impl MemberAdam {
         });
     }
 
-    /// Member `m`'s learning rate set to zero: a frozen member's, resumed from a checkpoint
-    /// that holds the rest of its frozen state.
-    pub fn stop(&mut self, m: usize) {
+    /// Member `m`'s learning rate from now on.
+    pub fn set_lr(&mut self, m: usize, lr: f64) {
         tch::no_grad(|| {
             for slot in &mut self.slots {
-                let _ = slot.lr.narrow(slot.member_axis, m as i64, 1).zero_();
+                let _ = slot.lr.narrow(slot.member_axis, m as i64, 1).fill_(lr);
             }
         });
     }

@@ -1,20 +1,16 @@
 //! One training run: Adam on softmax cross-entropy, per-epoch validation, divergence detection,
 //! and the paper's "training loss": the loss over the whole training set in eval mode after the
 //! last epoch.
-use std::time::Instant;
-
 use anyhow::{Result, ensure};
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Reduction, Tensor, nn};
+use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::data::Tensors;
-use crate::model::{Layout, Net, determination_ratio, parameter_count};
-use optim::LrSchedule;
+use crate::model::{Layout, Net, determination_ratio};
 pub use settings::RunConfig;
-use stopping::{Convergence, Monitor, Snapshot};
+use stopping::{Convergence, Monitor};
 
 pub(crate) mod adam;
 pub mod augment;
@@ -23,7 +19,9 @@ pub(crate) mod fused;
 pub mod lbfgs;
 mod observer;
 pub mod optim;
+mod run;
 pub mod settings;
+mod solo;
 pub mod stopping;
 pub(crate) mod torch_optim;
 pub use checkpoint::Checkpoint;
@@ -263,166 +261,7 @@ pub fn train_from(
     check_holdout(cfg, data)?;
     check_fits(cfg, data.shape, data.classes, device)?;
     crate::device::warn_if_bf16_is_slow(device, cfg.precision);
-    let started = Instant::now();
-    let vs = nn::VarStore::new(device);
-    let net = Net::new(
-        &vs.root(),
-        cfg.architecture(data.shape, data.classes),
-        cfg.seed,
-    )?
-    .with_precision(cfg.precision);
-    let params = parameter_count(&vs);
-    let mut opt = optim::build(cfg, &vs)?;
-    let mut schedule = LrSchedule::new(cfg);
-    let mut monitor = Monitor::new(cfg);
-    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
-    let variables: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
-    let mut best: Option<Snapshot> = None;
-    let mut draws = Draws {
-        order: ChaCha8Rng::seed_from_u64(cfg.seed ^ SHUFFLE_STREAM),
-        augment: augment::Augmenter::new(cfg.augment, cfg.seed),
-    };
-    observer.start(&vs)?;
-    let mut result = RunResult::begin(cfg, params, data, device);
-    let mut before = 0.0;
-    if let Some(checkpoint) = resume {
-        let resumed = checkpoint::restore(checkpoint, cfg, &named, &mut opt, &mut draws)?;
-        (before, best) = (resumed.elapsed, resumed.best);
-        for m in resumed.epochs {
-            observer.epoch(&m)?;
-            schedule.observe(m.epoch, m.holdout_loss);
-            if let Some(loss) = m.holdout_loss {
-                monitor.observe(m.epoch, loss);
-            }
-            result.push_epoch(m);
-        }
-    }
-    let first = result.epochs.len() + 1;
-    for epoch in first..=cfg.epochs {
-        opt.set_lr(schedule.rate(epoch));
-        let Some(m) = train_epoch(
-            (&net, &vs),
-            &mut opt,
-            data,
-            cfg.batch_size,
-            epoch,
-            &mut draws,
-            observer,
-        )?
-        else {
-            result.diverge(epoch);
-            break;
-        };
-        observer.epoch(&m)?;
-        let holdout_loss = m.holdout_loss;
-        if !result.push_epoch(m) {
-            break;
-        }
-        schedule.observe(epoch, holdout_loss);
-        if let Some(loss) = holdout_loss
-            && monitor.observe(epoch, loss)
-            && monitor.restores()
-        {
-            best = Some(Snapshot::take(&variables));
-        }
-        if monitor.stopped() {
-            break;
-        }
-        if epoch < cfg.epochs && observer.wants_checkpoint(epoch) {
-            let state = checkpoint::Solo {
-                cfg,
-                result: &result,
-                elapsed: before + started.elapsed().as_secs_f64(),
-                variables: &named,
-                best: best.as_ref(),
-                opt: &opt,
-                draws: &draws,
-            };
-            observer.checkpoint(&state.capture()?)?;
-        }
-    }
-    if result.outcome == Outcome::Done {
-        if let Some(best) = &best {
-            best.restore();
-        }
-        observer.trained(&named)?;
-        result.conclude(
-            evaluate(&net, &data.train_x, &data.train_y),
-            evaluate(&net, &data.val_x, &data.val_y),
-            &monitor,
-        );
-        result.truncated(truncated_evaluation(&net, data, cfg.batch_size)?);
-    }
-    result.total_seconds = before + started.elapsed().as_secs_f64();
-    Ok(result)
-}
-
-/// A run's random draws during training: the order of the examples each epoch, and the
-/// augmentation of each batch.
-struct Draws {
-    order: ChaCha8Rng,
-    augment: Option<augment::Augmenter>,
-}
-
-/// One pass over the shuffled training set, then validation. `None` if the loss diverged; the
-/// error [`Stopped`] if the observer asked to stop.
-fn train_epoch(
-    (net, vars): (&Net, &nn::VarStore),
-    opt: &mut optim::Stepper,
-    data: &Tensors,
-    batch_size: usize,
-    epoch: usize,
-    draws: &mut Draws,
-    observer: &mut dyn Observer,
-) -> Result<Option<EpochMetrics>> {
-    let n = data.train_len();
-    let steps = n.div_ceil(batch_size);
-    let started = Instant::now();
-    let order = shuffled_indices(n, &mut draws.order);
-    observer.start_epoch(epoch, steps, &order);
-    // One gather per epoch; the minibatches are then views (no per-step copy).
-    let order = order.to_device(data.train_x.device());
-    let xs = data.train_x.index_select(0, &order);
-    let ys = data.train_y.index_select(0, &order);
-    let mut loss_sum = Tensor::zeros([], (Kind::Float, data.train_x.device()));
-    for step in 0..steps {
-        if observer.should_stop() {
-            return Err(Stopped.into());
-        }
-        let start = (step * batch_size) as i64;
-        let len = batch_size.min(n - step * batch_size) as i64;
-        let (x, y) = (xs.narrow(0, start, len), ys.narrow(0, start, len));
-        let x = match &mut draws.augment {
-            Some(a) => a.apply(&x),
-            None => x,
-        };
-        let loss = opt.step(&mut || cross_entropy(&net.forward(&x, true), &y));
-        let _ = loss_sum.g_add_(&(loss.detach() * len as f64));
-        let running = (step % CHECK_EVERY == CHECK_EVERY - 1 || step + 1 == steps)
-            .then(|| loss.double_value(&[]));
-        if running.is_some_and(|l| !l.is_finite()) {
-            return Ok(None);
-        }
-        observer.step(&Step {
-            loss: &loss,
-            running_loss: running,
-            vars,
-        });
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let (val_loss, val_acc) = evaluate(net, &data.val_x, &data.val_y);
-    let holdout = data.holdout.as_ref().map(|(x, y)| evaluate(net, x, y));
-    Ok(Some(EpochMetrics {
-        epoch,
-        train_loss: loss_sum.double_value(&[]) / n as f64,
-        val_loss,
-        val_acc,
-        holdout_loss: holdout.map(|h| h.0),
-        holdout_acc: holdout.map(|h| h.1),
-        seconds,
-        images_per_second: n as f64 / seconds,
-    }))
+    solo::train(cfg, data, device, observer, resume)
 }
 
 /// Batches of training images over which a rearranged net's batch-norm statistics are

@@ -12,7 +12,9 @@ use super::{
     CODE, Checkpoint, FORMAT, MemberState, State, epoch_table, epochs_of, metadata, position,
     tensor_file,
 };
-use crate::train::{EpochMetrics, RunConfig, RunResult};
+use crate::train::run::Replay;
+use crate::train::stopping::Snapshot;
+use crate::train::{RunConfig, RunResult};
 
 /// Member `index`'s state in a fused array, as the training loop holds it.
 pub(in crate::train) struct Member<'a> {
@@ -28,16 +30,6 @@ pub(in crate::train) struct Member<'a> {
     pub adam: (Vec<Tensor>, i32),
     pub order: &'a ChaCha8Rng,
     pub alive: bool,
-}
-
-/// What a member takes back besides its slices and moments.
-pub(in crate::train) struct Resumed {
-    pub epochs: Vec<EpochMetrics>,
-    pub elapsed: f64,
-    pub best: Option<Vec<Tensor>>,
-    pub alive: bool,
-    pub diverged_epoch: Option<usize>,
-    pub adam_steps: i32,
 }
 
 /// The `group` entry: every member's settings, in order.
@@ -114,14 +106,15 @@ pub(in crate::train) fn check(
 }
 
 /// Puts member `index`'s [`check`]ed checkpoint into its `slices` and `moments` (views of the
-/// array's) and its shuffling stream; returns the rest.
+/// array's) and its shuffling stream; returns the rest, and the Adam step count all members
+/// share.
 pub(in crate::train) fn restore(
     checkpoint: &Checkpoint,
     cfgs: &[RunConfig],
     index: usize,
     (slices, moments): (&[Tensor], &[Tensor]),
     order: &mut ChaCha8Rng,
-) -> Result<Resumed> {
+) -> Result<(Replay, i32)> {
     check(checkpoint, cfgs, index)?;
     let (meta, mut tensors) = tensor_file::decode(&checkpoint.bytes)?;
     let state: State = serde_json::from_str(meta.get("state").context("no state")?)?;
@@ -154,15 +147,19 @@ pub(in crate::train) fn restore(
     order.set_word_pos(position(&state.order)?);
     let steps = tensors.remove("adam_steps").context("no Adam step count")?;
     let device = slices.first().map_or(tch::Device::Cpu, Tensor::device);
-    Ok(Resumed {
+    let best = (!best.is_empty()).then(|| {
+        let copies = best.iter().map(|t| t.to_device(device)).collect();
+        Snapshot::of(slices, copies)
+    });
+    let replay = Replay {
         epochs: epochs_of(
             &tensors.remove("epochs").context("no epochs")?,
             &cfgs[index],
         )?,
         elapsed: state.elapsed,
-        best: (!best.is_empty()).then(|| best.iter().map(|t| t.to_device(device)).collect()),
+        best,
         alive: member.alive,
         diverged_epoch: member.diverged_epoch,
-        adam_steps: i32::try_from(steps.int64_value(&[0]))?,
-    })
+    };
+    Ok((replay, i32::try_from(steps.int64_value(&[0]))?))
 }

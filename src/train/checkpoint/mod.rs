@@ -13,8 +13,10 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use super::run::Replay;
+use super::solo::Draws;
 use super::stopping::Snapshot;
-use super::{Draws, EpochMetrics, RunConfig, RunResult, optim::Stepper};
+use super::{EpochMetrics, RunConfig, RunResult, optim::Stepper};
 use crate::model::tensor_file;
 
 pub(super) mod member;
@@ -102,14 +104,6 @@ pub(super) struct Solo<'a> {
     pub draws: &'a Draws,
 }
 
-/// What a resumed run takes back besides its variables, optimizer and streams.
-pub(super) struct Resumed {
-    /// The epochs trained so far.
-    pub epochs: Vec<EpochMetrics>,
-    pub elapsed: f64,
-    pub best: Option<Snapshot>,
-}
-
 impl Solo<'_> {
     /// The checkpoint after the last epoch of `result`.
     pub fn capture(&self) -> Result<Checkpoint> {
@@ -163,7 +157,7 @@ pub(super) fn restore(
     variables: &[(String, Tensor)],
     opt: &mut Stepper,
     draws: &mut Draws,
-) -> Result<Resumed> {
+) -> Result<Replay> {
     let (meta, mut tensors) = tensor_file::decode(&checkpoint.bytes)?;
     let state: State = serde_json::from_str(meta.get("state").context("no state")?)?;
     ensure!(
@@ -211,10 +205,12 @@ pub(super) fn restore(
         _ => bail!("the checkpoint's augmentation does not match the run's"),
     }
     let vars: Vec<Tensor> = variables.iter().map(|(_, t)| t.shallow_clone()).collect();
-    Ok(Resumed {
+    Ok(Replay {
         epochs,
         elapsed: state.elapsed,
         best: (!best.is_empty()).then(|| Snapshot::of(&vars, best)),
+        alive: true,
+        diverged_epoch: None,
     })
 }
 
