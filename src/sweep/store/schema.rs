@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use anyhow::Result;
 
-use super::columns::{Column, EPOCH_COLUMNS, RUN_BOOKKEEPING, RUN_COLUMNS};
+use super::columns::{Column, EPOCH_COLUMNS, RUN_BOOKKEEPING, RUN_COLUMNS, column};
 use super::row::Kind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,12 +15,7 @@ pub(super) enum Dialect {
 
 /// PostgreSQL's lease of a run, renewed with each heartbeat: liveness by the server's clock.
 /// (SQLite, on one machine, judges liveness by the workers' heartbeats and pids.)
-const POSTGRES_LEASE: &[Column] = &[Column {
-    name: "lease_renewed_at",
-    kind: Kind::Real,
-    constraint: "",
-    role: super::columns::Role::Queue,
-}];
+const POSTGRES_LEASE: &[Column] = &[column("lease_renewed_at", Kind::Real)];
 
 impl Dialect {
     pub(super) fn kind(self, kind: Kind) -> &'static str {
@@ -59,7 +54,7 @@ impl Dialect {
 
     fn definitions<'a>(self, columns: impl Iterator<Item = &'a Column>) -> String {
         columns
-            .map(|c| format!("    {} {} {}", c.name, self.kind(c.kind), c.constraint))
+            .map(|c| format!("    {} {} {}", c.name, self.kind(c.kind), c.constraint.sql()))
             .map(|d| d.trim_end().to_owned())
             .collect::<Vec<_>>()
             .join(",\n")

@@ -48,7 +48,7 @@ pub(super) fn status(s: RunStatus) -> String {
     format!("'{}'", s.as_str())
 }
 
-/// The statuses of runs that finished with results (see [`RunStatus::finished`]), as a list of
+/// The statuses of finished runs (ended or failed, see [`RunStatus::finished`]), as a list of
 /// SQL literals.
 pub(super) fn finished() -> String {
     let finished = RunStatus::ALL.into_iter().filter(|s| s.finished());
@@ -169,6 +169,14 @@ pub(super) fn record_epoch(d: Dialect) -> String {
 /// Deletes run `?1`'s epochs.
 pub(super) fn delete_epochs(d: Dialect) -> String {
     d.render("DELETE FROM epochs WHERE run_id = ?1")
+}
+
+/// Deletes run `?1` if it is still pending (a run removed from its grid).
+pub(super) fn drop_pending(d: Dialect) -> String {
+    d.render(&format!(
+        "DELETE FROM runs WHERE id = ?1 AND status = {}",
+        status(RunStatus::Pending)
+    ))
 }
 
 /// Every failed run back to pending, its attempts reset.

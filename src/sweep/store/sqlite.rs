@@ -297,10 +297,7 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction()?;
         let mut dropped = 0;
         {
-            let mut delete = tx.prepare(&format!(
-                "DELETE FROM runs WHERE id = ?1 AND status = {}",
-                sql::status(RunStatus::Pending)
-            ))?;
+            let mut delete = tx.prepare(&sql::drop_pending(Dialect::Sqlite))?;
             let mut forget = tx.prepare(&sql::delete_checkpoint(Dialect::Sqlite))?;
             for id in ids {
                 let n = delete.execute(params![id])?;

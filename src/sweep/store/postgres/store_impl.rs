@@ -243,23 +243,18 @@ impl Store for PostgresStore {
     fn drop_pending(&mut self, ids: &[String]) -> Result<usize> {
         self.with(|client| {
             let mut tx = client.transaction()?;
-            let dropped: Vec<String> = tx
-                .query(
-                    &format!(
-                        "DELETE FROM runs WHERE id = ANY($1) AND status = {} RETURNING id",
-                        sql::status(RunStatus::Pending)
-                    ),
-                    &[&ids],
-                )?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            tx.execute(
-                "DELETE FROM checkpoints WHERE run_id = ANY($1)",
-                &[&dropped],
-            )?;
+            let delete = tx.prepare(&sql::drop_pending(Dialect::Postgres))?;
+            let forget = tx.prepare(&sql::delete_checkpoint(Dialect::Postgres))?;
+            let mut dropped = 0;
+            for id in ids {
+                let n = tx.execute(&delete, &[id])?;
+                if n > 0 {
+                    tx.execute(&forget, &[id])?;
+                }
+                dropped += n as usize;
+            }
             tx.commit()?;
-            Ok(dropped.len())
+            Ok(dropped)
         })
     }
 
