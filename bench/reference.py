@@ -454,12 +454,18 @@ def check(what, ours, theirs, scale, rtol):
 
 
 def replay_mode(args):
+    """Replays every trace given (in one process: importing torch and its optimizers' compiler
+    hooks costs seconds), printing one JSON line each. Exit 1 if any parts from PyTorch."""
+    return max(replay_trace(trace, args.data_dir) for trace in args.trace)
+
+
+def replay_trace(folder, data_dir):
     """Trains a shallow trace's run in PyTorch from its initial weights and batch order, checking
     every step's loss and every variable after every update; names the first step and tensor
-    where the two part. Exit 1 on a mismatch."""
-    with open(os.path.join(args.trace, "trace.json")) as f:
+    where the two part. 1 on a mismatch, else 0."""
+    with open(os.path.join(folder, "trace.json")) as f:
         trace = json.load(f)
-    arrays = np.load(os.path.join(args.trace, "trace.npz"))
+    arrays = np.load(os.path.join(folder, "trace.npz"))
     result, records = trace["result"], iter(trace["steps"])
     cfg = result["config"]
     data = {k: torch.from_numpy(arrays[k]) for k in ("train_x", "train_y", "val_x", "val_y", "holdout_x",
@@ -470,8 +476,8 @@ def replay_mode(args):
         # PyTorch's own loading of the same subset must give the same tensors (a held-out split is
         # drawn with shallow's ChaCha8 stream, which this script does not reproduce: then the
         # traced tensors are used as they are).
-        if args.data_dir and cfg.get("holdout") is None:
-            own = load_data(args.data_dir, cfg["dataset"], cfg["train_limit"], cfg["val_limit"], cfg["subset"])
+        if data_dir and cfg.get("holdout") is None:
+            own = load_data(data_dir, cfg["dataset"], cfg["train_limit"], cfg["val_limit"], cfg["subset"])
             for k, t in data.items():
                 if own[k].shape != t.shape or (own[k].double() - t.double()).abs().max() > 1e-5:
                     raise Mismatch(f"data: {k} loaded by PyTorch differs from shallow's")
@@ -566,7 +572,8 @@ def main():
     t.add_argument("--order-from", metavar="TRACE", help="example order from a shallow trace folder")
     t.add_argument("--threads", type=int, default=1)
     r = sub.add_parser("replay", help="train a `shallow train --trace` run in PyTorch, compare step by step")
-    r.add_argument("--trace", required=True, help="folder written by `shallow train --trace`")
+    r.add_argument("--trace", required=True, action="append",
+                   help="folder written by `shallow train --trace` (repeat to replay several in one process)")
     r.add_argument("--data-dir", help="also check that PyTorch loads the same data from here")
     r.add_argument("--threads", type=int, default=1)
     args = p.parse_args()

@@ -9,24 +9,72 @@ use std::process::Command;
 
 use common::{python, real_data, shallow_bin};
 
-/// One epoch of a small subset, traced by shallow and replayed by the reference.
-fn assert_replay_matches(dataset: &str, layout: &str, batchnorm: bool, arch: &[&str]) {
-    let mut extra = arch.to_vec();
-    if batchnorm {
-        extra.push("--batchnorm");
+/// One epoch of a small subset per layout and batch-norm setting, traced by shallow and
+/// replayed by the reference.
+fn assert_replays_match(dataset: &str, arch: &[&str]) {
+    let mut cases = Vec::new();
+    for layout in ["sequential", "parallel"] {
+        for batchnorm in [false, true] {
+            let mut extra = arch.to_vec();
+            if batchnorm {
+                extra.push("--batchnorm");
+            }
+            cases.push((dataset, layout, extra));
+        }
     }
-    let report = replay(dataset, layout, &extra);
-    // 600 examples in batches of 32: 18 full batches and a last one of 24.
-    assert_eq!(report["steps"], 19, "{report}");
+    for report in replays(&cases) {
+        // 600 examples in batches of 32: 18 full batches and a last one of 24.
+        assert_eq!(report["steps"], 19, "{report}");
+    }
 }
 
 /// A run of 600 MNIST or CIFAR-10 training images (3 units of 8 filters, lr 3e-4, one epoch
-/// unless `extra` says otherwise), traced by shallow and replayed by the reference, which must
-/// match it step by step; returns the reference's report.
-fn replay(dataset: &str, layout: &str, extra: &[&str]) -> serde_json::Value {
+/// unless `extra` says otherwise) per case (dataset, layout, extra), traced by shallow and
+/// replayed by the reference — all in one Python process — which must match each step by step;
+/// returns the reference's reports, in order.
+fn replays(cases: &[(&str, &str, Vec<&str>)]) -> Vec<serde_json::Value> {
     let tmp = tempfile::tempdir().unwrap();
-    let trace = tmp.path().join("trace");
     let data = real_data();
+    let mut reference = Command::new(python());
+    reference
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/reference.py"))
+        .args(["replay", "--threads", "1", "--data-dir"])
+        .arg(&data);
+    let mut whats = Vec::new();
+    for (i, (dataset, layout, extra)) in cases.iter().enumerate() {
+        let trace = tmp.path().join(format!("trace{i}"));
+        let what = format!("{dataset} {layout} {}", extra.join(" "));
+        trace_run(dataset, layout, extra, &trace, &what);
+        reference.arg("--trace").arg(&trace);
+        whats.push(what);
+    }
+    let out = reference.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let reports: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(
+        reports.len(),
+        cases.len(),
+        "the reference replayed {} of {} traces: {stdout}{}",
+        reports.len(),
+        cases.len(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (what, report) in whats.iter().zip(&reports) {
+        assert_eq!(
+            report["match"], true,
+            "{what}: PyTorch parts from shallow: {report}"
+        );
+        eprintln!("{what}: {report}");
+    }
+    assert!(out.status.success(), "{stdout}");
+    reports
+}
+
+/// One case's `shallow train --trace` into `trace`.
+fn trace_run(dataset: &str, layout: &str, extra: &[&str], trace: &Path, what: &str) {
     let mut args = vec![
         "train",
         "--dataset",
@@ -63,55 +111,30 @@ fn replay(dataset: &str, layout: &str, extra: &[&str]) -> serde_json::Value {
     let out = Command::new(shallow_bin())
         .args(&args)
         .arg("--data-dir")
-        .arg(&data)
+        .arg(real_data())
         .arg("--trace")
-        .arg(&trace)
+        .arg(trace)
         .output()
         .unwrap();
-    let what = format!("{dataset} {layout} {}", extra.join(" "));
     assert!(
         out.status.success(),
         "{what}: shallow train failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new(python())
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/reference.py"))
-        .args(["replay", "--threads", "1", "--trace"])
-        .arg(&trace)
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{what}: PyTorch parts from shallow: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!(report["match"], true, "{what}: {report}");
-    eprintln!("{what}: {report}");
-    report
 }
 
 #[test]
 fn mnist_trains_as_pytorch_does_step_by_step() {
-    for layout in ["sequential", "parallel"] {
-        for batchnorm in [false, true] {
-            assert_replay_matches("mnist", layout, batchnorm, &[]);
-        }
-    }
+    assert_replays_match("mnist", &[]);
 }
 
 #[test]
 fn cifar10_trains_as_pytorch_does_step_by_step() {
     // The other architecture options along: tanh, 2×2 max-pool, global-average-pool head.
-    let arch = ["--activation", "tanh", "--pool", "max2", "--head", "gap"];
-    for layout in ["sequential", "parallel"] {
-        for batchnorm in [false, true] {
-            assert_replay_matches("cifar10", layout, batchnorm, &arch);
-        }
-    }
+    assert_replays_match(
+        "cifar10",
+        &["--activation", "tanh", "--pool", "max2", "--head", "gap"],
+    );
 }
 
 /// Every optimizer and schedule, checked step by step against `torch.optim` and
@@ -182,11 +205,14 @@ fn optimizers_and_schedules_train_as_torch_optim_does() {
             "parallel",
         ],
     ];
-    for extra in cases {
+    let cases: Vec<_> = cases
+        .iter()
+        .map(|extra| ("mnist", "sequential", extra.to_vec()))
+        .collect();
+    for ((_, _, extra), report) in cases.iter().zip(replays(&cases)) {
         let epochs: u64 = extra[extra.iter().position(|a| *a == "--epochs").unwrap() + 1]
             .parse()
             .unwrap();
-        let report = replay("mnist", "sequential", extra);
         assert_eq!(report["steps"], 19 * epochs, "{report}");
     }
 }
@@ -204,19 +230,24 @@ fn lbfgs_trains_as_torch_optim_lbfgs_does() {
         &["--lr", "0.1", "--line-search", "none"],
         &["--lr", "1", "--lbfgs-history", "2", "--layout", "parallel"],
     ];
-    for extra in cases {
-        let mut args = vec![
-            "--optimizer",
-            "lbfgs",
-            "--lbfgs-iterations",
-            "3",
-            "--batch-size",
-            "300",
-            "--epochs",
-            "2",
-        ];
-        args.extend_from_slice(extra);
-        let report = replay("mnist", "sequential", &args);
+    let cases: Vec<_> = cases
+        .iter()
+        .map(|extra| {
+            let mut args = vec![
+                "--optimizer",
+                "lbfgs",
+                "--lbfgs-iterations",
+                "3",
+                "--batch-size",
+                "300",
+                "--epochs",
+                "2",
+            ];
+            args.extend_from_slice(extra);
+            ("mnist", "sequential", args)
+        })
+        .collect();
+    for report in replays(&cases) {
         assert_eq!(report["steps"], 4, "{report}");
     }
 }
@@ -230,54 +261,50 @@ fn lbfgs_trains_as_torch_optim_lbfgs_does() {
 /// run); restoring its statistics is tested in tests/it/convergence.rs.
 #[test]
 fn stopping_rules_and_the_plateau_schedule_train_as_pytorch_does() {
-    let schedule = replay(
-        "mnist",
-        "sequential",
-        &[
-            "--holdout",
-            "300",
-            "--schedule",
-            "plateau",
-            "--lr-patience",
-            "0",
-            "--lr",
-            "3e-3",
-            "--epochs",
-            "5",
-        ],
-    );
+    let schedule = vec![
+        "--holdout",
+        "300",
+        "--schedule",
+        "plateau",
+        "--lr-patience",
+        "0",
+        "--lr",
+        "3e-3",
+        "--epochs",
+        "5",
+    ];
+    let plateau = vec![
+        "--holdout",
+        "300",
+        "--stop",
+        "plateau",
+        "--patience",
+        "1",
+        "--min-delta",
+        "0.1",
+        "--epochs",
+        "12",
+    ];
+    let target = vec![
+        "--holdout",
+        "0.1",
+        "--stop",
+        "target",
+        "--target-loss",
+        "5",
+        "--epochs",
+        "3",
+    ];
+    let reports = replays(&[
+        ("mnist", "sequential", schedule),
+        ("mnist", "sequential", plateau),
+        ("cifar10", "sequential", target),
+    ]);
+    let [schedule, plateau, target] = &reports[..] else {
+        unreachable!("one report per case")
+    };
     assert_eq!(schedule["epochs"], 5, "{schedule}");
-    let plateau = replay(
-        "mnist",
-        "sequential",
-        &[
-            "--holdout",
-            "300",
-            "--stop",
-            "plateau",
-            "--patience",
-            "1",
-            "--min-delta",
-            "0.1",
-            "--epochs",
-            "12",
-        ],
-    );
     assert!(plateau["epochs"].as_u64().unwrap() < 12, "{plateau}");
-    let target = replay(
-        "cifar10",
-        "sequential",
-        &[
-            "--holdout",
-            "0.1",
-            "--stop",
-            "target",
-            "--target-loss",
-            "5",
-            "--epochs",
-            "3",
-        ],
-    );
     assert_eq!(target["epochs"], 1, "{target}");
 }
 
