@@ -54,7 +54,14 @@ impl Dialect {
 
     fn definitions<'a>(self, columns: impl Iterator<Item = &'a Column>) -> String {
         columns
-            .map(|c| format!("    {} {} {}", c.name, self.kind(c.kind), c.constraint.sql()))
+            .map(|c| {
+                format!(
+                    "    {} {} {}",
+                    c.name,
+                    self.kind(c.kind),
+                    c.constraint.sql()
+                )
+            })
             .map(|d| d.trim_end().to_owned())
             .collect::<Vec<_>>()
             .join(",\n")
