@@ -8,16 +8,16 @@
 use std::time::Instant;
 
 use anyhow::{Result, ensure};
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use super::adam::MemberAdam;
 use super::checkpoint::member;
+use super::draws;
 use super::run::{self, Members, Record, Replay};
 use super::{
-    Checkpoint, EVAL_BATCH, Observer, RunConfig, RunResult, SHUFFLE_STREAM, check_fits_within,
-    memory_to_check, train_from, truncated_evaluation,
+    Checkpoint, EVAL_BATCH, Observer, RunConfig, RunResult, check_fits_within, memory_to_check,
+    train_from, truncated_evaluation,
 };
 use crate::data::Tensors;
 use crate::model::fused::FusedNet;
@@ -73,10 +73,7 @@ pub fn train_fused(
         cfgs,
         adam: MemberAdam::new(&net, &lrs),
         net,
-        rngs: seeds
-            .iter()
-            .map(|s| ChaCha8Rng::seed_from_u64(s ^ SHUFFLE_STREAM))
-            .collect(),
+        rngs: seeds.iter().map(|&s| draws::order_stream(s)).collect(),
     };
     let resumes: Vec<Option<&Checkpoint>> = resumes.iter().map(Option::as_ref).collect();
     run::run(

@@ -15,6 +15,7 @@ use stopping::{Convergence, Monitor};
 pub(crate) mod adam;
 pub mod augment;
 pub mod checkpoint;
+mod draws;
 pub(crate) mod fused;
 pub mod lbfgs;
 mod observer;
@@ -171,8 +172,6 @@ impl RunResult {
 const CHECK_EVERY: usize = 50;
 /// Evaluation batch: large enough to be efficient, small enough for L·F-channel activations.
 const EVAL_BATCH: i64 = 256;
-/// Keeps the shuffling stream apart from the weight-initialisation stream of the same seed.
-const SHUFFLE_STREAM: u64 = 0x5eed_da7a;
 
 /// Refuses, before any work, a run whose architecture does not fit its images or whose training
 /// step would not fit the memory this machine has left (checked on the CPU; a GPU's own limit

@@ -3,24 +3,17 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Tensor, nn};
 
+use super::draws::Draws;
 use super::run::{self, Members, Record, Replay};
 use super::{
-    Checkpoint, Observer, RunConfig, RunResult, SHUFFLE_STREAM, Step, augment, checkpoint,
-    cross_entropy, evaluate, optim, truncated_evaluation,
+    Checkpoint, Observer, RunConfig, RunResult, Step, checkpoint, cross_entropy, evaluate, optim,
+    truncated_evaluation,
 };
 use crate::data::Tensors;
 use crate::model::{Net, parameter_count};
-
-/// A run's random draws during training: the order of the examples each epoch, and the
-/// augmentation of each batch.
-pub(super) struct Draws {
-    pub order: ChaCha8Rng,
-    pub augment: Option<augment::Augmenter>,
-}
 
 /// One net and what trains it.
 struct Solo<'a> {
@@ -58,10 +51,7 @@ pub(super) fn train(
         net,
         named,
         opt,
-        draws: Draws {
-            order: ChaCha8Rng::seed_from_u64(cfg.seed ^ SHUFFLE_STREAM),
-            augment: augment::Augmenter::new(cfg.augment, cfg.seed),
-        },
+        draws: Draws::new(cfg),
         vs,
     };
     observer.start(&solo.vs)?;

@@ -13,8 +13,8 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use super::draws::Draws;
 use super::run::Replay;
-use super::solo::Draws;
 use super::stopping::Snapshot;
 use super::{EpochMetrics, RunConfig, RunResult, optim::Stepper};
 use crate::model::tensor_file;
