@@ -28,6 +28,7 @@ pub(crate) mod torch_optim;
 pub use checkpoint::Checkpoint;
 pub use fused::train_fused;
 pub use observer::{All, Bar, Observer, SaveNet, Silent, Step, Stopped};
+pub use solo::train_from;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
@@ -244,23 +245,6 @@ pub fn train(
     observer: &mut dyn Observer,
 ) -> Result<RunResult> {
     train_from(cfg, data, device, observer, None)
-}
-
-/// [`train`], resumed after the epoch of `resume` when given (the checkpoint's epochs are told
-/// to the observer again, then training goes on as if it had never stopped). The observer is
-/// handed a [`Checkpoint`] after each epoch it asks for one ([`Observer::wants_checkpoint`]).
-pub fn train_from(
-    cfg: &RunConfig,
-    data: &Tensors,
-    device: Device,
-    observer: &mut dyn Observer,
-    resume: Option<&Checkpoint>,
-) -> Result<RunResult> {
-    cfg.validate()?;
-    check_holdout(cfg, data)?;
-    check_fits(cfg, data.shape, data.classes, device)?;
-    crate::device::warn_if_bf16_is_slow(device, cfg.precision);
-    solo::train(cfg, data, device, observer, resume)
 }
 
 /// Batches of training images over which a rearranged net's batch-norm statistics are

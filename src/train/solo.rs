@@ -9,8 +9,8 @@ use tch::{Device, Tensor, nn};
 use super::draws::Draws;
 use super::run::{self, Members, Record, Replay};
 use super::{
-    Checkpoint, Observer, RunConfig, RunResult, Step, checkpoint, cross_entropy, evaluate, optim,
-    truncated_evaluation,
+    Checkpoint, Observer, RunConfig, RunResult, Step, check_fits, check_holdout, checkpoint,
+    cross_entropy, evaluate, optim, truncated_evaluation,
 };
 use crate::data::Tensors;
 use crate::model::{Net, parameter_count};
@@ -26,14 +26,21 @@ struct Solo<'a> {
     draws: Draws,
 }
 
-/// Trains `cfg` alone (see [`super::train_from`]), its inputs already checked.
-pub(super) fn train(
+/// [`super::train`], resumed after the epoch of `resume` when given (the checkpoint's epochs
+/// are told to the observer again, then training goes on as if it had never stopped). The
+/// observer is handed a [`Checkpoint`] after each epoch it asks for one
+/// ([`Observer::wants_checkpoint`]).
+pub fn train_from(
     cfg: &RunConfig,
     data: &Tensors,
     device: Device,
     observer: &mut dyn Observer,
     resume: Option<&Checkpoint>,
 ) -> Result<RunResult> {
+    cfg.validate()?;
+    check_holdout(cfg, data)?;
+    check_fits(cfg, data.shape, data.classes, device)?;
+    crate::device::warn_if_bf16_is_slow(device, cfg.precision);
     let started = Instant::now();
     let vs = nn::VarStore::new(device);
     let net = Net::new(
