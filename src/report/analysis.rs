@@ -189,9 +189,11 @@ impl MedianEstimate {
     }
 }
 
-/// One cell of Table 2: the finished runs of one dataset, layout and Q bin.
+/// One cell of Table 2: the finished runs of one cohort ([`Cohorts`]), layout and Q bin.
 #[derive(Debug, Clone)]
 pub struct Table2Cell {
+    pub cohort: String,
+    /// The cohort's dataset (the paper's values are per dataset).
     pub dataset: String,
     pub layout: Layout,
     pub bin: usize,
@@ -210,11 +212,52 @@ pub fn has_results(r: &RunRow) -> bool {
         && r.q.is_some()
 }
 
-pub fn datasets(runs: &[RunRow]) -> Vec<String> {
-    let mut names: Vec<String> = runs.iter().map(|r| r.config.dataset.clone()).collect();
-    names.sort();
-    names.dedup();
-    names
+/// What the report compares the layouts within: each dataset — or, where the runs were trained
+/// with more than one optimizer, each dataset and optimizer (`mnist · lbfgs`). An optimizer is
+/// its own training recipe (its rate, batch size, how far its runs get), and pooling recipes would
+/// let one that trains badly sway a dataset's verdict and its Table 2 means; the *Optimizers*
+/// section sets the optimizers against each other instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cohorts {
+    by_optimizer: bool,
+}
+
+impl Cohorts {
+    pub fn of(runs: &[RunRow]) -> Cohorts {
+        let first = runs.first().map(|r| r.config.optimizer);
+        Cohorts {
+            by_optimizer: runs.iter().any(|r| Some(r.config.optimizer) != first),
+        }
+    }
+
+    /// Whether the cohorts are datasets and optimizers, not datasets alone.
+    pub fn by_optimizer(self) -> bool {
+        self.by_optimizer
+    }
+
+    /// The cohort of a run's configuration: `mnist`, or `mnist · adam` by optimizer.
+    pub fn label(self, c: &RunConfig) -> String {
+        if self.by_optimizer {
+            let optimizer = clap::ValueEnum::to_possible_value(&c.optimizer)
+                .map_or_else(|| format!("{:?}", c.optimizer), |v| v.get_name().to_owned());
+            format!("{} · {optimizer}", c.dataset)
+        } else {
+            c.dataset.clone()
+        }
+    }
+
+    /// The cohorts of `runs`, sorted.
+    pub fn names(self, runs: &[RunRow]) -> Vec<String> {
+        let mut names: Vec<String> = runs.iter().map(|r| self.label(&r.config)).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// The cohorts ([`Cohorts`]) of `runs`, sorted.
+pub fn cohorts(runs: &[RunRow]) -> Vec<String> {
+    Cohorts::of(runs).names(runs)
 }
 
 pub fn table2(runs: &[RunRow]) -> Vec<Table2Cell> {
@@ -225,17 +268,19 @@ pub fn table2(runs: &[RunRow]) -> Vec<Table2Cell> {
         diverged: usize,
     }
     const LAYOUTS: [Layout; 2] = [Layout::Sequential, Layout::Parallel];
-    let datasets = datasets(runs);
+    let of = Cohorts::of(runs);
+    let cohorts = of.names(runs);
+    let mut dataset_of = vec![String::new(); cohorts.len()];
     let at = |d: usize, l: usize, bin: usize| (d * LAYOUTS.len() + l) * Q_BINS.len() + bin;
-    let mut cells: Vec<Runs> = (0..at(datasets.len(), 0, 0))
+    let mut cells: Vec<Runs> = (0..at(cohorts.len(), 0, 0))
         .map(|_| Runs::default())
         .collect();
     for r in runs {
-        let (Ok(d), Some(l), Some(q)) = (
-            datasets.binary_search(&r.config.dataset),
-            LAYOUTS.iter().position(|&l| l == r.config.layout),
-            r.q,
-        ) else {
+        let Ok(d) = cohorts.binary_search(&of.label(&r.config)) else {
+            continue;
+        };
+        dataset_of[d].clone_from(&r.config.dataset);
+        let (Some(l), Some(q)) = (LAYOUTS.iter().position(|&l| l == r.config.layout), r.q) else {
             continue;
         };
         let cell = &mut cells[at(d, l, q_bin(q))];
@@ -247,18 +292,19 @@ pub fn table2(runs: &[RunRow]) -> Vec<Table2Cell> {
             cell.done.push((configuration_key(r), train, val));
         }
     }
-    let names = datasets.iter().flat_map(|d| {
+    let names = cohorts.iter().zip(&dataset_of).flat_map(|d| {
         LAYOUTS
             .iter()
             .flat_map(move |&l| (0..Q_BINS.len()).map(move |bin| (d, l, bin)))
     });
     let cells: Vec<_> = names.zip(cells).collect();
-    stats::map_on_every_core(&cells, |((dataset, layout, bin), runs)| {
+    stats::map_on_every_core(&cells, |(((cohort, dataset), layout, bin), runs)| {
         let clusters: Vec<Configuration> = runs.done.iter().map(|r| r.0).collect();
         let train: Vec<f64> = runs.done.iter().map(|r| r.1).collect();
         let val: Vec<f64> = runs.done.iter().map(|r| r.2).collect();
         let estimates = Estimate::each(&[&train, &val], &clusters);
         Table2Cell {
+            cohort: (*cohort).clone(),
             dataset: (*dataset).clone(),
             layout: *layout,
             bin: *bin,
@@ -277,11 +323,13 @@ pub struct Pair<'a> {
     pub par: &'a RunRow,
     /// Of both runs ([`configuration_key`]).
     pub configuration: Configuration,
+    /// What the pair is compared within ([`Cohorts`]).
+    pub cohort: String,
 }
 
 impl Pair<'_> {
-    pub fn dataset(&self) -> &str {
-        &self.seq.config.dataset
+    pub fn cohort(&self) -> &str {
+        &self.cohort
     }
     pub fn q(&self) -> f64 {
         self.seq.q.unwrap_or(f64::NAN)
@@ -323,6 +371,7 @@ fn ended_pairs<'a>(runs: &'a [RunRow]) -> Vec<Pair<'a>> {
             Layout::Staged(_) => {}
         }
     }
+    let cohorts = Cohorts::of(runs);
     let mut pairs: Vec<Pair> = by_pair
         .into_values()
         .filter_map(|(s, p)| Some((s?, p?)))
@@ -331,17 +380,15 @@ fn ended_pairs<'a>(runs: &'a [RunRow]) -> Vec<Pair<'a>> {
             seq,
             par,
             configuration: configuration_key(seq),
+            cohort: cohorts.label(&seq.config),
         })
         .collect();
     pairs.sort_by(|a, b| {
-        let key = |p: &Pair<'a>| {
-            (
-                p.seq.config.dataset.as_str(),
-                p.seq.config.layers,
-                p.seq.id.as_str(),
-            )
-        };
-        key(a).cmp(&key(b))
+        (a.cohort(), a.seq.config.layers, a.seq.id.as_str()).cmp(&(
+            b.cohort(),
+            b.seq.config.layers,
+            b.seq.id.as_str(),
+        ))
     });
     pairs
 }
@@ -461,37 +508,48 @@ pub fn paired_stat(group: &str, pairs: &[&Pair], metric: Metric) -> Option<Paire
     })
 }
 
-/// The groups the report compares in: per dataset, per dataset and Q bin, and per dataset and
-/// number of layers (named e.g. `mnist`, `mnist · Q [1,3)`, `mnist · L=4`).
+/// The groups the report compares in: per cohort ([`Cohorts`]: a dataset, or a dataset and
+/// optimizer), per cohort and Q bin, and per cohort and number of layers (named e.g. `mnist`,
+/// `mnist · Q [1,3)`, `mnist · L=4`).
 pub fn groups<'a, 'p>(pairs: &'a [Pair<'p>]) -> Vec<(String, Vec<&'a Pair<'p>>)> {
     let mut groups = Vec::new();
-    let mut names: Vec<&str> = pairs.iter().map(|p| p.dataset()).collect();
-    names.sort_unstable();
-    names.dedup();
-    for dataset in names {
-        let of_dataset: Vec<&Pair> = pairs.iter().filter(|p| p.dataset() == dataset).collect();
-        groups.push((dataset.to_owned(), of_dataset.clone()));
+    for (cohort, of_cohort) in by_cohort(pairs) {
+        groups.push((cohort.clone(), of_cohort.clone()));
         for (bin, label) in Q_BINS.iter().enumerate() {
-            let g: Vec<&Pair> = of_dataset
+            let g: Vec<&Pair> = of_cohort
                 .iter()
                 .copied()
                 .filter(|p| q_bin(p.q()) == bin)
                 .collect();
-            groups.push((format!("{dataset} · Q {label}"), g));
+            groups.push((format!("{cohort} · Q {label}"), g));
         }
-        let mut layers: Vec<usize> = of_dataset.iter().map(|p| p.seq.config.layers).collect();
+        let mut layers: Vec<usize> = of_cohort.iter().map(|p| p.seq.config.layers).collect();
         layers.sort();
         layers.dedup();
         for l in layers {
-            let g: Vec<&Pair> = of_dataset
+            let g: Vec<&Pair> = of_cohort
                 .iter()
                 .copied()
                 .filter(|p| p.seq.config.layers == l)
                 .collect();
-            groups.push((format!("{dataset} · L={l}"), g));
+            groups.push((format!("{cohort} · L={l}"), g));
         }
     }
     groups
+}
+
+/// The pairs of each cohort ([`Cohorts`]), cohorts sorted.
+pub fn by_cohort<'a, 'p>(pairs: &'a [Pair<'p>]) -> Vec<(String, Vec<&'a Pair<'p>>)> {
+    let mut names: Vec<&str> = pairs.iter().map(|p| p.cohort()).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|cohort| {
+            let of: Vec<&Pair> = pairs.iter().filter(|p| p.cohort() == cohort).collect();
+            (cohort.to_owned(), of)
+        })
+        .collect()
 }
 
 /// Paired statistics of every metric in every group.
@@ -506,12 +564,12 @@ pub fn paired_comparisons(pairs: &[Pair]) -> Vec<PairedStat> {
         .collect()
 }
 
-/// Pairs with a diverged run, per dataset: (dataset, sequential only, parallel only, both, pairs).
+/// Pairs with a diverged run, per cohort: (cohort, sequential only, parallel only, both, pairs).
 pub fn diverged_counts(pairs: &[Pair]) -> Vec<(String, usize, usize, usize, usize)> {
     let mut out: Vec<(String, usize, usize, usize, usize)> = Vec::new();
     for p in pairs {
-        if out.last().is_none_or(|row| row.0 != p.dataset()) {
-            out.push((p.dataset().to_owned(), 0, 0, 0, 0));
+        if out.last().is_none_or(|row| row.0 != p.cohort()) {
+            out.push((p.cohort().to_owned(), 0, 0, 0, 0));
         }
         let row = out.last_mut().expect("pushed above");
         let (s, q) = (

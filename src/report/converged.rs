@@ -66,7 +66,7 @@ impl<'a> Section<'a> {
     }
 
     /// The section: text, tables and the budget-curve figures (drawn into `<out>/plots`).
-    pub fn blocks(&self, out: &Path, datasets: &[String], margins: &Margins) -> Result<Vec<Block>> {
+    pub fn blocks(&self, out: &Path, cohorts: &[String], margins: &Margins) -> Result<Vec<Block>> {
         if self.is_empty() {
             return Ok(Vec::new());
         }
@@ -74,7 +74,7 @@ impl<'a> Section<'a> {
             let mut blocks = vec![Block::Heading(
                 "The verdict against the training budget".into(),
             )];
-            blocks.extend(self.budget_blocks(out, datasets, margins)?);
+            blocks.extend(self.budget_blocks(out, cohorts, margins)?);
             return Ok(blocks);
         }
         let mut blocks = vec![
@@ -91,7 +91,7 @@ impl<'a> Section<'a> {
         ];
         blocks.extend(self.stop_blocks());
         blocks.extend(self.best_blocks(margins));
-        blocks.extend(self.budget_blocks(out, datasets, margins)?);
+        blocks.extend(self.budget_blocks(out, cohorts, margins)?);
         Ok(blocks)
     }
 
@@ -210,7 +210,7 @@ impl<'a> Section<'a> {
     fn budget_blocks(
         &self,
         out: &Path,
-        datasets: &[String],
+        cohorts: &[String],
         margins: &Margins,
     ) -> Result<Vec<Block>> {
         if self.budget.is_empty() {
@@ -262,7 +262,7 @@ impl<'a> Section<'a> {
         ];
         blocks.push(Block::Table(headers.map(String::from).to_vec(), rows));
         let dir = out.join("plots");
-        for d in datasets {
+        for d in cohorts {
             let curve: Vec<&BudgetPoint> = self.budget.iter().filter(|p| &p.dataset == d).collect();
             if curve.is_empty() {
                 continue;

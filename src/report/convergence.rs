@@ -110,10 +110,7 @@ pub fn budget_curve(
         .cloned()
         .collect();
     let mut points = Vec::new();
-    for (dataset, members) in analysis::groups(&fixed)
-        .into_iter()
-        .filter(|(g, _)| !g.contains(' '))
-    {
+    for (dataset, members) in analysis::by_cohort(&fixed).into_iter() {
         let last = members
             .iter()
             .filter_map(|p| epochs.get(p.seq.id.as_str())?.last().map(|m| m.epoch))
@@ -207,10 +204,7 @@ pub struct BestRow {
 /// recorded one.
 pub fn at_best_epoch(pairs: &[Pair], margins: &Margins) -> Vec<BestRow> {
     let mut rows = Vec::new();
-    for (dataset, members) in analysis::groups(pairs)
-        .into_iter()
-        .filter(|(g, _)| !g.contains(' '))
-    {
+    for (dataset, members) in analysis::by_cohort(pairs).into_iter() {
         for quantity in AtBest::ALL {
             let keyed: Vec<(Configuration, f64)> = members
                 .iter()
@@ -260,12 +254,13 @@ impl StopRow {
 /// Runs of one dataset and layout with their convergence records.
 type StopGroup<'a> = ((String, Layout), Vec<(&'a RunRow, &'a Convergence)>);
 
-/// Per dataset and layout, how the runs with a held-out split stopped.
+/// Per cohort ([`analysis::Cohorts`]) and layout, how the runs with a held-out split stopped.
 pub fn stops(runs: &[RunRow]) -> Vec<StopRow> {
+    let cohorts = analysis::Cohorts::of(runs);
     let mut groups: Vec<StopGroup> = Vec::new();
     for r in runs.iter().filter(|r| analysis::has_results(r)) {
         let Some(c) = &r.convergence else { continue };
-        let key = (r.config.dataset.clone(), r.config.layout);
+        let key = (cohorts.label(&r.config), r.config.layout);
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, list)) => list.push((r, c)),
             None => groups.push((key, vec![(r, c)])),
@@ -307,9 +302,8 @@ pub struct Ratio {
 /// Per dataset, the paired ratio parallel ÷ sequential of the training seconds to the best
 /// held-out epoch: median with its 95 % interval (resampling configurations), and n pairs.
 pub fn seconds_to_best_ratio(pairs: &[Pair]) -> Vec<Ratio> {
-    analysis::groups(pairs)
+    analysis::by_cohort(pairs)
         .into_iter()
-        .filter(|(g, _)| !g.contains(' '))
         .filter_map(|(dataset, members)| {
             let (ratios, keys): (Vec<f64>, Vec<Configuration>) = members
                 .iter()

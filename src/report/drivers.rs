@@ -42,13 +42,13 @@ impl Drivers {
 }
 
 /// The breakdown of every dataset with finished pairs.
-pub fn drivers(pairs: &[Pair], datasets: &[String], margins: &Margins) -> Vec<Drivers> {
-    datasets
+pub fn drivers(pairs: &[Pair], cohorts: &[String], margins: &Margins) -> Vec<Drivers> {
+    cohorts
         .iter()
         .filter_map(|d| {
             let of: Vec<&Pair> = pairs
                 .iter()
-                .filter(|p| p.dataset() == d && p.both_have_results())
+                .filter(|p| p.cohort() == d && p.both_have_results())
                 .collect();
             (!of.is_empty()).then(|| of_dataset(d, &of, margins))
         })

@@ -43,7 +43,7 @@ pub fn generate(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFi
         std::fs::create_dir_all(out.join(sub))
             .with_context(|| format!("cannot create {}", out.join(sub).display()))?;
     }
-    let datasets = analysis::datasets(&runs);
+    let cohorts = analysis::cohorts(&runs);
     let (pairs, same_network) = analysis::compared_pairs(&runs);
     let cells = analysis::table2(&runs);
     let paired = analysis::paired_comparisons(&pairs);
@@ -51,7 +51,7 @@ pub fn generate(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFi
     let verdicts = equivalence::equivalence(&pairs, margins);
     let to_target = speed::time_to_target(&pairs, &epochs);
     let converged = converged::Section::of(&runs, &pairs, &epochs, margins);
-    let drivers = drivers::drivers(&pairs, &datasets, margins);
+    let drivers = drivers::drivers(&pairs, &cohorts, margins);
     let optimizers = optimizers::comparisons(&runs);
 
     let mut blocks = vec![Block::Heading(format!(
@@ -62,27 +62,28 @@ pub fn generate(db: &Location, out: &Path, margins: &Margins) -> Result<ReportFi
     blocks.extend(verdicts::blocks(
         out,
         &verdicts,
-        &datasets,
+        analysis::Cohorts::of(&runs),
+        &cohorts,
         &drivers,
         margins,
         same_network,
     )?);
     blocks.extend(drivers::blocks(out, &drivers, margins)?);
-    blocks.extend(converged.blocks(out, &datasets, margins)?);
+    blocks.extend(converged.blocks(out, &cohorts, margins)?);
     blocks.extend(optimizers::blocks(&optimizers));
     blocks.extend(summary(&runs));
-    blocks.extend(table2_blocks(&cells, &datasets));
+    blocks.extend(table2_blocks(&cells, &cohorts));
     blocks.extend(paired_blocks(&paired, &diverged));
-    blocks.extend(speed::blocks(&speed::summaries(&to_target, &datasets)));
+    blocks.extend(speed::blocks(&speed::summaries(&to_target, &cohorts)));
     let truncated = truncation::rows(&runs);
     blocks.extend(truncation::blocks(&truncated));
     let families = staged::families(&runs);
     let stage_cells = staged::cells(&families);
     blocks.extend(staged::blocks(&stage_cells));
     blocks.extend(verdicts::table(&verdicts, margins));
-    blocks.extend(figures(out, &pairs, &datasets, &epochs)?);
-    blocks.extend(staged_figures(out, &families, &datasets)?);
-    plots::time_to_target(&out.join("plots"), "time_to_target", &to_target, &datasets)?;
+    blocks.extend(figures(out, &pairs, &cohorts, &epochs)?);
+    blocks.extend(staged_figures(out, &families, &cohorts)?);
+    plots::time_to_target(&out.join("plots"), "time_to_target", &to_target, &cohorts)?;
     blocks.push(Block::Figure(
         "time_to_target".into(),
         "Training seconds each layout needed to first reach the better final validation loss + 5 %, \
@@ -109,22 +110,23 @@ pub fn verdicts_page(db: &Location, scratch: &Path, margins: &Margins) -> Result
     let runs = store::open_reader(db)?.runs()?;
     std::fs::create_dir_all(scratch.join("plots"))
         .with_context(|| format!("cannot create {}", scratch.join("plots").display()))?;
-    let datasets = analysis::datasets(&runs);
+    let cohorts = analysis::cohorts(&runs);
     let (pairs, same_network) = analysis::compared_pairs(&runs);
     let verdicts = equivalence::equivalence(&pairs, margins);
-    let drivers = drivers::drivers(&pairs, &datasets, margins);
+    let drivers = drivers::drivers(&pairs, &cohorts, margins);
     let mut blocks = vec![Block::Heading(format!("Verdicts so far on {db}"))];
     blocks.extend(verdicts::blocks(
         scratch,
         &verdicts,
-        &datasets,
+        analysis::Cohorts::of(&runs),
+        &cohorts,
         &drivers,
         margins,
         same_network,
     )?);
     blocks.extend(drivers::blocks(scratch, &drivers, margins)?);
     blocks.extend(summary(&runs));
-    blocks.extend(table2_blocks(&analysis::table2(&runs), &datasets));
+    blocks.extend(table2_blocks(&analysis::table2(&runs), &cohorts));
     blocks.extend(verdicts::table(&verdicts, margins));
     Ok(VerdictsPage {
         html: render::to_html(&render::to_markdown(&blocks), scratch)?,
@@ -258,7 +260,7 @@ fn cell_text(e: Option<analysis::Estimate>) -> String {
     }
 }
 
-fn table2_blocks(cells: &[analysis::Table2Cell], datasets: &[String]) -> Vec<Block> {
+fn table2_blocks(cells: &[analysis::Table2Cell], cohorts: &[String]) -> Vec<Block> {
     let mut blocks = vec![
         Block::Heading("Table 2: mean final losses per Q bin".into()),
         Block::Paragraph(
@@ -288,9 +290,9 @@ fn table2_blocks(cells: &[analysis::Table2Cell], datasets: &[String]) -> Vec<Blo
     .map(String::from)
     .to_vec();
     let mut rows = Vec::new();
-    for d in datasets {
-        for c in cells.iter().filter(|c| &c.dataset == d) {
-            let paper = analysis::paper_value(d, c.layout, c.bin);
+    for d in cohorts {
+        for c in cells.iter().filter(|c| &c.cohort == d) {
+            let paper = analysis::paper_value(&c.dataset, c.layout, c.bin);
             rows.push(vec![
                 d.clone(),
                 c.layout.to_string(),
@@ -382,7 +384,7 @@ fn paired_blocks(
 fn representative<'a>(pairs: &'a [Pair<'a>], dataset: &str) -> Vec<(String, &'a Pair<'a>)> {
     let mut finished: Vec<(&Pair, f64)> = pairs
         .iter()
-        .filter(|p| p.dataset() == dataset && p.both_have_results())
+        .filter(|p| p.cohort() == dataset && p.both_have_results())
         .filter_map(|p| {
             Some((
                 p,
@@ -418,23 +420,23 @@ fn representative<'a>(pairs: &'a [Pair<'a>], dataset: &str) -> Vec<(String, &'a 
 fn figures(
     out: &Path,
     pairs: &[Pair],
-    datasets: &[String],
+    cohorts: &[String],
     epochs: &[crate::sweep::store::EpochRow],
 ) -> Result<Vec<Block>> {
     let dir = out.join("plots");
     let mut blocks = vec![Block::Heading("Plots".into())];
-    plots::layout_scatter(&dir, "val_loss_pairs", pairs, Metric::ValLoss, datasets)?;
+    plots::layout_scatter(&dir, "val_loss_pairs", pairs, Metric::ValLoss, cohorts)?;
     blocks.push(Block::Figure(
         "val_loss_pairs".into(),
         "Final validation loss, parallel vs sequential per pair (below the line: shallow better)."
             .into(),
     ));
-    plots::layout_scatter(&dir, "train_loss_pairs", pairs, Metric::TrainLoss, datasets)?;
+    plots::layout_scatter(&dir, "train_loss_pairs", pairs, Metric::TrainLoss, cohorts)?;
     blocks.push(Block::Figure(
         "train_loss_pairs".into(),
         "Final training loss, parallel vs sequential per pair.".into(),
     ));
-    for d in datasets {
+    for d in cohorts {
         let name = plots::figure_name("loss_vs_q", d);
         plots::loss_vs_q(&dir, &name, pairs, d)?;
         blocks.push(Block::Figure(
@@ -442,13 +444,13 @@ fn figures(
             format!("{d}: final validation loss against Q, with the bin edges 1, 3, 10."),
         ));
     }
-    let chosen: Vec<(String, &Pair)> = datasets
+    let chosen: Vec<(String, &Pair)> = cohorts
         .iter()
         .flat_map(|d| representative(pairs, d))
         .collect();
     plots::learning_curves(&dir, "learning_curves", &chosen, epochs)?;
     blocks.push(Block::Figure("learning_curves".into(), "Validation loss per epoch for pairs at the 10th, 50th and 90th percentile of Δ validation loss.".into()));
-    plots::epoch_seconds(&dir, "epoch_seconds", pairs, datasets)?;
+    plots::epoch_seconds(&dir, "epoch_seconds", pairs, cohorts)?;
     blocks.push(Block::Figure("epoch_seconds".into(), "Training seconds per epoch, parallel vs sequential per pair (below the line: parallel faster).".into()));
     Ok(blocks)
 }
@@ -457,10 +459,10 @@ fn figures(
 fn staged_figures(
     out: &Path,
     families: &[staged::Family],
-    datasets: &[String],
+    cohorts: &[String],
 ) -> Result<Vec<Block>> {
     let mut blocks = vec![];
-    for d in datasets
+    for d in cohorts
         .iter()
         .filter(|d| families.iter().any(|f| &f.dataset == *d))
     {

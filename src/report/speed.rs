@@ -67,7 +67,7 @@ pub fn time_to_target(pairs: &[Pair], epochs: &[EpochRow]) -> Vec<TimeToTarget> 
             let best = p.seq.final_val_loss?.min(p.par.final_val_loss?);
             let target = best * (1.0 + SLACK);
             Some(TimeToTarget {
-                dataset: p.dataset().to_owned(),
+                dataset: p.cohort().to_owned(),
                 pair_id: p.seq.pair_id.clone(),
                 configuration: p.configuration,
                 bin: q_bin(p.q()),
@@ -131,9 +131,9 @@ pub fn summarise(group: &str, rows: &[&TimeToTarget]) -> Option<SpeedSummary> {
 }
 
 /// Summaries per dataset (all Q bins) and per dataset and Q bin.
-pub fn summaries(rows: &[TimeToTarget], datasets: &[String]) -> Vec<SpeedSummary> {
+pub fn summaries(rows: &[TimeToTarget], cohorts: &[String]) -> Vec<SpeedSummary> {
     let mut out = vec![];
-    for d in datasets {
+    for d in cohorts {
         let of: Vec<&TimeToTarget> = rows.iter().filter(|r| &r.dataset == d).collect();
         out.extend(summarise(d, &of));
         for (bin, label) in super::analysis::Q_BINS.iter().enumerate() {

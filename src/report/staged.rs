@@ -2,7 +2,9 @@
 //! several arrangements — D = 1 (parallel) … D = L (sequential) stages — compared by D.
 use std::collections::BTreeMap;
 
-use super::analysis::{Configuration, Estimate, MedianEstimate, configuration_key, has_results};
+use super::analysis::{
+    Cohorts, Configuration, Estimate, MedianEstimate, configuration_key, has_results,
+};
 use super::render::Block;
 use super::stats::median;
 use crate::sweep::store::RunRow;
@@ -23,14 +25,15 @@ pub struct Family {
 /// beside the two ends, or several staged ones), by dataset, L and pair id.
 pub fn families(runs: &[RunRow]) -> Vec<Family> {
     type Runs<'a> = (&'a RunRow, BTreeMap<usize, f64>);
-    let mut groups: BTreeMap<(&str, usize, &str), Runs> = BTreeMap::new();
+    let cohorts = Cohorts::of(runs);
+    let mut groups: BTreeMap<(String, usize, &str), Runs> = BTreeMap::new();
     for r in runs.iter().filter(|r| has_results(r)) {
         let Some(loss) = r.final_val_loss else {
             continue;
         };
         let d = r.config.layout.stages(r.config.layers);
         groups
-            .entry((&r.config.dataset, r.config.layers, &r.pair_id))
+            .entry((cohorts.label(&r.config), r.config.layers, &r.pair_id))
             .or_insert_with(|| (r, BTreeMap::new()))
             .1
             .insert(d, loss);
@@ -39,7 +42,7 @@ pub fn families(runs: &[RunRow]) -> Vec<Family> {
         .into_iter()
         .filter(|(_, (_, by))| by.len() >= 3)
         .map(|((dataset, layers, pair_id), (run, by))| Family {
-            dataset: dataset.to_owned(),
+            dataset,
             layers,
             pair_id: pair_id.to_owned(),
             configuration: configuration_key(run),

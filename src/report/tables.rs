@@ -176,7 +176,7 @@ impl<'a> Table2Csv<'a> {
         let paper = analysis::paper_value(&c.dataset, c.layout, c.bin);
         let ci = |e: Option<analysis::Estimate>| e.and_then(|e| e.ci);
         Table2Csv {
-            dataset: &c.dataset,
+            dataset: &c.cohort,
             layout: c.layout,
             q_bin: Q_BINS[c.bin],
             n: c.n,

@@ -4,7 +4,7 @@
 //! stacked add higher-order terms it was never trained with.
 use std::collections::BTreeMap;
 
-use super::analysis::{Configuration, MedianEstimate, configuration_key, has_results};
+use super::analysis::{Cohorts, Configuration, MedianEstimate, configuration_key, has_results};
 use super::render::Block;
 use super::stats::mean;
 use crate::model::Layout;
@@ -28,15 +28,16 @@ pub struct TruncationRow {
     pub mean_truncated_val_acc: f64,
 }
 
-/// Per dataset, layout, L and batch-norm setting, the finished runs' validation loss and accuracy
-/// as trained and rearranged.
+/// Per cohort ([`Cohorts`]), layout, L and batch-norm setting, the finished runs' validation loss
+/// and accuracy as trained and rearranged.
 pub fn rows(runs: &[RunRow]) -> Vec<TruncationRow> {
     type Key = (String, Layout, usize, bool);
+    let cohorts = Cohorts::of(runs);
     let mut groups: BTreeMap<Key, Vec<&RunRow>> = BTreeMap::new();
     for r in runs.iter().filter(|r| has_results(r)) {
         if r.truncated_val_loss.is_some() && r.truncated_val_acc.is_some() {
             let c = &r.config;
-            let key = (c.dataset.clone(), c.layout, c.layers, c.batchnorm);
+            let key = (cohorts.label(c), c.layout, c.layers, c.batchnorm);
             groups.entry(key).or_default().push(r);
         }
     }

@@ -4,17 +4,19 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::analysis::fmt_p;
+use super::analysis::{Cohorts, fmt_p};
 use super::drivers::Drivers;
 use super::equivalence::{self, EquivalenceRow, Margins, Quantity};
 use super::plots;
 use super::render::Block;
 
-/// The report's opening: one verdict per dataset and quantity, and the forest plots.
+/// The report's opening: one verdict per cohort (dataset, or dataset and optimizer) and
+/// quantity, and the forest plots.
 pub fn blocks(
     out: &Path,
     rows: &[EquivalenceRow],
-    datasets: &[String],
+    of: Cohorts,
+    cohorts: &[String],
     drivers: &[Drivers],
     margins: &Margins,
     same_network: usize,
@@ -40,6 +42,15 @@ pub fn blocks(
                 .trim_start_matches('+'),
         )),
     ];
+    if of.by_optimizer() {
+        blocks.push(Block::Paragraph(
+            "The runs were trained with more than one optimizer, so this report compares the \
+             layouts per dataset and optimizer (`mnist · adam`): each optimizer is its own \
+             training recipe, and pooling them would let one that trains badly sway a dataset's \
+             verdict. The *Optimizers* section sets the optimizers against each other."
+                .into(),
+        ));
+    }
     if same_network > 0 {
         blocks.push(Block::Paragraph(format!(
             "{same_network} pair(s) with L = 1 are left out of every comparison in this report: \
@@ -47,7 +58,7 @@ pub fn blocks(
              so their Δ is 0 by construction and says nothing about depth against width."
         )));
     }
-    for d in datasets {
+    for d in cohorts {
         let mut dataset_rows = rows.iter().filter(|r| &r.group == d).peekable();
         if dataset_rows.peek().is_none() {
             blocks.push(Block::Paragraph(format!(

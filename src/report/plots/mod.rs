@@ -32,15 +32,17 @@ fn register_font() {
     });
 }
 
-/// The file name (without extension) of figure `kind` for `dataset`: a dataset name that is not
-/// a safe file name (`npz:some/path.npz`) has its other characters replaced and a hash of the
-/// whole name appended, so that no two datasets share a figure.
+/// The file name (without extension) of figure `kind` for `dataset` (or cohort, `mnist · adam`):
+/// a name that is not a safe file name (`npz:some/path.npz`) has its other characters replaced
+/// (a cohort's ` · ` by one `_`) and a hash of the whole name appended, so that no two datasets
+/// share a figure.
 pub fn figure_name(kind: &str, dataset: &str) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
     if dataset.chars().all(safe) && !dataset.starts_with('.') {
         return format!("{kind}_{dataset}");
     }
     let stem: String = dataset
+        .replace(" · ", "_")
         .chars()
         .map(|c| if safe(c) { c } else { '_' })
         .collect();
@@ -186,9 +188,9 @@ pub fn layout_scatter(
     name: &str,
     pairs: &[Pair],
     metric: Metric,
-    datasets: &[String],
+    cohorts: &[String],
 ) -> Result<()> {
-    let points = pair_points(pairs, datasets, |r| metric.value(r));
+    let points = pair_points(pairs, cohorts, |r| metric.value(r));
     scatter_pairs(
         dir,
         name,
@@ -199,13 +201,13 @@ pub fn layout_scatter(
         &format!("sequential (deep) {}", metric.name()),
         &format!("parallel (shallow) {}", metric.name()),
         &points,
-        datasets,
+        cohorts,
     )
 }
 
 /// Mean seconds per training epoch, sequential vs parallel, one point per pair.
-pub fn epoch_seconds(dir: &Path, name: &str, pairs: &[Pair], datasets: &[String]) -> Result<()> {
-    let points = pair_points(pairs, datasets, |r| {
+pub fn epoch_seconds(dir: &Path, name: &str, pairs: &[Pair], cohorts: &[String]) -> Result<()> {
+    let points = pair_points(pairs, cohorts, |r| {
         Some(r.train_seconds? / r.epochs_recorded.max(1) as f64)
     });
     scatter_pairs(
@@ -215,7 +217,7 @@ pub fn epoch_seconds(dir: &Path, name: &str, pairs: &[Pair], datasets: &[String]
         "sequential s/epoch",
         "parallel s/epoch",
         &points,
-        datasets,
+        cohorts,
     )
 }
 
@@ -224,12 +226,12 @@ pub fn time_to_target(
     dir: &Path,
     name: &str,
     rows: &[super::speed::TimeToTarget],
-    datasets: &[String],
+    cohorts: &[String],
 ) -> Result<()> {
     let points: Vec<(usize, f64, f64)> = rows
         .iter()
         .filter_map(|r| {
-            let d = datasets.iter().position(|d| *d == r.dataset)?;
+            let d = cohorts.iter().position(|d| *d == r.dataset)?;
             Some((d, r.seq?.seconds, r.par?.seconds))
         })
         .filter(|(_, s, p)| *s > 0.0 && *p > 0.0)
@@ -241,14 +243,14 @@ pub fn time_to_target(
         "sequential seconds",
         "parallel seconds",
         &points,
-        datasets,
+        cohorts,
     )
 }
 
 /// (dataset index, sequential value, parallel value) of every finished pair.
 fn pair_points(
     pairs: &[Pair],
-    datasets: &[String],
+    cohorts: &[String],
     value: impl Fn(&crate::sweep::store::RunRow) -> Option<f64>,
 ) -> Vec<(usize, f64, f64)> {
     pairs
@@ -256,7 +258,7 @@ fn pair_points(
         .filter(|p| p.both_have_results())
         .filter_map(|p| {
             Some((
-                datasets.iter().position(|d| d == p.dataset())?,
+                cohorts.iter().position(|d| d == p.cohort())?,
                 value(p.seq)?,
                 value(p.par)?,
             ))
@@ -272,7 +274,7 @@ fn scatter_pairs(
     x_desc: &str,
     y_desc: &str,
     points: &[(usize, f64, f64)],
-    datasets: &[String],
+    cohorts: &[String],
 ) -> Result<()> {
     let (lo, hi) = log_range(points.iter().flat_map(|(_, s, q)| [*s, *q]));
     both_backends!(dir, name, |root| {
@@ -282,7 +284,7 @@ fn scatter_pairs(
             .map_err(plot_error)?
             .label("y = x")
             .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLACK.mix(0.5)));
-        for (i, dataset) in datasets.iter().enumerate() {
+        for (i, dataset) in cohorts.iter().enumerate() {
             let colour = DATASET_COLOURS[i % DATASET_COLOURS.len()];
             chart
                 .draw_series(
@@ -304,7 +306,7 @@ fn scatter_pairs(
 pub fn loss_vs_q(dir: &Path, name: &str, pairs: &[Pair], dataset: &str) -> Result<()> {
     let runs: Vec<(Layout, f64, f64)> = pairs
         .iter()
-        .filter(|p| p.dataset() == dataset)
+        .filter(|p| p.cohort() == dataset)
         .flat_map(|p| [p.seq, p.par])
         .filter_map(|r| Some((r.config.layout, r.q?, r.final_val_loss?)))
         .filter(|(_, q, l)| *q > 0.0 && *l > 0.0)
